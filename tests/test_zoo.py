@@ -1,0 +1,97 @@
+import pytest
+import torch
+from spikingjelly.activation_based import neuron
+
+from ticketforge.errors import ConfigError
+from ticketforge.model.config import VARIANTS, ModelConfig
+from ticketforge.model.layers import MaskedLinear, masked_layers, topk_mask
+from ticketforge.model.neurons import lam_from_tau, make_lif, tau_from_lam
+from ticketforge.model.zoo import ARCHS, build_model, prunable_weight_count
+
+
+@pytest.mark.parametrize("arch", [a for a, s in ARCHS.items() if s.paper_params])
+def test_cifar10_parameter_counts_match_papers(arch):
+    net = build_model(ModelConfig(arch=arch, variant="snn"), (3, 32, 32), 10)
+    n = prunable_weight_count(net)
+    assert abs(n - ARCHS[arch].paper_params) / ARCHS[arch].paper_params < 0.02, n
+
+
+def test_documented_counts():
+    counts = {a: prunable_weight_count(build_model(ModelConfig(arch=a, variant="ann"), (3, 32, 32), 10))
+              for a in ("vgg16", "mlp")}
+    assert counts["vgg16"] == 14_715_584
+    mlp = build_model(ModelConfig(arch="mlp", variant="snn"), (1, 28, 28), 10)
+    assert [m.weight.shape for _, m in masked_layers(mlp)] == [(340, 784), (10, 340)]
+
+
+def test_width_multiplier_scales_channels():
+    full = build_model(ModelConfig(arch="vgg9", variant="snn"), (1, 28, 28), 10)
+    half = build_model(ModelConfig(arch="vgg9", variant="snn", width=0.5), (1, 28, 28), 10)
+    f = [m.weight.shape[0] for _, m in masked_layers(full)]
+    h = [m.weight.shape[0] for _, m in masked_layers(half)]
+    assert h[:-1] == [c // 2 for c in f[:-1]] and h[-1] == f[-1] == 10
+
+
+@pytest.mark.parametrize("variant", VARIANTS)
+@pytest.mark.parametrize("arch", ["conv4", "vgg9", "resnet19", "mlp"])
+def test_every_variant_runs_and_trains_what_it_should(arch, variant):
+    torch.manual_seed(0)
+    cfg = ModelConfig(arch=arch, variant=variant, width=0.125, r_p=0.4, T=2)
+    net = build_model(cfg, (1, 16, 16), 10)
+    out = net(torch.rand(3, 1, 16, 16))
+    assert out.shape == (3, 10)
+    out.sum().backward()
+    for _, m in masked_layers(net):
+        if variant in ("binw", "slt"):
+            assert m.weight.grad is None and m.scores.grad is not None
+        else:
+            assert m.weight.grad is not None
+
+
+def test_vgg16_refuses_small_images():
+    with pytest.raises(ConfigError, match="32x32"):
+        build_model(ModelConfig(arch="vgg16", variant="snn"), (1, 28, 28), 10)
+
+
+def test_lam_to_tau_mapping_is_exact():
+    assert tau_from_lam(0.99) == pytest.approx(100.0)
+    assert lam_from_tau(tau_from_lam(0.75)) == pytest.approx(0.75)
+    lif = make_lif(0.75, 1.0, "hard", "atan")
+    x = torch.tensor([[0.6], [0.6], [0.0], [0.9]])            # [T, 1]
+    s = lif(x)
+    # V: 0.6 -> 0.75*0.6+0.6 = 1.05 spike, reset 0 -> 0 -> 0.9
+    assert s.flatten().tolist() == [0.0, 1.0, 0.0, 0.0]
+    soft = make_lif(0.5, 1.0, "soft", "atan")
+    assert soft(torch.tensor([[1.5], [0.0], [0.0]])).flatten().tolist() == [1.0, 0.0, 0.0]
+    assert isinstance(lif, neuron.LIFNode) and lif.decay_input is False
+
+
+def test_binw_weight_is_alpha_mask_sign():
+    torch.manual_seed(1)
+    layer = MaskedLinear(20, 30, mode="score_bin", r_p=0.4)
+    w_eff = layer.effective_weight().detach()
+    m = topk_mask(layer.scores, 0.6)
+    assert int(m.sum()) == round(0.6 * 600)
+    alpha = (layer.weight.abs() * m).sum() / m.sum()
+    assert torch.equal(w_eff, alpha * m * torch.where(layer.weight >= 0, 1.0, -1.0))
+    assert set(torch.unique(w_eff / alpha).tolist()) <= {-1.0, 0.0, 1.0}
+    # changing the scores changes the mask (the search variable), alpha follows
+    with torch.no_grad():
+        layer.scores.mul_(-1).add_(torch.randn_like(layer.scores))
+    assert not torch.equal(layer.effective_weight().detach(), w_eff)
+
+
+def test_binw_per_layer_density():
+    net = build_model(ModelConfig(arch="vgg9", variant="binw", width=0.25, r_p=0.4), (1, 28, 28), 10)
+    for _, m in masked_layers(net):
+        n = m.weight.numel()
+        assert int(m.current_mask().sum()) == round(0.6 * n)
+
+
+def test_finetune_freeze_keeps_the_function():
+    torch.manual_seed(2)
+    layer = MaskedLinear(8, 5, mode="score_bin", r_p=0.5)
+    before = layer.effective_weight().detach().clone()
+    layer.freeze_to_binary()
+    assert layer.mode == "binary" and layer.weight.requires_grad
+    assert torch.allclose(layer.effective_weight().detach(), before)

@@ -1,0 +1,3 @@
+from ticketforge.cli import main
+
+raise SystemExit(main())

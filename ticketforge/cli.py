@@ -1,0 +1,135 @@
+"""`ticketforge` command line: one subcommand per stage.
+
+    ticketforge train --config vgg9_binw [--set train.epochs=3 ...] [--data-dir DIR]
+    ticketforge eval  --config vgg9_binw          # reload the ticket, re-measure accuracy
+    ticketforge hw    --config vgg9_binw          # the main job (stages wired so far)
+    ticketforge configs                           # list shipped configs
+
+Heavy libraries are imported inside the subcommands, so ``--help`` is instant.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+from ticketforge.errors import TicketforgeError
+
+__all__ = ["main", "build_parser"]
+
+
+def _add_config_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--config", required=True,
+                   help="MODEL name (model/configs/<name>.toml) or path to a .toml file")
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                   help="override a config value, e.g. --set train.epochs=3 (repeatable)")
+    p.add_argument("--data-dir", default=None,
+                   help="folder with on-disk datasets (default: $TICKETFORGE_DATA)")
+    p.add_argument("--build-dir", default="build", help="root of the build folders (default: build)")
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    ap = argparse.ArgumentParser(prog="ticketforge", description=__doc__.split("\n")[0])
+    sub = ap.add_subparsers(dest="command", required=True)
+    p = sub.add_parser("train", help="train a network or search a ticket; writes build/<name>/ticket/")
+    _add_config_args(p)
+    p = sub.add_parser("eval", help="reload a ticket and re-measure its test accuracy")
+    _add_config_args(p)
+    p.add_argument("--ticket", default=None, help="ticket folder (default: build/<name>/ticket)")
+    p = sub.add_parser("hw", help="the main job: run every stage wired so far for a config")
+    _add_config_args(p)
+    sub.add_parser("configs", help="list the shipped configs")
+    return ap
+
+
+def _load(args):
+    from ticketforge.model.config import load_config, parse_overrides, with_overrides
+
+    cfg = load_config(args.config, parse_overrides(args.overrides))
+    if args.data_dir:
+        cfg = with_overrides(cfg, data={"data_dir": args.data_dir})
+    return cfg
+
+
+def cmd_train(args) -> int:
+    from ticketforge.model.train import train
+
+    cfg = _load(args)
+    out = Path(args.build_dir) / cfg.name / "ticket"
+    print(f"[{cfg.name}] {cfg.model.arch}/{cfg.model.variant} on {cfg.data.dataset}: "
+          f"width {cfg.model.width}, T={cfg.model.timesteps}, r_p={cfg.model.r_p}, "
+          f"{cfg.train.epochs} epochs -> {out}", flush=True)
+    m = train(cfg, out, progress=False if args.quiet else None)
+    e = m["energy"]
+    print(f"[{cfg.name}] test accuracy {m['final_test_accuracy']:.4f} "
+          f"({m['test_correct']}/{m['test_images']}), search {m['search_seconds']:.1f} s, "
+          f"SOPs {e['sops_total'] / 1e6:.3f} M, energy {e['energy_uj']:.4f} uJ/image")
+    return 0
+
+
+def cmd_eval(args) -> int:
+    from ticketforge.model.data import load_dataset
+    from ticketforge.model.ticket import load_ticket
+    from ticketforge.model.train import evaluate
+
+    cfg = _load(args)
+    tdir = Path(args.ticket) if args.ticket else Path(args.build_dir) / cfg.name / "ticket"
+    net, tcfg, meta = load_ticket(tdir)
+    ds = load_dataset(tcfg.data.dataset, cfg.data.data_dir or tcfg.data.data_dir)
+    acc, correct = evaluate(net, ds.test, ds.pixel_max, tcfg.data.eval_batch_size)
+    recorded = None
+    mpath = tdir / "metrics.json"
+    if mpath.is_file():
+        recorded = json.loads(mpath.read_text()).get("final_test_accuracy")
+    same = recorded is not None and acc == recorded
+    print(f"[{tcfg.name}] test accuracy {acc:.4f} ({correct}/{len(ds.test)})"
+          + (f"; recorded {recorded:.4f}: {'reproduced exactly' if same else 'DIFFERENT'}"
+             if recorded is not None else ""))
+    return 0 if recorded is None or same else 1
+
+
+def cmd_hw(args) -> int:
+    """Stages run in order; a stage whose inputs are unchanged is skipped by later issues'
+    manifests.  Today only the model stage exists."""
+    cfg = _load(args)
+    t0 = time.perf_counter()
+    tdir = Path(args.build_dir) / cfg.name / "ticket"
+    meta_path = tdir / "ticket.json"
+    fresh = (meta_path.is_file() and (tdir / "metrics.json").is_file()
+             and json.loads(meta_path.read_text()).get("config") == cfg.to_dict())
+    if fresh:
+        print(f"[hw] model stage: {tdir} was made from this exact config, kept")
+    else:
+        print("[hw] model stage: ticket search")
+        rc = cmd_train(args)
+        if rc:
+            return rc
+    print(f"[hw] model stage done ({time.perf_counter() - t0:.1f} s)")
+    print("[hw] quantize -> rtl -> sim -> synth -> report: not wired yet (later issues); "
+          "the ticket above is the model stage's output.")
+    return 0
+
+
+def cmd_configs(_args) -> int:
+    from ticketforge.model.config import available_configs, load_config
+
+    for name in available_configs():
+        c = load_config(name)
+        print(f"{name:16s} {c.model.arch}/{c.model.variant} on {c.data.dataset}, width {c.model.width}, "
+              f"r_p {c.model.r_p}, T {c.model.timesteps}, {c.train.epochs} epochs")
+    return 0
+
+
+_COMMANDS = {"train": cmd_train, "eval": cmd_eval, "hw": cmd_hw, "configs": cmd_configs}
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return _COMMANDS[args.command](args)
+    except TicketforgeError as e:
+        print(f"ticketforge {args.command}: error: {e}", file=sys.stderr)
+        return 2
