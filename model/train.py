@@ -15,6 +15,7 @@ seeded generators, and evaluation runs in a fixed order.
 from __future__ import annotations
 
 import json
+import sys
 import time
 from pathlib import Path
 
@@ -94,8 +95,8 @@ def _optimizer(params, cfg: RunConfig) -> torch.optim.Optimizer:
     return torch.optim.SGD(params, lr=t.lr, momentum=t.momentum, weight_decay=t.weight_decay)
 
 
-def _start_from_ticket(net: TicketNet, cfg: RunConfig) -> str:
-    src = ticket_dir_for(cfg.train.finetune_from)
+def _start_from_ticket(net: TicketNet, cfg: RunConfig, build_root: Path) -> str:
+    src = ticket_dir_for(cfg.train.finetune_from, build_root)
     found, found_cfg, _ = load_ticket(src)
     if (found_cfg.model.arch, found_cfg.model.variant) != (cfg.model.arch, cfg.model.variant) \
             or found_cfg.model.width != cfg.model.width:
@@ -112,15 +113,17 @@ def _start_from_ticket(net: TicketNet, cfg: RunConfig) -> str:
     return str(src)
 
 
-def train(cfg: RunConfig, out_dir: Path, progress: bool | None = None) -> dict:
-    """Run the config's training or ticket search and write the ticket folder."""
+def train(cfg: RunConfig, out_dir: Path, progress: bool | None = None,
+          build_root: Path = Path("build")) -> dict:
+    """Run the config's training or ticket search and write the ticket folder `out_dir`.
+    `build_root` is where ``train.finetune_from`` names are looked up."""
     t0 = time.perf_counter()
     if cfg.train.threads:
         torch.set_num_threads(cfg.train.threads)
     torch.manual_seed(cfg.train.seed)
     ds = load_dataset(cfg.data.dataset, cfg.data.data_dir)
     net = build_model(cfg.model, ds.input_shape, ds.num_classes)
-    started_from = _start_from_ticket(net, cfg) if cfg.train.finetune_from else None
+    started_from = _start_from_ticket(net, cfg, build_root) if cfg.train.finetune_from else None
     params = [p for p in net.parameters() if p.requires_grad]
     opt = _optimizer(params, cfg)
     epochs = cfg.train.epochs
@@ -160,6 +163,7 @@ def train(cfg: RunConfig, out_dir: Path, progress: bool | None = None) -> dict:
             tqdm.write(f"[{cfg.name}] epoch {epoch + 1}/{epochs}  loss {loss_sum / max(1, seen):.4f}  "
                        f"train {correct / max(1, seen):.4f}  test {test_acc:.4f}  "
                        f"({history[-1]['seconds']:.1f}s)")
+            sys.stdout.flush()
     search_seconds = time.perf_counter() - t0
     test_acc, test_correct = evaluate(net, ds.test, ds.pixel_max, cfg.data.eval_batch_size)
     ae = activity_and_energy(net, ds, cfg)

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import time
 from pathlib import Path
@@ -39,6 +40,11 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("eval", help="reload a ticket and re-measure its test accuracy")
     _add_config_args(p)
     p.add_argument("--ticket", default=None, help="ticket folder (default: build/<name>/ticket)")
+    p = sub.add_parser("quantize", help="lower a ticket to the integer hardware IR: build/<name>/ir/")
+    _add_config_args(p)
+    p.add_argument("--ticket", default=None, help="ticket folder (default: build/<name>/ticket)")
+    p.add_argument("--precision-bits", type=int, default=8,
+                   help="bits of threshold precision per channel when integerizing (default 8)")
     p = sub.add_parser("hw", help="the main job: run every stage wired so far for a config")
     _add_config_args(p)
     sub.add_parser("configs", help="list the shipped configs")
@@ -62,7 +68,7 @@ def cmd_train(args) -> int:
     print(f"[{cfg.name}] {cfg.model.arch}/{cfg.model.variant} on {cfg.data.dataset}: "
           f"width {cfg.model.width}, T={cfg.model.timesteps}, r_p={cfg.model.r_p}, "
           f"{cfg.train.epochs} epochs -> {out}", flush=True)
-    m = train(cfg, out, progress=False if args.quiet else None)
+    m = train(cfg, out, progress=False if args.quiet else None, build_root=Path(args.build_dir))
     e = m["energy"]
     print(f"[{cfg.name}] test accuracy {m['final_test_accuracy']:.4f} "
           f"({m['test_correct']}/{m['test_images']}), search {m['search_seconds']:.1f} s, "
@@ -89,6 +95,19 @@ def cmd_eval(args) -> int:
           + (f"; recorded {recorded:.4f}: {'reproduced exactly' if same else 'DIFFERENT'}"
              if recorded is not None else ""))
     return 0 if recorded is None or same else 1
+
+
+def cmd_quantize(args) -> int:
+    from ticketforge.model.quantize import quantize_ticket
+
+    cfg = _load(args)
+    tdir = Path(args.ticket) if args.ticket else Path(args.build_dir) / cfg.name / "ticket"
+    out = Path(args.build_dir) / cfg.name / "ir"
+    m = quantize_ticket(tdir, out, data_dir=cfg.data.data_dir or None, precision_bits=args.precision_bits)
+    print(f"[{cfg.name}] IR -> {out}: accuracy float {m['accuracy_float']:.4f}, integer "
+          f"{m['accuracy_integer']:.4f} on {m['images']} test images "
+          f"(golden interpreter {m['golden_seconds']:.1f} s)")
+    return 0
 
 
 def cmd_hw(args) -> int:
@@ -123,10 +142,13 @@ def cmd_configs(_args) -> int:
     return 0
 
 
-_COMMANDS = {"train": cmd_train, "eval": cmd_eval, "hw": cmd_hw, "configs": cmd_configs}
+_COMMANDS = {"train": cmd_train, "eval": cmd_eval, "quantize": cmd_quantize, "hw": cmd_hw,
+             "configs": cmd_configs}
 
 
 def main(argv: list[str] | None = None) -> int:
+    # torch prints a "Triton not available" notice at import on CPU-only machines
+    os.environ.setdefault("TORCH_LOGS", "-all")
     args = build_parser().parse_args(argv)
     try:
         return _COMMANDS[args.command](args)

@@ -1,0 +1,156 @@
+"""The brevitas view of a ticket: the same network with brevitas-quantized weights and input.
+
+- Binary-weight layers (``alpha * M * sign(w)``) use a 2-bit narrow-range integer quantizer
+  (levels -1, 0, +1).  brevitas' binary quantizers cannot represent a pruned zero, and with
+  the effective weight written in, the abs-max scale is exactly ``alpha`` (TOOLCHAIN.md).
+- Real-valued tickets (``snn``, ``slt``) use brevitas' 8-bit narrow-range per-tensor quantizer.
+- The input is an 8-bit unsigned quantizer calibrated (max statistics) on training images.
+
+The integer weights and input codes of the hardware IR are read from this view
+(``quant_weight().int()``), and the view is what is exported to QONNX.  Its LIF neurons
+are plain torch (unrolled over T) with spikingjelly's exact float expression, so the view
+computes what the ticket computes and the ONNX exporter can trace it.
+"""
+from __future__ import annotations
+
+import torch
+from torch import nn
+from brevitas.core.stats import StatsOp
+from brevitas.nn import QuantConv2d, QuantIdentity, QuantLinear
+from brevitas.quant import Int8WeightPerTensorFloat, Uint8ActPerTensorFloat
+from spikingjelly.activation_based import layer as sj_layer
+from spikingjelly.activation_based import neuron as sj_neuron
+
+from ticketforge.model.ir.schema import IRError
+from ticketforge.model.layers import MaskedConv2d, MaskedLayer, MaskedLinear
+from ticketforge.model.zoo import BasicBlock, TicketNet
+
+__all__ = ["TernaryWeightQuant", "PixelQuant", "UnrolledLIF", "BrevitasView", "weight_bits_for"]
+
+
+class TernaryWeightQuant(Int8WeightPerTensorFloat):
+    """2-bit narrow range: {-1, 0, +1} x scale; scale = max|w| = alpha of a binary ticket."""
+    bit_width = 2
+    narrow_range = True
+
+
+class Int8NarrowWeightQuant(Int8WeightPerTensorFloat):
+    narrow_range = True
+
+
+class PixelQuant(Uint8ActPerTensorFloat):
+    """8-bit unsigned input, scale from the maximum seen in calibration."""
+    scaling_stats_op = StatsOp.MAX
+
+
+def weight_bits_for(m: MaskedLayer) -> int:
+    return 2 if m.mode in ("binary", "score_bin") else 8
+
+
+class UnrolledLIF(nn.Module):
+    """spikingjelly's multi-step LIF forward (decay_input=False) in plain torch ops."""
+
+    def __init__(self, node: sj_neuron.LIFNode):
+        super().__init__()
+        self.tau = float(node.tau)
+        self.v_threshold = float(node.v_threshold)
+        self.v_reset = node.v_reset
+
+    def forward(self, x_seq: torch.Tensor) -> torch.Tensor:
+        v = torch.zeros_like(x_seq[0])
+        out = []
+        for x in x_seq:
+            if self.v_reset is None:
+                h = v - v / self.tau + x
+            else:
+                h = v - (v - self.v_reset) / self.tau + x
+            s = (h >= self.v_threshold).to(x.dtype)
+            v = h - s * self.v_threshold if self.v_reset is None else h * (1 - s) + self.v_reset * s
+            out.append(s)
+        return torch.stack(out)
+
+
+class _Seq(nn.Module):
+    """Apply stateless modules on [T*B, ...]."""
+
+    def __init__(self, *mods: nn.Module):
+        super().__init__()
+        self.body = nn.Sequential(*mods)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        t, b = x.shape[:2]
+        y = self.body(x.flatten(0, 1))
+        return y.reshape(t, b, *y.shape[1:])
+
+
+def _quant_copy(m: MaskedLayer) -> nn.Module:
+    wq = TernaryWeightQuant if weight_bits_for(m) == 2 else Int8NarrowWeightQuant
+    if isinstance(m, MaskedConv2d):
+        q = QuantConv2d(m.in_channels, m.out_channels, m.kernel_size, stride=m.stride, padding=m.padding,
+                        bias=False, weight_quant=wq)
+    else:
+        q = QuantLinear(m.in_features, m.out_features, bias=False, weight_quant=wq)
+    with torch.no_grad():
+        q.weight.copy_(m.effective_weight())
+    return q
+
+
+class BrevitasView(nn.Module):
+    """Built from a trained :class:`TicketNet`; ``forward`` takes images in [0, 1]."""
+
+    def __init__(self, net: TicketNet):
+        super().__init__()
+        self.T = net.T
+        self.input_quant = QuantIdentity(act_quant=PixelQuant, return_quant_tensor=False)
+        mods: list[nn.Module] = []
+        for i, mod in enumerate(net.body):
+            mods.append(self._convert(i, mod))
+        self.body = nn.Sequential(*mods)
+        self.eval()
+
+    @staticmethod
+    def _convert(i: int, mod: nn.Module) -> nn.Module:
+        if isinstance(mod, BasicBlock):
+            raise IRError(f"layer body.{i} (residual block): the hardware IR has no residual additions; "
+                          "resnet19 is a model-stage architecture (use conv4/vgg9/vgg11/vgg16/mlp)")
+        if isinstance(mod, sj_neuron.LIFNode):
+            return UnrolledLIF(mod)
+        if isinstance(mod, sj_layer.SeqToANNContainer):
+            inner = []
+            for sub in mod:
+                if isinstance(sub, MaskedLayer):
+                    inner.append(_quant_copy(sub))
+                elif isinstance(sub, (nn.BatchNorm1d, nn.BatchNorm2d, nn.Flatten)):
+                    inner.append(sub)
+                elif isinstance(sub, nn.MaxPool2d):
+                    inner.append(sub)
+                else:
+                    raise IRError(f"layer body.{i} ({type(sub).__name__}): not mappable to the hardware IR "
+                                  "(it takes conv/linear + BatchNorm + LIF, 2x2 max-pool on spikes, flatten)")
+            return _Seq(*inner)
+        raise IRError(f"layer body.{i} ({type(mod).__name__}): not mappable to the hardware IR; only LIF "
+                      "neurons are (the ann and bnn variants are model-stage baselines)")
+
+    @torch.no_grad()
+    def calibrate_input(self, images: torch.Tensor, batch_size: int = 500) -> None:
+        """Collect the input quantizer's statistics (brevitas needs train mode for that)."""
+        self.input_quant.train()
+        for i in range(0, len(images), batch_size):
+            self.input_quant(images[i:i + batch_size])
+        self.input_quant.eval()
+
+    def input_scale(self) -> float:
+        return float(self.input_quant.act_quant.scale())
+
+    def input_codes(self, images: torch.Tensor) -> torch.Tensor:
+        """The 8-bit unsigned codes brevitas gives the images (what the hardware receives)."""
+        self.input_quant.return_quant_tensor = True
+        try:
+            return self.input_quant(images).int().to(torch.int64)
+        finally:
+            self.input_quant.return_quant_tensor = False
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.input_quant(x)
+        seq = x.unsqueeze(0).repeat(self.T, *([1] * x.dim()))
+        return self.body(seq).mean(0)

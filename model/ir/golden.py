@@ -1,0 +1,138 @@
+"""The golden interpreter: the definition of what every backend computes (docs/IR.md).
+
+Integer semantics throughout.  Accumulations use float64 BLAS on integer-valued arrays:
+every product and partial sum is an integer below 2**52 (``validate`` proves the bound per
+layer), so float64 represents them exactly and the result is cast back to int64 without
+loss.  numpy has no BLAS for int64 and would be ~50x slower; this is the one place the
+interpreter touches floats, and it is exact.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+from numpy.lib.stride_tricks import sliding_window_view
+
+from ticketforge.model.ir.schema import Graph, IRError, Layer, Neuron
+
+__all__ = ["GoldenResult", "run", "conv_accumulate", "linear_accumulate", "leak", "or_pool"]
+
+
+@dataclass
+class GoldenResult:
+    scores: np.ndarray                                    # int64 [N, classes]
+    spikes: dict[str, np.ndarray] = field(default_factory=dict)      # layer -> uint8 [N, T, *out]
+    membranes: dict[str, np.ndarray] = field(default_factory=dict)   # layer -> int64 [N, *out] at the end
+    h_range: dict[str, tuple[int, int]] = field(default_factory=dict)  # layer -> (min, max) of H before saturation
+
+    @property
+    def predictions(self) -> np.ndarray:
+        return self.scores.argmax(axis=1)
+
+
+def conv_accumulate(x: np.ndarray, w: np.ndarray, stride: int, padding: int) -> np.ndarray:
+    """Integer 2-D cross-correlation, zero padding: x [N, C, H, W], w [O, C, k, k] -> [N, O, Ho, Wo]."""
+    k = w.shape[-1]
+    xp = np.pad(x, ((0, 0), (0, 0), (padding, padding), (padding, padding))) if padding else x
+    win = sliding_window_view(xp, (k, k), axis=(2, 3))[:, :, ::stride, ::stride]  # N C Ho Wo k k
+    n, c, ho, wo = win.shape[:4]
+    cols = win.transpose(0, 2, 3, 1, 4, 5).reshape(n * ho * wo, c * k * k).astype(np.float64)
+    acc = cols @ w.reshape(w.shape[0], -1).T.astype(np.float64)
+    return acc.reshape(n, ho, wo, -1).transpose(0, 3, 1, 2).astype(np.int64)
+
+
+def linear_accumulate(x: np.ndarray, w: np.ndarray) -> np.ndarray:
+    return (x.astype(np.float64) @ w.T.astype(np.float64)).astype(np.int64)
+
+
+def leak(v: np.ndarray, n: Neuron) -> np.ndarray:
+    """The leak of docs/IR.md; >> is an arithmetic (floor) shift on signed values."""
+    if n.leak == "none":
+        return v
+    if n.leak == "shift":
+        return v - (v >> n.leak_shift)
+    return (v * n.leak_mult) >> n.leak_frac_bits
+
+
+def or_pool(x: np.ndarray, k: int) -> np.ndarray:
+    """k x k max over 0/1 spikes, i.e. an OR; trailing rows/cols that do not fill a window drop."""
+    n, c, h, w = x.shape
+    ho, wo = h // k, w // k
+    return x[:, :, :ho * k, :wo * k].reshape(n, c, ho, k, wo, k).max(axis=(3, 5))
+
+
+def _per_channel(a: np.ndarray, ndim: int) -> np.ndarray:
+    return a.reshape((1, -1) + (1,) * (ndim - 2))
+
+
+def run(g: Graph, images: np.ndarray, trace: bool = False, batch_size: int = 100) -> GoldenResult:
+    """Run the IR on integer images ``[N, C, H, W]`` (pixel codes).  With ``trace`` also return
+    every neuron layer's spikes per timestep and final membranes."""
+    images = np.asarray(images)
+    if images.ndim != 4 or tuple(images.shape[1:]) != tuple(g.input.shape):
+        raise IRError(f"input images have shape {list(images.shape)}, the IR expects "
+                      f"[N, {', '.join(map(str, g.input.shape))}]")
+    if images.size and (images.min() < 0 or images.max() >= (1 << g.input.bits)):
+        raise IRError(f"input pixel codes must be in [0, {(1 << g.input.bits) - 1}]")
+    parts = [_run_batch(g, images[i:i + batch_size].astype(np.int64), trace)
+             for i in range(0, len(images), batch_size)] or [_run_batch(g, images.astype(np.int64), trace)]
+    res = GoldenResult(scores=np.concatenate([p.scores for p in parts]))
+    if trace:
+        for name in parts[0].spikes:
+            res.spikes[name] = np.concatenate([p.spikes[name] for p in parts])
+            res.membranes[name] = np.concatenate([p.membranes[name] for p in parts])
+    for p in parts:
+        for name, (lo, hi) in p.h_range.items():
+            plo, phi = res.h_range.get(name, (lo, hi))
+            res.h_range[name] = (min(lo, plo), max(hi, phi))
+    return res
+
+
+def _run_batch(g: Graph, x0: np.ndarray, trace: bool) -> GoldenResult:
+    n = len(x0)
+    out = g.layers[-1]
+    scores = np.zeros((n, out.out_shape[0]), dtype=np.int64)
+    state: dict[str, np.ndarray] = {}
+    spikes: dict[str, list] = {}
+    h_range: dict[str, tuple[int, int]] = {}
+    for _t in range(g.T):
+        x = x0
+        for l in g.layers:
+            if l.kind == "pool":
+                x = or_pool(x, l.kernel)
+            elif l.kind == "flatten":
+                x = x.reshape(n, -1)
+            elif l.kind == "output":
+                scores += linear_accumulate(x, g.tensor(l, "weight"))
+            else:
+                x = _neuron_layer(g, l, x, state, h_range)
+                if trace:
+                    spikes.setdefault(l.name, []).append(x.astype(np.uint8))
+    res = GoldenResult(scores=scores, h_range=h_range)
+    if trace:
+        res.spikes = {k: np.stack(v, axis=1) for k, v in spikes.items()}
+        res.membranes = dict(state)
+    return res
+
+
+def _neuron_layer(g: Graph, l: Layer, x: np.ndarray, state: dict, h_range: dict) -> np.ndarray:
+    w = g.tensor(l, "weight")
+    acc = conv_accumulate(x, w, l.stride, l.padding) if l.kind == "conv" else linear_accumulate(x, w)
+    nrn = l.neuron
+    v = state.get(l.name)
+    if v is None:
+        v = np.zeros_like(acc)
+    bias = _per_channel(g.tensor(l, "bias").astype(np.int64), acc.ndim)
+    thr = _per_channel(g.tensor(l, "threshold").astype(np.int64), acc.ndim)
+    keep = g.tensor(l, "neuron_mask").astype(bool)[None]
+    h = leak(v, nrn) + (acc << l.input_shift) + bias
+    live = h[np.broadcast_to(keep, h.shape)]
+    if live.size:
+        lo, hi = int(live.min()), int(live.max())
+        plo, phi = h_range.get(l.name, (lo, hi))
+        h_range[l.name] = (min(lo, plo), max(hi, phi))
+    h = np.clip(h, nrn.vmin, nrn.vmax)
+    s = (h >= thr) & keep
+    v = np.where(s, 0 if nrn.reset == "hard" else h - thr, h)
+    state[l.name] = np.where(keep, v, 0)
+    return s.astype(np.int64)

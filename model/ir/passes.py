@@ -1,0 +1,193 @@
+"""Transformations over the IR: small pure functions ``Graph -> Graph``, run as explicit lists.
+
+Float stage (what ``ticketforge.model.quantize`` lowers from torch): a neuron layer has
+integer weights (``tensors.weight``, from brevitas), ``attrs.scale`` (the float value of one
+weight step times the input step: ``alpha`` for spikes, ``alpha / pixel_max`` for pixels),
+BatchNorm tensors and ``attrs.v_threshold``/``attrs.lam``.  The passes turn that into the
+integer neuron of docs/IR.md:
+
+1. :func:`fold_batchnorm`  float membrane input ``y = a*acc + b`` per channel,
+   ``a = scale*gamma/sqrt(var+eps)``, ``b = beta - mean*gamma/sqrt(var+eps)``.
+2. :func:`flip_negative_channels`  where ``a < 0`` negate that channel's weights and use
+   ``|a|``: dividing the membrane by a negative number would flip the threshold compare.
+3. :func:`integerize`  divide the membrane by ``a / 2**s``: each accumulated input enters
+   as ``acc << s``, ``bias = round(b * 2**s / a)``, ``threshold = round(v_th * 2**s / a)``;
+   ``s`` is the smallest shift giving every channel's threshold ``precision_bits`` bits.
+   The leak becomes a shift ``V - (V >> k)`` when ``1 - 2**-k`` is within 0.0025 of lam,
+   else fixed point ``(V * round(lam * 2**F)) >> F`` with F = 8.
+4. :func:`size_membranes` (needs data) picks each layer's membrane width from the range
+   the interpreter measures, plus guard bits; saturation is part of the semantics.
+5. :func:`compact_pruned_neurons` removes fully pruned channels/units and their synapses.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import replace
+
+import numpy as np
+
+from ticketforge.model.ir.schema import Graph, IRError, Layer, Neuron
+
+__all__ = ["fold_batchnorm", "flip_negative_channels", "integerize", "size_membranes",
+           "compact_pruned_neurons", "choose_leak", "LOWERING_PASSES"]
+
+LEAK_SHIFT_TOLERANCE = 0.0025
+LEAK_FRAC_BITS = 8
+PROVISIONAL_MEMBRANE_BITS = 48
+
+
+def _require_stage(g: Graph, stage: str, pass_name: str) -> None:
+    if g.stage != stage:
+        raise IRError(f"{pass_name} takes a graph at stage {stage!r}, got {g.stage!r}")
+
+
+def fold_batchnorm(g: Graph) -> Graph:
+    """Float stage -> folded: per-channel ``fold_a``/``fold_b`` replace the BN tensors."""
+    _require_stage(g, "float", "fold_batchnorm")
+    tensors = dict(g.tensors)
+    layers = []
+    for l in g.layers:
+        if l.neuron is None:
+            layers.append(l)
+            continue
+        mean = tensors.pop(l.tensors["bn_mean"]).astype(np.float64)
+        var = tensors.pop(l.tensors["bn_var"]).astype(np.float64)
+        gamma = tensors.pop(l.tensors["bn_gamma"]).astype(np.float64) if "bn_gamma" in l.tensors else 1.0
+        beta = tensors.pop(l.tensors["bn_beta"]).astype(np.float64) if "bn_beta" in l.tensors else 0.0
+        inv = gamma / np.sqrt(var + l.attrs["bn_eps"])
+        a = np.broadcast_to(l.attrs["scale"] * inv, mean.shape).copy()
+        b = np.broadcast_to(beta - mean * inv, mean.shape).copy()
+        refs = {k: v for k, v in l.tensors.items() if not k.startswith("bn_")}
+        refs["fold_a"], refs["fold_b"] = f"{l.name}.fold_a", f"{l.name}.fold_b"
+        tensors[refs["fold_a"]], tensors[refs["fold_b"]] = a, b
+        attrs = {k: v for k, v in l.attrs.items() if k not in ("scale", "bn_eps")}
+        layers.append(replace(l, tensors=refs, attrs=attrs))
+    return replace(g.with_layers(layers, tensors), stage="folded")
+
+
+def flip_negative_channels(g: Graph) -> Graph:
+    """Folded -> folded with every ``fold_a > 0`` (weights of flipped channels negated)."""
+    _require_stage(g, "folded", "flip_negative_channels")
+    tensors = dict(g.tensors)
+    for l in g.layers:
+        if l.neuron is None:
+            continue
+        a = tensors[l.tensors["fold_a"]]
+        neg = a < 0
+        if np.any(a == 0):
+            raise IRError(f"layer {l.name!r}: a channel has a zero fold factor (BatchNorm gamma = 0 or "
+                          "scale 0); it can never fire and cannot be integerized: prune it first")
+        if neg.any():
+            w = tensors[l.tensors["weight"]].copy()
+            w[neg] = -w[neg]
+            tensors[l.tensors["weight"]] = w
+            tensors[l.tensors["fold_a"]] = np.abs(a)
+    return g.with_layers(g.layers, tensors)
+
+
+def choose_leak(lam: float) -> dict:
+    """Integer leak parameters for a decay rate (see module docstring)."""
+    if lam >= 1.0:
+        return {"leak": "none"}
+    for k in range(1, 31):
+        if abs((1.0 - 2.0 ** -k) - lam) <= LEAK_SHIFT_TOLERANCE:
+            return {"leak": "shift", "leak_shift": k}
+    return {"leak": "fixed", "leak_mult": int(round(lam * (1 << LEAK_FRAC_BITS))),
+            "leak_frac_bits": LEAK_FRAC_BITS}
+
+
+def integerize(g: Graph, precision_bits: int = 8, reset: str | None = None) -> Graph:
+    """Folded -> integer (membrane width provisional until :func:`size_membranes`)."""
+    _require_stage(g, "folded", "integerize")
+    tensors = dict(g.tensors)
+    layers = []
+    for l in g.layers:
+        if l.neuron is None:
+            layers.append(replace(l, attrs={}))
+            continue
+        a = tensors.pop(l.tensors["fold_a"])
+        b = tensors.pop(l.tensors["fold_b"])
+        vth = float(l.attrs["v_threshold"])
+        # smallest s with min_o(vth * 2**s / a_o) >= 2**precision_bits
+        s = max(0, math.ceil(precision_bits - math.log2(vth / float(a.max()))))
+        step = (2.0 ** s) / a
+        thr = np.maximum(1, np.round(vth * step)).astype(np.int64)
+        bias = np.round(b * step).astype(np.int64)
+        refs = {k: v for k, v in l.tensors.items() if not k.startswith("fold_")}
+        refs["bias"], refs["threshold"] = f"{l.name}.bias", f"{l.name}.threshold"
+        tensors[refs["bias"]], tensors[refs["threshold"]] = bias, thr
+        neuron = Neuron(reset=reset or l.neuron.reset, membrane_bits=PROVISIONAL_MEMBRANE_BITS,
+                        **choose_leak(float(l.attrs["lam"])))
+        layers.append(replace(l, tensors=refs, attrs={}, input_shift=s, neuron=neuron))
+    return replace(g.with_layers(layers, tensors), stage="integer")
+
+
+def _bits_for(lo: int, hi: int) -> int:
+    """Signed width holding every value in [lo, hi]."""
+    b = 2
+    while not (-(1 << (b - 1)) <= lo and hi <= (1 << (b - 1)) - 1):
+        b += 1
+    return b
+
+
+def size_membranes(g: Graph, images: np.ndarray, guard_bits: int = 1) -> Graph:
+    """Integer -> integer with each layer's membrane width from the measured range of H
+    on `images` (plus `guard_bits`), never narrower than its thresholds and biases need."""
+    from ticketforge.model.ir.golden import run
+
+    _require_stage(g, "integer", "size_membranes")
+    ranges = run(g, images).h_range
+    layers = []
+    for l in g.layers:
+        if l.neuron is None:
+            layers.append(l)
+            continue
+        lo, hi = ranges.get(l.name, (0, 0))
+        thr, bias = g.tensor(l, "threshold"), g.tensor(l, "bias")
+        lo = min(lo, int(bias.min()) if bias.size else 0)
+        hi = max(hi, int(thr.max()) if thr.size else 0, int(bias.max()) if bias.size else 0)
+        layers.append(replace(l, neuron=replace(l.neuron, membrane_bits=_bits_for(lo, hi) + guard_bits)))
+    return g.with_layers(layers)
+
+
+def compact_pruned_neurons(g: Graph) -> Graph:
+    """Integer -> integer without the channels (conv) or units (linear) whose neurons are all
+    pruned, and without the synapses that read them.  A removed neuron never fired, so the
+    outputs are unchanged (a test checks it against the interpreter)."""
+    _require_stage(g, "integer", "compact_pruned_neurons")
+    tensors = dict(g.tensors)
+    layers = list(g.layers)
+    keep_in: np.ndarray | None = None      # kept indices of the current layer's input channels
+    spatial = 1                            # flatten: positions per channel
+    for i, l in enumerate(layers):
+        if keep_in is not None and l.kind in ("conv", "linear", "output"):
+            w = tensors[l.tensors["weight"]]
+            m = tensors[l.tensors["mask"]]
+            cols = keep_in if l.kind == "conv" or spatial == 1 else \
+                (keep_in[:, None] * spatial + np.arange(spatial)[None]).reshape(-1)
+            tensors[l.tensors["weight"]] = w[:, cols]
+            tensors[l.tensors["mask"]] = m[:, cols]
+            l = replace(l, in_shape=(len(cols),) + tuple(l.in_shape[1:]))
+            keep_in, spatial = None, 1
+        elif keep_in is not None and l.kind == "pool":
+            l = replace(l, in_shape=(len(keep_in),) + tuple(l.in_shape[1:]),
+                        out_shape=(len(keep_in),) + tuple(l.out_shape[1:]))
+        elif keep_in is not None and l.kind == "flatten":
+            spatial = int(np.prod(l.in_shape[1:]))
+            l = replace(l, in_shape=(len(keep_in),) + tuple(l.in_shape[1:]),
+                        out_shape=(len(keep_in) * spatial,))
+        if l.neuron is not None:
+            nm = tensors[l.tensors["neuron_mask"]]
+            alive = nm.reshape(nm.shape[0], -1).any(axis=1)
+            if alive.any() and not alive.all():     # an all-pruned layer stays (empty but valid)
+                keep = np.flatnonzero(alive)
+                for role in ("weight", "mask", "bias", "threshold", "neuron_mask"):
+                    tensors[l.tensors[role]] = tensors[l.tensors[role]][keep]
+                l = replace(l, out_shape=(len(keep),) + tuple(l.out_shape[1:]))
+                keep_in = keep
+        layers[i] = l
+    return g.with_layers(layers, tensors)
+
+
+# The lowering pipeline, in order (size_membranes needs calibration data and runs after).
+LOWERING_PASSES = (fold_batchnorm, flip_negative_channels, integerize)

@@ -1,0 +1,109 @@
+"""Random valid IRs for the fuzz and regression tests of every backend.
+
+Seeded; small conv/pool/linear stacks with random masks, weights, thresholds, biases,
+leaks, resets, pruned neurons (sometimes a whole layer) and narrow membranes that
+saturate.  ``random_graph(seed)`` always passes :func:`validate`.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from ticketforge.model.ir.schema import Graph, InputSpec, Layer, Neuron
+from ticketforge.model.ir.validate import conv_out_hw, validate
+
+__all__ = ["random_graph", "random_images"]
+
+
+def _neuron(rng: np.random.Generator) -> Neuron:
+    kind = rng.choice(["none", "shift", "fixed"])
+    bits = int(rng.integers(6, 14))
+    if kind == "shift":
+        return Neuron("shift", leak_shift=int(rng.integers(1, 6)), reset=str(rng.choice(["hard", "soft"])),
+                      membrane_bits=bits)
+    if kind == "fixed":
+        f = int(rng.integers(2, 9))
+        return Neuron("fixed", leak_mult=int(rng.integers(0, (1 << f) + 1)), leak_frac_bits=f,
+                      reset=str(rng.choice(["hard", "soft"])), membrane_bits=bits)
+    return Neuron("none", reset=str(rng.choice(["hard", "soft"])), membrane_bits=bits)
+
+
+def _weights(rng, shape, bits):
+    wmax = (1 << (bits - 1)) - 1
+    mask = (rng.random(shape) < rng.uniform(0.2, 1.0)).astype(np.uint8)
+    w = rng.integers(-wmax, wmax + 1, shape)
+    if bits == 2:
+        w = np.where(rng.random(shape) < 0.5, -1, 1)
+    return (w * mask).astype(np.int8), mask
+
+
+def random_graph(seed: int, max_conv: int = 2, max_linear: int = 2) -> Graph:
+    rng = np.random.default_rng(seed)
+    c, h, w = int(rng.integers(1, 4)), int(rng.integers(4, 9)), int(rng.integers(4, 9))
+    spec = InputSpec((c, h, w), bits=8, pixel_max=255)
+    layers, tensors = [], {}
+    shape: tuple = (c, h, w)
+    first = True
+
+    def neuron_layer(name, kind, in_shape, out_shape, wshape, **kw):
+        nonlocal first
+        bits = int(rng.choice([2, 2, 2, 4, 8]))
+        wt, mk = _weights(rng, wshape, bits)
+        n = _neuron(rng)
+        cout = out_shape[0]
+        vmax = (1 << (n.membrane_bits - 1)) - 1
+        shift = int(rng.integers(0, 3))
+        fan_in = int(np.prod(wshape[1:]))
+        # thresholds on the scale of a typical accumulation, so that layers do spike
+        typical = max(2, int(fan_in * (60 if first else 1) * (1 << shift) * 0.3))
+        thr = np.minimum(rng.integers(1, typical + 1, cout), vmax)
+        bias = rng.integers(-typical // 4, typical // 4 + 1, cout).clip(-vmax - 1, vmax)
+        p_prune = 1.0 if name == empty_layer else float(rng.choice([0.0, 0.0, 0.3]))
+        keep = (rng.random(out_shape) >= p_prune).astype(np.uint8)
+        refs = {}
+        for role, arr in (("weight", wt), ("mask", mk), ("bias", bias.astype(np.int64)),
+                          ("threshold", thr.astype(np.int64)), ("neuron_mask", keep)):
+            refs[role] = f"{name}.{role}"
+            tensors[refs[role]] = arr
+        layers.append(Layer(name, kind, in_shape, out_shape, weight_bits=bits, input_shift=shift,
+                            neuron=n, tensors=refs, **kw))
+        first = False
+
+    n_conv = int(rng.integers(0, max_conv + 1))
+    n_linear = int(rng.integers(0 if n_conv else 1, max_linear + 1))
+    # about one graph in ten has one fully pruned ("empty") layer
+    empty_layer = rng.choice([f"conv{i}" for i in range(n_conv)] + [f"fc{i}" for i in range(n_linear)]) \
+        if rng.random() < 0.1 else None
+    for i in range(n_conv):
+        cout, k = int(rng.integers(1, 5)), int(rng.choice([1, 3]))
+        stride, pad = int(rng.choice([1, 1, 2])), int(k // 2)
+        ho, wo = conv_out_hw(shape[1], shape[2], k, stride, pad)
+        out = (cout, ho, wo)
+        neuron_layer(f"conv{i}", "conv", shape, out, (cout, shape[0], k, k), kernel=k, stride=stride, padding=pad)
+        shape = out
+        if rng.random() < 0.5 and min(shape[1:]) >= 2:
+            out = (shape[0], shape[1] // 2, shape[2] // 2)
+            layers.append(Layer(f"pool{i}", "pool", shape, out, kernel=2, stride=2))
+            shape = out
+    flat = (int(np.prod(shape)),)
+    layers.append(Layer("flatten", "flatten", shape, flat))
+    shape = flat
+    for i in range(n_linear):
+        out = (int(rng.integers(1, 12)),)
+        neuron_layer(f"fc{i}", "linear", shape, out, (out[0], shape[0]))
+        shape = out
+    classes = int(rng.integers(2, 6))
+    wbits = int(rng.choice([2, 4]))
+    wt, mk = _weights(rng, (classes, shape[0]), wbits)
+    tensors["out.weight"], tensors["out.mask"] = wt, mk
+    layers.append(Layer("out", "output", shape, (classes,), weight_bits=wbits,
+                        tensors={"weight": "out.weight", "mask": "out.mask"}))
+    g = Graph(T=int(rng.integers(1, 6)), input=spec, layers=tuple(layers), tensors=tensors,
+              provenance={"generator": "ticketforge.model.ir.random", "seed": seed})
+    return validate(g)
+
+
+def random_images(g: Graph, n: int, seed: int = 0) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    imgs = rng.integers(0, g.input.pixel_max + 1, (n, *g.input.shape))
+    imgs[rng.random(imgs.shape) < 0.3] = 0          # silent pixels, as real images have
+    return imgs.astype(np.uint8)

@@ -1,0 +1,161 @@
+"""`validate(graph)`: reject a malformed IR with an error naming the layer and the field.
+
+Checks what a backend relies on: known kinds, shapes that chain and follow from the
+kernel/stride/padding, every referenced tensor present with the right shape and dtype,
+weights inside their bit width and zero where the synapse mask is zero, thresholds and
+biases that fit the membrane width, and a readout at the end.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from ticketforge.model.ir.schema import (LAYER_KINDS, LEAK_KINDS, NEURON_KINDS, RESETS, SCHEMA_ID,
+                                         SCHEMA_VERSION, Graph, IRError, Layer)
+
+__all__ = ["validate", "conv_out_hw"]
+
+MAX_MEMBRANE_BITS = 48      # int64 arithmetic in the interpreter stays exact with headroom
+MAX_T = 64
+
+
+def conv_out_hw(h: int, w: int, kernel: int, stride: int, padding: int) -> tuple[int, int]:
+    return (h + 2 * padding - kernel) // stride + 1, (w + 2 * padding - kernel) // stride + 1
+
+
+def _fail(l: Layer, field: str, msg: str):
+    raise IRError(f"layer {l.name!r} ({l.kind}): field {field!r}: {msg}")
+
+
+def _tensor(g: Graph, l: Layer, role: str, shape: tuple, kinds: str) -> np.ndarray:
+    key = l.tensors.get(role)
+    if key is None:
+        _fail(l, f"tensors.{role}", "missing")
+    if key not in g.tensors:
+        _fail(l, f"tensors.{role}", f"refers to {key!r}, which is not in tensors.npz")
+    a = g.tensors[key]
+    if not isinstance(a, np.ndarray) or a.dtype.kind not in kinds:
+        _fail(l, f"tensors.{role}", f"{key!r} must be an integer array, got "
+              f"{getattr(a, 'dtype', type(a).__name__)}")
+    if tuple(a.shape) != tuple(shape):
+        _fail(l, f"tensors.{role}", f"{key!r} has shape {list(a.shape)}, expected {list(shape)}")
+    return a
+
+
+def _expected_out(l: Layer) -> tuple[int, ...]:
+    if l.kind == "conv":
+        if len(l.in_shape) != 3:
+            _fail(l, "in_shape", f"a conv takes [C, H, W], got {list(l.in_shape)}")
+        if l.kernel < 1 or l.stride < 1 or l.padding < 0:
+            _fail(l, "kernel", f"kernel {l.kernel}, stride {l.stride}, padding {l.padding} are not valid")
+        h, w = conv_out_hw(l.in_shape[1], l.in_shape[2], l.kernel, l.stride, l.padding)
+        if h < 1 or w < 1:
+            _fail(l, "out_shape", f"kernel {l.kernel} does not fit input {list(l.in_shape)}")
+        return (l.out_shape[0], h, w)
+    if l.kind == "pool":
+        if len(l.in_shape) != 3:
+            _fail(l, "in_shape", f"a pool takes [C, H, W], got {list(l.in_shape)}")
+        if l.kernel < 1 or l.stride != l.kernel:
+            _fail(l, "kernel", f"pooling windows must tile (kernel == stride >= 1), got "
+                  f"kernel {l.kernel} stride {l.stride}")
+        c, h, w = l.in_shape
+        if h < l.kernel or w < l.kernel:
+            _fail(l, "kernel", f"window {l.kernel} is larger than the input {list(l.in_shape)}")
+        return (c, h // l.kernel, w // l.kernel)
+    if l.kind == "flatten":
+        return (int(np.prod(l.in_shape)),)
+    if len(l.in_shape) != 1:
+        _fail(l, "in_shape", f"a {l.kind} layer takes a flat vector, got {list(l.in_shape)}")
+    if len(l.out_shape) != 1:
+        _fail(l, "out_shape", f"a {l.kind} layer gives a flat vector, got {list(l.out_shape)}")
+    return l.out_shape
+
+
+def validate(g: Graph) -> Graph:
+    """Return `g` unchanged if it is a well-formed integer IR, else raise :class:`IRError`."""
+    if g.schema != SCHEMA_ID or g.version != SCHEMA_VERSION:
+        raise IRError(f"graph: schema {g.schema!r} version {g.version} is not {SCHEMA_ID!r} "
+                      f"version {SCHEMA_VERSION}")
+    if g.stage != "integer":
+        raise IRError(f"graph: field 'stage' is {g.stage!r}; backends take only 'integer' IRs")
+    if not 1 <= g.T <= MAX_T:
+        raise IRError(f"graph: field 'T' must be in [1, {MAX_T}], got {g.T}")
+    if g.score != "membrane_sum":
+        raise IRError(f"graph: field 'score' must be 'membrane_sum', got {g.score!r}")
+    if g.input.encoding != "direct":
+        raise IRError(f"input: field 'encoding' must be 'direct', got {g.input.encoding!r}")
+    if not 1 <= g.input.bits <= 16 or not 1 <= g.input.pixel_max < (1 << g.input.bits):
+        raise IRError(f"input: bits {g.input.bits} / pixel_max {g.input.pixel_max} are inconsistent")
+    if not g.layers:
+        raise IRError("graph: field 'layers' is empty")
+    names = set()
+    shape = tuple(g.input.shape)
+    max_in = g.input.pixel_max
+    for i, l in enumerate(g.layers):
+        if l.name in names:
+            _fail(l, "name", "used twice")
+        names.add(l.name)
+        if l.kind not in LAYER_KINDS:
+            _fail(l, "kind", f"unknown layer kind {l.kind!r}; allowed: {', '.join(LAYER_KINDS)}")
+        if tuple(l.in_shape) != shape:
+            _fail(l, "in_shape", f"{list(l.in_shape)} does not match the previous output {list(shape)}")
+        if tuple(l.out_shape) != _expected_out(l):
+            _fail(l, "out_shape", f"{list(l.out_shape)}, expected {list(_expected_out(l))}")
+        if (l.kind == "output") != (i == len(g.layers) - 1):
+            _fail(l, "kind", "the last layer, and only the last, must be the 'output' readout")
+        if l.kind in NEURON_KINDS and l.neuron is None:
+            _fail(l, "neuron", "a conv/linear layer needs neuron parameters")
+        if l.attrs:
+            _fail(l, "attrs", f"float parameters {sorted(l.attrs)} left in an integer IR")
+        if l.kind not in NEURON_KINDS and l.neuron is not None:
+            _fail(l, "neuron", f"a {l.kind} layer has no neurons")
+        if l.has_weights:
+            _check_weights(g, l, max_in)
+        shape = tuple(l.out_shape)
+        if l.kind in NEURON_KINDS:
+            max_in = 1                 # spikes from here on
+    return g
+
+
+def _check_weights(g: Graph, l: Layer, max_in: int) -> None:
+    if not 2 <= l.weight_bits <= 8:
+        _fail(l, "weight_bits", f"must be in [2, 8], got {l.weight_bits}")
+    if not 0 <= l.input_shift <= 24:
+        _fail(l, "input_shift", f"must be in [0, 24], got {l.input_shift}")
+    cout = l.out_shape[0]
+    wshape = (cout, l.in_shape[0], l.kernel, l.kernel) if l.kind == "conv" else (cout, l.in_shape[0])
+    w = _tensor(g, l, "weight", wshape, "i")
+    m = _tensor(g, l, "mask", wshape, "iub")
+    wmax = (1 << (l.weight_bits - 1)) - 1
+    if w.size and (w.max() > wmax or w.min() < -wmax):
+        _fail(l, "tensors.weight", f"values in [{w.min()}, {w.max()}] exceed {l.weight_bits}-bit "
+              f"narrow range [-{wmax}, {wmax}]")
+    if np.any((m != 0) & (m != 1)):
+        _fail(l, "tensors.mask", "must hold only 0 and 1")
+    if np.any((m == 0) & (w != 0)):
+        _fail(l, "tensors.weight", "a masked synapse (mask 0) has a non-zero weight")
+    if l.kind == "output":
+        return
+    n = l.neuron
+    if n.reset not in RESETS:
+        _fail(l, "neuron.reset", f"unknown reset {n.reset!r}; allowed: {', '.join(RESETS)}")
+    if n.leak not in LEAK_KINDS:
+        _fail(l, "neuron.leak", f"unknown leak {n.leak!r}; allowed: {', '.join(LEAK_KINDS)}")
+    if n.leak == "shift" and not 1 <= n.leak_shift <= 30:
+        _fail(l, "neuron.leak_shift", f"must be in [1, 30], got {n.leak_shift}")
+    if n.leak == "fixed" and not (1 <= n.leak_frac_bits <= 16 and 0 <= n.leak_mult <= (1 << n.leak_frac_bits)):
+        _fail(l, "neuron.leak_mult", f"leak_mult {n.leak_mult} / leak_frac_bits {n.leak_frac_bits} "
+              "must satisfy 0 <= mult <= 2**frac_bits, 1 <= frac_bits <= 16")
+    if not 2 <= n.membrane_bits <= MAX_MEMBRANE_BITS:
+        _fail(l, "neuron.membrane_bits", f"must be in [2, {MAX_MEMBRANE_BITS}], got {n.membrane_bits}")
+    b = _tensor(g, l, "bias", (cout,), "i")
+    th = _tensor(g, l, "threshold", (cout,), "i")
+    _tensor(g, l, "neuron_mask", tuple(l.out_shape), "iub")
+    if th.size and th.min() < 1:
+        _fail(l, "tensors.threshold", f"thresholds must be >= 1, got {th.min()}")
+    if th.size and th.max() > n.vmax:
+        _fail(l, "neuron.membrane_bits", f"{n.membrane_bits} bits (max {n.vmax}) cannot hold threshold {th.max()}")
+    if b.size and (b.max() > n.vmax or b.min() < n.vmin):
+        _fail(l, "neuron.membrane_bits", f"{n.membrane_bits} bits cannot hold bias in [{b.min()}, {b.max()}]")
+    fan_in = int(np.prod(l.in_shape)) if l.kind == "linear" else l.in_shape[0] * l.kernel * l.kernel
+    if (max_in * wmax * fan_in) << l.input_shift >= 1 << 52:
+        _fail(l, "input_shift", "the accumulator could exceed 2**52 (the interpreter's exact range)")
