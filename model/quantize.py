@@ -192,7 +192,10 @@ def quantize_ticket(ticket_dir: Path, out_dir: Path, data_dir: str | None = None
     np.savez_compressed(out_dir / "vectors.npz", **arrays)
     qonnx_path = out_dir / "model.qonnx"
     _export_qonnx(view, _to_float(ds.test.images[:1], ds.pixel_max), qonnx_path)
+    nir_status = _try_nir(net, out_dir / "model.nir")
+    progress(f"[quantize] NIR: {nir_status}")
     metrics = {
+        "nir": nir_status,
         "accuracy_float": acc_float, "accuracy_integer": acc_int, "images": int(len(ds.test)),
         "accuracy_brevitas": float((view_pred == ds.test.labels).mean()),
         "prediction_agreement_float_integer": float((float_pred == pred).mean()),
@@ -209,6 +212,18 @@ def quantize_ticket(ticket_dir: Path, out_dir: Path, data_dir: str | None = None
     }
     (out_dir / "manifest.json").write_text(json.dumps(manifest, indent=2))
     return metrics
+
+
+def _try_nir(net: TicketNet, path: Path) -> str:
+    """Write the float ticket as NIR where it maps; otherwise say which layer stops it."""
+    from ticketforge.model.nir_export import NIRExportError, export_nir
+
+    try:
+        export_nir(net, path)
+    except NIRExportError as e:
+        path.unlink(missing_ok=True)
+        return f"not exported: {e}"
+    return f"written to {path.name}"
 
 
 def _export_qonnx(view: BrevitasView, example: torch.Tensor, path: Path) -> None:

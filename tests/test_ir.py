@@ -40,7 +40,7 @@ def test_random_irs_cover_pruning_saturation_and_silence():
     seen = {"pruned": 0, "empty": 0, "saturated": 0, "leaks": set(), "resets": set()}
     for seed in range(60):
         g = random_graph(seed)
-        r = run(g, random_images(g, 6, seed))
+        r = run(g, random_images(g, 6, seed), measure_range=True)
         for l in g.layers:
             if l.neuron is None:
                 continue

@@ -110,25 +110,45 @@ def cmd_quantize(args) -> int:
     return 0
 
 
+def _stage_fresh(folder: Path, inputs: dict[str, Path]) -> bool:
+    """A stage is skipped when its manifest records the same input digests as now."""
+    import hashlib
+
+    man = folder / "manifest.json"
+    if not man.is_file():
+        return False
+    recorded = json.loads(man.read_text()).get("inputs", {})
+    now = {k: hashlib.sha256(p.read_bytes()).hexdigest() for k, p in inputs.items() if p.is_file()}
+    return bool(now) and recorded == now
+
+
 def cmd_hw(args) -> int:
-    """Stages run in order; a stage whose inputs are unchanged is skipped by later issues'
-    manifests.  Today only the model stage exists."""
+    """Run every stage wired so far, in order, skipping a stage whose inputs are unchanged."""
     cfg = _load(args)
+    root = Path(args.build_dir) / cfg.name
+    tdir, irdir = root / "ticket", root / "ir"
     t0 = time.perf_counter()
-    tdir = Path(args.build_dir) / cfg.name / "ticket"
     meta_path = tdir / "ticket.json"
     fresh = (meta_path.is_file() and (tdir / "metrics.json").is_file()
              and json.loads(meta_path.read_text()).get("config") == cfg.to_dict())
     if fresh:
         print(f"[hw] model stage: {tdir} was made from this exact config, kept")
     else:
-        print("[hw] model stage: ticket search")
-        rc = cmd_train(args)
-        if rc:
+        print("[hw] model stage: ticket search", flush=True)
+        if rc := cmd_train(args):
             return rc
-    print(f"[hw] model stage done ({time.perf_counter() - t0:.1f} s)")
-    print("[hw] quantize -> rtl -> sim -> synth -> report: not wired yet (later issues); "
-          "the ticket above is the model stage's output.")
+    print(f"[hw] model stage done ({time.perf_counter() - t0:.1f} s)", flush=True)
+    t1 = time.perf_counter()
+    if _stage_fresh(irdir, {"model.pt": tdir / "model.pt", "ticket.json": tdir / "ticket.json"}):
+        print(f"[hw] quantize stage: {irdir} is up to date with the ticket, kept")
+    else:
+        print("[hw] quantize stage: brevitas view, BN folding, integer IR, golden interpreter", flush=True)
+        args.ticket, args.precision_bits = None, 8
+        if rc := cmd_quantize(args):
+            return rc
+    print(f"[hw] quantize stage done ({time.perf_counter() - t1:.1f} s)")
+    print("[hw] rtl -> sim -> synth -> report: not wired yet (later issues); "
+          f"the integer IR in {irdir} is what they will read.")
     return 0
 
 

@@ -1,10 +1,12 @@
 """The golden interpreter: the definition of what every backend computes (docs/IR.md).
 
-Integer semantics throughout.  Accumulations use float64 BLAS on integer-valued arrays:
-every product and partial sum is an integer below 2**52 (``validate`` proves the bound per
-layer), so float64 represents them exactly and the result is cast back to int64 without
-loss.  numpy has no BLAS for int64 and would be ~50x slower; this is the one place the
-interpreter touches floats, and it is exact.
+Integer semantics throughout.  Accumulations use BLAS on integer-valued float arrays:
+every product and partial sum is an integer whose magnitude is bounded by
+``max input x max |weight| x fan-in``; float32 represents every integer below 2**24 and
+float64 every integer below 2**53 exactly, so the layer uses float32 when its bound is
+below 2**24, else float64 (``validate`` proves the bound is below 2**52), and the result
+is cast back to int64 without loss.  numpy has no BLAS for int64 and would be ~50x
+slower; this is the one place the interpreter touches floats, and it is exact.
 """
 from __future__ import annotations
 
@@ -30,19 +32,34 @@ class GoldenResult:
         return self.scores.argmax(axis=1)
 
 
-def conv_accumulate(x: np.ndarray, w: np.ndarray, stride: int, padding: int) -> np.ndarray:
-    """Integer 2-D cross-correlation, zero padding: x [N, C, H, W], w [O, C, k, k] -> [N, O, Ho, Wo]."""
+def exact_float_dtype(bound: int):
+    """The cheapest float type in which every integer of magnitude <= bound is exact."""
+    return np.float32 if bound < (1 << 24) else np.float64
+
+
+def conv_accumulate(x: np.ndarray, w: np.ndarray, stride: int, padding: int, bound: int = 1 << 52) -> np.ndarray:
+    """Integer 2-D cross-correlation, zero padding: x [N, C, H, W], w [O, C, k, k] -> [N, O, Ho, Wo].
+    `bound` >= max |x| * max |w| * C*k*k picks the exact float type for the BLAS call."""
+    dt = exact_float_dtype(bound)
     k = w.shape[-1]
+    x = x.astype(dt)         # convert the small input, not the k*k times larger columns
     xp = np.pad(x, ((0, 0), (0, 0), (padding, padding), (padding, padding))) if padding else x
     win = sliding_window_view(xp, (k, k), axis=(2, 3))[:, :, ::stride, ::stride]  # N C Ho Wo k k
     n, c, ho, wo = win.shape[:4]
-    cols = win.transpose(0, 2, 3, 1, 4, 5).reshape(n * ho * wo, c * k * k).astype(np.float64)
-    acc = cols @ w.reshape(w.shape[0], -1).T.astype(np.float64)
+    cols = win.transpose(0, 2, 3, 1, 4, 5).reshape(n * ho * wo, c * k * k)
+    acc = cols @ w.reshape(w.shape[0], -1).T.astype(dt)
     return acc.reshape(n, ho, wo, -1).transpose(0, 3, 1, 2).astype(np.int64)
 
 
-def linear_accumulate(x: np.ndarray, w: np.ndarray) -> np.ndarray:
-    return (x.astype(np.float64) @ w.T.astype(np.float64)).astype(np.int64)
+def linear_accumulate(x: np.ndarray, w: np.ndarray, bound: int = 1 << 52) -> np.ndarray:
+    dt = exact_float_dtype(bound)
+    return (x.astype(dt) @ w.T.astype(dt)).astype(np.int64)
+
+
+def _bound(g: Graph, l: Layer, max_in: int) -> int:
+    w = g.tensor(l, "weight")
+    fan_in = int(np.prod(w.shape[1:]))
+    return max_in * max(1, int(np.abs(w).max()) if w.size else 1) * fan_in
 
 
 def leak(v: np.ndarray, n: Neuron) -> np.ndarray:
@@ -65,17 +82,20 @@ def _per_channel(a: np.ndarray, ndim: int) -> np.ndarray:
     return a.reshape((1, -1) + (1,) * (ndim - 2))
 
 
-def run(g: Graph, images: np.ndarray, trace: bool = False, batch_size: int = 100) -> GoldenResult:
+def run(g: Graph, images: np.ndarray, trace: bool = False, batch_size: int = 100,
+        measure_range: bool = False) -> GoldenResult:
     """Run the IR on integer images ``[N, C, H, W]`` (pixel codes).  With ``trace`` also return
-    every neuron layer's spikes per timestep and final membranes."""
+    every neuron layer's spikes per timestep and final membranes; with ``measure_range``
+    the range of H (before saturation) over live neurons, per layer."""
     images = np.asarray(images)
     if images.ndim != 4 or tuple(images.shape[1:]) != tuple(g.input.shape):
         raise IRError(f"input images have shape {list(images.shape)}, the IR expects "
                       f"[N, {', '.join(map(str, g.input.shape))}]")
     if images.size and (images.min() < 0 or images.max() >= (1 << g.input.bits)):
         raise IRError(f"input pixel codes must be in [0, {(1 << g.input.bits) - 1}]")
-    parts = [_run_batch(g, images[i:i + batch_size].astype(np.int64), trace)
-             for i in range(0, len(images), batch_size)] or [_run_batch(g, images.astype(np.int64), trace)]
+    parts = [_run_batch(g, images[i:i + batch_size].astype(np.int64), trace, measure_range)
+             for i in range(0, len(images), batch_size)] or \
+        [_run_batch(g, images.astype(np.int64), trace, measure_range)]
     res = GoldenResult(scores=np.concatenate([p.scores for p in parts]))
     if trace:
         for name in parts[0].spikes:
@@ -88,13 +108,19 @@ def run(g: Graph, images: np.ndarray, trace: bool = False, batch_size: int = 100
     return res
 
 
-def _run_batch(g: Graph, x0: np.ndarray, trace: bool) -> GoldenResult:
+def _run_batch(g: Graph, x0: np.ndarray, trace: bool, measure_range: bool) -> GoldenResult:
     n = len(x0)
     out = g.layers[-1]
     scores = np.zeros((n, out.out_shape[0]), dtype=np.int64)
     state: dict[str, np.ndarray] = {}
     spikes: dict[str, list] = {}
-    h_range: dict[str, tuple[int, int]] = {}
+    h_range: dict[str, tuple[int, int]] | None = {} if measure_range else None
+    first_acc: list = []       # direct encoding: the first layer's input, so its acc, repeats every t
+    bounds, max_in = {}, (1 << g.input.bits) - 1
+    for l in g.layers:
+        if l.has_weights:
+            bounds[l.name] = _bound(g, l, max_in)
+            max_in = 1
     for _t in range(g.T):
         x = x0
         for l in g.layers:
@@ -103,21 +129,29 @@ def _run_batch(g: Graph, x0: np.ndarray, trace: bool) -> GoldenResult:
             elif l.kind == "flatten":
                 x = x.reshape(n, -1)
             elif l.kind == "output":
-                scores += linear_accumulate(x, g.tensor(l, "weight"))
+                scores += linear_accumulate(x, g.tensor(l, "weight"), bounds[l.name])
             else:
-                x = _neuron_layer(g, l, x, state, h_range)
+                x = _neuron_layer(g, l, x, state, h_range, bounds[l.name],
+                                  first_acc if l is g.layers[0] else None)
                 if trace:
                     spikes.setdefault(l.name, []).append(x.astype(np.uint8))
-    res = GoldenResult(scores=scores, h_range=h_range)
+    res = GoldenResult(scores=scores, h_range=h_range or {})
     if trace:
         res.spikes = {k: np.stack(v, axis=1) for k, v in spikes.items()}
         res.membranes = dict(state)
     return res
 
 
-def _neuron_layer(g: Graph, l: Layer, x: np.ndarray, state: dict, h_range: dict) -> np.ndarray:
-    w = g.tensor(l, "weight")
-    acc = conv_accumulate(x, w, l.stride, l.padding) if l.kind == "conv" else linear_accumulate(x, w)
+def _neuron_layer(g: Graph, l: Layer, x: np.ndarray, state: dict, h_range: dict | None, bound: int,
+                  cache: list | None) -> np.ndarray:
+    if cache:
+        acc = cache[0]
+    else:
+        w = g.tensor(l, "weight")
+        acc = (conv_accumulate(x, w, l.stride, l.padding, bound) if l.kind == "conv"
+               else linear_accumulate(x, w, bound))
+        if cache is not None:
+            cache.append(acc)
     nrn = l.neuron
     v = state.get(l.name)
     if v is None:
@@ -126,7 +160,7 @@ def _neuron_layer(g: Graph, l: Layer, x: np.ndarray, state: dict, h_range: dict)
     thr = _per_channel(g.tensor(l, "threshold").astype(np.int64), acc.ndim)
     keep = g.tensor(l, "neuron_mask").astype(bool)[None]
     h = leak(v, nrn) + (acc << l.input_shift) + bias
-    live = h[np.broadcast_to(keep, h.shape)]
+    live = h[np.broadcast_to(keep, h.shape)] if h_range is not None else np.empty(0)
     if live.size:
         lo, hi = int(live.min()), int(live.max())
         plo, phi = h_range.get(l.name, (lo, hi))

@@ -136,7 +136,7 @@ def size_membranes(g: Graph, images: np.ndarray, guard_bits: int = 1) -> Graph:
     from ticketforge.model.ir.golden import run
 
     _require_stage(g, "integer", "size_membranes")
-    ranges = run(g, images).h_range
+    ranges = run(g, images, measure_range=True).h_range
     layers = []
     for l in g.layers:
         if l.neuron is None:

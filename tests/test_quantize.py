@@ -1,0 +1,117 @@
+"""`ticketforge quantize` end to end on a tiny ticket, and NIR interchange."""
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from conftest import run_cli
+from ticketforge.model.config import ModelConfig
+from ticketforge.model.intsim import torch_integer_run
+from ticketforge.model.ir import load_graph, run
+from ticketforge.model.nir_export import NIRExportError, export_nir, folded_sequential, import_nir, run_imported
+from ticketforge.model.zoo import build_model
+
+TINY = """
+[model]
+arch = "{arch}"
+variant = "{variant}"
+width = 0.125
+T = 3
+r_p = 0.4
+[data]
+dataset = "synthetic"
+batch_size = 32
+[train]
+epochs = 2
+optimizer = "adam"
+lr = 0.01
+weight_decay = 0.0
+seed = 1
+"""
+
+
+@pytest.fixture(scope="module")
+def tiny_ir(tmp_path_factory, root):
+    tmp = tmp_path_factory.mktemp("q")
+    cfg = tmp / "tinyq.toml"
+    cfg.write_text(TINY.format(arch="conv4", variant="binw"))
+    build = tmp / "build"
+    r = run_cli("train", "--config", str(cfg), "--build-dir", str(build), "--quiet", cwd=root)
+    assert r.returncode == 0, r.stderr
+    r = run_cli("quantize", "--config", str(cfg), "--build-dir", str(build), cwd=root)
+    assert r.returncode == 0, r.stdout + r.stderr
+    return build / "tinyq" / "ir", r.stdout
+
+
+def test_quantize_writes_the_ir_folder(tiny_ir):
+    ir, out = tiny_ir
+    for f in ("graph.json", "tensors.npz", "manifest.json", "vectors.npz", "metrics.json", "model.qonnx"):
+        assert (ir / f).is_file(), f
+    m = json.loads((ir / "metrics.json").read_text())
+    assert {"accuracy_float", "accuracy_integer", "images"} <= set(m) and m["images"] == 128
+    assert "MaxPool2d" in m["nir"]                      # conv4 pools with max: named, not exported
+    man = json.loads((ir / "manifest.json").read_text())
+    assert set(man["inputs"]) == {"model.pt", "ticket.json"} and man["seconds"] > 0
+    g = load_graph(ir)
+    assert g.provenance["ticket_sha256"] and g.provenance["config"]["model"]["variant"] == "binw"
+    assert all(l.weight_bits == 2 for l in g.layers if l.has_weights)
+
+
+def test_vectors_equal_golden_and_torch_integer_model(tiny_ir):
+    ir, _ = tiny_ir
+    g = load_graph(ir)
+    v = np.load(ir / "vectors.npz")
+    gold = run(g, v["inputs"], trace=True)
+    assert np.array_equal(gold.scores, v["scores"])
+    scores, spikes = torch_integer_run(g, v["inputs"])
+    assert np.array_equal(scores, v["scores"])
+    for name, s in spikes.items():
+        assert np.array_equal(s, v[f"spikes/{name}"])
+        assert np.array_equal(gold.membranes[name], v[f"membranes/{name}"])
+
+
+def test_qonnx_file_has_brevitas_quant_nodes(tiny_ir):
+    onnx = pytest.importorskip("onnx")
+    ir, _ = tiny_ir
+    model = onnx.load(str(ir / "model.qonnx"))
+    ops = {n.op_type for n in model.graph.node}
+    assert "Quant" in ops and "Conv" in ops
+
+
+def test_quantize_refuses_non_spiking_and_residual(tmp_path, root):
+    for arch, variant, words in (("conv4", "ann", "ann and bnn"), ("resnet19", "binw", "residual")):
+        cfg = tmp_path / f"{arch}_{variant}.toml"
+        cfg.write_text(TINY.format(arch=arch, variant=variant).replace("epochs = 2", "epochs = 0"))
+        build = tmp_path / "b"
+        assert run_cli("train", "--config", str(cfg), "--build-dir", str(build), "--quiet", cwd=root).returncode == 0
+        r = run_cli("quantize", "--config", str(cfg), "--build-dir", str(build), cwd=root)
+        assert r.returncode == 2 and words in r.stderr and "Traceback" not in r.stderr, r.stderr
+
+
+def test_quantize_without_ticket_is_clear(tmp_path, root):
+    r = run_cli("quantize", "--config", "vgg9_binw", "--build-dir", str(tmp_path), cwd=root)
+    assert r.returncode == 2 and "ticketforge train" in r.stderr
+
+
+def test_nir_roundtrip_of_a_small_network(tmp_path):
+    torch.manual_seed(0)
+    net = build_model(ModelConfig(arch="mlp", variant="binw", r_p=0.4, T=4, lam=0.9), (1, 28, 28), 10)
+    for _ in range(3):
+        net(torch.rand(16, 1, 28, 28))              # BatchNorm statistics
+    net.eval()
+    x = torch.rand(5, 1, 28, 28)
+    seq_in = x.unsqueeze(0).repeat(4, 1, 1, 1, 1)
+    with torch.no_grad():
+        ref = net(x)
+    export_nir(net, tmp_path / "m.nir")
+    back = import_nir(tmp_path / "m.nir")
+    out = run_imported(back, seq_in).mean(0)
+    assert torch.allclose(out, ref, atol=1e-5)       # float export: float tolerance
+    assert torch.equal(out.argmax(1), ref.argmax(1))
+
+
+def test_nir_names_the_unsupported_layer():
+    net = build_model(ModelConfig(arch="conv4", variant="snn", width=0.125), (1, 8, 8), 4)
+    with pytest.raises(NIRExportError, match=r"body\.4 \(MaxPool2d\)"):
+        folded_sequential(net)
