@@ -110,3 +110,19 @@ def test_installed_as_one_distribution_without_bare_packages(tmp_path):
     for cmd in ([str(script), "--help"], [sys.executable, "-m", "ticketforge", "--help"]):
         r = subprocess.run(cmd, cwd=tmp_path, capture_output=True, text=True)
         assert r.returncode == 0 and "train" in r.stdout, r.stderr
+
+
+def test_training_is_deterministic_for_a_seed(tmp_path, root):
+    import numpy as np
+    cfg = tmp_path / "det.toml"
+    cfg.write_text(TINY.format(arch="mlp", variant="binw").replace("epochs = 2", "epochs = 1"))
+    outs = []
+    for run_id in ("a", "b"):
+        build = tmp_path / run_id
+        assert run_cli("train", "--config", str(cfg), "--build-dir", str(build), "--quiet",
+                       cwd=root).returncode == 0
+        outs.append((dict(np.load(build / "det" / "ticket" / "ticket.npz")),
+                     json.loads((build / "det" / "ticket" / "metrics.json").read_text())))
+    (za, ma), (zb, mb) = outs
+    assert set(za) == set(zb) and all(np.array_equal(za[k], zb[k]) for k in za)
+    assert [e["test_accuracy"] for e in ma["epochs"]] == [e["test_accuracy"] for e in mb["epochs"]]
