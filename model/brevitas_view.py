@@ -23,7 +23,7 @@ from spikingjelly.activation_based import neuron as sj_neuron
 
 from ticketforge.model.ir.schema import IRError
 from ticketforge.model.layers import MaskedConv2d, MaskedLayer, MaskedLinear
-from ticketforge.model.zoo import BasicBlock, TicketNet
+from ticketforge.model.zoo import BasicBlock, NeuronGate, TicketNet
 
 __all__ = ["TernaryWeightQuant", "PixelQuant", "UnrolledLIF", "BrevitasView", "weight_bits_for"]
 
@@ -115,6 +115,8 @@ class BrevitasView(nn.Module):
                           "resnet19 is a model-stage architecture (use conv4/vgg9/vgg11/vgg16/mlp)")
         if isinstance(mod, sj_neuron.LIFNode):
             return UnrolledLIF(mod)
+        if isinstance(mod, NeuronGate):
+            return mod
         if isinstance(mod, sj_layer.SeqToANNContainer):
             inner = []
             for sub in mod:

@@ -26,6 +26,7 @@ from spikingjelly.activation_based import monitor
 
 from ticketforge.model.layers import MaskedLayer, masked_layers
 from ticketforge.model.neurons import SPIKING_TYPES
+from ticketforge.model.zoo import NeuronGate
 
 __all__ = ["LayerActivity", "measure_activity", "energy_report"]
 
@@ -38,6 +39,8 @@ class LayerActivity:
     weights: int               # all weights
     unmasked_weights: int
     input_rate: float          # fraction of non-zero input elements (events)
+    masked_flops: int          # MACs per timestep over unmasked synapses into live neurons
+    live_neurons: float = 1.0  # fraction of this layer's output neurons not pruned
 
     @property
     def dense_flops(self) -> int:
@@ -45,7 +48,7 @@ class LayerActivity:
 
     @property
     def flops(self) -> int:
-        return self.out_positions * self.unmasked_weights
+        return self.masked_flops
 
 
 @torch.no_grad()
@@ -65,8 +68,10 @@ def measure_activity(net: torch.nn.Module, batches) -> tuple[list[LayerActivity]
         return hook
 
     handles = [m.register_forward_hook(shape_hook(n)) for n, m in layers]
+    # firing rates after the neuron gates (a pruned neuron never fires) where the net has them
+    has_gates = any(isinstance(m, NeuronGate) for m in net.modules())
     with monitor.InputMonitor(net, MaskedLayer, count) as ins, \
-            monitor.OutputMonitor(net, SPIKING_TYPES, count) as outs:
+            monitor.OutputMonitor(net, NeuronGate if has_gates else SPIKING_TYPES, count) as outs:
         for x in batches:
             net(x)
         in_rates = {n: _ratio(ins[n]) for n, _ in layers}
@@ -74,12 +79,22 @@ def measure_activity(net: torch.nn.Module, batches) -> tuple[list[LayerActivity]
     for h in handles:
         h.remove()
     net.train(was_training)
+    gates = [g for _, g in net.named_modules() if isinstance(g, NeuronGate)]
+    paired = len(gates) == len(layers) - 1          # zoo VGG/MLP: one gate per hidden layer
     acts = []
-    for n, m in layers:
+    for i, (n, m) in enumerate(layers):
+        kept = m.current_mask().reshape(m.weight.shape[0], -1).sum(1)          # per output channel
+        if paired and i < len(gates):
+            live = gates[i].mask.reshape(m.weight.shape[0], -1).sum(1)          # live neurons per channel
+            flops = int((kept * live).sum())
+            live_frac = float(gates[i].mask.mean())
+        else:
+            flops = int(kept.sum()) * out_pos[n]
+            live_frac = 1.0
         acts.append(LayerActivity(
             name=n, kind="conv" if m.weight.dim() == 4 else "linear", out_positions=out_pos[n],
-            weights=m.weight.numel(), unmasked_weights=int(m.current_mask().sum()),
-            input_rate=in_rates[n]))
+            weights=m.weight.numel(), unmasked_weights=int(kept.sum()), input_rate=in_rates[n],
+            masked_flops=flops, live_neurons=live_frac))
     return acts, fire
 
 

@@ -16,7 +16,7 @@ from spikingjelly.activation_based import functional, layer, neuron
 
 from ticketforge.errors import TicketforgeError
 from ticketforge.model.layers import MaskedLayer
-from ticketforge.model.zoo import TicketNet
+from ticketforge.model.zoo import NeuronGate, TicketNet
 
 __all__ = ["NIRExportError", "folded_sequential", "export_nir", "import_nir", "run_imported"]
 
@@ -48,6 +48,11 @@ def folded_sequential(net: TicketNet) -> nn.Sequential:
     """The ticket as a flat spikingjelly Sequential with BatchNorm folded (multi-step)."""
     mods: list[nn.Module] = []
     for i, mod in enumerate(net.body):
+        if isinstance(mod, NeuronGate):
+            if not bool(mod.mask.all()):
+                raise NIRExportError(f"layer body.{i} (NeuronGate): NIR has no neuron masks and this "
+                                     "ticket has pruned neurons")
+            continue
         if isinstance(mod, neuron.LIFNode):
             lif = neuron.LIFNode(tau=float(mod.tau), decay_input=mod.decay_input, v_threshold=mod.v_threshold,
                                  v_reset=mod.v_reset, step_mode="m")

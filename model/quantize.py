@@ -26,7 +26,7 @@ from ticketforge.model.ir.validate import conv_out_hw
 from ticketforge.model.layers import masked_layers
 from ticketforge.model.ticket import load_ticket
 from ticketforge.model.train import evaluate
-from ticketforge.model.zoo import TicketNet
+from ticketforge.model.zoo import NeuronGate, TicketNet
 
 __all__ = ["lower", "quantize_ticket", "VECTOR_IMAGES", "CALIBRATION_IMAGES"]
 
@@ -62,6 +62,12 @@ def lower(net: TicketNet, view: BrevitasView, cfg, input_shape, provenance: dict
         return f"{prefix}{counts[prefix]}"
 
     for i, (tmod, vmod) in enumerate(body):
+        if isinstance(vmod, NeuronGate):
+            prev = layers[-1] if layers else None
+            if prev is None or prev.neuron is None:
+                raise IRError(f"layer body.{i}: a neuron mask that does not follow a LIF layer")
+            tensors[prev.tensors["neuron_mask"]] = vmod.mask.detach().numpy().astype(np.uint8).reshape(prev.out_shape)
+            continue
         if isinstance(vmod, UnrolledLIF):
             if pending is None:
                 raise IRError(f"layer body.{i}: a LIF neuron without a conv/linear before it")
@@ -125,10 +131,8 @@ def lower(net: TicketNet, view: BrevitasView, cfg, input_shape, provenance: dict
                 ((("bn_gamma", bn.weight), ("bn_beta", bn.bias)) if bn.affine else ()):
             refs[role] = f"{name}.{role}"
             tensors[refs[role]] = t.detach().numpy().astype(np.float64)
-        keep = getattr(tq, "neuron_mask", None)
-        keep = np.ones(out, np.uint8) if keep is None else keep.detach().numpy().astype(np.uint8).reshape(out)
         refs["neuron_mask"] = f"{name}.neuron_mask"
-        tensors[refs["neuron_mask"]] = keep
+        tensors[refs["neuron_mask"]] = np.ones(out, np.uint8)       # a NeuronGate may follow
         pending = (fields, refs, {"scale": scale, "bn_eps": float(bn.eps)})
     spec = InputSpec(tuple(int(s) for s in input_shape), bits=8, pixel_max=255)
     provenance = {**provenance, "ticket_layers": [n for n, _ in masked_layers(net)]}

@@ -32,7 +32,7 @@ from ticketforge.model.layers import masked_layers
 from ticketforge.model.ticket import load_ticket, save_ticket, ticket_dir_for
 from ticketforge.model.zoo import TicketNet, build_model
 
-__all__ = ["train", "evaluate", "batches", "activity_and_energy"]
+__all__ = ["train", "fit", "prepare", "write_ticket", "evaluate", "batches", "activity_and_energy"]
 
 
 def _to_input(images: torch.Tensor, pixel_max: int) -> torch.Tensor:
@@ -80,7 +80,8 @@ def activity_and_energy(net: TicketNet, ds: Dataset, cfg: RunConfig) -> dict:
     acts, fire = measure_activity(net, (x for x, _ in batches(ds.test, cfg.data.eval_batch_size, ds.pixel_max)))
     spiking = cfg.model.variant != "ann"
     rep = energy_report(acts, cfg.model.timesteps, spiking, cfg.energy.e_mac_pj, cfg.energy.e_ac_pj)
-    return {"firing_rate": fire, "energy": rep}
+    # an ANN's activations are real values, not events: it has no firing rate
+    return {"firing_rate": fire if spiking else {}, "energy": rep}
 
 
 def _dataset_facts(ds: Dataset) -> dict:
@@ -113,28 +114,21 @@ def _start_from_ticket(net: TicketNet, cfg: RunConfig, build_root: Path) -> str:
     return str(src)
 
 
-def train(cfg: RunConfig, out_dir: Path, progress: bool | None = None,
-          build_root: Path = Path("build")) -> dict:
-    """Run the config's training or ticket search and write the ticket folder `out_dir`.
-    `build_root` is where ``train.finetune_from`` names are looked up."""
-    t0 = time.perf_counter()
-    if cfg.train.threads:
-        torch.set_num_threads(cfg.train.threads)
-    torch.manual_seed(cfg.train.seed)
-    ds = load_dataset(cfg.data.dataset, cfg.data.data_dir)
-    net = build_model(cfg.model, ds.input_shape, ds.num_classes)
-    started_from = _start_from_ticket(net, cfg, build_root) if cfg.train.finetune_from else None
+def fit(net: TicketNet, ds: Dataset, cfg: RunConfig, epochs: int, gen: torch.Generator,
+        progress: bool | None = None, label: str | None = None, on_epoch=None) -> list[dict]:
+    """Train `net`'s trainable parameters for `epochs` epochs (fresh optimizer and schedule)
+    and return the per-epoch history.  ``on_epoch(epoch, net)`` runs after each epoch; it
+    may return True to stop early (Early-Bird)."""
+    label = label or cfg.name
     params = [p for p in net.parameters() if p.requires_grad]
     opt = _optimizer(params, cfg)
-    epochs = cfg.train.epochs
     sched = (torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=max(1, epochs))
              if cfg.train.schedule == "cosine" else None)
-    gen = torch.Generator().manual_seed(cfg.train.seed)
     flip = ds.name in ("cifar10", "cifar100")
-    history = []
+    history: list[dict] = []
     disable = None if progress is None else not progress
     net.train()
-    for epoch in tqdm(range(epochs), desc=f"{cfg.name} epochs", unit="ep", disable=disable):
+    for epoch in tqdm(range(epochs), desc=f"{label} epochs", unit="ep", disable=disable):
         te = time.perf_counter()
         seen = correct = 0
         loss_sum = 0.0
@@ -158,28 +152,64 @@ def train(cfg: RunConfig, out_dir: Path, progress: bool | None = None,
         test_acc, _ = evaluate(net, ds.test, ds.pixel_max, cfg.data.eval_batch_size)
         history.append({"epoch": epoch + 1, "train_loss": loss_sum / max(1, seen),
                         "train_accuracy": correct / max(1, seen), "test_accuracy": test_acc,
-                        "seconds": time.perf_counter() - te})
+                        "seconds": time.perf_counter() - te, "T": net.T})
         if disable is not True:
-            tqdm.write(f"[{cfg.name}] epoch {epoch + 1}/{epochs}  loss {loss_sum / max(1, seen):.4f}  "
+            tqdm.write(f"[{label}] epoch {epoch + 1}/{epochs}  loss {loss_sum / max(1, seen):.4f}  "
                        f"train {correct / max(1, seen):.4f}  test {test_acc:.4f}  "
                        f"({history[-1]['seconds']:.1f}s)")
             sys.stdout.flush()
-    search_seconds = time.perf_counter() - t0
+        if on_epoch is not None and on_epoch(epoch, net):
+            break
+    return history
+
+
+def prepare(cfg: RunConfig) -> tuple[Dataset, TicketNet, torch.Generator]:
+    """Seeded dataset, freshly initialised network and batch-order generator for a config."""
+    if cfg.train.threads:
+        torch.set_num_threads(cfg.train.threads)
+    torch.manual_seed(cfg.train.seed)
+    ds = load_dataset(cfg.data.dataset, cfg.data.data_dir)
+    net = build_model(cfg.model, ds.input_shape, ds.num_classes)
+    return ds, net, torch.Generator().manual_seed(cfg.train.seed)
+
+
+def write_ticket(net: TicketNet, ds: Dataset, cfg: RunConfig, out_dir: Path, history: list[dict],
+                 search_seconds: float, extra: dict | None = None) -> dict:
+    """Save the ticket folder and its metrics.json (accuracy, sparsity, firing, energy)."""
     test_acc, test_correct = evaluate(net, ds.test, ds.pixel_max, cfg.data.eval_batch_size)
     ae = activity_and_energy(net, ds, cfg)
-    facts = _dataset_facts(ds)
-    meta = save_ticket(net, cfg, out_dir, facts, extra={"finetuned_from": started_from})
+    meta = save_ticket(net, cfg, out_dir, _dataset_facts(ds), extra=extra)
+    from ticketforge.model.zoo import neuron_gates
+
+    gates = neuron_gates(net)
     metrics = {
         "config": cfg.name, "arch": cfg.model.arch, "variant": cfg.model.variant,
         "dataset": ds.name, "seed": cfg.train.seed, "timesteps": cfg.model.timesteps,
         "r_p": cfg.model.r_p, "width": cfg.model.width,
         "weights": int(sum(np.prod(l["shape"]) for l in meta["layers"])),
-        "unmasked_weights": int(sum(np.prod(l["shape"]) * l["density"] for l in meta["layers"])),
+        "unmasked_weights": int(sum(round(np.prod(l["shape"]) * l["density"]) for l in meta["layers"])),
+        "synapse_density_per_layer": {l["name"]: l["density"] for l in meta["layers"]},
+        "neurons": int(sum(g.mask.numel() for _, g in gates)),
+        "live_neurons": int(sum(g.mask.sum().item() for _, g in gates)),
+        "neuron_density_per_layer": {n: float(g.mask.mean()) for n, g in gates},
         "epochs": history,
         "final_test_accuracy": test_acc, "test_correct": test_correct, "test_images": len(ds.test),
         "search_seconds": search_seconds, "threads": torch.get_num_threads(),
         "firing_rate": ae["firing_rate"], "energy": ae["energy"],
-        "finetuned_from": started_from,
+        **(extra or {}),
     }
+    out_dir.mkdir(parents=True, exist_ok=True)
     (out_dir / "metrics.json").write_text(json.dumps(metrics, indent=2))
     return metrics
+
+
+def train(cfg: RunConfig, out_dir: Path, progress: bool | None = None,
+          build_root: Path = Path("build")) -> dict:
+    """Run the config's training or ticket search and write the ticket folder `out_dir`.
+    `build_root` is where ``train.finetune_from`` names are looked up."""
+    t0 = time.perf_counter()
+    ds, net, gen = prepare(cfg)
+    started_from = _start_from_ticket(net, cfg, build_root) if cfg.train.finetune_from else None
+    history = fit(net, ds, cfg, cfg.train.epochs, gen, progress)
+    return write_ticket(net, ds, cfg, out_dir, history, time.perf_counter() - t0,
+                        extra={"finetuned_from": started_from})

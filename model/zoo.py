@@ -34,7 +34,8 @@ from ticketforge.model.config import ARCHITECTURES, VARIANTS, ModelConfig
 from ticketforge.model.layers import MaskedConv2d, MaskedLayer, MaskedLinear, masked_layers
 from ticketforge.model.neurons import make_activation
 
-__all__ = ["ArchSpec", "ARCHS", "TicketNet", "build_model", "prunable_weight_count", "MODE_OF_VARIANT"]
+__all__ = ["ArchSpec", "ARCHS", "TicketNet", "NeuronGate", "build_model", "prunable_weight_count",
+           "MODE_OF_VARIANT", "neuron_gates"]
 
 
 @dataclass(frozen=True)
@@ -95,6 +96,18 @@ class _Builder:
         return make_activation(c.variant, c.lam, c.v_threshold, c.reset, c.surrogate)
 
 
+class NeuronGate(nn.Module):
+    """Neuron-keep mask after a hidden activation (DynSNN pruning): a pruned neuron never
+    fires.  One entry per neuron (channel, y, x) or unit; all ones until pruning sets it."""
+
+    def __init__(self, shape: tuple[int, ...]):
+        super().__init__()
+        self.register_buffer("mask", torch.ones(shape))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x * self.mask
+
+
 class BasicBlock(nn.Module):
     """ResNet basic block on ``[T, B, C, H, W]``: act(bn(conv(act(bn(conv x)))) + shortcut x)."""
 
@@ -124,9 +137,13 @@ class TicketNet(nn.Module):
         self.T = cfg.timesteps
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.forward_steps(x).mean(0)
+
+    def forward_steps(self, x: torch.Tensor, T: int | None = None) -> torch.Tensor:
+        """Per-timestep class scores ``[T, B, classes]`` (T defaults to the model's)."""
         functional.reset_net(self)
-        seq = x.unsqueeze(0).expand(self.T, *x.shape)
-        return self.body(seq).mean(0)
+        seq = x.unsqueeze(0).expand(T or self.T, *x.shape)
+        return self.body(seq)
 
 
 def build_model(cfg: ModelConfig, input_shape=(3, 32, 32), num_classes: int = 10) -> TicketNet:
@@ -159,13 +176,13 @@ def build_model(cfg: ModelConfig, input_shape=(3, 32, 32), num_classes: int = 10
             h, w = h // 2, w // 2
         else:
             out = b.ch(item)
-            mods += [_seq(b.conv(c, out), b.bn(out, 2)), b.act()]
+            mods += [_seq(b.conv(c, out), b.bn(out, 2)), b.act(), NeuronGate((out, h, w))]
             c = out
     mods.append(_seq(nn.Flatten()))
     fin = c * h * w
     for width in spec.hidden:
         out = b.ch(width)
-        mods += [_seq(b.linear(fin, out), b.bn(out, 1)), b.act()]
+        mods += [_seq(b.linear(fin, out), b.bn(out, 1)), b.act(), NeuronGate((out,))]
         fin = out
     mods.append(_seq(b.linear(fin, num_classes)))
     net = TicketNet(nn.Sequential(*mods), cfg, input_shape, num_classes)
@@ -176,3 +193,7 @@ def build_model(cfg: ModelConfig, input_shape=(3, 32, 32), num_classes: int = 10
 def prunable_weight_count(net: nn.Module) -> int:
     """Number of conv/linear weights (the papers' parameter counts)."""
     return sum(m.weight.numel() for _, m in masked_layers(net))
+
+
+def neuron_gates(net: nn.Module) -> list[tuple[str, NeuronGate]]:
+    return [(n, m) for n, m in net.named_modules() if isinstance(m, NeuronGate)]
