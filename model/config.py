@@ -17,7 +17,7 @@ from pathlib import Path
 from ticketforge.errors import ConfigError
 
 __all__ = [
-    "ModelConfig", "DataConfig", "TrainConfig", "EnergyConfig", "RunConfig",
+    "ModelConfig", "DataConfig", "TrainConfig", "EnergyConfig", "PruneConfig", "RunConfig",
     "CONFIG_DIR", "ARCHITECTURES", "VARIANTS", "DATASETS",
     "load_config", "parse_overrides", "available_configs", "resolve_config_path",
 ]
@@ -125,12 +125,42 @@ class EnergyConfig:
 
 
 @dataclass(frozen=True)
+class PruneConfig:
+    """Settings of `ticketforge prune` (SNN-LTH paper defaults in comments; epochs per round
+    come from ``train.epochs``)."""
+    rate: float = 0.25            # IMP: fraction of the surviving weights pruned per round (p)
+    rounds: int = 8               # IMP: rounds K (0.75**8 -> 89.99% sparsity)
+    rewind_epoch: int = 1         # late rewinding to the weights after this epoch (paper: 20 of 300)
+    scope: str = "global"         # global (one threshold) or local (per layer)
+    eb_window: int = 5            # Early-Bird: q
+    eb_tau: float = 0.02          # Early-Bird: max mask distance over the last q epochs
+    eb_max_epochs: int = 10       # Early-Bird: give up searching after this many epochs
+    et_lambda: float = 0.6        # Early-Time: normalised-KL threshold
+    et_warmup_epochs: int = 2     # Early-Time: epochs at full T before the KL measurement
+    et_images: int = 512          # Early-Time: fixed training subset for the KL
+    snip_batches: int = 4         # SNIP: batches of saliency at initialisation
+    fsr_threshold: float = 0.01   # DynSNN: fire-spike rate below which a neuron is fading
+    reactivate_epoch: int = 2     # DynSNN (training-time): when fading neurons are reactivated
+    calibration_images: int = 1000  # DynSNN: training images over which FSR is measured
+
+    def __post_init__(self) -> None:
+        _check_range("prune.rate", self.rate, 0.0, 1.0, low_open=True, high_open=True)
+        _check_range("prune.rounds", self.rounds, 0, 64)
+        _check_range("prune.rewind_epoch", self.rewind_epoch, 0, None)
+        _check_choice("prune.scope", self.scope, ("global", "local"))
+        _check_range("prune.eb_window", self.eb_window, 1, None)
+        _check_range("prune.et_lambda", self.et_lambda, 0.0, None, low_open=True)
+        _check_range("prune.fsr_threshold", self.fsr_threshold, 0.0, 1.0)
+
+
+@dataclass(frozen=True)
 class RunConfig:
     name: str
     model: ModelConfig = field(default_factory=ModelConfig)
     data: DataConfig = field(default_factory=DataConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     energy: EnergyConfig = field(default_factory=EnergyConfig)
+    prune: PruneConfig = field(default_factory=PruneConfig)
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
@@ -138,6 +168,7 @@ class RunConfig:
 
 _SECTIONS: dict[str, type] = {
     "model": ModelConfig, "data": DataConfig, "train": TrainConfig, "energy": EnergyConfig,
+    "prune": PruneConfig,
 }
 
 

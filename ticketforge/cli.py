@@ -40,6 +40,14 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("eval", help="reload a ticket and re-measure its test accuracy")
     _add_config_args(p)
     p.add_argument("--ticket", default=None, help="ticket folder (default: build/<name>/ticket)")
+    p = sub.add_parser("prune", help="prune synapses (IMP, EB, ET, baselines) or neurons (DynSNN); "
+                                     "writes build/<name>/prune-<method>/")
+    _add_config_args(p)
+    p.add_argument("--method", required=True,
+                   help="imp, eb, et-imp, et-eb, random, snip, transfer, dynsnn, dynsnn-train")
+    p.add_argument("--sparsity", type=float, default=None,
+                   help="target synapse sparsity (sets the IMP rounds), or for dynsnn the fraction "
+                        "of neurons to remove")
     p = sub.add_parser("quantize", help="lower a ticket to the integer hardware IR: build/<name>/ir/")
     _add_config_args(p)
     p.add_argument("--ticket", default=None, help="ticket folder (default: build/<name>/ticket)")
@@ -97,6 +105,20 @@ def cmd_eval(args) -> int:
     return 0 if recorded is None or same else 1
 
 
+def cmd_prune(args) -> int:
+    from ticketforge.model.pruning.run import prune
+
+    cfg = _load(args)
+    out = Path(args.build_dir) / cfg.name / f"prune-{args.method}"
+    m = prune(cfg, args.method, out, args.sparsity, Path(args.build_dir), progress=False if args.quiet else None)
+    p = m["prune"]
+    print(f"[{cfg.name}] prune {args.method} -> {out}: test accuracy {m['final_test_accuracy']:.4f}, "
+          f"synapse sparsity {100 * p['synapse_sparsity']:.2f}%, neurons removed "
+          f"{100 * p['neurons_removed_fraction']:.2f}%, search {m['search_seconds']:.1f} s, "
+          f"energy {m['energy']['energy_uj']:.4f} uJ/image")
+    return 0
+
+
 def cmd_quantize(args) -> int:
     from ticketforge.model.quantize import quantize_ticket
 
@@ -129,8 +151,13 @@ def cmd_hw(args) -> int:
     tdir, irdir = root / "ticket", root / "ir"
     t0 = time.perf_counter()
     meta_path = tdir / "ticket.json"
-    fresh = (meta_path.is_file() and (tdir / "metrics.json").is_file()
-             and json.loads(meta_path.read_text()).get("config") == cfg.to_dict())
+    # the ticket depends on these tables only (not on [prune], which `prune` reads)
+    stage_keys = ("name", "model", "data", "train", "energy")
+    want = {k: v for k, v in cfg.to_dict().items() if k in stage_keys}
+    fresh = False
+    if meta_path.is_file() and (tdir / "metrics.json").is_file():
+        have = json.loads(meta_path.read_text()).get("config", {})
+        fresh = {k: v for k, v in have.items() if k in stage_keys} == want
     if fresh:
         print(f"[hw] model stage: {tdir} was made from this exact config, kept")
     else:
@@ -162,7 +189,7 @@ def cmd_configs(_args) -> int:
     return 0
 
 
-_COMMANDS = {"train": cmd_train, "eval": cmd_eval, "quantize": cmd_quantize, "hw": cmd_hw,
+_COMMANDS = {"train": cmd_train, "eval": cmd_eval, "prune": cmd_prune, "quantize": cmd_quantize, "hw": cmd_hw,
              "configs": cmd_configs}
 
 

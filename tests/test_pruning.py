@@ -1,0 +1,197 @@
+"""Pruning methods on tiny models: masks, IMP rewinding, Early-Bird, Early-Time, DynSNN."""
+import json
+
+import pytest
+import torch
+
+from conftest import run_cli
+from ticketforge.model.config import ModelConfig, load_config
+from ticketforge.model.layers import masked_layers
+from ticketforge.model.pruning import dynsnn, lth
+from ticketforge.model.pruning.masks import current_masks, mask_distance, prune_by_score, set_masks, sparsity
+from ticketforge.model.zoo import build_model, neuron_gates
+
+TINY = """
+[model]
+arch = "{arch}"
+variant = "{variant}"
+width = 0.125
+T = 4
+[data]
+dataset = "synthetic"
+batch_size = 32
+[train]
+epochs = 1
+optimizer = "adam"
+lr = 0.01
+weight_decay = 0.0
+seed = 2
+[prune]
+rounds = 2
+rate = 0.5
+rewind_epoch = 1
+eb_window = 1
+eb_max_epochs = 3
+reactivate_epoch = 1
+calibration_images = 64
+et_warmup_epochs = 1
+et_images = 64
+"""
+
+
+def _net(arch="mlp", variant="snn"):
+    torch.manual_seed(0)
+    return build_model(ModelConfig(arch=arch, variant=variant, width=0.125, T=4), (1, 8, 8), 4)
+
+
+def test_global_and_local_magnitude_pruning_reach_the_target():
+    net = _net("conv4")
+    scores = {n: m.weight.detach().abs() for n, m in masked_layers(net)}
+    masks = current_masks(net)
+    g = prune_by_score(scores, masks, 0.75, "global")
+    assert abs(sparsity(g) - 0.75) < 1e-3
+    loc = prune_by_score(scores, masks, 0.75, "local")
+    for n, m in loc.items():
+        assert abs((1 - float(m.mean())) - 0.75) < 1.0 / m.numel() + 1e-6
+    # pruning again never resurrects a masked weight and reaches the next level
+    g2 = prune_by_score(scores, g, 0.875, "global")
+    assert all(bool(((g2[n] == 1) <= (g[n] == 1)).all()) for n in g)
+    assert abs(sparsity(g2) - 0.875) < 1e-3
+    assert mask_distance(g, g) == 0.0 and mask_distance(g, g2) > 0
+
+
+def test_rewinding_restores_the_rewind_weights_and_keeps_masks():
+    net = _net()
+    state = lth._weights_state(net)
+    masks = prune_by_score({n: m.weight.detach().abs() for n, m in masked_layers(net)},
+                           current_masks(net), 0.5)
+    with torch.no_grad():
+        for _, m in masked_layers(net):
+            m.weight.add_(1.0)
+    set_masks(net, masks)
+    lth._rewind(net, state)
+    for n, m in masked_layers(net):
+        assert torch.equal(m.weight, state[f"{n}.weight"])
+        assert torch.equal(m.mask, masks[n])
+
+
+def test_rounds_and_target():
+    assert lth.rounds_for(0.89, 0.25) == 8 and lth.rounds_for(0.8999, 0.25) == 9 and lth.rounds_for(0.5, 0.5) == 1
+    cfg = load_config("vgg9_snn")
+    assert abs(lth.target_sparsity(cfg) - (1 - 0.75 ** 8)) < 1e-12
+
+
+class _Steps(torch.nn.Module):
+    """A stand-in network whose per-timestep outputs are given."""
+    def __init__(self, steps):
+        super().__init__()
+        self.steps = steps
+
+    def forward_steps(self, x):
+        return self.steps
+
+
+def test_kl_selection_picks_the_documented_t():
+    # outputs converge to the T=5 distribution: timesteps 1-2 point elsewhere, 3-5 agree
+    far = torch.tensor([[0.0, 4.0, 0.0]])
+    near = torch.tensor([[4.0, 0.0, 0.0]])
+    steps = torch.stack([far, far, near * 3, near, near])           # [T=5, B=1, K=3]
+    prof = lth.kl_profile(_Steps(steps), None)
+    assert prof[2] == 1.0 and prof[2] > prof[3] > prof[4]
+    t = lth.pick_t_early(prof, 0.6, 5)
+    assert t == min(k for k, v in prof.items() if v < 0.6)
+    assert lth.pick_t_early({2: 1.0, 3: 0.9}, 0.6, 4) == 4          # none below lambda: full T
+
+
+def test_fading_neuron_is_reactivated_then_pruned():
+    net = _net("mlp")
+    first = masked_layers(net)[0][1]
+    with torch.no_grad():
+        first.weight[3].fill_(-1.0)                                   # unit 3 can never fire
+    x = torch.rand(32, 1, 8, 8)
+    from ticketforge.model.data import Split
+    import numpy as np
+    calib = Split((x.numpy() * 255).astype(np.uint8), np.zeros(32, dtype=np.int64))
+    fsr = dynsnn.fire_spike_rates(net, calib, 16, 255)
+    gate_name = neuron_gates(net)[0][0]
+    assert fsr[gate_name][3] == 0.0
+    fading = {n: r < 0.01 for n, r in fsr.items()}
+    before = first.weight[3].clone()
+    done = dynsnn.reactivate(net, fading, torch.Generator().manual_seed(0))
+    assert done[gate_name] >= 1 and not torch.equal(first.weight[3], before)
+    with torch.no_grad():
+        first.weight[3].fill_(-1.0)                                   # still fading at the end
+    fsr = dynsnn.fire_spike_rates(net, calib, 16, 255)
+    dynsnn.prune_inference(net, fsr, 0.01)
+    gate = neuron_gates(net)[0][1]
+    assert gate.mask[3] == 0
+    rep = dynsnn.neuron_report(net)
+    assert rep["neurons_removed"] >= 1
+
+
+def test_threshold_for_fraction():
+    fsr = {"a": torch.tensor([0.0, 0.1, 0.2, 0.3]), "b": torch.tensor([0.05, 0.5])}
+    thr = dynsnn.threshold_for_fraction(fsr, 0.5)
+    assert sum(int((v < thr).sum()) for v in fsr.values()) == 3
+
+
+@pytest.fixture(scope="module")
+def tiny_cfg(tmp_path_factory):
+    d = tmp_path_factory.mktemp("p")
+    snn = d / "tiny_snn.toml"
+    snn.write_text(TINY.format(arch="conv4", variant="snn"))
+    binw = d / "tiny_binw.toml"
+    binw.write_text(TINY.format(arch="conv4", variant="binw"))
+    return d, snn, binw
+
+
+@pytest.mark.parametrize("method", ["imp", "eb", "et-imp", "random", "snip", "transfer", "dynsnn-train"])
+def test_prune_cli_methods(tiny_cfg, root, method):
+    d, snn, _ = tiny_cfg
+    build = d / f"build-{method}"
+    r = run_cli("prune", "--config", str(snn), "--method", method, "--build-dir", str(build), "--quiet", cwd=root)
+    assert r.returncode == 0, r.stdout + r.stderr
+    m = json.loads((build / "tiny_snn" / f"prune-{method}" / "metrics.json").read_text())
+    p = m["prune"]
+    assert m["search_seconds"] > 0 and "energy" in m and "neuron_density_per_layer" in m
+    if method in ("imp", "eb", "et-imp", "random", "snip", "transfer"):
+        assert abs(p["synapse_sparsity"] - 0.75) < 0.01, p["synapse_sparsity"]      # 1 - 0.5**2
+    if method == "imp":
+        assert [r["sparsity"] for r in p["rounds"]] == pytest.approx([0.5, 0.75], abs=0.01)
+    if method == "et-imp":
+        assert 2 <= p["t_early"] <= 4 and set(map(int, p["normalised_kl"])) == {2, 3}
+    if method == "eb":
+        assert p["eb_epoch"] is not None or len(p["distances"]) >= 1
+
+
+def test_dynsnn_on_a_binw_ticket(tiny_cfg, root):
+    d, _, binw = tiny_cfg
+    build = d / "build-dyn"
+    assert run_cli("train", "--config", str(binw), "--build-dir", str(build), "--quiet", cwd=root).returncode == 0
+    r = run_cli("prune", "--config", str(binw), "--method", "dynsnn", "--sparsity", "0.3",
+                "--build-dir", str(build), "--quiet", cwd=root)
+    assert r.returncode == 0, r.stderr
+    m = json.loads((build / "tiny_binw" / "prune-dynsnn" / "metrics.json").read_text())
+    assert m["prune"]["neurons_removed_fraction"] >= 0.3
+    assert m["live_neurons"] < m["neurons"]
+    assert m["prune"]["synapse_sparsity"] == pytest.approx(0.0, abs=0.01) or m["variant"] == "binw"
+    # the neuron masks survive a reload and reach the IR
+    r = run_cli("quantize", "--config", str(binw), "--ticket", str(build / "tiny_binw" / "prune-dynsnn"),
+                "--build-dir", str(build), cwd=root)
+    assert r.returncode == 0, r.stderr
+    from ticketforge.model.ir import load_graph
+    g = load_graph(build / "tiny_binw" / "ir")
+    kept = sum(int(g.tensor(l, "neuron_mask").sum()) for l in g.layers if l.neuron)
+    assert kept == m["live_neurons"]
+
+
+def test_magnitude_methods_refuse_binw(tiny_cfg, root):
+    d, _, binw = tiny_cfg
+    r = run_cli("prune", "--config", str(binw), "--method", "imp", "--build-dir", str(d / "x"), cwd=root)
+    assert r.returncode == 2 and "dynsnn" in r.stderr
+
+
+def test_unknown_method(tiny_cfg, root):
+    d, snn, _ = tiny_cfg
+    r = run_cli("prune", "--config", str(snn), "--method", "magic", "--build-dir", str(d / "x"), cwd=root)
+    assert r.returncode == 2 and "imp, eb" in r.stderr
