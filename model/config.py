@@ -130,6 +130,7 @@ class PruneConfig:
     come from ``train.epochs``)."""
     rate: float = 0.25            # IMP: fraction of the surviving weights pruned per round (p)
     rounds: int = 8               # IMP: rounds K (0.75**8 -> 89.99% sparsity)
+    target: float = 0.0           # synapse sparsity to reach (0: 1 - (1 - rate)**rounds)
     rewind_epoch: int = 1         # late rewinding to the weights after this epoch (paper: 20 of 300)
     scope: str = "global"         # global (one threshold) or local (per layer)
     eb_window: int = 5            # Early-Bird: q
@@ -142,10 +143,13 @@ class PruneConfig:
     fsr_threshold: float = 0.01   # DynSNN: fire-spike rate below which a neuron is fading
     reactivate_epoch: int = 2     # DynSNN (training-time): when fading neurons are reactivated
     calibration_images: int = 1000  # DynSNN: training images over which FSR is measured
+    recover_epochs: int = 0       # DynSNN (inference-time): optional training/search epochs after
+    recover_lr: float = 0.001     #   pruning, neuron masks fixed (0 = pure inference-time pruning)
 
     def __post_init__(self) -> None:
         _check_range("prune.rate", self.rate, 0.0, 1.0, low_open=True, high_open=True)
         _check_range("prune.rounds", self.rounds, 0, 64)
+        _check_range("prune.target", self.target, 0.0, 1.0, high_open=True)
         _check_range("prune.rewind_epoch", self.rewind_epoch, 0, None)
         _check_choice("prune.scope", self.scope, ("global", "local"))
         _check_range("prune.eb_window", self.eb_window, 1, None)

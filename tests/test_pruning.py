@@ -195,3 +195,26 @@ def test_unknown_method(tiny_cfg, root):
     d, snn, _ = tiny_cfg
     r = run_cli("prune", "--config", str(snn), "--method", "magic", "--build-dir", str(d / "x"), cwd=root)
     assert r.returncode == 2 and "imp, eb" in r.stderr
+
+
+def test_sweep_runs_in_parallel_caches_and_plots(tiny_cfg, root):
+    d, snn, _ = tiny_cfg
+    build = d / "build-sweep"
+    args = ["sweep", "--config", str(snn), "--grid", "method=random,snip", "--grid", "sparsity=0.5,0.75",
+            "--build-dir", str(build), "--jobs", "2"]
+    r = run_cli(*args, cwd=root)
+    assert r.returncode == 0, r.stdout + r.stderr
+    sweep = json.loads((build / "tiny_snn" / "sweep" / "sweep.json").read_text())
+    assert len(sweep["points"]) == 4
+    reached = sorted(round(p["synapse_sparsity"], 2) for p in sweep["points"])
+    assert reached == [0.5, 0.5, 0.75, 0.75]
+    png = build / "tiny_snn" / "sweep" / "accuracy_vs_sparsity.png"
+    assert png.is_file() and png.read_bytes()[:4] == b"\x89PNG"
+    r = run_cli(*args, cwd=root)
+    assert r.stdout.count("cached") == 4, r.stdout
+
+
+def test_sweep_rejects_bad_grid(tiny_cfg, root):
+    d, snn, _ = tiny_cfg
+    r = run_cli("sweep", "--config", str(snn), "--grid", "r_p=lots", "--build-dir", str(d / "y"), cwd=root)
+    assert r.returncode == 2 and "model.r_p" in r.stderr

@@ -48,6 +48,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--sparsity", type=float, default=None,
                    help="target synapse sparsity (sets the IMP rounds), or for dynsnn the fraction "
                         "of neurons to remove")
+    p = sub.add_parser("sweep", help="a grid of searches/pruning runs in parallel, cached; sweep.json + plots")
+    _add_config_args(p)
+    p.add_argument("--grid", action="append", required=True, metavar="KEY=V1,V2,...",
+                   help="a grid axis, e.g. --grid r_p=0.2,0.4 --grid T=1,2,4 --grid lambda=0.5,0.99 "
+                        "--grid method=imp,et-imp --grid sparsity=0.5,0.9 (repeatable)")
+    p.add_argument("--jobs", type=int, default=2, help="parallel processes (default 2)")
     p = sub.add_parser("quantize", help="lower a ticket to the integer hardware IR: build/<name>/ir/")
     _add_config_args(p)
     p.add_argument("--ticket", default=None, help="ticket folder (default: build/<name>/ticket)")
@@ -116,6 +122,21 @@ def cmd_prune(args) -> int:
           f"synapse sparsity {100 * p['synapse_sparsity']:.2f}%, neurons removed "
           f"{100 * p['neurons_removed_fraction']:.2f}%, search {m['search_seconds']:.1f} s, "
           f"energy {m['energy']['energy_uj']:.4f} uJ/image")
+    return 0
+
+
+def cmd_sweep(args) -> int:
+    from ticketforge.model.sweep import parse_grid, run_sweep
+
+    cfg = _load(args)
+    out = run_sweep(cfg, parse_grid(args.grid), Path(args.build_dir), jobs=args.jobs)
+    print(f"[{cfg.name}] sweep of {len(out['points'])} points -> {Path(args.build_dir) / cfg.name / 'sweep'}")
+    for p in out["points"]:
+        print(f"  {p['overrides']}: accuracy {p['test_accuracy']:.4f}, synapse sparsity "
+              f"{100 * p['synapse_sparsity']:.1f}%, neurons removed {100 * p['neurons_removed_fraction']:.1f}%, "
+              f"{p['seconds']:.0f} s")
+    for f in out["plots"]:
+        print(f"  plot: {f}")
     return 0
 
 
@@ -189,7 +210,7 @@ def cmd_configs(_args) -> int:
     return 0
 
 
-_COMMANDS = {"train": cmd_train, "eval": cmd_eval, "prune": cmd_prune, "quantize": cmd_quantize, "hw": cmd_hw,
+_COMMANDS = {"train": cmd_train, "eval": cmd_eval, "prune": cmd_prune, "sweep": cmd_sweep, "quantize": cmd_quantize, "hw": cmd_hw,
              "configs": cmd_configs}
 
 

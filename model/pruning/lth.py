@@ -38,7 +38,9 @@ __all__ = ["imp", "early_bird", "select_t_early", "random_ticket", "snip_ticket"
 
 
 def target_sparsity(cfg: RunConfig) -> float:
-    """Sparsity after ``rounds`` rounds of pruning ``rate``: 1 - (1 - rate)**rounds."""
+    """``prune.target`` if set, else the sparsity after ``rounds`` rounds of ``rate``."""
+    if cfg.prune.target > 0:
+        return cfg.prune.target
     return 1.0 - (1.0 - cfg.prune.rate) ** cfg.prune.rounds
 
 
@@ -86,6 +88,8 @@ def imp(net: TicketNet, ds: Dataset, cfg: RunConfig, gen: torch.Generator, progr
     levels = []
     for r in range(1, cfg.prune.rounds + 1):
         level = 1.0 - (1.0 - cfg.prune.rate) ** r
+        if r == cfg.prune.rounds:
+            level = target_sparsity(cfg)          # the last round lands on the target exactly
         masks = prune_by_score(magnitude_scores(net), masks, level, cfg.prune.scope)
         set_masks(net, masks)
         _rewind(net, rewind_state)

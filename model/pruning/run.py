@@ -17,7 +17,9 @@ from ticketforge.model.config import RunConfig
 from ticketforge.model.pruning import dynsnn, lth
 from ticketforge.model.pruning.masks import current_masks, layer_sparsity, sparsity
 from ticketforge.model.ticket import load_ticket
-from ticketforge.model.train import prepare, write_ticket
+import torch
+
+from ticketforge.model.train import evaluate, fit, prepare, write_ticket
 
 __all__ = ["METHODS", "prune"]
 
@@ -30,7 +32,7 @@ def _with_sparsity(cfg: RunConfig, target: float | None) -> RunConfig:
         return cfg
     if not 0.0 < target < 1.0:
         raise ConfigError(f"--sparsity must be in (0, 1), got {target}")
-    return replace(cfg, prune=replace(cfg.prune, rounds=lth.rounds_for(target, cfg.prune.rate)))
+    return replace(cfg, prune=replace(cfg.prune, rounds=lth.rounds_for(target, cfg.prune.rate), target=target))
 
 
 def prune(cfg: RunConfig, method: str, out_dir: Path, sparsity_target: float | None = None,
@@ -49,6 +51,13 @@ def prune(cfg: RunConfig, method: str, out_dir: Path, sparsity_target: float | N
                else cfg.prune.fsr_threshold)
         dynsnn.prune_inference(net, fsr, thr)
         history = []
+        if cfg.prune.recover_epochs:
+            acc0 = evaluate(net, ds.test, ds.pixel_max, cfg.data.eval_batch_size)[0]
+            rcfg = replace(cfg, train=replace(cfg.train, lr=cfg.prune.recover_lr))
+            gen = torch.Generator().manual_seed(cfg.train.seed)
+            history = fit(net, ds, rcfg, cfg.prune.recover_epochs, gen, progress, f"{cfg.name} dynsnn recover")
+            info.update(accuracy_before_recovery=acc0, recover_epochs=cfg.prune.recover_epochs,
+                        recover_lr=cfg.prune.recover_lr)
         info.update(fsr_threshold=thr, source_ticket=str(build_root / cfg.name / "ticket"),
                     **dynsnn.neuron_report(net))
     else:
