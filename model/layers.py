@@ -7,7 +7,8 @@ how the effective weight is formed from the stored tensors:
 mode           effective weight                                 what is trained
 =============  ===============================================  =======================
 ``dense``      ``w * M``  (M a fixed mask buffer, ones at start)  w
-``binary``     ``alpha * M * sign(w)``, M fixed                    w via straight-through
+``binary``     ``alpha * M * sign(w)``, M fixed, or top-(1-r_p)    w via straight-through
+               of |w| per layer when r_p > 0 (pruned BNN)
 ``score_bin``  ``alpha * M(s) * sign(w)``  (BinW-SLT)              scores s; w frozen
 ``score_real`` ``w * M(s)``  (SLT, edge-popup)                    scores s; w frozen
 =============  ===============================================  =======================
@@ -99,6 +100,8 @@ class MaskedLayer(nn.Module):
         """The synapse mask in use now (0/1, same shape as the weight), without gradient."""
         if self.mode.startswith("score"):
             return topk_mask(self.scores, self.keep) * self.mask
+        if self.mode == "binary" and self.r_p > 0:
+            return topk_mask(self.weight, self.keep) * self.mask
         return self.mask.clone()
 
     def alpha(self) -> torch.Tensor:
@@ -111,7 +114,9 @@ class MaskedLayer(nn.Module):
         if self.mode == "dense":
             return w * self.mask
         if self.mode == "binary":
-            m = self.mask
+            # a pruned BNN (r_p > 0) keeps the largest latent weights of each layer, re-chosen
+            # every step; a fine-tuned ticket has its mask frozen (r_p = 0 after freezing)
+            m = self.mask * topk_mask(w, self.keep) if self.r_p > 0 else self.mask
             alpha = (m * w).abs().sum() / m.sum().clamp_min(1)
             return alpha * m * _SignSTE.apply(w)
         # rank |s| and differentiate through the abs (as edge-popup does): without it a
@@ -132,6 +137,7 @@ class MaskedLayer(nn.Module):
         if hasattr(self, "scores"):
             del self.scores
         self.mode = "binary"
+        self.r_p = 0.0                     # the mask is frozen from here on
         self.weight.requires_grad_(True)
 
     def extra_repr(self) -> str:

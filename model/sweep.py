@@ -19,6 +19,7 @@ import json
 import os
 import time
 from concurrent.futures import ProcessPoolExecutor, as_completed
+from dataclasses import replace
 from pathlib import Path
 
 from ticketforge.errors import ConfigError
@@ -59,6 +60,9 @@ def expand(cfg: RunConfig, grid: dict[str, list[str]]) -> list[dict]:
         cfg_over = {k: v for k, v in over.items() if k not in SPECIAL}
         base = {k: v for k, v in cfg.to_dict().items() if k != "name"}
         pcfg = build_config(cfg.name, base, cfg_over, source="--grid")
+        if pcfg.model.variant in ("ann", "snn"):
+            # dense variants ignore r_p: equal configs share one digest, so they run once
+            pcfg = replace(pcfg, model=replace(pcfg.model, r_p=0.0))
         digest = hashlib.sha256(json.dumps({"config": pcfg.to_dict(), "method": method, "target": target},
                                            sort_keys=True).encode()).hexdigest()[:16]
         points.append({"overrides": over, "method": method, "target": target, "digest": digest, "cfg": pcfg})
@@ -101,7 +105,7 @@ def run_sweep(cfg: RunConfig, grid: dict[str, list[str]], build_root: Path, jobs
         if mpath.is_file():
             results[p["digest"]] = _summary(p, json.loads(mpath.read_text()))
             log(f"[sweep] {p['overrides']}: cached")
-        else:
+        elif all(q["digest"] != p["digest"] for q in todo):
             todo.append(p)
     threads = max(1, (os.cpu_count() or 2) // max(1, jobs))
     t0 = time.perf_counter()
@@ -113,7 +117,8 @@ def run_sweep(cfg: RunConfig, grid: dict[str, list[str]], build_root: Path, jobs
                 results[p["digest"]] = _summary(p, f.result())
                 log(f"[sweep] {i}/{len(todo)} {p['overrides']}: test accuracy "
                     f"{results[p['digest']]['test_accuracy']:.4f} ({time.perf_counter() - t0:.0f} s)")
-    out = {"config": cfg.name, "grid": grid, "points": [results[p["digest"]] for p in points]}
+    out = {"config": cfg.name, "grid": grid,
+           "points": [{**results[p["digest"]], "overrides": p["overrides"]} for p in points]}
     (root / "sweep.json").write_text(json.dumps(out, indent=2))
     out["plots"] = plot_sweep(out, root)
     return out

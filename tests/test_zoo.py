@@ -95,3 +95,15 @@ def test_finetune_freeze_keeps_the_function():
     layer.freeze_to_binary()
     assert layer.mode == "binary" and layer.weight.requires_grad
     assert torch.allclose(layer.effective_weight().detach(), before)
+
+
+def test_pruned_bnn_keeps_the_largest_latent_weights():
+    torch.manual_seed(3)
+    layer = MaskedLinear(10, 8, mode="binary", r_p=0.5)
+    m = layer.current_mask()
+    assert int(m.sum()) == 40
+    kept = layer.weight.abs()[m.bool()]
+    dropped = layer.weight.abs()[~m.bool()]
+    assert kept.min() >= dropped.max()
+    w = layer.effective_weight().detach()
+    assert torch.equal(w == 0, m == 0)
