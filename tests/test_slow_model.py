@@ -30,3 +30,30 @@ def test_vgg9_binw_integer_ir_within_half_a_point(tmp_path, root):
     # a second run skips both stages
     r = run_cli("hw", "--config", "vgg9_binw", "--build-dir", str(build), "--quiet", cwd=root)
     assert "kept" in r.stdout and r.stdout.count("kept") == 2, r.stdout
+
+
+@pytest.mark.slow
+def test_imp_ticket_at_90_percent_sparsity_and_early_time_speedup(tmp_path, root):
+    build = tmp_path / "build"
+    for args in (["train"], ["prune", "--method", "imp"], ["prune", "--method", "et-imp"]):
+        r = run_cli(*args, "--config", "mlp_snn_lth", "--build-dir", str(build), "--quiet", cwd=root)
+        assert r.returncode == 0, r.stderr
+    dense = json.loads((build / "mlp_snn_lth" / "ticket" / "metrics.json").read_text())
+    imp = json.loads((build / "mlp_snn_lth" / "prune-imp" / "metrics.json").read_text())
+    et = json.loads((build / "mlp_snn_lth" / "prune-et-imp" / "metrics.json").read_text())
+    assert imp["prune"]["synapse_sparsity"] >= 0.89
+    assert dense["final_test_accuracy"] - imp["final_test_accuracy"] <= 0.015
+    assert et["search_seconds"] < imp["search_seconds"]
+
+
+@pytest.mark.slow
+def test_dynsnn_removes_30_percent_of_neurons_for_at_most_one_point(tmp_path, root):
+    build = tmp_path / "build"
+    assert run_cli("train", "--config", "vgg9_binw", "--build-dir", str(build), "--quiet", cwd=root).returncode == 0
+    r = run_cli("prune", "--config", "vgg9_binw", "--method", "dynsnn", "--sparsity", "0.3",
+                "--set", "prune.recover_epochs=2", "--build-dir", str(build), "--quiet", cwd=root)
+    assert r.returncode == 0, r.stderr
+    base = json.loads((build / "vgg9_binw" / "ticket" / "metrics.json").read_text())
+    m = json.loads((build / "vgg9_binw" / "prune-dynsnn" / "metrics.json").read_text())
+    assert m["prune"]["neurons_removed_fraction"] >= 0.3
+    assert base["final_test_accuracy"] - m["final_test_accuracy"] <= 0.01
