@@ -7,7 +7,7 @@ Grid keys are config keys (``r_p``, ``T``, ``lambda`` = ``model.lam``, ``variant
 ``train.epochs``, ...) plus ``method`` (``train`` or a ``ticketforge prune`` method) and
 ``sparsity`` (the prune target).  Each point's result is cached under
 ``build/<name>/sweep/<digest>/`` keyed by the digest of its full config, method and target,
-so a rerun skips finished points.  Writes ``sweep.json`` and one PNG per grid key: test
+so a rerun skips finished points.  Writes ``sweep-<keys>.json`` and one PNG per grid key: test
 accuracy against that key (or against the sparsity reached, for pruning grids), one line
 per combination of the other keys.
 """
@@ -119,7 +119,7 @@ def run_sweep(cfg: RunConfig, grid: dict[str, list[str]], build_root: Path, jobs
                     f"{results[p['digest']]['test_accuracy']:.4f} ({time.perf_counter() - t0:.0f} s)")
     out = {"config": cfg.name, "grid": grid,
            "points": [{**results[p["digest"]], "overrides": p["overrides"]} for p in points]}
-    (root / "sweep.json").write_text(json.dumps(out, indent=2))
+    (root / f"sweep-{'-'.join(k.replace('.', '_') for k in grid)}.json").write_text(json.dumps(out, indent=2))
     out["plots"] = plot_sweep(out, root)
     return out
 
@@ -135,8 +135,18 @@ def _x_of(key: str, point: dict):
 
 
 _LABELS = {"r_p": "pruning rate r_p", "model.r_p": "pruning rate r_p", "T": "timesteps T",
-           "model.T": "timesteps T", "model.lam": "decay rate lambda",
-           "sparsity": "sparsity reached (%: synapses; neurons for DynSNN)"}
+           "model.T": "timesteps T", "model.lam": "decay rate lambda"}
+
+
+def _label(key: str, points: list[dict]) -> str:
+    if key != "sparsity":
+        return _LABELS.get(key, key)
+    neuron = {p["method"].startswith("dynsnn") for p in points}
+    if neuron == {True}:
+        return "neurons removed (%)"
+    if neuron == {False}:
+        return "synapse sparsity reached (%)"
+    return "sparsity reached (%): synapses, or neurons for DynSNN"
 
 
 def plot_sweep(sweep: dict, folder: Path) -> list[str]:
@@ -159,9 +169,10 @@ def plot_sweep(sweep: dict, folder: Path) -> list[str]:
         for label, pts in sorted(series.items()):
             pts.sort(key=lambda t: (isinstance(t[0], str), t[0]))
             ax.plot([x for x, _ in pts], [y for _, y in pts], marker="o", label=label)
-        ax.set_xlabel(_LABELS.get(key, key))
+        label = _label(key, sweep["points"])
+        ax.set_xlabel(label)
         ax.set_ylabel("test accuracy (%)")
-        ax.set_title(f"{sweep['config']}: accuracy vs {_LABELS.get(key, key)}")
+        ax.set_title(f"{sweep['config']}: test accuracy vs {label}", fontsize=10)
         ax.grid(True, alpha=0.3)
         if len(series) > 1 or others:
             ax.legend(fontsize=8)

@@ -204,7 +204,7 @@ def test_sweep_runs_in_parallel_caches_and_plots(tiny_cfg, root):
             "--build-dir", str(build), "--jobs", "2"]
     r = run_cli(*args, cwd=root)
     assert r.returncode == 0, r.stdout + r.stderr
-    sweep = json.loads((build / "tiny_snn" / "sweep" / "sweep.json").read_text())
+    sweep = json.loads((build / "tiny_snn" / "sweep" / "sweep-method-sparsity.json").read_text())
     assert len(sweep["points"]) == 4
     reached = sorted(round(p["synapse_sparsity"], 2) for p in sweep["points"])
     assert reached == [0.5, 0.5, 0.75, 0.75]

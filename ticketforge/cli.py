@@ -48,7 +48,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--sparsity", type=float, default=None,
                    help="target synapse sparsity (sets the IMP rounds), or for dynsnn the fraction "
                         "of neurons to remove")
-    p = sub.add_parser("sweep", help="a grid of searches/pruning runs in parallel, cached; sweep.json + plots")
+    p = sub.add_parser("sweep", help="a grid of searches/pruning runs in parallel, cached; sweep-<keys>.json + plots")
     _add_config_args(p)
     p.add_argument("--grid", action="append", required=True, metavar="KEY=V1,V2,...",
                    help="a grid axis, e.g. --grid r_p=0.2,0.4 --grid T=1,2,4 --grid lambda=0.5,0.99 "
