@@ -115,3 +115,19 @@ def test_nir_names_the_unsupported_layer():
     net = build_model(ModelConfig(arch="conv4", variant="snn", width=0.125), (1, 8, 8), 4)
     with pytest.raises(NIRExportError, match=r"body\.\d+ \(MaxPool2d\)"):
         folded_sequential(net)
+
+
+def test_hw_runs_model_and_quantize_then_skips_both(tmp_path, root):
+    cfg = tmp_path / "tinyhw.toml"
+    cfg.write_text(TINY.format(arch="mlp", variant="binw"))
+    build = tmp_path / "build"
+    r = run_cli("hw", "--config", str(cfg), "--build-dir", str(build), "--quiet", cwd=root)
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert (build / "tinyhw" / "ir" / "graph.json").is_file()
+    assert "model.nir" in json.loads((build / "tinyhw" / "ir" / "metrics.json").read_text())["nir"]
+    assert "not wired yet" in r.stdout
+    r = run_cli("hw", "--config", str(cfg), "--build-dir", str(build), "--quiet", cwd=root)
+    assert r.stdout.count("kept") == 2, r.stdout
+    # a changed config re-runs the model stage
+    r = run_cli("hw", "--config", str(cfg), "--build-dir", str(build), "--quiet", "--set", "train.seed=5", cwd=root)
+    assert "ticket search" in r.stdout and r.returncode == 0
