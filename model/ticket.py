@@ -3,7 +3,8 @@
 - ``model.pt``    the torch state dict (exact reload for ``ticketforge eval``);
 - ``ticket.npz``  torch-free arrays per layer: ``<layer>.mask`` (uint8), ``<layer>.weight``
   (float32, the frozen random or trained weights), and for binary-weight tickets
-  ``<layer>.sign`` (int8, +-1) and ``<layer>.alpha`` (float32); per BatchNorm
+  ``<layer>.sign`` (int8, +-1) and ``<layer>.alpha`` (float32); per neuron gate
+  ``<gate>.neuron_mask`` (uint8, 0 = pruned neuron); per BatchNorm
   ``<bn>.running_mean/.running_var`` (and ``.weight/.bias`` when affine);
 - ``ticket.json`` the run config, dataset facts, layer list, seed and library versions;
 - ``metrics.json`` written by training (accuracy per epoch, firing rates, energy).
@@ -22,7 +23,7 @@ from torch import nn
 from ticketforge.errors import TicketError
 from ticketforge.model.config import RunConfig, build_config, resolve_config_path
 from ticketforge.model.layers import masked_layers
-from ticketforge.model.zoo import TicketNet, build_model
+from ticketforge.model.zoo import TicketNet, build_model, neuron_gates
 
 __all__ = ["save_ticket", "load_ticket", "ticket_dir_for", "TICKET_FILES", "BUILD_ROOT"]
 
@@ -50,6 +51,8 @@ def _arrays(net: TicketNet) -> dict[str, np.ndarray]:
         if m.mode in ("binary", "score_bin"):
             out[f"{name}.sign"] = np.where(m.weight.detach().numpy() >= 0, 1, -1).astype(np.int8)
             out[f"{name}.alpha"] = np.float32(m.alpha().item())
+    for name, gate in neuron_gates(net):
+        out[f"{name}.neuron_mask"] = gate.mask.numpy().astype(np.uint8)
     for name, m in net.named_modules():
         if isinstance(m, nn.modules.batchnorm._BatchNorm):
             out[f"{name}.running_mean"] = m.running_mean.numpy().astype(np.float32)
