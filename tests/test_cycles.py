@@ -1,0 +1,65 @@
+"""The accelerator's mapping and cycle model (rtl/program.py, rtl/cycles.py)."""
+import numpy as np
+import pytest
+
+from ticketforge.model.ir import IRError, random_graph, random_images, run, validate
+from ticketforge.model.ir.schema import Graph, InputSpec, Layer, Neuron
+from ticketforge.rtl.cycles import PIPE, cycle_model
+from ticketforge.rtl.program import map_graph
+
+
+def _tiny():
+    t = {"fc.weight": np.array([[1, -1, 1, 1], [1, 1, -1, 1], [-1, 1, 1, 1]], np.int8),
+         "fc.mask": np.ones((3, 4), np.uint8), "fc.bias": np.zeros(3, np.int64),
+         "fc.threshold": np.array([50, 50, 50], np.int64), "fc.neuron_mask": np.ones(3, np.uint8),
+         "out.weight": np.array([[1, -1, 1], [-1, 1, 1]], np.int8), "out.mask": np.ones((2, 3), np.uint8)}
+    layers = (Layer("flat", "flatten", (1, 1, 4), (4,)),
+              Layer("fc", "linear", (4,), (3,), weight_bits=2, neuron=Neuron(membrane_bits=12),
+                    tensors={k.split(".")[1]: k for k in t if k.startswith("fc.")}),
+              Layer("out", "output", (3,), (2,), weight_bits=2, tensors={"weight": "out.weight", "mask": "out.mask"}))
+    return validate(Graph(T=1, input=InputSpec((1, 1, 4)), layers=layers, tensors=t))
+
+
+def test_hand_computed_cycles():
+    g = _tiny()
+    img = np.array([[[[200, 0, 90, 0]]]], np.uint8)          # 2 input events
+    spikes = run(g, img, trace=True).spikes["fc"].sum()
+    c = cycle_model(g, img, P=2)[0]
+    # fc: PE0 holds units 0 and 2, PE1 unit 1 -> 2 rows per input; update 2 cycles
+    fc = 2 * (1 + 2) + PIPE + 2 + PIPE
+    out = int(spikes) * (1 + 1) + PIPE
+    assert c.per_layer["fc"] == fc and c.per_layer["out"] == out
+    assert c.total == 4 + fc + out + 2
+    assert c.synaptic_events == 2 * 3 + int(spikes) * 2 and c.neuron_updates == 3
+
+
+@pytest.mark.parametrize("seed", range(20))
+def test_model_properties_on_random_irs(seed):
+    g = random_graph(seed)
+    if any(l.has_weights and l.weight_bits != 2 for l in g.layers):
+        with pytest.raises(IRError, match="binary weights only"):
+            map_graph(g, 4)
+        return
+    x = random_images(g, 3, seed)
+    for P in (1, 3, 8):
+        sparse = cycle_model(g, x, P)
+        dense = cycle_model(g, x, P, dense=True)
+        for s, d in zip(sparse, dense):
+            assert s.total <= d.total
+            assert s.total >= s.ideal_bound
+            assert s.synaptic_events == d.synaptic_events
+
+
+def test_pruned_neurons_get_no_slot():
+    g = _tiny()
+    t = dict(g.tensors)
+    t["fc.neuron_mask"] = np.array([1, 0, 1], np.uint8)
+    g2 = g.with_layers(g.layers, t)
+    m = map_graph(g2, 2).layers["fc"]
+    assert m.slots == 2 and m.update_cycles == 1
+    assert map_graph(g2, 2, dense=True).layers["fc"].slots == 3
+
+
+def test_bad_pe_count():
+    with pytest.raises(IRError, match="number of PEs"):
+        map_graph(_tiny(), 0)
