@@ -84,7 +84,9 @@ def cycle_model(g: Graph, images: np.ndarray, P: int, dense: bool = False) -> li
         else:
             m = prog.layers[l.name]
             if l.kind == "conv":
-                per_event_rows = m.rows[None, None, :, None, None]           # by input channel
+                _, h, w = l.in_shape                                          # by channel and position class
+                my, mx = m.rows.shape[1:]
+                per_event_rows = m.rows[:, np.arange(h)[:, None] % my, np.arange(w)[None, :] % mx][None, None]
             else:
                 per_event_rows = m.rows[None, None, :]
             c = (events * (1 + per_event_rows)).reshape(n, -1).sum(1) + PIPE * g.T

@@ -4,9 +4,12 @@ This fixes the micro-architecture's data layout, which the cycle model (`cycles.
 the Amaranth generator share:
 
 - **Neuron slots.** Only live neurons (``neuron_mask`` = 1) get a slot.  A conv neuron
-  (o, y, x) lives on PE ``o mod P`` (channels interleaved over PEs, so the PE of every
-  synapse of a kernel is known without the event's position); a linear unit with live
-  index j lives on PE ``j mod P``; readout class k on PE ``k mod P``.
+  (o, y, x) lives on PE ``(o + O * ((y mod ry) * rx + x mod rx)) mod P``: channels are
+  interleaved over PEs and, when there are fewer channels O than PEs, ``ry x rx`` position
+  classes spread each channel over ``ceil(P / O)`` PEs.  The PE of every synapse of an
+  event then depends only on the event's channel and position class, so its rows are
+  precomputed per (channel, y mod s*ry, x mod s*rx), s the stride.  A linear unit with
+  live index j lives on PE ``j mod P``; readout class k on PE ``k mod P``.
 - **Compressed synapse store.** For each event source (a conv layer's input channel c; a
   linear/readout layer's input index i) the kept synapses are packed into *rows* of at
   most one entry per PE, so one row is one cycle with every PE doing at most one
@@ -33,7 +36,8 @@ MAX_PES = 1024
 class LayerMap:
     name: str
     kind: str
-    rows: np.ndarray            # int64 [sources]: rows (cycles) per event of that source
+    rows: np.ndarray            # int64: rows (cycles) per event, by source
+                                # (conv: [C, s*ry, s*rx] by channel and position class; else [I])
     slots: int = 0              # neurons with a slot (live, or all when dense)
     neurons: int = 0            # all neurons of the layer
     slots_per_pe: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))
@@ -70,10 +74,11 @@ def map_graph(g: Graph, P: int, dense: bool = False) -> Program:
         kept = np.ones_like(w, dtype=bool) if dense else g.tensor(l, "mask").astype(bool)
         cout = w.shape[0]
         if l.kind == "conv":
-            pe_of_out = np.arange(cout) % P
-            per_src = kept.sum(axis=(2, 3))                      # [O, C]: kernel entries
             live = np.ones(l.out_shape, bool) if dense else g.tensor(l, "neuron_mask").astype(bool)
-            slots_per_pe = np.bincount(pe_of_out, weights=live.reshape(cout, -1).sum(1), minlength=P)
+            rows, slots_per_pe = _conv_rows(l, kept, live, P)
+            layers[l.name] = LayerMap(l.name, l.kind, rows, slots=int(live.sum()), neurons=int(live.size),
+                                      slots_per_pe=slots_per_pe)
+            continue
         else:
             if l.kind == "linear":
                 live = np.ones(cout, bool) if dense else g.tensor(l, "neuron_mask").astype(bool)
@@ -92,3 +97,41 @@ def map_graph(g: Graph, P: int, dense: bool = False) -> Program:
                                   slots=int(live.sum()), neurons=int(live.size),
                                   slots_per_pe=slots_per_pe.astype(np.int64))
     return Program(P, dense, layers)
+
+
+def position_classes(cout: int, P: int) -> tuple[int, int]:
+    """(ry, rx): position classes per channel so that channels x classes cover P PEs."""
+    r = -(-P // cout) if cout < P else 1
+    ry = int(np.ceil(np.sqrt(r)))
+    return ry, -(-r // ry)
+
+
+def conv_pe(o, y, x, cout: int, P: int, ry: int, rx: int):
+    return (o + cout * ((y % ry) * rx + (x % rx))) % P
+
+
+def _conv_rows(l, kept: np.ndarray, live: np.ndarray, P: int):
+    cout, cin, k, _ = kept.shape
+    ry, rx = position_classes(cout, P)
+    s, pad = l.stride, l.padding
+    my, mx = s * ry, s * rx
+    _, ho, wo = l.out_shape
+    oo, yy, xx = np.meshgrid(np.arange(cout), np.arange(ho), np.arange(wo), indexing="ij")
+    slots_per_pe = np.bincount(conv_pe(oo, yy, xx, cout, P, ry, rx)[live], minlength=P).astype(np.int64)
+    rows = np.zeros((cin, my, mx), np.int64)
+    o_idx = np.arange(cout)
+    for cy in range(my):
+        for cx in range(mx):
+            by_pe = np.zeros((P, cin), np.int64)
+            for ky in range(k):
+                ty = cy + pad - ky                      # s * y' for an event in class cy
+                if ty % s:
+                    continue
+                for kx in range(k):
+                    tx = cx + pad - kx
+                    if tx % s:
+                        continue
+                    pe = conv_pe(o_idx, ty // s, tx // s, cout, P, ry, rx)
+                    np.add.at(by_pe, pe, kept[:, :, ky, kx].astype(np.int64))
+            rows[:, cy, cx] = by_pe.max(axis=0)
+    return rows, slots_per_pe
