@@ -117,7 +117,9 @@ def run_sweep(cfg: RunConfig, grid: dict[str, list[str]], build_root: Path, jobs
                 results[p["digest"]] = _summary(p, f.result())
                 log(f"[sweep] {i}/{len(todo)} {p['overrides']}: test accuracy "
                     f"{results[p['digest']]['test_accuracy']:.4f} ({time.perf_counter() - t0:.0f} s)")
-    out = {"config": cfg.name, "grid": grid,
+    base = (f"{cfg.model.arch} on {cfg.data.dataset}, width {cfg.model.width}, {cfg.train.epochs} epochs, "
+            f"T={cfg.model.T}, r_p={cfg.model.r_p}, seed {cfg.train.seed}")
+    out = {"config": cfg.name, "base": base, "grid": grid,
            "points": [{**results[p["digest"]], "overrides": p["overrides"]} for p in points]}
     (root / f"sweep-{'-'.join(k.replace('.', '_') for k in grid)}.json").write_text(json.dumps(out, indent=2))
     out["plots"] = plot_sweep(out, root)
@@ -172,7 +174,7 @@ def plot_sweep(sweep: dict, folder: Path) -> list[str]:
         label = _label(key, sweep["points"])
         ax.set_xlabel(label)
         ax.set_ylabel("test accuracy (%)")
-        ax.set_title(f"{sweep['config']}: test accuracy vs {label}", fontsize=10)
+        ax.set_title(f"{sweep['config']}: test accuracy vs {label}\n{sweep.get('base', '')}", fontsize=9)
         ax.grid(True, alpha=0.3)
         if len(series) > 1 or others:
             ax.legend(fontsize=8)
