@@ -36,11 +36,11 @@ def test_vgg9_binw_integer_ir_within_half_a_point(tmp_path, root):
 def test_imp_ticket_at_90_percent_sparsity_and_early_time_speedup(tmp_path, root):
     build = tmp_path / "build"
     for args in (["train"], ["prune", "--method", "imp"], ["prune", "--method", "et-imp"]):
-        r = run_cli(*args, "--config", "mlp_snn_lth", "--build-dir", str(build), "--quiet", cwd=root)
+        r = run_cli(*args, "--config", "conv4_snn_lth", "--build-dir", str(build), "--quiet", cwd=root)
         assert r.returncode == 0, r.stderr
-    dense = json.loads((build / "mlp_snn_lth" / "ticket" / "metrics.json").read_text())
-    imp = json.loads((build / "mlp_snn_lth" / "prune-imp" / "metrics.json").read_text())
-    et = json.loads((build / "mlp_snn_lth" / "prune-et-imp" / "metrics.json").read_text())
+    dense = json.loads((build / "conv4_snn_lth" / "ticket" / "metrics.json").read_text())
+    imp = json.loads((build / "conv4_snn_lth" / "prune-imp" / "metrics.json").read_text())
+    et = json.loads((build / "conv4_snn_lth" / "prune-et-imp" / "metrics.json").read_text())
     assert imp["prune"]["synapse_sparsity"] >= 0.89
     assert dense["final_test_accuracy"] - imp["final_test_accuracy"] <= 0.015
     assert et["search_seconds"] < imp["search_seconds"]
