@@ -12,7 +12,6 @@ import json
 import time
 from pathlib import Path
 
-import numpy as np
 
 from ticketforge.model.ir import load_graph, run
 

@@ -22,7 +22,7 @@ from spikingjelly.activation_based import layer as sj_layer
 from spikingjelly.activation_based import neuron as sj_neuron
 
 from ticketforge.model.ir.schema import IRError
-from ticketforge.model.layers import MaskedConv2d, MaskedLayer, MaskedLinear
+from ticketforge.model.layers import MaskedConv2d, MaskedLayer
 from ticketforge.model.zoo import BasicBlock, NeuronGate, TicketNet
 
 __all__ = ["TernaryWeightQuant", "PixelQuant", "UnrolledLIF", "BrevitasView", "weight_bits_for"]

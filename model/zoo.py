@@ -23,7 +23,7 @@ RTL does not take: it is a model-stage architecture (the IR export refuses it by
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import torch
 from torch import nn
@@ -31,7 +31,7 @@ from spikingjelly.activation_based import functional, layer
 
 from ticketforge.errors import ConfigError
 from ticketforge.model.config import ARCHITECTURES, VARIANTS, ModelConfig
-from ticketforge.model.layers import MaskedConv2d, MaskedLayer, MaskedLinear, masked_layers
+from ticketforge.model.layers import MaskedConv2d, MaskedLinear, masked_layers
 from ticketforge.model.neurons import make_activation
 
 __all__ = ["ArchSpec", "ARCHS", "TicketNet", "NeuronGate", "build_model", "prunable_weight_count",
@@ -61,7 +61,7 @@ ARCHS: dict[str, ArchSpec] = {
                          note="residual adds and average pooling: model stage only"),
     "mlp": ArchSpec("mlp", (), (340,)),
 }
-assert tuple(ARCHS) == ARCHITECTURES or set(ARCHS) == set(ARCHITECTURES)
+assert set(ARCHS) == set(ARCHITECTURES)
 
 # How each variant forms its weights (see ticketforge.model.layers).
 MODE_OF_VARIANT = {"ann": "dense", "snn": "dense", "bnn": "binary", "binw": "score_bin", "slt": "score_real"}

@@ -5,25 +5,9 @@ import sys
 
 import pytest
 
-from conftest import run_cli
+from conftest import run_cli, tiny_template
 
-TINY = """
-[model]
-arch = "{arch}"
-variant = "{variant}"
-width = 0.125
-T = 2
-r_p = 0.4
-[data]
-dataset = "synthetic"
-batch_size = 32
-[train]
-epochs = 2
-optimizer = "adam"
-lr = 0.01
-weight_decay = 0.0
-seed = 3
-"""
+TINY = tiny_template(T=2, seed=3)
 
 
 @pytest.mark.parametrize("variant", ["binw", "ann"])

@@ -5,30 +5,14 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import run_cli
+from conftest import run_cli, tiny_template
 from ticketforge.model.config import ModelConfig
 from ticketforge.model.intsim import torch_integer_run
 from ticketforge.model.ir import load_graph, run
 from ticketforge.model.nir_export import NIRExportError, export_nir, folded_sequential, import_nir, run_imported
 from ticketforge.model.zoo import build_model
 
-TINY = """
-[model]
-arch = "{arch}"
-variant = "{variant}"
-width = 0.125
-T = 3
-r_p = 0.4
-[data]
-dataset = "synthetic"
-batch_size = 32
-[train]
-epochs = 2
-optimizer = "adam"
-lr = 0.01
-weight_decay = 0.0
-seed = 1
-"""
+TINY = tiny_template(T=3, seed=1)
 
 
 @pytest.fixture(scope="module")

@@ -26,7 +26,7 @@ from dataclasses import replace
 
 import numpy as np
 
-from ticketforge.model.ir.schema import Graph, IRError, Layer, Neuron
+from ticketforge.model.ir.schema import Graph, IRError, Neuron
 
 __all__ = ["fold_batchnorm", "flip_negative_channels", "integerize", "size_membranes",
            "compact_pruned_neurons", "choose_leak", "LOWERING_PASSES"]
