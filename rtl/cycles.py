@@ -1,39 +1,49 @@
-"""Cycle model of the event-driven accelerator, from an IR and the golden interpreter's events.
+"""Exact cycle and counter model of the accelerator (`accel.py`), from an IR and the
+golden interpreter's events.  Tests prove the Amaranth RTL (and, in `sim/`, its Verilog
+on Icarus and Verilator) equal to it cycle for cycle and count for count.
 
-Timing contract (the Amaranth generator must meet it exactly; until it exists this is the
-specification of its schedule):
+Schedule, per image (``busy`` cycles; the status block's cycle counter):
 
-- per image: ``load`` = one cycle per input pixel (the pixel stream), then T timesteps,
-  then one cycle per class score on the output stream;
-- per timestep, the layers in order:
-  - conv / linear / readout, **accumulate**: for every input event, 1 cycle (event fetch
-    and row-pointer lookup) + ``rows[source]`` cycles (see ``program.py``), then
-    ``PIPE`` cycles to drain the pipeline;
-  - conv / linear, **update**: ``max_p slots_on_p`` cycles (each PE updates one of its
-    neurons per cycle: leak, threshold, reset, saturation, spike to the event queue) +
-    ``PIPE``;
-  - pool: 1 cycle per input event (OR-merge into the pooled event queue) + ``PIPE``;
-  - flatten: 0 cycles (event ids are already row-major).
-- Input events: the non-zero pixels (sparse) or every pixel (dense); spike events: the
-  spikes of the previous layer (sparse) or every neuron's output, 0 or 1 (dense).
+- ``LOAD``: one cycle per input pixel;
+- per timestep, each layer in order (flatten costs nothing), then 1 cycle (``NEXT_T``):
+  - conv / linear / readout, **ACC**: ``1`` (reader set-up) + ``1`` when the source has
+    no event, else ``READ_LATENCY + 1 + sum over events of max(1, rows(event))``, then
+    ``ACC_DRAIN``.  ``rows(event)`` is the number of rows of the event's source in the
+    synapse store (`program.py`): one cycle per row, every PE doing at most one
+    accumulate per row, and an event without rows costs one cycle;
+  - conv / linear, **UPD**: ``max over PEs of slots on the PE`` + ``UPD_DRAIN`` (nothing
+    when the layer has no slot at all);
+  - pool, **POOL**: ``1`` + (``1`` without events, else ``READ_LATENCY + events``) +
+    ``POOL_DRAIN``; dense adds the sweep: one cycle per pooled position + ``SWEEP_DRAIN``;
+- ``OUT``: one cycle per class score.
+
+Events: the non-zero pixels (dense: every pixel); the spikes of the previous neuron layer
+(dense: every neuron, spiking or not); a pool's OR-merged spikes (dense: every pooled
+position).
 
 Ideal bound per image = (unmasked synaptic events + live neuron updates) / P, where an
 unmasked synaptic event is one accumulate of an event into a live neuron over a kept
-synapse.  Everything is counted from the golden interpreter's spike trains.
+synapse.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
-from ticketforge.model.ir.golden import conv_accumulate, or_pool, run
+from ticketforge.model.ir.golden import GoldenResult, conv_accumulate, or_pool, run
 from ticketforge.model.ir.schema import Graph
-from ticketforge.rtl.program import map_graph
+from ticketforge.rtl.program import Program, map_graph
 
-__all__ = ["PIPE", "ImageCycles", "cycle_model"]
+__all__ = ["READ_LATENCY", "ACC_DRAIN", "UPD_DRAIN", "POOL_DRAIN", "SWEEP_DRAIN", "COUNTERS",
+           "ImageCycles", "cycle_model"]
 
-PIPE = 3
+READ_LATENCY = 3          # reader: queue read -> row-pointer read -> FIFO push
+ACC_DRAIN = 3             # PE pipeline after the last row: lane decode, slot lookup, read-add-write
+UPD_DRAIN = 2             # update pipeline: slot read, membrane+parameter read, update and write
+POOL_DRAIN = 1            # bitmap read -> set and queue
+SWEEP_DRAIN = 1
+COUNTERS = ("accumulates", "weight_reads", "membrane_reads", "membrane_writes", "neuron_updates", "spikes")
 
 
 @dataclass
@@ -43,6 +53,7 @@ class ImageCycles:
     synaptic_events: int        # accumulates into live neurons over kept synapses
     neuron_updates: int         # live neuron updates
     ideal_bound: float
+    counters: dict[str, dict[str, int]] = field(default_factory=dict)   # layer -> COUNTERS -> count
 
 
 def _inputs_per_layer(g: Graph, images: np.ndarray, spikes: dict[str, np.ndarray]):
@@ -61,54 +72,80 @@ def _inputs_per_layer(g: Graph, images: np.ndarray, spikes: dict[str, np.ndarray
     return out
 
 
-def cycle_model(g: Graph, images: np.ndarray, P: int, dense: bool = False) -> list[ImageCycles]:
-    """Exact cycles per image (and the counts behind the ideal bound) for `images`."""
-    prog = map_graph(g, P, dense)
-    gold = run(g, images, trace=True)
-    ins = _inputs_per_layer(g, np.asarray(images).astype(np.int64), gold.spikes)
-    n = len(images)
-    totals = np.zeros(n, np.int64)
-    per_layer = {l.name: np.zeros(n, np.int64) for l in g.layers}
-    syn = np.zeros(n, np.int64)
-    upd = np.zeros(n, np.int64)
-    in_pixels = int(np.prod(g.input.shape))
-    for l in g.layers:
-        x = ins[l.name]                                           # [N, T, *in]
-        if l.kind == "flatten":
-            continue
-        events = x != 0
-        if dense:
-            events = np.ones_like(events)
-        if l.kind == "pool":
-            c = events.reshape(n, -1).sum(1) + PIPE * g.T
-        else:
-            m = prog.layers[l.name]
-            if l.kind == "conv":
-                _, h, w = l.in_shape                                          # by channel and position class
-                my, mx = m.rows.shape[1:]
-                per_event_rows = m.rows[:, np.arange(h)[:, None] % my, np.arange(w)[None, :] % mx][None, None]
-            else:
-                per_event_rows = m.rows[None, None, :]
-            c = (events * (1 + per_event_rows)).reshape(n, -1).sum(1) + PIPE * g.T
-            if l.kind != "output":
-                c = c + (m.update_cycles + PIPE) * g.T
-                upd += int(g.tensor(l, "neuron_mask").sum()) * g.T      # live neurons, also when dense
-            syn += _synaptic_events(g, l, (x != 0).astype(np.int64))
-        per_layer[l.name] += c
-        totals += c
-    totals += in_pixels + g.layers[-1].out_shape[0]
-    return [ImageCycles(int(totals[i]), {k: int(v[i]) for k, v in per_layer.items()}, int(syn[i]),
-                        int(upd[i]), (int(syn[i]) + int(upd[i])) / P) for i in range(n)]
+def _rows_of_positions(lp, in_shape) -> np.ndarray:
+    """Rows per input position of a weighted layer: [*in_shape]."""
+    if lp.kind == "conv":
+        _, h, w = in_shape
+        my, mx = lp.class_shape
+        rows = lp.rows_per_source.reshape(-1, my, mx)
+        return rows[:, np.arange(h)[:, None] % my, np.arange(w)[None, :] % mx]
+    return lp.rows_per_source.reshape(in_shape)
 
 
-def _synaptic_events(g: Graph, l, active: np.ndarray) -> np.ndarray:
-    """Accumulates into live neurons over kept synapses, per image, summed over T."""
+def _accumulates(l, g: Graph, active: np.ndarray, dense: bool) -> np.ndarray:
+    """Accumulates the PEs perform, per image, summed over T: an event into a neuron with a
+    slot over a synapse with a lane (dense: every synapse, every neuron, every event)."""
     n, T = active.shape[:2]
+    flat = active.reshape((n * T,) + active.shape[2:]).astype(np.int64)
     mask = g.tensor(l, "mask").astype(np.int64)
-    flat = active.reshape((n * T,) + active.shape[2:])
+    if dense:
+        mask = np.ones_like(mask)
     if l.kind == "conv":
         fan = conv_accumulate(flat, mask, l.stride, l.padding)            # [N*T, O, Ho, Wo]
     else:
         fan = flat @ mask.T
-    live = g.tensor(l, "neuron_mask").astype(np.int64)[None] if l.kind != "output" else 1
-    return (fan * live).reshape(n, -1).sum(1)
+    if l.kind != "output" and not dense:
+        fan = fan * g.tensor(l, "neuron_mask").astype(np.int64)[None]
+    return fan.reshape(n, -1).sum(1)
+
+
+def cycle_model(g: Graph, images: np.ndarray, P: int, dense: bool = False,
+                gold: GoldenResult | None = None, prog: Program | None = None) -> list[ImageCycles]:
+    """Exact cycles and status counters per image for `images` (``gold``: the golden
+    interpreter's traced run of the same images, if already computed)."""
+    prog = prog or map_graph(g, P, dense)
+    images = np.asarray(images).astype(np.int64)
+    gold = gold if gold is not None else run(g, images, trace=True)
+    ins = _inputs_per_layer(g, images, gold.spikes)
+    n, T = len(images), g.T
+    per_layer = {l.name: np.zeros(n, np.int64) for l in g.layers}
+    counters = {l.name: {c: np.zeros(n, np.int64) for c in COUNTERS} for l in g.layers if l.kind != "flatten"}
+    syn = np.zeros(n, np.int64)
+    upd = np.zeros(n, np.int64)
+    for l, lp in zip(g.layers, prog.layers):
+        if l.kind == "flatten":
+            continue
+        x = ins[l.name]                                           # [N, T, *in]
+        events = np.ones(x.shape, bool) if dense else x != 0
+        n_events = events.reshape(n, T, -1).sum(2)                # [N, T]
+        cnt = counters[l.name]
+        if l.kind == "pool":
+            run_c = np.where(n_events == 0, 1, READ_LATENCY + n_events)
+            c = (1 + run_c + POOL_DRAIN).sum(1)
+            if dense:
+                c = c + T * (int(np.prod(l.out_shape)) + SWEEP_DRAIN)
+            cnt["spikes"] += (or_pool(x.reshape((-1,) + x.shape[2:]), l.kernel) != 0).reshape(n, -1).sum(1, dtype=np.int64)
+        else:
+            rows = _rows_of_positions(lp, l.in_shape)[None, None]
+            occupied = (events * np.maximum(1, rows)).reshape(n, T, -1).sum(2)
+            run_c = np.where(n_events == 0, 1, READ_LATENCY + 1 + occupied)
+            c = (1 + run_c + ACC_DRAIN).sum(1)
+            cnt["weight_reads"] += (events * rows).reshape(n, -1).sum(1)
+            acc = _accumulates(l, g, events, dense)
+            cnt["accumulates"] += acc
+            syn += _accumulates(l, g, x != 0, False)
+            if l.kind != "output":
+                slots = int(lp.n_slots.sum())
+                if lp.update_cycles:
+                    c = c + T * (lp.update_cycles + UPD_DRAIN)
+                cnt["neuron_updates"] += T * slots
+                cnt["membrane_reads"] += acc + T * slots
+                cnt["membrane_writes"] += acc + T * slots
+                cnt["spikes"] += gold.spikes[l.name].reshape(n, -1).sum(1, dtype=np.int64)
+                upd += int(g.tensor(l, "neuron_mask").sum()) * T          # live neurons, also when dense
+        per_layer[l.name] += c
+    totals = sum(per_layer.values()) + int(np.prod(g.input.shape)) + T + g.layers[-1].out_shape[0]
+    return [ImageCycles(int(totals[i]), {k: int(v[i]) for k, v in per_layer.items()}, int(syn[i]),
+                        int(upd[i]), (int(syn[i]) + int(upd[i])) / P,
+                        {k: {c: int(v[i]) for c, v in d.items()} for k, d in counters.items()})
+            for i in range(n)]

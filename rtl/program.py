@@ -1,23 +1,33 @@
 """Mapping an integer IR onto P processing elements: the accelerator's "program".
 
-This fixes the micro-architecture's data layout, which the cycle model (`cycles.py`) and
-the Amaranth generator share:
+Everything the Amaranth generator (`accel.py`) bakes into memory, and everything the
+cycle model (`cycles.py`) counts, comes from here, so the two cannot disagree on layout.
 
-- **Neuron slots.** Only live neurons (``neuron_mask`` = 1) get a slot.  A conv neuron
-  (o, y, x) lives on PE ``(o + O * ((y mod ry) * rx + x mod rx)) mod P``: channels are
-  interleaved over PEs and, when there are fewer channels O than PEs, ``ry x rx`` position
-  classes spread each channel over ``ceil(P / O)`` PEs.  The PE of every synapse of an
-  event then depends only on the event's channel and position class, so its rows are
-  precomputed per (channel, y mod s*ry, x mod s*rx), s the stride.  A linear unit with
-  live index j lives on PE ``j mod P``; readout class k on PE ``k mod P``.
-- **Compressed synapse store.** For each event source (a conv layer's input channel c; a
-  linear/readout layer's input index i) the kept synapses are packed into *rows* of at
-  most one entry per PE, so one row is one cycle with every PE doing at most one
-  accumulate.  ``rows[src] = max over PEs of that PE's entries``.  A masked synapse has no
-  entry (no cycle, no read); a synapse into a pruned neuron has none either for linear
-  layers (for conv it stays in the shared kernel row and is dropped by the slot lookup).
-- **Dense reference** (``dense=True``): the same PE count with no skipping: every synapse
-  has an entry (masked ones with weight 0) and every neuron a slot.
+- **Neuron slots.** Only live neurons (``neuron_mask`` = 1) get a slot (in the dense
+  variant every neuron does).  A *linear* unit with live index j lives on PE ``j mod P``
+  in slot ``j div P``; readout class k on PE ``k mod P``, slot ``k div P``.
+- **Conv neurons** are split into *groups* ``g = o + O * (py * rx + px)``: channel o and
+  position class ``(py, px) = (y mod ry, x mod rx)``; group g lives on PE ``g mod P``.
+  ``ry x rx`` (powers of two) spread a channel over several PEs when there are fewer
+  channels than PEs.  Inside a PE a neuron has a dense *local index*
+  ``(g div P) * GS + (y div ry) * GW + (x div rx)`` and a per-PE lookup table maps the
+  local index to its slot (or "pruned").  A conv lane's address is the group's
+  ``g div P``; the PE multiplies it by the constant GS (shift-adds, no multiplier).  The table is the price of sharing one kernel
+  row among all positions of a class: it costs a few bits per neuron where a membrane
+  costs ``membrane_bits + 2``.
+- **Compressed synapse store.** Synapses are grouped by *event source*: a conv layer's
+  (input channel c, input position class ``(y mod s*ry, x mod s*rx)``), a linear or
+  readout layer's input index.  Each source owns consecutive *rows*; a row holds at most
+  one *lane* per PE (valid, sign, target address, conv offsets), so one row is one cycle
+  in which every PE does at most one accumulate.  A masked synapse has no lane: it costs
+  no cycle and no read.  Linear lanes into pruned neurons are dropped here; conv lanes
+  are shared by every position of a class and pruned targets are dropped by the lookup.
+- **Dense reference** (``dense=True``): same PE count and layout, no skipping: every
+  synapse has a lane (masked ones with the ``zero`` flag: they add 0) and every neuron a
+  slot.
+
+Geometry that the hardware computes with shifts (stride, pool kernel, ry, rx) must be a
+power of two; anything else is refused naming the layer.
 """
 from __future__ import annotations
 
@@ -25,113 +35,207 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from ticketforge.model.ir.schema import Graph, IRError
+from ticketforge.model.ir.schema import Graph, IRError, Layer
 
-__all__ = ["LayerMap", "Program", "map_graph", "MAX_PES"]
+__all__ = ["LayerProgram", "Program", "map_graph", "MAX_PES", "LANE_FIELDS", "position_classes"]
 
 MAX_PES = 1024
+MAX_ROWS = 1 << 20            # rows of the synapse store, all layers together
+MAX_SLOTS_PER_PE = 1 << 16
+LANE_FIELDS = ("valid", "neg", "zero", "addr", "dy", "dx")
+
+
+def _is_pow2(n: int) -> bool:
+    return n >= 1 and n & (n - 1) == 0
 
 
 @dataclass
-class LayerMap:
+class LayerProgram:
     name: str
-    kind: str
-    rows: np.ndarray            # int64: rows (cycles) per event, by source
-                                # (conv: [C, s*ry, s*rx] by channel and position class; else [I])
-    slots: int = 0              # neurons with a slot (live, or all when dense)
-    neurons: int = 0            # all neurons of the layer
-    slots_per_pe: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))
+    kind: str                         # conv | linear | pool | flatten | output
+    layer: Layer
+    # weighted layers: synapse store
+    rowptr: np.ndarray | None = None  # int64 [sources, 2]: (first row, row count)
+    lanes: np.ndarray | None = None   # int64 [rows, P, 6]: LANE_FIELDS
+    # neuron layers: slots per PE, rows of (keep, o, y, x)
+    slots: list[np.ndarray] = field(default_factory=list)
+    # conv: per PE the local-index -> slot table (-1 = pruned) and the geometry
+    lookup: list[np.ndarray] = field(default_factory=list)
+    ry: int = 1
+    rx: int = 1
+    gw: int = 1                       # local positions per group row: ceil(Wo / rx)
+    gs: int = 1                       # local positions per group: ceil(Ho / ry) * GW
+
+    @property
+    def n_slots(self) -> np.ndarray:
+        return np.array([len(s) for s in self.slots], np.int64)
 
     @property
     def update_cycles(self) -> int:
         """One slot per PE per cycle: the most loaded PE sets the pace."""
-        return int(self.slots_per_pe.max()) if self.slots_per_pe.size else 0
+        return int(self.n_slots.max()) if self.slots else 0
+
+    @property
+    def rows_per_source(self) -> np.ndarray:
+        return self.rowptr[:, 1]
+
+    @property
+    def class_shape(self) -> tuple[int, int]:
+        """Conv: number of input position classes (my, mx) = (s * ry, s * rx)."""
+        s = self.layer.stride
+        return s * self.ry, s * self.rx
 
 
 @dataclass
 class Program:
     P: int
     dense: bool
-    layers: dict[str, LayerMap]
+    layers: list[LayerProgram]
+
+    def layer(self, name: str) -> LayerProgram:
+        return next(lp for lp in self.layers if lp.name == name)
+
+
+def position_classes(cout: int, P: int) -> tuple[int, int]:
+    """(ry, rx), powers of two: position classes per channel so that channels x classes
+    cover the P PEs when there are fewer channels than PEs."""
+    r = -(-P // cout) if cout < P else 1
+    e = int(np.ceil(np.log2(r))) if r > 1 else 0
+    return 1 << (e // 2), 1 << (e - e // 2)
 
 
 def _check(g: Graph, P: int) -> None:
-    if not isinstance(P, int) or not 1 <= P <= MAX_PES:
+    if isinstance(P, bool) or not isinstance(P, int) or not 1 <= P <= MAX_PES:
         raise IRError(f"number of PEs must be an integer in [1, {MAX_PES}], got {P!r}")
-    for l in g.layers:
+    prev = None
+    for i, l in enumerate(g.layers):
         if l.has_weights and l.weight_bits != 2:
             raise IRError(f"layer {l.name!r}: weight_bits {l.weight_bits}; the event-driven "
                           "accelerator adds +-event values and takes binary weights only (weight_bits 2)")
+        if l.kind == "conv" and not _is_pow2(l.stride):
+            raise IRError(f"layer {l.name!r}: stride {l.stride}; the accelerator takes power-of-two strides")
+        if l.kind == "pool":
+            if not _is_pow2(l.kernel):
+                raise IRError(f"layer {l.name!r}: pool kernel {l.kernel}; the accelerator takes "
+                              "power-of-two pool kernels")
+            if prev is None or prev.kind != "conv":
+                raise IRError(f"layer {l.name!r}: a pool must follow a conv layer (it OR-merges that "
+                              f"layer's spikes), it follows {prev.name if prev else 'the input'!r}")
+        prev = l if l.kind != "flatten" else prev
 
 
 def map_graph(g: Graph, P: int, dense: bool = False) -> Program:
     _check(g, P)
-    layers: dict[str, LayerMap] = {}
+    layers = []
     for l in g.layers:
-        if not l.has_weights:
-            continue
-        w = g.tensor(l, "weight")
-        kept = np.ones_like(w, dtype=bool) if dense else g.tensor(l, "mask").astype(bool)
-        cout = w.shape[0]
         if l.kind == "conv":
-            live = np.ones(l.out_shape, bool) if dense else g.tensor(l, "neuron_mask").astype(bool)
-            rows, slots_per_pe = _conv_rows(l, kept, live, P)
-            layers[l.name] = LayerMap(l.name, l.kind, rows, slots=int(live.sum()), neurons=int(live.size),
-                                      slots_per_pe=slots_per_pe)
-            continue
+            lp = _map_conv(g, l, P, dense)
+        elif l.kind in ("linear", "output"):
+            lp = _map_linear(g, l, P, dense)
         else:
-            if l.kind == "linear":
-                live = np.ones(cout, bool) if dense else g.tensor(l, "neuron_mask").astype(bool)
-            else:
-                live = np.ones(cout, bool)
-            live_index = np.cumsum(live) - 1
-            pe_of_out = np.where(live, live_index % P, -1)
-            per_src = (kept & live[:, None]).astype(np.int64)     # [O, I]
-            slots_per_pe = np.bincount(pe_of_out[live], minlength=P)
-        # entries per (PE, source), rows = the busiest PE's count
-        by_pe = np.zeros((P, per_src.shape[1]), np.int64)
-        valid = pe_of_out >= 0
-        np.add.at(by_pe, pe_of_out[valid], per_src[valid])
-        rows = by_pe.max(axis=0)
-        layers[l.name] = LayerMap(l.name, l.kind, rows.astype(np.int64),
-                                  slots=int(live.sum()), neurons=int(live.size),
-                                  slots_per_pe=slots_per_pe.astype(np.int64))
+            lp = LayerProgram(l.name, l.kind, l)
+        layers.append(lp)
+    rows = sum(len(lp.lanes) for lp in layers if lp.lanes is not None)
+    if rows > MAX_ROWS:
+        raise IRError(f"the synapse store needs {rows} rows, over the limit of {MAX_ROWS}; use more PEs "
+                      "or a sparser ticket")
+    for lp in layers:
+        if lp.slots and lp.update_cycles > MAX_SLOTS_PER_PE:
+            raise IRError(f"layer {lp.name!r}: {lp.update_cycles} neurons on one PE, over the limit of "
+                          f"{MAX_SLOTS_PER_PE}; use more PEs")
     return Program(P, dense, layers)
 
 
-def position_classes(cout: int, P: int) -> tuple[int, int]:
-    """(ry, rx): position classes per channel so that channels x classes cover P PEs."""
-    r = -(-P // cout) if cout < P else 1
-    ry = int(np.ceil(np.sqrt(r)))
-    return ry, -(-r // ry)
+def _pack(per_pe: list[list[tuple]], P: int):
+    """Per-PE lane lists of one source -> rows [R, P, 6]; R = the longest list."""
+    r = max((len(x) for x in per_pe), default=0)
+    rows = np.zeros((r, P, len(LANE_FIELDS)), np.int64)
+    for p, lst in enumerate(per_pe):
+        for j, lane in enumerate(lst):
+            rows[j, p] = lane
+    return rows
 
 
-def conv_pe(o, y, x, cout: int, P: int, ry: int, rx: int):
-    return (o + cout * ((y % ry) * rx + (x % rx))) % P
+def _finish(lp: LayerProgram, sources: list[np.ndarray], P: int) -> LayerProgram:
+    counts = np.array([len(s) for s in sources], np.int64)
+    starts = np.concatenate([[0], np.cumsum(counts)[:-1]]).astype(np.int64)
+    lp.rowptr = np.stack([starts, counts], 1)
+    lp.lanes = np.concatenate(sources) if counts.sum() else np.zeros((0, P, len(LANE_FIELDS)), np.int64)
+    return lp
 
 
-def _conv_rows(l, kept: np.ndarray, live: np.ndarray, P: int):
-    cout, cin, k, _ = kept.shape
-    ry, rx = position_classes(cout, P)
-    s, pad = l.stride, l.padding
-    my, mx = s * ry, s * rx
+def _map_linear(g: Graph, l: Layer, P: int, dense: bool) -> LayerProgram:
+    w = g.tensor(l, "weight")
+    mask = g.tensor(l, "mask").astype(bool)
+    cout, cin = w.shape
+    if l.kind == "linear":
+        live = np.ones(cout, bool) if dense else g.tensor(l, "neuron_mask").astype(bool)
+        keep = g.tensor(l, "neuron_mask").astype(np.int64)
+    else:
+        live = np.ones(cout, bool)
+        keep = np.ones(cout, np.int64)
+    units = np.flatnonzero(live)                 # live index j -> unit
+    lp = LayerProgram(l.name, l.kind, l)
+    if l.kind == "linear":
+        lp.slots = [np.array([[keep[o], o, 0, 0] for o in units[p::P]], np.int64).reshape(-1, 4)
+                    for p in range(P)]
+    sources = []
+    for i in range(cin):
+        per_pe: list[list[tuple]] = [[] for _ in range(P)]
+        for j, o in enumerate(units):
+            if mask[o, i] or dense:
+                per_pe[j % P].append((1, int(w[o, i] < 0), int(not mask[o, i]), j // P, 0, 0))
+        sources.append(_pack(per_pe, P))
+    return _finish(lp, sources, P)
+
+
+def _map_conv(g: Graph, l: Layer, P: int, dense: bool) -> LayerProgram:
+    w = g.tensor(l, "weight")
+    mask = g.tensor(l, "mask").astype(bool)
+    keep = g.tensor(l, "neuron_mask").astype(np.int64)
+    live = np.ones_like(keep, bool) if dense else keep.astype(bool)
+    cout, cin, k, _ = w.shape
     _, ho, wo = l.out_shape
+    s, pad = l.stride, l.padding
+    ry, rx = position_classes(cout, P)
+    gw, gh = -(-wo // rx), -(-ho // ry)
+    gs = gw * gh
+    lp = LayerProgram(l.name, l.kind, l, ry=ry, rx=rx, gw=gw, gs=gs)
+    n_groups = cout * ry * rx
+    # local index of every neuron on its PE
     oo, yy, xx = np.meshgrid(np.arange(cout), np.arange(ho), np.arange(wo), indexing="ij")
-    slots_per_pe = np.bincount(conv_pe(oo, yy, xx, cout, P, ry, rx)[live], minlength=P).astype(np.int64)
-    rows = np.zeros((cin, my, mx), np.int64)
-    o_idx = np.arange(cout)
-    for cy in range(my):
-        for cx in range(mx):
-            by_pe = np.zeros((P, cin), np.int64)
-            for ky in range(k):
-                ty = cy + pad - ky                      # s * y' for an event in class cy
-                if ty % s:
-                    continue
-                for kx in range(k):
-                    tx = cx + pad - kx
-                    if tx % s:
+    grp = oo + cout * ((yy % ry) * rx + xx % rx)
+    pe = grp % P
+    local = (grp // P) * gs + (yy // ry) * gw + xx // rx
+    for p in range(P):
+        depth = len(range(p, n_groups, P)) * gs
+        sel = (pe == p) & live
+        order = np.argsort(local[sel], kind="stable")
+        lut = np.full(depth, -1, np.int64)
+        lut[local[sel][order]] = np.arange(int(sel.sum()))
+        lp.lookup.append(lut)
+        lp.slots.append(np.stack([keep[sel][order], oo[sel][order], yy[sel][order], xx[sel][order]], 1)
+                        .astype(np.int64).reshape(-1, 4))
+    sources = []
+    my, mx = s * ry, s * rx
+    for c in range(cin):
+        for cy in range(my):
+            for cx in range(mx):
+                per_pe: list[list[tuple]] = [[] for _ in range(P)]
+                for ky in range(k):
+                    ty = cy + pad - ky                      # = s * (target y) mod s*ry
+                    if ty % s:
                         continue
-                    pe = conv_pe(o_idx, ty // s, tx // s, cout, P, ry, rx)
-                    np.add.at(by_pe, pe, kept[:, :, ky, kx].astype(np.int64))
-            rows[:, cy, cx] = by_pe.max(axis=0)
-    return rows, slots_per_pe
+                    for kx in range(k):
+                        tx = cx + pad - kx
+                        if tx % s:
+                            continue
+                        py, px = (ty // s) % ry, (tx // s) % rx
+                        for o in range(cout):
+                            if not (mask[o, c, ky, kx] or dense):
+                                continue
+                            gg = o + cout * (py * rx + px)
+                            per_pe[gg % P].append((1, int(w[o, c, ky, kx] < 0), int(not mask[o, c, ky, kx]),
+                                                   gg // P, pad - ky, pad - kx))
+                sources.append(_pack(per_pe, P))
+    return _finish(lp, sources, P)

@@ -36,7 +36,9 @@ def _weights(rng, shape, bits):
     return (w * mask).astype(np.int8), mask
 
 
-def random_graph(seed: int, max_conv: int = 2, max_linear: int = 2) -> Graph:
+def random_graph(seed: int, max_conv: int = 2, max_linear: int = 2, binary: bool = False) -> Graph:
+    """``binary``: every weighted layer gets weight_bits 2 (what the event-driven
+    accelerator takes); the random draws are the same, only the widths are overridden."""
     rng = np.random.default_rng(seed)
     c, h, w = int(rng.integers(1, 4)), int(rng.integers(4, 9)), int(rng.integers(4, 9))
     spec = InputSpec((c, h, w), bits=8, pixel_max=255)
@@ -47,6 +49,7 @@ def random_graph(seed: int, max_conv: int = 2, max_linear: int = 2) -> Graph:
     def neuron_layer(name, kind, in_shape, out_shape, wshape, **kw):
         nonlocal first
         bits = int(rng.choice([2, 2, 2, 4, 8]))
+        bits = 2 if binary else bits
         wt, mk = _weights(rng, wshape, bits)
         n = _neuron(rng)
         cout = out_shape[0]
@@ -93,6 +96,7 @@ def random_graph(seed: int, max_conv: int = 2, max_linear: int = 2) -> Graph:
         shape = out
     classes = int(rng.integers(2, 6))
     wbits = int(rng.choice([2, 4]))
+    wbits = 2 if binary else wbits
     wt, mk = _weights(rng, (classes, shape[0]), wbits)
     tensors["out.weight"], tensors["out.mask"] = wt, mk
     layers.append(Layer("out", "output", shape, (classes,), weight_bits=wbits,

@@ -1,0 +1,815 @@
+"""The event-driven, neuron-per-PE accelerator, generated with Amaranth from an IR.
+
+One image at a time: ``start``, then the image's pixels on the ``pixels`` stream, then the
+class scores on the ``scores`` stream, then a one-cycle ``done``.  The layers run one
+after another on one array of P PEs, every timestep; spikes between layers stay on chip
+in event queues.  What runs where and when (see ``cycles.py`` for the exact count):
+
+``LOAD``   one pixel per cycle; the non-zero ones (all of them when dense) are written to
+           the input event queue, which every timestep's first layer reads again (direct
+           encoding).
+``ACC``    conv / linear / readout: the *event reader* walks the layer's source queue
+           (input queue, the previous neuron layer's per-PE spike queues, or the pooled
+           queue) one event per cycle, looks up the event's rows in the synapse store and
+           runs ahead into a small FIFO; the *row issuer* takes one event at a time and
+           sends its rows to the PE array, one row per cycle (an event with no rows takes
+           one cycle).  Each PE decodes its lane of the row, finds the target neuron's slot
+           (conv: through its lookup table) and adds ``+-value << input_shift`` to the
+           slot's membrane: read, add, write in a 4-stage pipeline whose membrane read port
+           is transparent to the write port, so back-to-back updates of one neuron chain.
+``UPD``    conv / linear: every PE steps through its live slots, one per cycle: the
+           integer LIF update of docs/IR.md (`neuron.py`), membrane write-back, and a spike
+           event into the PE's own spike queue (two banks, ping-pong between layers).
+``POOL``   the reader walks the conv's spike queues; an OR-pool is a bitmap of pooled
+           positions: the first spike in a window sets the bit and queues the pooled
+           event; the consumer's reader clears the bit when it reads the event back.
+           Dense: every input sets its bit when it is 1, then a sweep queues every
+           pooled position with its value and clears the bitmap.
+``OUT``    one class score per cycle on the output stream.
+
+The membrane memory holds, per slot, the *pre-leaked* membrane ``U = leak(V) + bias``
+(see `neuron.py`), so its initial contents are the biases and the accumulate phase is a
+plain add.  A status block exposes counters (``status_addr`` -> ``status_data``): address
+0 is the cycle count of the last image, then 6 per layer (``COUNTERS``).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+from amaranth import Array, C, Cat, Module, Mux, Signal, signed, unsigned
+from amaranth.lib import fifo, stream, wiring
+from amaranth.lib.memory import Memory
+from amaranth.lib.wiring import In, Out
+
+from ticketforge.model.ir.schema import Graph, IRError, Neuron
+from ticketforge.rtl.cycles import ACC_DRAIN, COUNTERS, READ_LATENCY, UPD_DRAIN
+from ticketforge.rtl.neuron import NeuronUpdate
+from ticketforge.rtl.program import LANE_FIELDS, Program, map_graph
+
+__all__ = ["Accelerator", "status_map", "FIFO_DEPTH"]
+
+FIFO_DEPTH = 8            # reader run-ahead: > its READ_LATENCY, so the row issuer never starves
+assert FIFO_DEPTH > READ_LATENCY + 2
+# POOL_DRAIN and SWEEP_DRAIN (cycles.py) are the one-cycle POOL*_DRAIN / *_SWEEP_DRAIN states below.
+COUNTER_BITS = 32
+
+
+def _bits(n: int) -> int:
+    """Bits of an unsigned value up to n (at least 1)."""
+    return max(1, int(n).bit_length())
+
+
+def _sbits(lo: int, hi: int) -> int:
+    """Bits of a signed value in [lo, hi]."""
+    return max(_bits(max(hi, 0)), _bits(max(-lo - 1, 0))) + 1
+
+
+class Fields:
+    """A packed word: named unsigned/signed fields, least significant first.  Used for the
+    memories' contents so that Python packs the init values and Amaranth slices them with
+    the same offsets."""
+
+    def __init__(self, **widths: int):
+        self.widths = {k: int(v) for k, v in widths.items()}
+        self.offsets, off = {}, 0
+        for k, w in self.widths.items():
+            self.offsets[k] = off
+            off += w
+        self.width = max(1, off)
+
+    def pack(self, **values) -> int:
+        word = 0
+        for k, v in values.items():
+            w = self.widths[k]
+            v = int(v)
+            if not -(1 << w) < v < (1 << w):
+                raise IRError(f"value {v} does not fit the {w}-bit field {k!r}")
+            word |= (v & ((1 << w) - 1)) << self.offsets[k]
+        return word
+
+    def get(self, sig, name: str, signed_: bool = False):
+        o, w = self.offsets[name], self.widths[name]
+        v = sig[o:o + w]
+        return v.as_signed() if signed_ else v
+
+
+@dataclass
+class _Neuronish:
+    index: int
+    name: str
+    kind: str
+
+
+def status_map(g: Graph) -> list[tuple[str, str]]:
+    """(layer, counter) of each status address; address 0 is ("", "cycles")."""
+    out = [("", "cycles")]
+    for l in g.layers:
+        if l.kind != "flatten":
+            out += [(l.name, c) for c in COUNTERS]
+    return out
+
+
+class Accelerator(wiring.Component):
+    """Parameters: the integer IR ``graph``, the number of PEs ``pes``, ``dense`` for the
+    no-skipping reference, ``trace`` to add the spike-trace debug port (one lane per PE:
+    ``trace_valid`` bit p set when PE p emitted a spike this cycle, ``trace_event`` its
+    (c, y, x) packed as ``event_fields``, ``trace_layer`` and ``trace_t``)."""
+
+    def __init__(self, graph: Graph, pes: int, dense: bool = False, trace: bool = False):
+        if not isinstance(graph, Graph):
+            raise TypeError(f"graph must be an ticketforge IR Graph, got {type(graph).__name__}")
+        if not isinstance(dense, bool) or not isinstance(trace, bool):
+            raise TypeError(f"dense and trace must be bools, got {dense!r}, {trace!r}")
+        self.graph = g = graph
+        self.prog: Program = map_graph(g, pes, dense)
+        self.P, self.dense, self.trace = pes, dense, trace
+        self._plan()
+        sig = {
+            "pixels": In(stream.Signature(unsigned(g.input.bits))),
+            "scores": Out(stream.Signature(signed(self.score_bits))),
+            "start": In(1), "busy": Out(1), "done": Out(1),
+            "status_addr": In(range(max(2, len(self.status)))),
+            "status_data": Out(COUNTER_BITS),
+        }
+        if trace:
+            sig.update({"trace_valid": Out(pes), "trace_event": Out(pes * self.ev_xyz.width),
+                        "trace_layer": Out(range(len(g.layers))), "trace_t": Out(range(max(2, g.T)))})
+        super().__init__(sig)
+
+    # ---------------------------------------------------------------- static plan
+    def _plan(self) -> None:
+        g, prog, P = self.graph, self.prog, self.P
+        shapes = [tuple(g.input.shape)] + [tuple(l.out_shape) for l in g.layers]
+        max_c = max(s[0] for s in shapes)
+        max_h = max(s[1] if len(s) == 3 else 1 for s in shapes)
+        max_w = max(s[2] if len(s) == 3 else 1 for s in shapes)
+        self.vbits = g.input.bits
+        self.ev = Fields(value=self.vbits, c=_bits(max_c - 1), y=_bits(max_h - 1), x=_bits(max_w - 1))
+        self.ev_xyz = Fields(c=self.ev.widths["c"], y=self.ev.widths["y"], x=self.ev.widths["x"])
+        # source of every layer's input: ("input", None) | ("spk", bank) | ("pool", layer index)
+        self.source, self.bank = {}, {}
+        src, shape, n_neuron = ("input", None), tuple(g.input.shape), 0
+        self.src_shape = {}
+        for i, l in enumerate(g.layers):
+            self.source[i], self.src_shape[i] = src, shape
+            if l.kind in ("conv", "linear"):
+                self.bank[i] = n_neuron % 2
+                n_neuron += 1
+                src, shape = ("spk", self.bank[i]), tuple(l.out_shape)
+            elif l.kind == "pool":
+                src, shape = ("pool", i), tuple(l.out_shape)
+            elif l.kind == "flatten":
+                pass                                  # event coordinates stay (c, y, x)
+        self.neuron_layers = [i for i, l in enumerate(g.layers) if l.kind in ("conv", "linear")]
+        self.weighted = [i for i, l in enumerate(g.layers) if l.has_weights]
+        # per-PE memory bases (slots, lookup tables, parameters), exact: pruned neurons take nothing
+        lps = prog.layers
+        self.mbase = {i: np.zeros(P, np.int64) for i in self.neuron_layers}
+        self.lbase = {i: np.zeros(P, np.int64) for i in self.neuron_layers if g.layers[i].kind == "conv"}
+        self.pbase = {}
+        m_acc, l_acc, p_acc = np.zeros(P, np.int64), np.zeros(P, np.int64), 0
+        for i in self.neuron_layers:
+            self.mbase[i] = m_acc.copy()
+            m_acc += lps[i].n_slots
+            self.pbase[i] = p_acc
+            p_acc += g.layers[i].out_shape[0]
+            if i in self.lbase:
+                self.lbase[i] = l_acc.copy()
+                l_acc += np.array([len(t) for t in lps[i].lookup], np.int64)
+        self.mem_depth, self.lut_depth, self.param_depth = m_acc, l_acc, p_acc
+        self.queue_depth = max([int(lps[i].n_slots.max()) for i in self.neuron_layers] + [1])
+        self.pool_depth = max([int(np.prod(l.out_shape)) for l in g.layers if l.kind == "pool"] + [1])
+        self.in_depth = int(np.prod(g.input.shape))
+        # row pointers: one table, layer bases
+        self.rbase, self.rpbase, r_acc, rp_acc = {}, {}, 0, 0
+        for i in self.weighted:
+            self.rbase[i], self.rpbase[i] = r_acc, rp_acc
+            r_acc += len(lps[i].lanes)
+            rp_acc += len(lps[i].rowptr)
+        self.n_rows, self.n_rowptr = r_acc, rp_acc
+        max_rows = max([int(lps[i].rowptr[:, 1].max()) if len(lps[i].rowptr) else 0 for i in self.weighted] + [1])
+        self.rp = Fields(start=_bits(max(r_acc - 1, 0)), count=_bits(max_rows))
+        all_lanes = [lps[i].lanes for i in self.weighted if len(lps[i].lanes)]
+        lanes = np.concatenate([a.reshape(-1, len(LANE_FIELDS)) for a in all_lanes]) if all_lanes else \
+            np.zeros((1, len(LANE_FIELDS)), np.int64)
+        dmax = int(np.abs(lanes[:, 4:6]).max()) if len(lanes) else 0
+        self.lane = Fields(valid=1, neg=1, zero=1 if self.dense else 0, addr=_bits(int(lanes[:, 3].max())),
+                           dy=_bits(dmax) + 1, dx=_bits(dmax) + 1)
+        # neuron parameters and membrane width
+        max_in, self.acc_bits_needed, biggest_param = (1 << g.input.bits) - 1, 2, 1
+        for i, l in enumerate(g.layers):
+            if not l.has_weights:
+                continue
+            fan = int(g.tensor(l, "mask").reshape(len(g.tensor(l, "mask")), -1).sum(1).max(initial=0))
+            if l.kind == "output":
+                self.score_bits = _sbits(-(max_in * fan * g.T), max_in * fan * g.T)
+                continue
+            n = l.neuron
+            bias, thr = g.tensor(l, "bias"), g.tensor(l, "threshold")
+            biggest_param = max(biggest_param, int(np.abs(bias).max(initial=0)), int(np.abs(thr).max(initial=0)))
+            span = (1 << n.membrane_bits) + (max_in * fan << l.input_shift)
+            self.acc_bits_needed = max(self.acc_bits_needed, n.membrane_bits + 2, _sbits(-span, span))
+            max_in = 1
+        self.acc_bits = self.acc_bits_needed
+        self.param = Fields(bias=self.acc_bits, thr=self.acc_bits)
+        self.slot = Fields(keep=1, c=self.ev.widths["c"], y=self.ev.widths["y"], x=self.ev.widths["x"])
+        lut_max = max([int(max((t.max(initial=-1) for t in lps[i].lookup), default=-1))
+                       for i in self.lbase] + [0])
+        self.lut = Fields(valid=1, slot=_bits(lut_max))
+        # distinct neuron configurations share one update unit per PE
+        self.configs: list[Neuron] = []
+        self.config_of = {}
+        for i in self.neuron_layers:
+            n = g.layers[i].neuron
+            if n not in self.configs:
+                self.configs.append(n)
+            self.config_of[i] = self.configs.index(n)
+        self.status = status_map(g)
+        self.counter_index = {}
+        k = 1
+        for i, l in enumerate(g.layers):
+            if l.kind != "flatten":
+                self.counter_index[i] = k
+                k += len(COUNTERS)
+
+    # ---------------------------------------------------------------- memory contents
+    def _row_words(self) -> list[int]:
+        words = []
+        for i in self.weighted:
+            for row in self.prog.layers[i].lanes:
+                w = 0
+                for p in range(self.P):
+                    v, neg, zero, addr, dy, dx = (int(a) for a in row[p])
+                    kw = dict(valid=v, neg=neg, addr=addr, dy=dy, dx=dx)
+                    if self.dense:
+                        kw["zero"] = zero
+                    w |= self.lane.pack(**kw) << (p * self.lane.width)
+                words.append(w)
+        return words or [0]
+
+    def _rowptr_words(self) -> list[int]:
+        words = []
+        for i in self.weighted:
+            for start, count in self.prog.layers[i].rowptr:
+                words.append(self.rp.pack(start=self.rbase[i] + int(start), count=int(count)))
+        return words or [0]
+
+    def _pe_words(self, p: int):
+        g, lps = self.graph, self.prog.layers
+        mem, slots, lut, params = [], [], [], []
+        for i in self.neuron_layers:
+            l = g.layers[i]
+            bias = g.tensor(l, "bias")
+            for keep, o, y, x in lps[i].slots[p]:
+                mem.append(int(bias[o]) & ((1 << self.acc_bits) - 1))   # U = leak(0) + bias
+                slots.append(self.slot.pack(keep=keep, c=o, y=y, x=x))
+            if i in self.lbase:
+                for s in lps[i].lookup[p]:
+                    lut.append(self.lut.pack(valid=int(s >= 0), slot=max(int(s), 0)))
+            for o in range(l.out_shape[0]):
+                params.append(self.param.pack(bias=int(bias[o]), thr=int(g.tensor(l, "threshold")[o])))
+        return mem or [0], slots or [0], lut or [0], params or [0]
+
+    # ---------------------------------------------------------------- hardware
+    def elaborate(self, platform):
+        m = Module()
+        g, P, ev, lane = self.graph, self.P, self.ev, self.lane
+        L = len(g.layers)
+        T = g.T
+        K = g.layers[-1].out_shape[0]
+
+        cur = Signal(range(max(2, L)))           # layer being run
+        t = Signal(range(max(2, T)))
+        last_t = Signal()
+        m.d.comb += last_t.eq(t == T - 1)
+
+        # ---------------- memories
+        def mk(name, width, depth, init=None):
+            mem = Memory(shape=unsigned(width), depth=max(1, depth), init=init or [])
+            m.submodules[name] = mem
+            return mem
+
+        in_q = mk("in_queue", ev.width, self.in_depth)
+        in_w, in_r = in_q.write_port(), in_q.read_port()
+        in_count = Signal(range(self.in_depth + 1))
+        pool_q = mk("pool_queue", ev.width, self.pool_depth)
+        pool_w, pool_r = pool_q.write_port(), pool_q.read_port()
+        pool_count = Signal(range(self.pool_depth + 1))
+        pool_bm = mk("pool_bitmap", 1, self.pool_depth)
+        bm_w = pool_bm.write_port()
+        bm_r = pool_bm.read_port(transparent_for=(bm_w,))
+        rowptr = mk("rowptr", self.rp.width, self.n_rowptr, self._rowptr_words())
+        rp_r = rowptr.read_port()
+        rows = mk("rows", P * lane.width, self.n_rows, self._row_words())
+        row_r = rows.read_port()
+
+        QD = self.queue_depth
+        spk_w, spk_r, spk_count = [], [], []
+        mem_w, mem_r, slot_r, lut_r, par_r = [], [], [], [], []
+        for p in range(P):
+            memw, slotw, lutw, parw = self._pe_words(p)
+            q = mk(f"pe{p}_spikes", ev.width, 2 * QD)
+            spk_w.append(q.write_port())
+            spk_r.append(q.read_port())
+            spk_count.append([Signal(range(QD + 1), name=f"pe{p}_count{b}") for b in range(2)])
+            mm = mk(f"pe{p}_membranes", self.acc_bits, int(self.mem_depth[p]), memw)
+            wp = mm.write_port()
+            mem_w.append(wp)
+            mem_r.append(mm.read_port(transparent_for=(wp,)))
+            slot_r.append(mk(f"pe{p}_slots", self.slot.width, int(self.mem_depth[p]), slotw).read_port())
+            lut_r.append(mk(f"pe{p}_lookup", self.lut.width, int(self.lut_depth[p]) if self.lbase else 0,
+                            lutw).read_port())
+            par_r.append(mk(f"pe{p}_params", self.param.width, self.param_depth, parw).read_port())
+
+        # ---------------- counters and status
+        cycles = Signal(COUNTER_BITS)
+        last_cycles = Signal(COUNTER_BITS)
+        counters = {i: [Signal(COUNTER_BITS, name=f"{g.layers[i].name}_{c}") for c in COUNTERS]
+                    for i in self.counter_index}
+        flat = [last_cycles] + [s for i in sorted(counters) for s in counters[i]]
+        m.d.comb += self.status_data.eq(Array(flat)[self.status_addr])
+
+        def count(j, amount):
+            """Add `amount` to counter j (COUNTERS index) of the current layer."""
+            with m.Switch(cur):
+                for i in counters:
+                    with m.Case(i):
+                        m.d.sync += counters[i][j].eq(counters[i][j] + amount)
+
+        # ---------------- event reader (source queue -> row pointer -> FIFO)
+        ff = fifo.SyncFIFO(width=ev.width + self.rp.width, depth=FIFO_DEPTH)
+        m.submodules.reader_fifo = ff
+        rd_active = Signal()
+        rd_q = Signal(range(max(2, P)))
+        rd_idx = Signal(range(max(self.in_depth, self.pool_depth, QD) + 1))
+        src_kind = Signal(2)                    # 0 input queue, 1 spike queues, 2 pooled queue
+        src_bank = Signal()
+        v1, v2 = Signal(), Signal()
+        q1 = Signal.like(rd_q)
+        ev2 = Signal(ev.width)
+        credit = Signal()
+        m.d.comb += credit.eq(ff.level + v1 + v2 < FIFO_DEPTH)
+        cnt_now = Signal.like(rd_idx)
+        bank_counts = [Array(spk_count[p][b] for p in range(P)) for b in range(2)]
+        m.d.comb += cnt_now.eq(Mux(src_kind == 0, in_count,
+                                   Mux(src_kind == 2, pool_count, Mux(src_bank, bank_counts[1][rd_q],
+                                                                      bank_counts[0][rd_q]))))
+        # next non-empty PE queue above rd_q (a priority encoder; no bubbles between queues)
+        nonempty = Signal(P)
+        m.d.comb += nonempty.eq(Cat(Mux(src_bank, spk_count[p][1], spk_count[p][0]) != 0 for p in range(P)))
+        nxt_found, nxt_q, first_found, first_q = Signal(), Signal.like(rd_q), Signal(), Signal.like(rd_q)
+        for p in reversed(range(P)):
+            with m.If(nonempty[p] & (p > rd_q)):
+                m.d.comb += [nxt_found.eq(1), nxt_q.eq(p)]
+            with m.If(nonempty[p]):
+                m.d.comb += [first_found.eq(1), first_q.eq(p)]
+        issue_rd = Signal()
+        m.d.comb += issue_rd.eq(rd_active & credit)
+        addr_q = Signal(range(2 * QD))
+        m.d.comb += addr_q.eq(Mux(src_bank, QD, 0) + rd_idx)
+        m.d.comb += [in_r.addr.eq(rd_idx), pool_r.addr.eq(rd_idx)]
+        for p in range(P):
+            m.d.comb += spk_r[p].addr.eq(addr_q)
+        m.d.sync += [v1.eq(issue_rd), v2.eq(v1)]
+        with m.If(issue_rd):
+            m.d.sync += q1.eq(rd_q)
+            with m.If(rd_idx + 1 < cnt_now):
+                m.d.sync += rd_idx.eq(rd_idx + 1)
+            with m.Elif((src_kind == 1) & nxt_found):
+                m.d.sync += [rd_q.eq(nxt_q), rd_idx.eq(0)]
+            with m.Else():
+                m.d.sync += rd_active.eq(0)
+        ev1 = Signal(ev.width)
+        m.d.comb += ev1.eq(Mux(src_kind == 0, in_r.data,
+                               Mux(src_kind == 2, pool_r.data, Array(r.data for r in spk_r)[q1])))
+        e1c, e1y, e1x = ev.get(ev1, "c"), ev.get(ev1, "y"), ev.get(ev1, "x")
+        # row-pointer index of the event for the consumer layer: constants per layer, then a mux
+        with m.Switch(cur):
+            for i in self.weighted:
+                l, lp = g.layers[i], self.prog.layers[i]
+                with m.Case(i):
+                    if l.kind == "conv":
+                        my, mx = lp.class_shape
+                        idx = ((e1c * my + (e1y & (my - 1))) * mx) + (e1x & (mx - 1))
+                    else:
+                        sh = self.src_shape[i]
+                        hh, ww = (sh[1], sh[2]) if len(sh) == 3 else (1, 1)
+                        idx = (e1c * hh + e1y) * ww + e1x
+                    m.d.comb += rp_r.addr.eq(self.rpbase[i] + idx)
+        m.d.sync += ev2.eq(ev1)
+        m.d.comb += [ff.w_data.eq(Cat(ev2, rp_r.data)), ff.w_en.eq(v2)]
+
+        # ---------------- row issuer
+        cur_ev = Signal(ev.width)
+        cur_row = Signal(max(1, self.rp.widths["start"]))
+        cur_rem = Signal(range(2 ** self.rp.widths["count"]))
+        acc_run = Signal()
+        pop_acc = Signal()
+        head_ev = ff.r_data[:ev.width]
+        head_rp = ff.r_data[ev.width:]
+        m.d.comb += pop_acc.eq(acc_run & ff.r_rdy & (cur_rem <= 1))
+        a0_issue = Signal()
+        m.d.comb += [a0_issue.eq(acc_run & (cur_rem != 0)), row_r.addr.eq(cur_row)]
+        with m.If(a0_issue):
+            m.d.sync += [cur_row.eq(cur_row + 1), cur_rem.eq(cur_rem - 1)]
+        with m.If(pop_acc):
+            m.d.sync += [cur_ev.eq(head_ev), cur_row.eq(self.rp.get(head_rp, "start")),
+                         cur_rem.eq(self.rp.get(head_rp, "count"))]
+        with m.If(a0_issue):
+            count(COUNTERS.index("weight_reads"), 1)
+
+        # ---------------- PE array: accumulate pipeline (A1 decode, A2 lookup, A3 read-add-write)
+        a1_v, a1_ev = Signal(), Signal(ev.width)
+        m.d.sync += [a1_v.eq(a0_issue), a1_ev.eq(cur_ev)]
+        a1y, a1x, a1val = ev.get(a1_ev, "y"), ev.get(a1_ev, "x"), ev.get(a1_ev, "value")
+        is_conv = Signal()
+        m.d.comb += is_conv.eq(Array(C(int(l.kind == "conv"), 1) for l in g.layers)[cur])
+        a2_v = [Signal(name=f"a2_v{p}") for p in range(P)]
+        a3_v = [Signal(name=f"a3_v{p}") for p in range(P)]
+        a2_slot = [Signal(self.lane.widths["addr"], name=f"a2_slot{p}") for p in range(P)]
+        a3_slot = [Signal(max(self.lane.widths["addr"], self.lut.widths["slot"]), name=f"a3_slot{p}")
+                   for p in range(P)]
+        a2_delta = [Signal(signed(self.acc_bits), name=f"a2_delta{p}") for p in range(P)]
+        a3_delta = [Signal(signed(self.acc_bits), name=f"a3_delta{p}") for p in range(P)]
+        upd_mem_addr = [Signal(range(max(2, int(self.mem_depth[p]))), name=f"upd_addr{p}") for p in range(P)]
+        upd_read = Signal()
+        acc_hits = [Signal(name=f"acc_hit{p}") for p in range(P)]
+        score_regs = [Signal(signed(self.score_bits), name=f"score{k}") for k in range(K)]
+        out_layer = len(g.layers) - 1
+        clear_scores = Signal()
+        for p in range(P):
+            word = row_r.data[p * lane.width:(p + 1) * lane.width]
+            lv, lneg, laddr = lane.get(word, "valid"), lane.get(word, "neg"), lane.get(word, "addr")
+            lzero = lane.get(word, "zero") if self.dense else C(0, 1)
+            dy, dx = lane.get(word, "dy", True), lane.get(word, "dx", True)
+            inr = Signal(name=f"inrange{p}")
+            lut_addr = Signal(range(max(2, int(self.lut_depth[p]) + 1)), name=f"lut_addr{p}")
+            with m.Switch(cur):
+                for i in self.lbase:
+                    l, lp = g.layers[i], self.prog.layers[i]
+                    with m.Case(i):
+                        ls = l.stride.bit_length() - 1
+                        yy, xx = a1y + dy, a1x + dx
+                        oy, ox = yy >> ls, xx >> ls
+                        _, ho, wo = l.out_shape
+                        m.d.comb += inr.eq((yy >= 0) & (xx >= 0) & (oy < ho) & (ox < wo))
+                        local = laddr * lp.gs + (oy >> (lp.ry.bit_length() - 1)) * lp.gw + \
+                            (ox >> (lp.rx.bit_length() - 1))
+                        m.d.comb += lut_addr.eq(int(self.lbase[i][p]) + local)
+            m.d.comb += lut_r[p].addr.eq(lut_addr)
+            mag = Signal(signed(self.acc_bits), name=f"mag{p}")
+            with m.Switch(cur):                 # constant shifts per layer: wires, no shifter
+                for i in self.weighted:
+                    with m.Case(i):
+                        m.d.comb += mag.eq(Mux(lzero, 0, a1val << g.layers[i].input_shift))
+            m.d.sync += [a2_v[p].eq(a1_v & lv & (inr | ~is_conv)), a2_slot[p].eq(laddr),
+                         a2_delta[p].eq(Mux(lneg, -mag, mag))]
+            # A2: the slot (conv: from the lookup table), membrane read
+            lut_ok = self.lut.get(lut_r[p].data, "valid")
+            slot2 = Mux(is_conv, self.lut.get(lut_r[p].data, "slot"), a2_slot[p])
+            v2p = a2_v[p] & (lut_ok | ~is_conv)
+            m.d.sync += [a3_v[p].eq(v2p), a3_slot[p].eq(slot2), a3_delta[p].eq(a2_delta[p])]
+            acc_addr = Signal.like(upd_mem_addr[p], name=f"acc_addr{p}")
+            with m.Switch(cur):
+                for i in self.neuron_layers:
+                    with m.Case(i):
+                        m.d.comb += acc_addr.eq(int(self.mbase[i][p]) + slot2)
+            m.d.comb += mem_r[p].addr.eq(Mux(upd_read, upd_mem_addr[p], acc_addr))
+            # A3: read-add-write (membranes) or add (class scores)
+            m.d.comb += acc_hits[p].eq(a3_v[p])
+            a3_addr = Signal.like(acc_addr, name=f"a3_addr{p}")
+            m.d.sync += a3_addr.eq(acc_addr)
+            with m.If(a3_v[p] & (cur != out_layer)):
+                m.d.comb += [mem_w[p].addr.eq(a3_addr), mem_w[p].data.eq(mem_r[p].data.as_signed() + a3_delta[p]),
+                             mem_w[p].en.eq(1)]
+            for k in range(p, K, P):
+                with m.If(clear_scores):
+                    m.d.sync += score_regs[k].eq(0)
+                with m.Elif(a3_v[p] & (cur == out_layer) & (a3_slot[p] == k // P)):
+                    m.d.sync += score_regs[k].eq(score_regs[k] + a3_delta[p])
+        n_hits = sum(acc_hits)
+        with m.If(Cat(acc_hits).any()):
+            count(COUNTERS.index("accumulates"), n_hits)
+            with m.If(cur != out_layer):
+                count(COUNTERS.index("membrane_reads"), n_hits)
+                count(COUNTERS.index("membrane_writes"), n_hits)
+
+        # ---------------- PE array: neuron update pipeline (U0 slot read, U1 reads, U2 update)
+        upd_run = Signal()
+        upd_i = Signal(range(max(2, max([self.prog.layers[i].update_cycles for i in self.neuron_layers] + [1]))))
+        u1_v = [Signal(name=f"u1_v{p}") for p in range(P)]
+        u2_v = [Signal(name=f"u2_v{p}") for p in range(P)]
+        u1_i = Signal.like(upd_i)
+        u2_addr = [Signal.like(upd_mem_addr[p], name=f"u2_addr{p}") for p in range(P)]
+        u2_slot = [Signal(self.slot.width, name=f"u2_slot{p}") for p in range(P)]
+        spikes_now = [Signal(name=f"spike{p}") for p in range(P)]
+        updates_now = [Signal(name=f"update{p}") for p in range(P)]
+        m.d.sync += u1_i.eq(upd_i)
+        w_bank = Signal()
+        with m.Switch(cur):
+            for i in self.neuron_layers:
+                with m.Case(i):
+                    m.d.comb += w_bank.eq(self.bank[i])
+        for p in range(P):
+            active = Signal(name=f"upd_active{p}")
+            sbase = Signal.like(upd_mem_addr[p], name=f"sbase{p}")
+            pbase = Signal(range(max(2, self.param_depth)), name=f"pbase{p}")
+            with m.Switch(cur):
+                for i in self.neuron_layers:
+                    with m.Case(i):
+                        m.d.comb += [active.eq(upd_run & (upd_i < int(self.prog.layers[i].n_slots[p]))),
+                                     sbase.eq(int(self.mbase[i][p])), pbase.eq(self.pbase[i])]
+            m.d.comb += slot_r[p].addr.eq(sbase + upd_i)
+            m.d.sync += u1_v[p].eq(active)
+            # U1: slot word -> parameter read; membrane read of the same slot
+            o1 = self.slot.get(slot_r[p].data, "c")
+            m.d.comb += [par_r[p].addr.eq(pbase + o1), upd_mem_addr[p].eq(sbase + u1_i)]
+            m.d.sync += [u2_v[p].eq(u1_v[p]), u2_addr[p].eq(sbase + u1_i), u2_slot[p].eq(slot_r[p].data)]
+            # U2: the update (one unit per distinct neuron configuration)
+            spike, u_next = Signal(name=f"fire{p}"), Signal(signed(self.acc_bits), name=f"u_next{p}")
+            units = []
+            for ci, n in enumerate(self.configs):
+                u = NeuronUpdate(n, self.acc_bits)
+                m.submodules[f"pe{p}_update{ci}"] = u
+                units.append(u)
+                b = n.membrane_bits
+                m.d.comb += [u.u.eq(mem_r[p].data.as_signed()),
+                             u.threshold.eq(self.param.get(par_r[p].data, "thr", True)),
+                             u.bias.eq(self.param.get(par_r[p].data, "bias", True)),
+                             u.keep.eq(self.slot.get(u2_slot[p], "keep")), u.last.eq(last_t)]
+            with m.Switch(cur):
+                for i in self.neuron_layers:
+                    with m.Case(i):
+                        u = units[self.config_of[i]]
+                        m.d.comb += [spike.eq(u.spike), u_next.eq(u.u_next)]
+            with m.If(u2_v[p]):
+                m.d.comb += [mem_w[p].addr.eq(u2_addr[p]), mem_w[p].data.eq(u_next), mem_w[p].en.eq(1),
+                             updates_now[p].eq(1), spikes_now[p].eq(spike)]
+                push = spike | C(int(self.dense), 1)
+                xyz = Cat(self.slot.get(u2_slot[p], "c"), self.slot.get(u2_slot[p], "y"),
+                          self.slot.get(u2_slot[p], "x"))
+                word = Cat(spike, C(0, self.vbits - 1), xyz)
+                cntb = Mux(w_bank, spk_count[p][1], spk_count[p][0])
+                with m.If(push):
+                    m.d.comb += [spk_w[p].addr.eq(Mux(w_bank, QD, 0) + cntb), spk_w[p].data.eq(word),
+                                 spk_w[p].en.eq(1)]
+                    with m.If(w_bank):
+                        m.d.sync += spk_count[p][1].eq(spk_count[p][1] + 1)
+                    with m.Else():
+                        m.d.sync += spk_count[p][0].eq(spk_count[p][0] + 1)
+            if self.trace:
+                m.d.comb += [self.trace_valid[p].eq(spikes_now[p]),
+                             self.trace_event[p * self.ev_xyz.width:(p + 1) * self.ev_xyz.width].eq(
+                                 Cat(self.slot.get(u2_slot[p], "c"), self.slot.get(u2_slot[p], "y"),
+                                     self.slot.get(u2_slot[p], "x")))]
+        if self.trace:
+            m.d.comb += [self.trace_layer.eq(cur), self.trace_t.eq(t)]
+        n_upd, n_spk = sum(updates_now), sum(spikes_now)
+        with m.If(n_upd != 0):
+            count(COUNTERS.index("neuron_updates"), n_upd)
+            count(COUNTERS.index("membrane_reads"), n_upd)
+            count(COUNTERS.index("membrane_writes"), n_upd)
+            count(COUNTERS.index("spikes"), n_spk)
+        m.d.comb += upd_read.eq(upd_run | Cat(u1_v).any())
+
+        # ---------------- OR-pool
+        pool_run, sweep_run = Signal(), Signal()
+        pop_pool = Signal()
+        m.d.comb += pop_pool.eq(pool_run & ff.r_rdy)
+        p1_v, p1_new, p1_val = Signal(), Signal(), Signal()
+        p1_addr = Signal(range(max(2, self.pool_depth)))
+        p1_xyz = Signal(self.ev_xyz.width)
+        hc, hy, hx = ev.get(head_ev, "c"), ev.get(head_ev, "y"), ev.get(head_ev, "x")
+        pinr = Signal()
+        pool_addr = Signal.like(p1_addr)
+        pooled = Signal(self.ev_xyz.width)
+        # the sweep (dense): counters over the pooled positions
+        sw_c, sw_y, sw_x = (Signal(ev.widths[k], name=f"sweep_{k}") for k in ("c", "y", "x"))
+        sw_last, s1_v, s1_addr, s1_xyz = Signal(), Signal(), Signal.like(p1_addr), Signal(self.ev_xyz.width)
+        sweep_addr = Signal.like(p1_addr)
+        for i, l in enumerate(g.layers):
+            if l.kind != "pool":
+                continue
+            lk = l.kernel.bit_length() - 1
+            cp, hp, wp = l.out_shape
+            with m.If(cur == i):
+                py, px = hy >> lk, hx >> lk
+                m.d.comb += [pinr.eq((py < hp) & (px < wp)), pool_addr.eq((hc * hp + py) * wp + px),
+                             pooled.eq(Cat(hc, py[:ev.widths["y"]], px[:ev.widths["x"]])),
+                             sweep_addr.eq((sw_c * hp + sw_y) * wp + sw_x),
+                             sw_last.eq((sw_c == cp - 1) & (sw_y == hp - 1) & (sw_x == wp - 1))]
+                with m.If(sweep_run):
+                    with m.If(sw_x == wp - 1):
+                        m.d.sync += sw_x.eq(0)
+                        with m.If(sw_y == hp - 1):
+                            m.d.sync += [sw_y.eq(0), sw_c.eq(sw_c + 1)]
+                        with m.Else():
+                            m.d.sync += sw_y.eq(sw_y + 1)
+                    with m.Else():
+                        m.d.sync += sw_x.eq(sw_x + 1)
+        m.d.comb += bm_r.addr.eq(Mux(sweep_run, sweep_addr, pool_addr))
+        m.d.sync += [p1_v.eq(pop_pool & pinr), p1_addr.eq(pool_addr), p1_xyz.eq(pooled),
+                     p1_val.eq(ev.get(head_ev, "value") != 0),
+                     s1_v.eq(sweep_run), s1_addr.eq(sweep_addr), s1_xyz.eq(Cat(sw_c, sw_y, sw_x))]
+        # the consumer's reader clears a pooled event's bit when it reads the event (sparse)
+        clr_v = Signal()
+        clr_addr = Signal.like(p1_addr)
+        if not self.dense:
+            with m.If(v1 & (src_kind == 2)):
+                m.d.comb += clr_v.eq(1)
+                with m.Switch(cur):
+                    for i in self.weighted:
+                        kind, pl = self.source[i]
+                        if kind != "pool":
+                            continue
+                        _, hp, wp = g.layers[pl].out_shape
+                        with m.Case(i):
+                            m.d.comb += clr_addr.eq((e1c * hp + e1y) * wp + e1x)
+        n_pushed = Signal()
+        if self.dense:
+            with m.If(p1_v & p1_val):
+                m.d.comb += [bm_w.addr.eq(p1_addr), bm_w.data.eq(1), bm_w.en.eq(1)]
+            with m.If(s1_v):
+                m.d.comb += [bm_w.addr.eq(s1_addr), bm_w.data.eq(0), bm_w.en.eq(1),
+                             pool_w.addr.eq(pool_count), pool_w.data.eq(Cat(bm_r.data, C(0, self.vbits - 1), s1_xyz)),
+                             pool_w.en.eq(1), n_pushed.eq(bm_r.data)]
+                m.d.sync += pool_count.eq(pool_count + 1)
+        else:
+            with m.If(p1_v & ~bm_r.data):
+                m.d.comb += [bm_w.addr.eq(p1_addr), bm_w.data.eq(1), bm_w.en.eq(1),
+                             pool_w.addr.eq(pool_count), pool_w.data.eq(Cat(C(1, self.vbits), p1_xyz)),
+                             pool_w.en.eq(1), n_pushed.eq(1)]
+                m.d.sync += pool_count.eq(pool_count + 1)
+            with m.Elif(clr_v):
+                m.d.comb += [bm_w.addr.eq(clr_addr), bm_w.data.eq(0), bm_w.en.eq(1)]
+        with m.If(n_pushed):
+            count(COUNTERS.index("spikes"), 1)
+        m.d.comb += ff.r_en.eq(pop_acc | pop_pool)
+
+        # ---------------- load, output, and the schedule
+        ld_c, ld_y, ld_x = (Signal(ev.widths[k], name=f"load_{k}") for k in ("c", "y", "x"))
+        cin, hin, win = g.input.shape
+        out_k = Signal(range(max(2, K)))
+        m.d.comb += self.scores.payload.eq(Array(score_regs)[out_k])
+
+        def start_reader(i):
+            """Set the reader on layer i's source queue (one cycle: the START state)."""
+            kind, arg = self.source[i]
+            code = {"input": 0, "spk": 1, "pool": 2}[kind]
+            m.d.sync += [src_kind.eq(code), rd_idx.eq(0)]
+            if kind == "spk":
+                m.d.sync += [src_bank.eq(arg), rd_q.eq(first_q), rd_active.eq(first_found)]
+                # first_found/first_q read src_bank: set it one state earlier (see _bank_for)
+            elif kind == "input":
+                m.d.sync += [rd_q.eq(0), rd_active.eq(in_count != 0)]
+            else:
+                m.d.sync += [rd_q.eq(0), rd_active.eq(pool_count != 0)]
+
+        order = [i for i, l in enumerate(g.layers) if l.kind != "flatten"]
+
+        def first_state(i):
+            l = g.layers[i]
+            return f"POOL{i}_START" if l.kind == "pool" else f"ACC{i}_START"
+
+        def after(i):
+            """The state after layer i's last phase."""
+            j = order.index(i)
+            return first_state(order[j + 1]) if j + 1 < len(order) else "NEXT_T"
+
+        def enter(i):
+            """Actions on entering layer i (cur, the reader's bank, resets of its output queue)."""
+            m.d.sync += cur.eq(i)
+            kind, arg = self.source[i]
+            if kind == "spk":
+                m.d.sync += src_bank.eq(arg)
+            if g.layers[i].kind in ("conv", "linear"):
+                for p in range(P):
+                    m.d.sync += spk_count[p][self.bank[i]].eq(0)
+            if g.layers[i].kind == "pool":
+                m.d.sync += pool_count.eq(0)
+
+        with m.FSM(name="schedule"):
+            with m.State("IDLE"):
+                with m.If(self.start):
+                    m.d.sync += [cycles.eq(0), in_count.eq(0), ld_c.eq(0), ld_y.eq(0), ld_x.eq(0), t.eq(0)]
+                    m.d.comb += clear_scores.eq(1)
+                    for i in counters:
+                        for s in counters[i]:
+                            m.d.sync += s.eq(0)
+                    m.next = "LOAD"
+            with m.State("LOAD"):
+                m.d.comb += [self.busy.eq(1), self.pixels.ready.eq(1)]
+                with m.If(self.pixels.valid):
+                    px = self.pixels.payload
+                    keep = C(1, 1) if self.dense else (px != 0)
+                    with m.If(keep):
+                        m.d.comb += [in_w.addr.eq(in_count), in_w.data.eq(Cat(px, ld_c, ld_y, ld_x)), in_w.en.eq(1)]
+                        m.d.sync += in_count.eq(in_count + 1)
+                    with m.If(ld_x == win - 1):
+                        m.d.sync += ld_x.eq(0)
+                        with m.If(ld_y == hin - 1):
+                            m.d.sync += [ld_y.eq(0), ld_c.eq(ld_c + 1)]
+                        with m.Else():
+                            m.d.sync += ld_y.eq(ld_y + 1)
+                    with m.Else():
+                        m.d.sync += ld_x.eq(ld_x + 1)
+                    with m.If((ld_c == cin - 1) & (ld_y == hin - 1) & (ld_x == win - 1)):
+                        enter(order[0])
+                        m.next = first_state(order[0])
+            for i in order:
+                l, lp = g.layers[i], self.prog.layers[i]
+                if l.kind == "pool":
+                    with m.State(f"POOL{i}_START"):
+                        m.d.comb += self.busy.eq(1)
+                        start_reader(i)
+                        m.next = f"POOL{i}_RUN"
+                    with m.State(f"POOL{i}_RUN"):
+                        m.d.comb += [self.busy.eq(1), pool_run.eq(1)]
+                        with m.If(~rd_active & ~v1 & ~v2 & (ff.level <= 1)):
+                            m.next = f"POOL{i}_DRAIN"
+                    with m.State(f"POOL{i}_DRAIN"):
+                        m.d.comb += self.busy.eq(1)
+                        if self.dense:
+                            m.d.sync += [sw_c.eq(0), sw_y.eq(0), sw_x.eq(0), pool_count.eq(0)]
+                            m.next = f"POOL{i}_SWEEP"
+                        else:
+                            nx = after(i)
+                            if nx != "NEXT_T":
+                                enter(order[order.index(i) + 1])
+                            m.next = nx
+                    if self.dense:
+                        with m.State(f"POOL{i}_SWEEP"):
+                            m.d.comb += [self.busy.eq(1), sweep_run.eq(1)]
+                            with m.If(sw_last):
+                                m.next = f"POOL{i}_SWEEP_DRAIN"
+                        with m.State(f"POOL{i}_SWEEP_DRAIN"):
+                            m.d.comb += self.busy.eq(1)
+                            nx = after(i)
+                            if nx != "NEXT_T":
+                                enter(order[order.index(i) + 1])
+                            m.next = nx
+                    continue
+                with m.State(f"ACC{i}_START"):
+                    m.d.comb += self.busy.eq(1)
+                    start_reader(i)
+                    m.next = f"ACC{i}_RUN"
+                with m.State(f"ACC{i}_RUN"):
+                    m.d.comb += [self.busy.eq(1), acc_run.eq(1)]
+                    with m.If(~rd_active & ~v1 & ~v2 & ~ff.r_rdy & (cur_rem <= 1)):
+                        m.next = f"ACC{i}_DRAIN"
+                with m.State(f"ACC{i}_DRAIN"):
+                    m.d.comb += self.busy.eq(1)
+                    drain = Signal(range(ACC_DRAIN + 1), name=f"acc{i}_drain")
+                    m.d.sync += drain.eq(drain + 1)
+                    with m.If(drain == ACC_DRAIN - 1):
+                        m.d.sync += drain.eq(0)
+                        if l.kind != "output" and lp.update_cycles:
+                            m.d.sync += upd_i.eq(0)
+                            m.next = f"UPD{i}_RUN"
+                        else:
+                            nx = after(i)
+                            if nx != "NEXT_T":
+                                enter(order[order.index(i) + 1])
+                            m.next = nx
+                if l.kind == "output" or not lp.update_cycles:
+                    continue
+                with m.State(f"UPD{i}_RUN"):
+                    m.d.comb += [self.busy.eq(1), upd_run.eq(1)]
+                    m.d.sync += upd_i.eq(upd_i + 1)
+                    with m.If(upd_i == lp.update_cycles - 1):
+                        m.next = f"UPD{i}_DRAIN"
+                with m.State(f"UPD{i}_DRAIN"):
+                    m.d.comb += self.busy.eq(1)
+                    drain = Signal(range(UPD_DRAIN + 1), name=f"upd{i}_drain")
+                    m.d.sync += drain.eq(drain + 1)
+                    with m.If(drain == UPD_DRAIN - 1):
+                        m.d.sync += drain.eq(0)
+                        nx = after(i)
+                        if nx != "NEXT_T":
+                            enter(order[order.index(i) + 1])
+                        m.next = nx
+            with m.State("NEXT_T"):
+                # zero-cycle decision folded into the previous state would need the next
+                # layer's setup twice; one cycle per timestep keeps the schedule simple
+                m.d.comb += self.busy.eq(1)
+                with m.If(last_t):
+                    m.d.sync += out_k.eq(0)
+                    m.next = "OUT"
+                with m.Else():
+                    m.d.sync += t.eq(t + 1)
+                    enter(order[0])
+                    m.next = first_state(order[0])
+            with m.State("OUT"):
+                m.d.comb += [self.busy.eq(1), self.scores.valid.eq(1)]
+                with m.If(self.scores.ready):
+                    m.d.sync += out_k.eq(out_k + 1)
+                    with m.If(out_k == K - 1):
+                        m.d.sync += last_cycles.eq(cycles + 1)
+                        m.next = "DONE"
+            with m.State("DONE"):
+                m.d.comb += self.done.eq(1)
+                m.next = "IDLE"
+        with m.If(self.busy):
+            m.d.sync += cycles.eq(cycles + 1)
+        return m
