@@ -117,6 +117,7 @@ class Accelerator(wiring.Component):
     (c, y, x) packed as ``event_fields``, ``trace_layer`` and ``trace_t``)."""
 
     def __init__(self, graph: Graph, pes: int, dense: bool = False, trace: bool = False):
+        self._MustUse__silence = True       # a refused configuration is not an unused design
         if not isinstance(graph, Graph):
             raise TypeError(f"graph must be an ticketforge IR Graph, got {type(graph).__name__}")
         if not isinstance(dense, bool) or not isinstance(trace, bool):
@@ -136,6 +137,7 @@ class Accelerator(wiring.Component):
             sig.update({"trace_valid": Out(pes), "trace_event": Out(pes * self.ev_xyz.width),
                         "trace_layer": Out(range(len(g.layers))), "trace_t": Out(range(max(2, g.T)))})
         super().__init__(sig)
+        self._MustUse__silence = False
 
     # ---------------------------------------------------------------- static plan
     def _plan(self) -> None:

@@ -4,7 +4,7 @@ import pytest
 
 from ticketforge.model.ir import IRError, random_graph, random_images, run, validate
 from ticketforge.model.ir.schema import Graph, InputSpec, Layer, Neuron
-from ticketforge.rtl.cycles import PIPE, cycle_model
+from ticketforge.rtl.cycles import ACC_DRAIN, READ_LATENCY, UPD_DRAIN, cycle_model
 from ticketforge.rtl.program import map_graph
 
 
@@ -23,14 +23,17 @@ def _tiny():
 def test_hand_computed_cycles():
     g = _tiny()
     img = np.array([[[[200, 0, 90, 0]]]], np.uint8)          # 2 input events
-    spikes = run(g, img, trace=True).spikes["fc"].sum()
+    spikes = int(run(g, img, trace=True).spikes["fc"].sum())
     c = cycle_model(g, img, P=2)[0]
-    # fc: PE0 holds units 0 and 2, PE1 unit 1 -> 2 rows per input; update 2 cycles
-    fc = 2 * (1 + 2) + PIPE + 2 + PIPE
-    out = int(spikes) * (1 + 1) + PIPE
+    # fc: PE0 holds units 0 and 2, PE1 unit 1 -> 2 rows per input event; update 2 cycles
+    fc = 1 + (READ_LATENCY + 1 + 2 * 2) + ACC_DRAIN + 2 + UPD_DRAIN
+    # out: one row per spike (classes 0 and 1 on PEs 0 and 1)
+    out = 1 + ((READ_LATENCY + 1 + spikes) if spikes else 1) + ACC_DRAIN
     assert c.per_layer["fc"] == fc and c.per_layer["out"] == out
-    assert c.total == 4 + fc + out + 2
-    assert c.synaptic_events == 2 * 3 + int(spikes) * 2 and c.neuron_updates == 3
+    assert c.total == 4 + fc + out + 1 + 2                   # load, layers, next-timestep, scores
+    assert c.synaptic_events == 2 * 3 + spikes * 2 and c.neuron_updates == 3
+    assert c.counters["fc"] == {"accumulates": 6, "weight_reads": 4, "membrane_reads": 6 + 3,
+                                "membrane_writes": 6 + 3, "neuron_updates": 3, "spikes": spikes}
 
 
 @pytest.mark.parametrize("seed", range(20))
@@ -55,9 +58,9 @@ def test_pruned_neurons_get_no_slot():
     t = dict(g.tensors)
     t["fc.neuron_mask"] = np.array([1, 0, 1], np.uint8)
     g2 = g.with_layers(g.layers, t)
-    m = map_graph(g2, 2).layers["fc"]
-    assert m.slots == 2 and m.update_cycles == 1
-    assert map_graph(g2, 2, dense=True).layers["fc"].slots == 3
+    m = map_graph(g2, 2).layer("fc")
+    assert m.n_slots.sum() == 2 and m.update_cycles == 1
+    assert map_graph(g2, 2, dense=True).layer("fc").n_slots.sum() == 3
 
 
 def test_bad_pe_count():
