@@ -1,4 +1,11 @@
-"""RTL stage: mapping an integer IR onto P processing elements and the accelerator's exact
-cycle model (the Amaranth generator that meets it is the open RTL issue).  Depends on the
-IR only, never on torch."""
-__all__ = ["program", "cycles"]
+"""RTL stage: the event-driven, neuron-per-PE accelerator generated with Amaranth from an
+integer IR.  Depends on the IR only, never on torch.
+
+- `program`: the mapping of an IR onto P PEs (slots, compressed synapse rows, lookups);
+- `cycles`: the exact cycle and status-counter model;
+- `neuron`: the PE's integer LIF update datapath;
+- `accel`: the accelerator (an Amaranth ``wiring.Component``);
+- `simulate`: running it in Amaranth's simulator;
+- `emit` / `lint`: ``build/<name>/rtl/top.v`` and the Verilator lint gate.
+"""
+__all__ = ["program", "cycles", "neuron", "accel", "simulate", "emit", "lint"]

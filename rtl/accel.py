@@ -287,9 +287,13 @@ class Accelerator(wiring.Component):
         m.d.comb += last_t.eq(t == T - 1)
 
         # ---------------- memories
+        self.memories = []          # the inventory, for the manifest and the synthesis report
+
         def mk(name, width, depth, init=None):
             mem = Memory(shape=unsigned(width), depth=max(1, depth), init=init or [])
             m.submodules[name] = mem
+            self.memories.append({"name": name, "width": width, "depth": max(1, depth),
+                                  "bits": width * max(1, depth)})
             return mem
 
         in_q = mk("in_queue", ev.width, self.in_depth)

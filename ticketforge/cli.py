@@ -32,6 +32,13 @@ def _add_config_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--quiet", action="store_true", help="no progress bars")
 
 
+def _add_rtl_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--pes", type=int, default=16, help="processing elements of the accelerator (default 16)")
+    p.add_argument("--dense", action="store_true",
+                   help="the no-skipping reference design (written to build/<name>/rtl-dense/)")
+    p.add_argument("--trace", action="store_true", help="add the per-PE spike-trace debug port")
+
+
 def build_parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(prog="ticketforge", description=__doc__.split("\n")[0])
     sub = ap.add_subparsers(dest="command", required=True)
@@ -59,8 +66,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--ticket", default=None, help="ticket folder (default: build/<name>/ticket)")
     p.add_argument("--precision-bits", type=int, default=8,
                    help="bits of threshold precision per channel when integerizing (default 8)")
+    p = sub.add_parser("rtl", help="generate the accelerator's Verilog from the IR: build/<name>/rtl/")
+    _add_config_args(p)
+    _add_rtl_args(p)
     p = sub.add_parser("hw", help="the main job: run every stage wired so far for a config")
     _add_config_args(p)
+    _add_rtl_args(p)
     sub.add_parser("configs", help="list the shipped configs")
     return ap
 
@@ -153,6 +164,26 @@ def cmd_quantize(args) -> int:
     return 0
 
 
+def cmd_rtl(args) -> int:
+    from ticketforge.model.ir import IRError
+    from ticketforge.rtl.emit import write_rtl
+
+    cfg = _load(args)
+    root = Path(args.build_dir) / cfg.name
+    out = root / ("rtl-dense" if args.dense else "rtl")
+    if not (root / "ir" / "graph.json").is_file():
+        raise IRError(f"no IR in {root / 'ir'}: run `ticketforge quantize --config {cfg.name}` first "
+                      f"(or `make hw MODEL={cfg.name}`)")
+    m = write_rtl(root / "ir", out, pes=args.pes, dense=args.dense, trace=args.trace,
+                  progress=lambda s, **k: print(s, **k) if not args.quiet else None)
+    lint = m.get("lint", {})
+    print(f"[{cfg.name}] RTL -> {out / 'top.v'}: {args.pes} PEs, membranes {m['membrane_bits']} bits, "
+          f"{len(m['memories'])} memories, {m['memory_bits'] / 8192:.1f} KiB; verilator lint: "
+          f"{sum(lint.get('explained', {}).values())} explained warnings, "
+          f"{len(lint.get('unexplained', []))} unexplained ({m['seconds']:.1f} s)")
+    return 0
+
+
 def _stage_fresh(folder: Path, inputs: dict[str, Path]) -> bool:
     """A stage is skipped when its manifest records the same input digests as now."""
     import hashlib
@@ -195,8 +226,20 @@ def cmd_hw(args) -> int:
         if rc := cmd_quantize(args):
             return rc
     print(f"[hw] quantize stage done ({time.perf_counter() - t1:.1f} s)")
-    print("[hw] rtl -> sim -> synth -> report: not wired yet (later issues); "
-          f"the integer IR in {irdir} is what they will read.")
+    t2 = time.perf_counter()
+    rtldir = root / ("rtl-dense" if args.dense else "rtl")
+    params = {"pes": args.pes, "dense": args.dense, "trace": args.trace}
+    man = rtldir / "manifest.json"
+    if _stage_fresh(rtldir, {"graph.json": irdir / "graph.json", "tensors.npz": irdir / "tensors.npz"}) \
+            and json.loads(man.read_text()).get("params") == params:
+        print(f"[hw] rtl stage: {rtldir} is up to date with the IR, kept")
+    else:
+        print("[hw] rtl stage: Amaranth accelerator -> Verilog, verilator lint", flush=True)
+        if rc := cmd_rtl(args):
+            return rc
+    print(f"[hw] rtl stage done ({time.perf_counter() - t2:.1f} s)")
+    print("[hw] sim -> synth -> report: not wired yet (later issues); "
+          f"the Verilog in {rtldir} is what they will read.")
     return 0
 
 
@@ -210,7 +253,7 @@ def cmd_configs(_args) -> int:
     return 0
 
 
-_COMMANDS = {"train": cmd_train, "eval": cmd_eval, "prune": cmd_prune, "sweep": cmd_sweep, "quantize": cmd_quantize, "hw": cmd_hw,
+_COMMANDS = {"train": cmd_train, "eval": cmd_eval, "prune": cmd_prune, "sweep": cmd_sweep, "quantize": cmd_quantize, "rtl": cmd_rtl, "hw": cmd_hw,
              "configs": cmd_configs}
 
 
