@@ -1,6 +1,8 @@
 """Writing the accelerator for an IR as Verilog: ``build/<name>/rtl/``.
 
-- ``top.v``: the design (module ``ticketforge_top``), with a ```timescale 1ns/1ps`` line
+- ``top.v``: the design (module ``ticketforge_top``; by default with the spike-trace
+  debug port that the cocotb regression checks, see `accel.py`; a synthesis wrapper
+  leaves it unconnected and yosys removes its wiring), with a ```timescale 1ns/1ps`` line
   so that every simulator agrees on time units; memories carry their contents as
   initial values (the IR's weights, lookup tables and biases are baked in).
 - ``interface.json``: the component's interface (Amaranth ``ComponentMetadata``).
@@ -33,7 +35,7 @@ def _digest(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
-def write_rtl(ir_dir: Path, out_dir: Path, pes: int = 16, dense: bool = False, trace: bool = False,
+def write_rtl(ir_dir: Path, out_dir: Path, pes: int = 16, dense: bool = False, trace: bool = True,
               run_lint: bool = True, progress=print) -> dict:
     """Generate, write and (``run_lint``) lint the accelerator for the IR in ``ir_dir``.
     Raises LintError, after writing everything, when Verilator reports a warning that

@@ -36,7 +36,18 @@ def _add_rtl_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--pes", type=int, default=16, help="processing elements of the accelerator (default 16)")
     p.add_argument("--dense", action="store_true",
                    help="the no-skipping reference design (written to build/<name>/rtl-dense/)")
-    p.add_argument("--trace", action="store_true", help="add the per-PE spike-trace debug port")
+    p.add_argument("--no-trace", dest="trace", action="store_false",
+                   help="leave out the per-PE spike-trace debug port (the cocotb regression checks spike "
+                        "trains through it)")
+
+
+def _add_sim_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--simulator", choices=("icarus", "verilator"), default="verilator",
+                   help="HDL simulator (default verilator)")
+    p.add_argument("--images", default="all",
+                   help="test images to run: a number or 'all' (the whole test split; default)")
+    p.add_argument("--trace-images", type=int, default=2,
+                   help="how many of them also get their per-layer spike trains checked (default 2)")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -69,9 +80,14 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("rtl", help="generate the accelerator's Verilog from the IR: build/<name>/rtl/")
     _add_config_args(p)
     _add_rtl_args(p)
+    p = sub.add_parser("sim", help="cocotb regression of build/<name>/rtl/top.v on Icarus or Verilator "
+                                   "against the golden model and the cycle model: build/<name>/sim/")
+    _add_config_args(p)
+    _add_sim_args(p)
     p = sub.add_parser("hw", help="the main job: run every stage wired so far for a config")
     _add_config_args(p)
     _add_rtl_args(p)
+    _add_sim_args(p)
     sub.add_parser("configs", help="list the shipped configs")
     return ap
 
@@ -184,6 +200,38 @@ def cmd_rtl(args) -> int:
     return 0
 
 
+def cmd_sim(args) -> int:
+    from ticketforge.model.data import load_dataset
+    from ticketforge.model.ir import IRError, load_graph
+    from ticketforge.sim.runner import run_sim
+
+    cfg = _load(args)
+    root = Path(args.build_dir) / cfg.name
+    rtldir = root / "rtl"
+    if not (rtldir / "top.v").is_file():
+        raise IRError(f"no Verilog in {rtldir}: run `ticketforge rtl --config {cfg.name}` first "
+                      f"(or `make hw MODEL={cfg.name}`)")
+    g = load_graph(root / "ir")
+    ds = load_dataset(cfg.data.dataset, cfg.data.data_dir or None)
+    n = len(ds.test) if args.images == "all" else int(args.images)
+    if not 1 <= n <= len(ds.test):
+        raise IRError(f"--images must be 'all' or 1..{len(ds.test)}, got {args.images!r}")
+    images, labels = ds.test.images[:n], ds.test.labels[:n]
+    res = run_sim(rtldir, g, images, root / "sim", args.simulator, labels=labels,
+                  traced=list(range(min(args.trace_images, n))), progress=False,
+                  log=lambda s, **k: print(s, **k) if not args.quiet else None)
+    integer = json.loads((root / "ir" / "metrics.json").read_text()).get("accuracy_integer") \
+        if (root / "ir" / "metrics.json").is_file() and n == len(ds.test) else None
+    res["accuracy_integer_ir"] = integer
+    (root / "sim" / "results.json").write_text(json.dumps(res, indent=1))
+    print(f"[{cfg.name}] {args.simulator}: {res['agree']}/{res['images_run']} images identical to the golden "
+          f"model (scores, cycles, counters; spike trains on {len(res['traced_images'])}); RTL accuracy "
+          f"{res['accuracy_rtl']:.4f}" + (f" (integer IR {integer:.4f})" if integer is not None else "")
+          + f"; cycles/image {res['cycles']['mean']:.0f}; {res['simulated_cycles_per_wall_second']:.0f} "
+          f"simulated cycles/s; run {res['wall_seconds']['run']:.0f} s -> {root / 'sim' / 'results.json'}")
+    return 0
+
+
 def _stage_fresh(folder: Path, inputs: dict[str, Path]) -> bool:
     """A stage is skipped when its manifest records the same input digests as now."""
     import hashlib
@@ -253,7 +301,7 @@ def cmd_configs(_args) -> int:
     return 0
 
 
-_COMMANDS = {"train": cmd_train, "eval": cmd_eval, "prune": cmd_prune, "sweep": cmd_sweep, "quantize": cmd_quantize, "rtl": cmd_rtl, "hw": cmd_hw,
+_COMMANDS = {"train": cmd_train, "eval": cmd_eval, "prune": cmd_prune, "sweep": cmd_sweep, "quantize": cmd_quantize, "rtl": cmd_rtl, "sim": cmd_sim, "hw": cmd_hw,
              "configs": cmd_configs}
 
 

