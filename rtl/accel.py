@@ -336,12 +336,15 @@ class Accelerator(wiring.Component):
         flat = [last_cycles] + [s for i in sorted(counters) for s in counters[i]]
         m.d.comb += self.status_data.eq(Array(flat)[self.status_addr])
 
+        parts: dict[int, list] = {j: [] for j in range(len(COUNTERS))}
+
         def count(j, amount):
-            """Add `amount` to counter j (COUNTERS index) of the current layer."""
-            with m.Switch(cur):
-                for i in counters:
-                    with m.Case(i):
-                        m.d.sync += counters[i][j].eq(counters[i][j] + amount)
+            """Add `amount` to counter j (COUNTERS index) of the current layer, in the
+            current If-context.  The contributions are summed and applied at the end of
+            elaborate with one adder per counter kind (not one per layer)."""
+            part = Signal(range(4 * P + 4), name=f"count_{COUNTERS[j]}_{len(parts[j])}")
+            m.d.comb += part.eq(amount)
+            parts[j].append(part)
 
         # ---------------- event reader (source queue -> row pointer -> FIFO)
         ff = fifo.SyncFIFO(width=ev.width + self.rp.width, depth=FIFO_DEPTH)
@@ -818,4 +821,19 @@ class Accelerator(wiring.Component):
                 m.next = "IDLE"
         with m.If(self.busy):
             m.d.sync += cycles.eq(cycles + 1)
+        layers_with_counters = sorted(counters)
+        for j in range(len(COUNTERS)):
+            if not parts[j]:
+                continue
+            total = Signal(range(4 * P * len(parts[j]) + 4), name=f"count_{COUNTERS[j]}")
+            m.d.comb += total.eq(sum(parts[j]))
+            now = Signal(COUNTER_BITS, name=f"counter_{COUNTERS[j]}_now")
+            m.d.comb += now.eq(Array(counters[i][j] for i in layers_with_counters)[
+                Array(C(layers_with_counters.index(i) if i in counters else 0, range(max(2, len(counters))))
+                      for i in range(L))[cur]])
+            with m.If((total != 0) & ~(self.start & ~self.busy)):
+                with m.Switch(cur):
+                    for i in layers_with_counters:
+                        with m.Case(i):
+                            m.d.sync += counters[i][j].eq(now + total)
         return m

