@@ -98,6 +98,27 @@ def write_job(g: Graph, images: np.ndarray, pes: int, dense: bool, traced: list[
             "T": g.T, "pes": pes, "trace": trace_port}
 
 
+def _verilator_ports_only(rtl_dir: Path, out_dir: Path):
+    """A Verilator control file that makes the top module and its ports (all the testbench
+    touches) visible to VPI, instead of every signal of the design."""
+    from cocotb_tools.runner import VerilatorControlFile
+
+    def ports(member):
+        if member.get("type") == "port":
+            yield member["name"]
+        for sub in member.get("members", {}).values():
+            yield from ports(sub)
+
+    iface = json.loads((rtl_dir / "interface.json").read_text())["interface"]
+    names = ["clk", "rst"] + list(ports(iface))
+    lines = ["`verilator_config", f'public -module "{TOP}"']
+    lines += [f'public_flat_rw -module "{TOP}" -var "{p}"' for p in names]
+    out_dir.mkdir(parents=True, exist_ok=True)
+    vlt = out_dir / "ports.vlt"
+    vlt.write_text("\n".join(lines) + "\n")
+    return VerilatorControlFile(vlt)
+
+
 def _parse_fail(log: Path) -> str:
     if not log.is_file():
         return ""
@@ -107,10 +128,12 @@ def _parse_fail(log: Path) -> str:
 
 def run_sim(rtl_dir: Path, g: Graph, images: np.ndarray, out_dir: Path, simulator: str = "icarus",
             labels: np.ndarray | None = None, traced: list[int] = (), progress: bool = False,
-            stop_at_first_mismatch: bool = True, log=print) -> dict:
+            stop_at_first_mismatch: bool = True, jobs: int = 1, log=print) -> dict:
     """Build `rtl_dir/top.v` with `simulator`, run `images` through it, check everything,
     write ``out_dir/results.json`` and return it.  Raises SimMismatch after writing
-    ``out_dir/mismatches.json`` when anything differs."""
+    ``out_dir/mismatches.json`` when anything differs.  ``jobs`` > 1 splits the images
+    into that many contiguous shards, each run by its own simulator process on the one
+    build (the testbench is single-threaded; the machines have several cores)."""
     from cocotb_tools.runner import get_runner
 
     version = simulator_version(simulator)
@@ -118,12 +141,18 @@ def run_sim(rtl_dir: Path, g: Graph, images: np.ndarray, out_dir: Path, simulato
     man = json.loads((rtl_dir / "manifest.json").read_text())
     pes, dense, trace_port = man["params"]["pes"], man["params"]["dense"], man["params"]["trace"]
     traced = [i for i in traced if i < len(images)] if trace_port else []
-    job = out_dir / "job"
+    jobs = max(1, min(int(jobs), len(images)))
+    bounds = np.linspace(0, len(images), jobs + 1).astype(int)
+    shards = [(int(a), int(b), out_dir / (f"job{k}" if jobs > 1 else "job")) for k, (a, b) in
+              enumerate(zip(bounds[:-1], bounds[1:]))]
     t0 = time.perf_counter()
-    meta = write_job(g, images, pes, dense, traced, job, trace_port)
-    meta.update({"status": man["status"], "score_bits": man["score_bits"], "trace_fields": man["trace_fields"],
-                 "progress": progress, "stop_at_first_mismatch": stop_at_first_mismatch})
-    (job / "job.json").write_text(json.dumps(meta))
+    for a, b, job in shards:
+        meta = write_job(g, images[a:b], pes, dense, [i - a for i in traced if a <= i < b], job, trace_port)
+        meta.update({"status": man["status"], "score_bits": man["score_bits"], "trace_fields": man["trace_fields"],
+                     "progress": progress, "stop_at_first_mismatch": stop_at_first_mismatch})
+        (job / "job.json").write_text(json.dumps(meta))
+        if (job / "results.json").exists():
+            (job / "results.json").unlink()
     ref_s = time.perf_counter() - t0
     build_dir = out_dir / f"build-{simulator}"
     runner = get_runner(simulator)
@@ -143,34 +172,57 @@ def run_sim(rtl_dir: Path, g: Graph, images: np.ndarray, out_dir: Path, simulato
         if "CFG_CXXFLAGS_PCH_I" not in flags:
             os.environ["MAKEFLAGS"] = (f"{flags} -j{os.cpu_count() or 2} CFG_CXXFLAGS_PCH_I=-include "
                                      "OPT_FAST=-O2 OPT_GLOBAL=-O2").strip()
+    sources = [rtl_dir / "top.v"]
+    if simulator == "verilator":
+        sources.append(_verilator_ports_only(rtl_dir, out_dir))
     t1 = time.perf_counter()
     log(f"[sim] building {rtl_dir / 'top.v'} with {version}", flush=True)
     try:
-        runner.build(sources=[rtl_dir / "top.v"], hdl_toplevel=TOP, build_dir=build_dir, always=False,
+        runner.build(sources=sources, hdl_toplevel=TOP, build_dir=build_dir, always=False,
                      timescale=("1ns", "1ps"), build_args=build_args, log_file=out_dir / f"build-{simulator}.log")
     except (Exception, SystemExit) as e:     # the runner raises (or exits) on a failed compile; its log says why
         raise SimError(f"{simulator} could not build {rtl_dir / 'top.v'}: {e}\n"
                        f"{_parse_fail(out_dir / f'build-{simulator}.log')}") from None
     build_s = time.perf_counter() - t1
-    res_file = job / "results.json"
-    if res_file.exists():
-        res_file.unlink()
-    log(f"[sim] running {len(images)} images on {simulator} (built in {build_s:.1f} s)", flush=True)
+    log(f"[sim] running {len(images)} images on {simulator} in {jobs} process(es) (built in {build_s:.1f} s)",
+        flush=True)
     t2 = time.perf_counter()
-    env = {"TICKETFORGE_SIM_JOB": str(job.resolve()), "PYTHONPATH": os.pathsep.join(sys.path)}
-    try:
-        runner.test(test_module=TB_MODULE, hdl_toplevel=TOP, build_dir=build_dir, test_dir=job,
-                    extra_env=env, results_xml=str((job / "results.xml").resolve()),
-                    log_file=out_dir / f"run-{simulator}.log")
-    except (Exception, SystemExit) as e:     # a failing cocotb test makes the runner exit 1
-        if not res_file.exists():
-            raise SimError(f"{simulator} run failed: {e}\n{_parse_fail(out_dir / f'run-{simulator}.log')}") from None
+
+    def run_shard(shard):
+        _, _, job = shard
+        env = {"TICKETFORGE_SIM_JOB": str(job.resolve()), "PYTHONPATH": os.pathsep.join(sys.path)}
+        logf = out_dir / f"run-{simulator}{'-' + job.name if jobs > 1 else ''}.log"
+        try:
+            get_runner(simulator).test(test_module=TB_MODULE, hdl_toplevel=TOP, hdl_toplevel_lang="verilog",
+                                       build_dir=build_dir, test_dir=job, extra_env=env,
+                                       results_xml=str((job / "results.xml").resolve()), log_file=logf)
+        except (Exception, SystemExit) as e:     # a failing cocotb test makes the runner exit 1
+            if not (job / "results.json").exists():
+                raise SimError(f"{simulator} run failed: {e}\n{_parse_fail(logf)}") from None
+        if not (job / "results.json").exists():
+            raise SimError(f"the testbench wrote no results; see {logf}\n{_parse_fail(logf)}")
+        return json.loads((job / "results.json").read_text())
+
+    from concurrent.futures import ThreadPoolExecutor
+
+    with ThreadPoolExecutor(jobs) as pool:      # each shard is a simulator subprocess
+        parts = list(pool.map(run_shard, shards))
     run_s = time.perf_counter() - t2
-    if not res_file.exists():
-        raise SimError(f"the testbench wrote no results; see {out_dir / f'run-{simulator}.log'}\n"
-                       f"{_parse_fail(out_dir / f'run-{simulator}.log')}")
-    r = json.loads(res_file.read_text())
-    data = np.load(job / "job.npz")
+    r = {"images_run": 0, "agree": 0, "mismatches": [], "scores": [], "cycles": [], "counters": [], "traced": [],
+         "wall_seconds": max(p["wall_seconds"] for p in parts)}
+    datas = [np.load(job / "job.npz") for _, _, job in shards]
+    for (a, _, _), p in zip(shards, parts):
+        if r["images_run"] < a:               # an earlier shard stopped at a mismatch
+            break
+        r["images_run"] += p["images_run"]
+        r["agree"] += p["agree"]
+        r["mismatches"] += [{**m, "image": m["image"] + a} for m in p["mismatches"]]
+        r["scores"] += p["scores"]
+        r["cycles"] += p["cycles"]
+        r["counters"] += p["counters"]
+        r["traced"] += [i + a for i in p["traced"]]
+    data = {"scores": np.concatenate([d["scores"] for d in datas]),
+            "cycles": np.concatenate([d["cycles"] for d in datas])}
     n_run = r["images_run"]
     cyc = np.array(r["cycles"], np.int64)
     counters = np.array(r["counters"], np.int64)
@@ -194,7 +246,11 @@ def run_sim(rtl_dir: Path, g: Graph, images: np.ndarray, out_dir: Path, simulato
         "simulator": simulator, "simulator_version": version, "pes": pes, "dense": dense,
         "wall_seconds": {"reference": round(ref_s, 2), "build": round(build_s, 2), "run": round(run_s, 2),
                          "testbench_loop": round(r["wall_seconds"], 2)},
-        "simulated_cycles_per_wall_second": round(float(cyc.sum()) / r["wall_seconds"], 1) if r["wall_seconds"] else None,
+        "processes": jobs,
+        "simulated_cycles_per_wall_second": round(float(cyc.sum()) / run_s, 1) if run_s else None,
+        "simulated_cycles_per_wall_second_per_process": round(float(sum(p["cycles"] and sum(p["cycles"]) or 0
+                                                                        for p in parts)) / sum(
+            p["wall_seconds"] for p in parts), 1) if any(p["wall_seconds"] for p in parts) else None,
     }
     out_dir.mkdir(parents=True, exist_ok=True)
     (out_dir / "results.json").write_text(json.dumps(results, indent=1))

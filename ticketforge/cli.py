@@ -46,6 +46,8 @@ def _add_sim_args(p: argparse.ArgumentParser) -> None:
                    help="HDL simulator (default verilator)")
     p.add_argument("--images", default="all",
                    help="test images to run: a number or 'all' (the whole test split; default)")
+    p.add_argument("--jobs", type=int, default=os.cpu_count() or 1,
+                   help="simulator processes sharing the images (default: one per core)")
     p.add_argument("--trace-images", type=int, default=2,
                    help="how many of them also get their per-layer spike trains checked (default 2)")
 
@@ -218,7 +220,7 @@ def cmd_sim(args) -> int:
         raise IRError(f"--images must be 'all' or 1..{len(ds.test)}, got {args.images!r}")
     images, labels = ds.test.images[:n], ds.test.labels[:n]
     res = run_sim(rtldir, g, images, root / "sim", args.simulator, labels=labels,
-                  traced=list(range(min(args.trace_images, n))), progress=False,
+                  traced=list(range(min(args.trace_images, n))), progress=False, jobs=args.jobs,
                   log=lambda s, **k: print(s, **k) if not args.quiet else None)
     integer = json.loads((root / "ir" / "metrics.json").read_text()).get("accuracy_integer") \
         if (root / "ir" / "metrics.json").is_file() and n == len(ds.test) else None
