@@ -29,6 +29,8 @@ EXPLAINED = {
                  "without slots in a layer (`i < 0` on an unsigned counter), constant by construction"),
     "UNUSEDSIGNAL": (r"", "fields of packed memory words that a stage does not read (e.g. the value field of "
                      "a spike event) and yosys temporaries"),
+    "ASCRANGE": (r"bit range: \[-1:0\]", "the zero-width address `[-1:0]` of a one-word memory (e.g. the pool "
+                 "queue of a network without pools, a lookup table without conv layers), as yosys writes it"),
     "DECLFILENAME": (r"does not match MODULE name", "build/<name>/rtl/top.v holds module ticketforge_top"),
 }
 

@@ -101,7 +101,7 @@ def test_nir_names_the_unsupported_layer():
         folded_sequential(net)
 
 
-def test_hw_runs_model_and_quantize_then_skips_both(tmp_path, root):
+def test_hw_runs_model_quantize_rtl_sim_then_skips_them(tmp_path, root):
     cfg = tmp_path / "tinyhw.toml"
     cfg.write_text(TINY.format(arch="mlp", variant="binw"))
     build = tmp_path / "build"
@@ -109,9 +109,14 @@ def test_hw_runs_model_and_quantize_then_skips_both(tmp_path, root):
     assert r.returncode == 0, r.stdout + r.stderr
     assert (build / "tinyhw" / "ir" / "graph.json").is_file()
     assert "model.nir" in json.loads((build / "tinyhw" / "ir" / "metrics.json").read_text())["nir"]
+    # the RTL and its cocotb regression on Verilator over the whole (synthetic) test split:
+    # the default suite's one Verilator build, of a trained ticket
+    res = json.loads((build / "tinyhw" / "sim" / "results.json").read_text())
+    assert res["rtl_matches_golden"] and res["cycles_equal_model"] and res["simulator"] == "verilator"
+    assert res["accuracy_rtl"] == res["accuracy_golden"]
     assert "not wired yet" in r.stdout
     r = run_cli("hw", "--config", str(cfg), "--build-dir", str(build), "--quiet", cwd=root)
-    assert r.stdout.count("kept") == 2, r.stdout
+    assert r.stdout.count("kept") == 4, r.stdout
     # a changed config re-runs the model stage
     r = run_cli("hw", "--config", str(cfg), "--build-dir", str(build), "--quiet", "--set", "train.seed=5", cwd=root)
     assert "ticket search" in r.stdout and r.returncode == 0

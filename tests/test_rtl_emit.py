@@ -36,7 +36,7 @@ def test_lint_has_no_unexplained_warning(emitted):
     _, _, m = emitted
     assert m["lint"]["unexplained"] == [] and m["lint"]["returncode"] == 0
     assert set(m["lint"]["explained"]) <= {"WIDTHEXPAND", "WIDTHTRUNC", "CASEINCOMPLETE", "PROCASSINIT",
-                                           "UNSIGNED", "UNUSEDSIGNAL", "DECLFILENAME"}
+                                           "UNSIGNED", "UNUSEDSIGNAL", "DECLFILENAME", "ASCRANGE"}
 
 
 def test_lint_catches_a_real_truncation(tmp_path):

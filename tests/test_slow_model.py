@@ -21,15 +21,15 @@ def test_vgg9_binw_on_mnist5k_reaches_95_percent_within_10_minutes(tmp_path, roo
 @pytest.mark.slow
 def test_vgg9_binw_integer_ir_within_half_a_point(tmp_path, root):
     build = tmp_path / "build"
-    r = run_cli("hw", "--config", "vgg9_binw", "--build-dir", str(build), "--quiet", cwd=root)
+    r = run_cli("hw", "--config", "vgg9_binw", "--build-dir", str(build), "--quiet", "--images", "20", cwd=root)
     assert r.returncode == 0, r.stderr
     m = json.loads((build / "vgg9_binw" / "ir" / "metrics.json").read_text())
     assert m["images"] == 1000
     assert abs(m["accuracy_float"] - m["accuracy_integer"]) <= 0.005, m
     assert m["golden_seconds"] < 60, m["golden_seconds"]
     # a second run skips both stages
-    r = run_cli("hw", "--config", "vgg9_binw", "--build-dir", str(build), "--quiet", cwd=root)
-    assert "kept" in r.stdout and r.stdout.count("kept") == 2, r.stdout
+    r = run_cli("hw", "--config", "vgg9_binw", "--build-dir", str(build), "--quiet", "--images", "20", cwd=root)
+    assert "kept" in r.stdout and r.stdout.count("kept") == 4, r.stdout
 
 
 @pytest.mark.slow

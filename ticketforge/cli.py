@@ -225,6 +225,8 @@ def cmd_sim(args) -> int:
     integer = json.loads((root / "ir" / "metrics.json").read_text()).get("accuracy_integer") \
         if (root / "ir" / "metrics.json").is_file() and n == len(ds.test) else None
     res["accuracy_integer_ir"] = integer
+    res["inputs"] = _digests({"top.v": rtldir / "top.v", "graph.json": root / "ir" / "graph.json"})
+    res["params"] = {"simulator": args.simulator, "images": str(args.images)}
     (root / "sim" / "results.json").write_text(json.dumps(res, indent=1))
     print(f"[{cfg.name}] {args.simulator}: {res['agree']}/{res['images_run']} images identical to the golden "
           f"model (scores, cycles, counters; spike trains on {len(res['traced_images'])}); RTL accuracy "
@@ -234,15 +236,19 @@ def cmd_sim(args) -> int:
     return 0
 
 
-def _stage_fresh(folder: Path, inputs: dict[str, Path]) -> bool:
-    """A stage is skipped when its manifest records the same input digests as now."""
+def _digests(inputs: dict[str, Path]) -> dict[str, str]:
     import hashlib
 
-    man = folder / "manifest.json"
+    return {k: hashlib.sha256(p.read_bytes()).hexdigest() for k, p in inputs.items() if p.is_file()}
+
+
+def _stage_fresh(folder: Path, inputs: dict[str, Path], record: str = "manifest.json") -> bool:
+    """A stage is skipped when its manifest records the same input digests as now."""
+    man = folder / record
     if not man.is_file():
         return False
     recorded = json.loads(man.read_text()).get("inputs", {})
-    now = {k: hashlib.sha256(p.read_bytes()).hexdigest() for k, p in inputs.items() if p.is_file()}
+    now = _digests(inputs)
     return bool(now) and recorded == now
 
 
@@ -288,8 +294,21 @@ def cmd_hw(args) -> int:
         if rc := cmd_rtl(args):
             return rc
     print(f"[hw] rtl stage done ({time.perf_counter() - t2:.1f} s)")
-    print("[hw] sim -> synth -> report: not wired yet (later issues); "
-          f"the Verilog in {rtldir} is what they will read.")
+    t3 = time.perf_counter()
+    simdir = root / "sim"
+    if args.dense:
+        print("[hw] sim stage: skipped for the dense reference design")
+    elif _stage_fresh(simdir, {"top.v": rtldir / "top.v", "graph.json": irdir / "graph.json"}, "results.json") \
+            and json.loads((simdir / "results.json").read_text()).get("params") == \
+            {"simulator": args.simulator, "images": str(args.images)}:
+        print(f"[hw] sim stage: {simdir / 'results.json'} was measured on this Verilog, kept")
+    else:
+        print(f"[hw] sim stage: cocotb regression on {args.simulator}", flush=True)
+        if rc := cmd_sim(args):
+            return rc
+    print(f"[hw] sim stage done ({time.perf_counter() - t3:.1f} s)")
+    print("[hw] synth -> report: not wired yet (later issues); "
+          f"the verified Verilog in {rtldir} is what they will read.")
     return 0
 
 
