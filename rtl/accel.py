@@ -47,7 +47,11 @@ from ticketforge.rtl.cycles import ACC_DRAIN, COUNTERS, READ_LATENCY, UPD_DRAIN
 from ticketforge.rtl.neuron import NeuronUpdate
 from ticketforge.rtl.program import LANE_FIELDS, Program, map_graph
 
-__all__ = ["Accelerator", "status_map", "FIFO_DEPTH"]
+__all__ = ["Accelerator", "status_map", "FIFO_DEPTH", "MEMORY_STYLES"]
+
+# How synthesis should map the memories (the `ram_style` attribute yosys' memory mapper
+# honours): "auto" lets it choose, "block" asks for block RAM, "logic" for LUTs/FFs.
+MEMORY_STYLES = ("auto", "block", "logic")
 
 FIFO_DEPTH = 8            # reader run-ahead: > its READ_LATENCY, so the row issuer never starves
 assert FIFO_DEPTH > READ_LATENCY + 2
@@ -112,12 +116,16 @@ def status_map(g: Graph) -> list[tuple[str, str]]:
 
 class Accelerator(wiring.Component):
     """Parameters: the integer IR ``graph``, the number of PEs ``pes``, ``dense`` for the
-    no-skipping reference, ``trace`` to add the spike-trace debug port (one lane per PE:
+    no-skipping reference, ``memory_style`` (MEMORY_STYLES), ``trace`` to add the spike-trace debug port (one lane per PE:
     ``trace_valid`` bit p set when PE p emitted a spike this cycle, ``trace_event`` its
     (c, y, x) packed as ``event_fields``, ``trace_layer`` and ``trace_t``)."""
 
-    def __init__(self, graph: Graph, pes: int, dense: bool = False, trace: bool = False):
+    def __init__(self, graph: Graph, pes: int, dense: bool = False, trace: bool = False,
+                 memory_style: str = "auto"):
         self._MustUse__silence = True       # a refused configuration is not an unused design
+        if memory_style not in MEMORY_STYLES:
+            raise ValueError(f"memory_style must be one of {', '.join(MEMORY_STYLES)}, got {memory_style!r}")
+        self.memory_style = memory_style
         if not isinstance(graph, Graph):
             raise TypeError(f"graph must be an ticketforge IR Graph, got {type(graph).__name__}")
         if not isinstance(dense, bool) or not isinstance(trace, bool):
@@ -290,7 +298,8 @@ class Accelerator(wiring.Component):
         self.memories = []          # the inventory, for the manifest and the synthesis report
 
         def mk(name, width, depth, init=None):
-            mem = Memory(shape=unsigned(width), depth=max(1, depth), init=init or [])
+            attrs = {} if self.memory_style == "auto" else {"ram_style": self.memory_style}
+            mem = Memory(shape=unsigned(width), depth=max(1, depth), init=init or [], attrs=attrs)
             m.submodules[name] = mem
             self.memories.append({"name": name, "width": width, "depth": max(1, depth),
                                   "bits": width * max(1, depth)})

@@ -26,7 +26,7 @@ def test_files_and_manifest(emitted):
     iface = json.loads((d / "rtl" / "interface.json").read_text())
     assert {"pixels", "scores", "start", "done", "status_addr", "status_data"} <= set(iface["interface"]["members"])
     man = json.loads((d / "rtl" / "manifest.json").read_text())
-    assert man["params"] == {"pes": 4, "dense": False, "trace": True}
+    assert man["params"] == {"pes": 4, "dense": False, "trace": True, "memory_style": "auto"}
     assert man["status"][0] == {"address": 0, "layer": "", "counter": "cycles"}
     assert {s["layer"] for s in man["status"][1:]} == {l.name for l in g.layers if l.kind != "flatten"}
     assert man["memory_bits"] == sum(x["bits"] for x in man["memories"]) > 0
@@ -49,3 +49,14 @@ def test_lint_catches_a_real_truncation(tmp_path):
 def test_cli_rtl_without_ir_names_the_fix(tmp_path, root):
     r = run_cli("rtl", "--config", "vgg9_binw", "--build-dir", str(tmp_path), cwd=root)
     assert r.returncode == 2 and "ticketforge quantize --config vgg9_binw" in r.stderr
+
+
+def test_memory_style_reaches_the_verilog(tmp_path):
+    g = random_graph(7, binary=True)
+    save_graph(g, tmp_path / "ir")
+    write_rtl(tmp_path / "ir", tmp_path / "rtl", pes=2, run_lint=False, memory_style="block",
+              progress=lambda *a, **k: None)
+    assert '(* ram_style = "block" *)' in (tmp_path / "rtl" / "top.v").read_text()
+    with pytest.raises(ValueError, match="memory_style must be one of auto, block, logic, got 'bram'"):
+        write_rtl(tmp_path / "ir", tmp_path / "rtl2", pes=2, run_lint=False, memory_style="bram",
+                  progress=lambda *a, **k: None)

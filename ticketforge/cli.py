@@ -36,6 +36,8 @@ def _add_rtl_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--pes", type=int, default=16, help="processing elements of the accelerator (default 16)")
     p.add_argument("--dense", action="store_true",
                    help="the no-skipping reference design (written to build/<name>/rtl-dense/)")
+    p.add_argument("--memory-style", choices=("auto", "block", "logic"), default="auto",
+                   help="how synthesis maps the memories: its choice, block RAM, or logic (default auto)")
     p.add_argument("--no-trace", dest="trace", action="store_false",
                    help="leave out the per-PE spike-trace debug port (the cocotb regression checks spike "
                         "trains through it)")
@@ -192,7 +194,7 @@ def cmd_rtl(args) -> int:
     if not (root / "ir" / "graph.json").is_file():
         raise IRError(f"no IR in {root / 'ir'}: run `ticketforge quantize --config {cfg.name}` first "
                       f"(or `make hw MODEL={cfg.name}`)")
-    m = write_rtl(root / "ir", out, pes=args.pes, dense=args.dense, trace=args.trace,
+    m = write_rtl(root / "ir", out, pes=args.pes, dense=args.dense, trace=args.trace, memory_style=args.memory_style,
                   progress=lambda s, **k: print(s, **k) if not args.quiet else None)
     lint = m.get("lint", {})
     print(f"[{cfg.name}] RTL -> {out / 'top.v'}: {args.pes} PEs, membranes {m['membrane_bits']} bits, "
@@ -284,7 +286,7 @@ def cmd_hw(args) -> int:
     print(f"[hw] quantize stage done ({time.perf_counter() - t1:.1f} s)")
     t2 = time.perf_counter()
     rtldir = root / ("rtl-dense" if args.dense else "rtl")
-    params = {"pes": args.pes, "dense": args.dense, "trace": args.trace}
+    params = {"pes": args.pes, "dense": args.dense, "trace": args.trace, "memory_style": args.memory_style}
     man = rtldir / "manifest.json"
     if _stage_fresh(rtldir, {"graph.json": irdir / "graph.json", "tensors.npz": irdir / "tensors.npz"}) \
             and json.loads(man.read_text()).get("params") == params:
