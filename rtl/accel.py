@@ -34,8 +34,6 @@ plain add.  A status block exposes counters (``status_addr`` -> ``status_data``)
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import numpy as np
 from amaranth import Array, C, Cat, Module, Mux, Signal, signed, unsigned
 from amaranth.lib import fifo, stream, wiring
@@ -98,11 +96,16 @@ class Fields:
         return v.as_signed() if signed_ else v
 
 
-@dataclass
-class _Neuronish:
-    index: int
-    name: str
-    kind: str
+def _step_chw(m: Module, c, y, x, h: int, w: int) -> None:
+    """Advance a (c, y, x) position counter in C-H-W order (x fastest) by one."""
+    with m.If(x == w - 1):
+        m.d.sync += x.eq(0)
+        with m.If(y == h - 1):
+            m.d.sync += [y.eq(0), c.eq(c + 1)]
+        with m.Else():
+            m.d.sync += y.eq(y + 1)
+    with m.Else():
+        m.d.sync += x.eq(x + 1)
 
 
 def status_map(g: Graph) -> list[tuple[str, str]]:
@@ -618,14 +621,7 @@ class Accelerator(wiring.Component):
                              sweep_addr.eq((sw_c * hp + sw_y) * wp + sw_x),
                              sw_last.eq((sw_c == cp - 1) & (sw_y == hp - 1) & (sw_x == wp - 1))]
                 with m.If(sweep_run):
-                    with m.If(sw_x == wp - 1):
-                        m.d.sync += sw_x.eq(0)
-                        with m.If(sw_y == hp - 1):
-                            m.d.sync += [sw_y.eq(0), sw_c.eq(sw_c + 1)]
-                        with m.Else():
-                            m.d.sync += sw_y.eq(sw_y + 1)
-                    with m.Else():
-                        m.d.sync += sw_x.eq(sw_x + 1)
+                    _step_chw(m, sw_c, sw_y, sw_x, hp, wp)
         m.d.comb += bm_r.addr.eq(Mux(sweep_run, sweep_addr, pool_addr))
         m.d.sync += [p1_v.eq(pop_pool & pinr), p1_addr.eq(pool_addr), p1_xyz.eq(pooled),
                      p1_val.eq(ev.get(head_ev, "value") != 0),
@@ -724,14 +720,7 @@ class Accelerator(wiring.Component):
                     with m.If(keep):
                         m.d.comb += [in_w.addr.eq(in_count), in_w.data.eq(Cat(px, ld_c, ld_y, ld_x)), in_w.en.eq(1)]
                         m.d.sync += in_count.eq(in_count + 1)
-                    with m.If(ld_x == win - 1):
-                        m.d.sync += ld_x.eq(0)
-                        with m.If(ld_y == hin - 1):
-                            m.d.sync += [ld_y.eq(0), ld_c.eq(ld_c + 1)]
-                        with m.Else():
-                            m.d.sync += ld_y.eq(ld_y + 1)
-                    with m.Else():
-                        m.d.sync += ld_x.eq(ld_x + 1)
+                    _step_chw(m, ld_c, ld_y, ld_x, hin, win)
                     with m.If((ld_c == cin - 1) & (ld_y == hin - 1) & (ld_x == win - 1)):
                         enter(order[0])
                         m.next = first_state(order[0])
