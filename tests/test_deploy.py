@@ -1,0 +1,47 @@
+"""Board table, yosys stat parsing, the fit check, and a real synthesis of a tiny design."""
+import json
+
+import pytest
+
+from ticketforge.deploy.boards import BOARDS, BoardError, get_board
+from ticketforge.deploy.synth import fit_check, parse_stat, synthesize
+from ticketforge.model.ir import save_graph
+from ticketforge.model.ir.random import random_graph
+from ticketforge.rtl.emit import TOP, write_rtl
+
+
+def test_board_table():
+    assert {"icebreaker", "ulx3s", "arty_a7", "pynq_z2"} <= set(BOARDS)
+    up5k = get_board("icebreaker")
+    assert (up5k.device, up5k.package, up5k.luts, up5k.brams, up5k.sprams) == ("iCE40UP5K", "sg48", 5280, 30, 4)
+    assert get_board("ulx3s").device == "LFE5U-85F" and not get_board("arty_a7").place_and_route
+    with pytest.raises(BoardError, match="unknown board 'de10'"):
+        get_board("de10")
+
+
+def test_parse_stat_classes_cells():
+    stat = {"design": {"num_cells_by_type": {"SB_LUT4": 120, "SB_DFFE": 30, "SB_DFF": 10, "SB_CARRY": 9,
+                                             "SB_RAM40_4K": 3, "SB_SPRAM256KA": 1, "SB_MAC16": 2}}}
+    r = parse_stat(stat, "ice40")
+    assert (r["luts"], r["ffs"], r["brams"], r["sprams"], r["dsps"]) == (120, 40, 3, 1, 2)
+    x = parse_stat({"design": {"num_cells_by_type": {"LUT6": 5, "LUT3": 2, "FDRE": 4, "RAMB18E1": 3,
+                                                     "RAMB36E1": 1}}}, "xilinx7")
+    assert (x["luts"], x["ffs"], x["brams"]) == (7, 4, 3)      # 3 RAMB18 take 2 RAMB36 sites
+
+
+def test_fit_check_names_the_resource_over():
+    f = fit_check({"luts": 6000, "ffs": 100, "brams": 31, "dsps": 0, "sprams": 0}, get_board("icebreaker"))
+    assert not f["fits"] and set(f["over"]) == {"luts", "brams"}
+    assert f["over"]["brams"] == {"used": 31, "available": 30, "over_by": 1, "ratio": 1.03}
+    assert fit_check({"luts": 10}, get_board("ulx3s"))["fits"]
+
+
+def test_tiny_design_synthesises_and_fits_the_up5k(tmp_path):
+    g = random_graph(3, binary=True)
+    save_graph(g, tmp_path / "ir")
+    write_rtl(tmp_path / "ir", tmp_path / "rtl", pes=2, trace=False, run_lint=False, progress=lambda *a, **k: None)
+    r = synthesize(tmp_path / "rtl" / "top.v", TOP, get_board("icebreaker"), tmp_path / "synth",
+                   log=lambda *a, **k: None)
+    assert r["fits"], r
+    assert r["resources"]["luts"] > 0 and r["resources"]["ffs"] > 0
+    assert json.loads((tmp_path / "synth" / "stat.json").read_text())["design"]["num_cells_by_type"]
