@@ -691,6 +691,13 @@ class Accelerator(wiring.Component):
             j = order.index(i)
             return first_state(order[j + 1]) if j + 1 < len(order) else "NEXT_T"
 
+        def leave(i):
+            """Go from layer i's last phase to the next layer (entering it) or to NEXT_T."""
+            nx = after(i)
+            if nx != "NEXT_T":
+                enter(order[order.index(i) + 1])
+            m.next = nx
+
         def enter(i):
             """Actions on entering layer i (cur, the reader's bank, resets of its output queue)."""
             m.d.sync += cur.eq(i)
@@ -741,10 +748,7 @@ class Accelerator(wiring.Component):
                             m.d.sync += [sw_c.eq(0), sw_y.eq(0), sw_x.eq(0), pool_count.eq(0)]
                             m.next = f"POOL{i}_SWEEP"
                         else:
-                            nx = after(i)
-                            if nx != "NEXT_T":
-                                enter(order[order.index(i) + 1])
-                            m.next = nx
+                            leave(i)
                     if self.dense:
                         with m.State(f"POOL{i}_SWEEP"):
                             m.d.comb += [self.busy.eq(1), sweep_run.eq(1)]
@@ -752,10 +756,7 @@ class Accelerator(wiring.Component):
                                 m.next = f"POOL{i}_SWEEP_DRAIN"
                         with m.State(f"POOL{i}_SWEEP_DRAIN"):
                             m.d.comb += self.busy.eq(1)
-                            nx = after(i)
-                            if nx != "NEXT_T":
-                                enter(order[order.index(i) + 1])
-                            m.next = nx
+                            leave(i)
                     continue
                 with m.State(f"ACC{i}_START"):
                     m.d.comb += self.busy.eq(1)
@@ -775,10 +776,7 @@ class Accelerator(wiring.Component):
                             m.d.sync += upd_i.eq(0)
                             m.next = f"UPD{i}_RUN"
                         else:
-                            nx = after(i)
-                            if nx != "NEXT_T":
-                                enter(order[order.index(i) + 1])
-                            m.next = nx
+                            leave(i)
                 if l.kind == "output" or not lp.update_cycles:
                     continue
                 with m.State(f"UPD{i}_RUN"):
@@ -792,10 +790,7 @@ class Accelerator(wiring.Component):
                     m.d.sync += drain.eq(drain + 1)
                     with m.If(drain == UPD_DRAIN - 1):
                         m.d.sync += drain.eq(0)
-                        nx = after(i)
-                        if nx != "NEXT_T":
-                            enter(order[order.index(i) + 1])
-                        m.next = nx
+                        leave(i)
             with m.State("NEXT_T"):
                 # zero-cycle decision folded into the previous state would need the next
                 # layer's setup twice; one cycle per timestep keeps the schedule simple
