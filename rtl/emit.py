@@ -1,10 +1,13 @@
 """Writing the accelerator for an IR as Verilog: ``build/<name>/rtl/``.
 
-- ``top.v``: the design (module ``ticketforge_top``; by default with the spike-trace
+- ``top.v``: the design (module ``ticketforge_top``: the Amaranth core
+  ``ticketforge_core`` behind a registered reset, see `reset_wrapper`; by default with the spike-trace
   debug port that the cocotb regression checks, see `accel.py`; a synthesis wrapper
   leaves it unconnected and yosys removes its wiring), with a ```timescale 1ns/1ps`` line
   so that every simulator agrees on time units; memories carry their contents as
   initial values (the IR's weights, lookup tables and biases are baked in).
+- ``core.il`` + ``synth_top.v``: the same core as RTLIL and its reset wrapper without
+  the trace port, which the synthesis stage reads.
 - ``interface.json``: the component's interface (Amaranth ``ComponentMetadata``).
 - ``manifest.json``: the Verilator lint result (every warning class explained in
   `lint.py`), input digests (the stage is skipped when they are unchanged), the
@@ -19,20 +22,49 @@ import time
 from pathlib import Path
 
 import amaranth
-from amaranth.back import verilog
+from amaranth.back import rtlil, verilog
+from amaranth.lib import wiring
 
 from ticketforge.model.ir import load_graph
 from ticketforge.rtl.accel import Accelerator
 from ticketforge.rtl import cycles
 from ticketforge.rtl.lint import LintError, lint
 
-__all__ = ["TOP", "write_rtl"]
+__all__ = ["TOP", "CORE", "write_rtl", "reset_wrapper"]
 
 TOP = "ticketforge_top"
+CORE = "ticketforge_core"
 
 
 def _digest(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def reset_wrapper(acc: Accelerator, debug_ports: bool = True) -> str:
+    """The top module: the Amaranth core behind a registered reset, ports unchanged.
+
+    Written by hand because it is one flip-flop that Amaranth cannot express without a
+    second clock domain in the core.  Why: a board's reset comes from a button or a host,
+    so it should pass a flip-flop before it fans out to every register; and for Verilator
+    a reset that is a *top input* makes every register's next-state logic depend on an
+    input, which Verilator then re-evaluates on every input change (both clock edges).
+    Behind the flip-flop that logic runs once per rising edge: the regression runs ~2x
+    faster (measured in docs/RTL.md).  The core leaves reset one cycle after ``rst``
+    falls; the testbench waits longer than that before ``start``.
+
+    ``debug_ports=False`` leaves the spike-trace port unconnected (the synthesis top:
+    yosys then removes the trace wiring, and a board needs ~360 fewer pins).
+    """
+    ports = [("input", 1, "clk"), ("input", 1, "rst")]
+    for path, member, value in acc.signature.flatten(acc):
+        name = "__".join(map(str, path))
+        if debug_ports or not name.startswith("trace_"):
+            ports.append(("input" if member.flow == wiring.In else "output", len(value), name))
+    decl = "\n".join(f"  {d}{f' [{w - 1}:0]' if w > 1 else ''} {n};" for d, w, n in ports)
+    conns = ",\n".join(f"    .{n}({'rst_q' if n == 'rst' else n})" for _, _, n in ports)
+    return (f"module {TOP}({', '.join(n for _, _, n in ports)});\n{decl}\n"
+            f"  reg rst_q = 1'b1;\n  always @(posedge clk) rst_q <= rst;\n"
+            f"  {CORE} core (\n{conns}\n  );\nendmodule\n")
 
 
 def write_rtl(ir_dir: Path, out_dir: Path, pes: int = 16, dense: bool = False, trace: bool = True,
@@ -46,17 +78,24 @@ def write_rtl(ir_dir: Path, out_dir: Path, pes: int = 16, dense: bool = False, t
     acc = Accelerator(g, pes, dense=dense, trace=trace, memory_style=memory_style)
     progress(f"[rtl] {g.provenance.get('config', {}).get('name', ir_dir.name)}: {pes} PEs"
              f"{' (dense)' if dense else ''}; elaborating and emitting Verilog through yosys", flush=True)
-    text = verilog.convert(acc, name=TOP, emit_src=False)
+    # One elaboration, two forms: RTLIL for synthesis (yosys reads the memories' contents
+    # as single constants in seconds, where the Verilog's 10^6 `initial` statements take
+    # it tens of minutes) and Verilog for the simulators, converted from the same text.
+    core_il = rtlil.convert(acc, name=CORE, emit_src=False)
+    # (`_convert_rtlil_text` is what amaranth.back.verilog.convert runs after elaborating)
+    text = verilog._convert_rtlil_text(core_il) + reset_wrapper(acc)
     mems = acc.memories
     out_dir.mkdir(parents=True, exist_ok=True)
     (out_dir / "top.v").write_text("`timescale 1ns/1ps\n" + text)
+    (out_dir / "core.il").write_text(core_il)
+    (out_dir / "synth_top.v").write_text(reset_wrapper(acc, debug_ports=False))
     (out_dir / "interface.json").write_text(json.dumps(acc.metadata.as_json(), indent=1))
     manifest = {
         "stage": "rtl",
         "inputs": {"graph.json": _digest(ir_dir / "graph.json"), "tensors.npz": _digest(ir_dir / "tensors.npz")},
         "params": {"pes": pes, "dense": dense, "trace": trace, "memory_style": memory_style},
         "top": TOP,
-        "files": ["top.v", "interface.json", "manifest.json"],
+        "files": ["top.v", "core.il", "synth_top.v", "interface.json", "manifest.json"],
         "amaranth": amaranth.__version__,
         "membrane_bits": acc.acc_bits,
         "score_bits": acc.score_bits,

@@ -99,20 +99,25 @@ def write_job(g: Graph, images: np.ndarray, pes: int, dense: bool, traced: list[
 
 
 def _verilator_ports_only(rtl_dir: Path, out_dir: Path):
-    """A Verilator control file that makes the top module and its ports (all the testbench
-    touches) visible to VPI, instead of every signal of the design."""
+    """A Verilator control file that makes the top module's ports (all the testbench
+    touches) visible to VPI, instead of every signal of the design.  Inputs are
+    ``public_flat_rw``; outputs only ``public_flat_rd``: an output that VPI may write is,
+    to Verilator, an input too, and all logic reading it (the core reads its own
+    ``ready``/``valid``/``busy``) moved to the input-change region, evaluated on both clock
+    edges; read-only outputs made the vgg9_binw regression ~2x faster."""
     from cocotb_tools.runner import VerilatorControlFile
 
     def ports(member):
         if member.get("type") == "port":
-            yield member["name"]
+            yield member["name"], member["dir"]
         for sub in member.get("members", {}).values():
             yield from ports(sub)
 
     iface = json.loads((rtl_dir / "interface.json").read_text())["interface"]
-    names = ["clk", "rst"] + list(ports(iface))
     lines = ["`verilator_config", f'public -module "{TOP}"']
-    lines += [f'public_flat_rw -module "{TOP}" -var "{p}"' for p in names]
+    for name, direction in [("clk", "in"), ("rst", "in")] + list(ports(iface)):
+        access = "public_flat_rw" if direction == "in" else "public_flat_rd"
+        lines.append(f'{access} -module "{TOP}" -var "{name}"')
     out_dir.mkdir(parents=True, exist_ok=True)
     vlt = out_dir / "ports.vlt"
     vlt.write_text("\n".join(lines) + "\n")
