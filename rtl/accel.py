@@ -50,6 +50,9 @@ __all__ = ["Accelerator", "status_map", "FIFO_DEPTH", "MEMORY_STYLES"]
 # How synthesis should map the memories (the `ram_style` attribute yosys' memory mapper
 # honours): "auto" lets it choose, "block" asks for block RAM, "logic" for LUTs/FFs.
 MEMORY_STYLES = ("auto", "block", "logic")
+# "auto" still puts read-only tables up to this size in logic: a block RAM holds 4-18 Kbit,
+# and a 34-entry parameter table would take a whole one (the UP5K has 30)
+SMALL_ROM_BITS = 2048
 
 FIFO_DEPTH = 8            # reader run-ahead: > its READ_LATENCY, so the row issuer never starves
 assert FIFO_DEPTH > READ_LATENCY + 2
@@ -300,12 +303,15 @@ class Accelerator(wiring.Component):
         # ---------------- memories
         self.memories = []          # the inventory, for the manifest and the synthesis report
 
-        def mk(name, width, depth, init=None):
-            attrs = {} if self.memory_style == "auto" else {"ram_style": self.memory_style}
+        def mk(name, width, depth, init=None, rom=False):
+            style = self.memory_style
+            if style == "auto" and rom and width * max(1, depth) <= SMALL_ROM_BITS:
+                style = "logic"
+            attrs = {} if style == "auto" else {"ram_style": style}
             mem = Memory(shape=unsigned(width), depth=max(1, depth), init=init or [], attrs=attrs)
             m.submodules[name] = mem
             self.memories.append({"name": name, "width": width, "depth": max(1, depth),
-                                  "bits": width * max(1, depth)})
+                                  "bits": width * max(1, depth), "style": style, "rom": rom})
             return mem
 
         in_q = mk("in_queue", ev.width, self.in_depth)
@@ -317,9 +323,9 @@ class Accelerator(wiring.Component):
         pool_bm = mk("pool_bitmap", 1, self.pool_depth)
         bm_w = pool_bm.write_port()
         bm_r = pool_bm.read_port(transparent_for=(bm_w,))
-        rowptr = mk("rowptr", self.rp.width, self.n_rowptr, self._rowptr_words())
+        rowptr = mk("rowptr", self.rp.width, self.n_rowptr, self._rowptr_words(), rom=True)
         rp_r = rowptr.read_port()
-        rows = mk("rows", P * lane.width, self.n_rows, self._row_words())
+        rows = mk("rows", P * lane.width, self.n_rows, self._row_words(), rom=True)
         row_r = rows.read_port()
 
         QD = self.queue_depth
@@ -335,10 +341,10 @@ class Accelerator(wiring.Component):
             wp = mm.write_port()
             mem_w.append(wp)
             mem_r.append(mm.read_port(transparent_for=(wp,)))
-            slot_r.append(mk(f"pe{p}_slots", self.slot.width, int(self.mem_depth[p]), slotw).read_port())
+            slot_r.append(mk(f"pe{p}_slots", self.slot.width, int(self.mem_depth[p]), slotw, rom=True).read_port())
             lut_r.append(mk(f"pe{p}_lookup", self.lut.width, int(self.lut_depth[p]) if self.lbase else 0,
-                            lutw).read_port())
-            par_r.append(mk(f"pe{p}_params", self.param.width, self.param_depth, parw).read_port())
+                            lutw, rom=True).read_port())
+            par_r.append(mk(f"pe{p}_params", self.param.width, self.param_depth, parw, rom=True).read_port())
 
         # ---------------- counters and status
         cycles = Signal(COUNTER_BITS)

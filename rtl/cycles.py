@@ -54,6 +54,7 @@ class ImageCycles:
     neuron_updates: int         # live neuron updates
     ideal_bound: float
     counters: dict[str, dict[str, int]] = field(default_factory=dict)   # layer -> COUNTERS -> count
+    ideal_per_layer: dict[str, float] = field(default_factory=dict)     # the bound's share of each layer
 
 
 def _inputs_per_layer(g: Graph, images: np.ndarray, spikes: dict[str, np.ndarray]):
@@ -112,6 +113,7 @@ def cycle_model(g: Graph, images: np.ndarray, P: int, dense: bool = False,
     counters = {l.name: {c: np.zeros(n, np.int64) for c in COUNTERS} for l in g.layers if l.kind != "flatten"}
     syn = np.zeros(n, np.int64)
     upd = np.zeros(n, np.int64)
+    ideal = {l.name: np.zeros(n, np.int64) for l in g.layers}      # work (events + updates) per layer
     for l, lp in zip(g.layers, prog.layers):
         if l.kind == "flatten":
             continue
@@ -133,7 +135,9 @@ def cycle_model(g: Graph, images: np.ndarray, P: int, dense: bool = False,
             cnt["weight_reads"] += (events * rows).reshape(n, -1).sum(1)
             acc = _accumulates(l, g, events, dense)
             cnt["accumulates"] += acc
-            syn += _accumulates(l, g, x != 0, False)
+            layer_syn = _accumulates(l, g, x != 0, False)
+            syn += layer_syn
+            ideal[l.name] += layer_syn
             if l.kind != "output":
                 slots = int(lp.n_slots.sum())
                 if lp.update_cycles:
@@ -143,9 +147,11 @@ def cycle_model(g: Graph, images: np.ndarray, P: int, dense: bool = False,
                 cnt["membrane_writes"] += acc + T * slots
                 cnt["spikes"] += gold.spikes[l.name].reshape(n, -1).sum(1, dtype=np.int64)
                 upd += int(g.tensor(l, "neuron_mask").sum()) * T          # live neurons, also when dense
+                ideal[l.name] += int(g.tensor(l, "neuron_mask").sum()) * T
         per_layer[l.name] += c
     totals = sum(per_layer.values()) + int(np.prod(g.input.shape)) + T + g.layers[-1].out_shape[0]
     return [ImageCycles(int(totals[i]), {k: int(v[i]) for k, v in per_layer.items()}, int(syn[i]),
                         int(upd[i]), (int(syn[i]) + int(upd[i])) / P,
-                        {k: {c: int(v[i]) for c, v in d.items()} for k, d in counters.items()})
+                        {k: {c: int(v[i]) for c, v in d.items()} for k, d in counters.items()},
+                        {k: int(v[i]) / P for k, v in ideal.items()})
             for i in range(n)]

@@ -30,7 +30,7 @@ from ticketforge.rtl.accel import Accelerator
 from ticketforge.rtl import cycles
 from ticketforge.rtl.lint import LintError, lint
 
-__all__ = ["TOP", "CORE", "write_rtl", "reset_wrapper"]
+__all__ = ["TOP", "CORE", "write_rtl", "reset_wrapper", "generator_digest"]
 
 TOP = "ticketforge_top"
 CORE = "ticketforge_core"
@@ -38,6 +38,14 @@ CORE = "ticketforge_core"
 
 def _digest(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def generator_digest() -> str:
+    """sha256 over the generator's own sources: a stage built by other code is stale."""
+    h = hashlib.sha256()
+    for f in sorted(Path(__file__).parent.glob("*.py")):
+        h.update(f.name.encode() + f.read_bytes())
+    return h.hexdigest()
 
 
 def reset_wrapper(acc: Accelerator, debug_ports: bool = True) -> str:
@@ -95,6 +103,7 @@ def write_rtl(ir_dir: Path, out_dir: Path, pes: int = 16, dense: bool = False, t
         "inputs": {"graph.json": _digest(ir_dir / "graph.json"), "tensors.npz": _digest(ir_dir / "tensors.npz")},
         "params": {"pes": pes, "dense": dense, "trace": trace, "memory_style": memory_style},
         "top": TOP,
+        "generator": generator_digest(),
         "files": ["top.v", "core.il", "synth_top.v", "interface.json", "manifest.json"],
         "amaranth": amaranth.__version__,
         "membrane_bits": acc.acc_bits,

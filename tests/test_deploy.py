@@ -7,7 +7,7 @@ from ticketforge.deploy.boards import BOARDS, BoardError, get_board
 from ticketforge.deploy.synth import fit_check, parse_stat, synthesize
 from ticketforge.model.ir import save_graph
 from ticketforge.model.ir.random import random_graph
-from ticketforge.rtl.emit import TOP, write_rtl
+from ticketforge.rtl.emit import write_rtl
 
 
 def test_board_table():
@@ -40,8 +40,7 @@ def test_tiny_design_synthesises_and_fits_the_up5k(tmp_path):
     g = random_graph(3, binary=True)
     save_graph(g, tmp_path / "ir")
     write_rtl(tmp_path / "ir", tmp_path / "rtl", pes=2, trace=False, run_lint=False, progress=lambda *a, **k: None)
-    r = synthesize(tmp_path / "rtl" / "top.v", TOP, get_board("icebreaker"), tmp_path / "synth",
-                   log=lambda *a, **k: None)
+    r = synthesize(tmp_path / "rtl", get_board("icebreaker"), tmp_path / "synth", log=lambda *a, **k: None)
     assert r["fits"], r
     assert r["resources"]["luts"] > 0 and r["resources"]["ffs"] > 0
     assert json.loads((tmp_path / "synth" / "stat.json").read_text())["design"]["num_cells_by_type"]

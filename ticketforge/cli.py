@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import sys
 import time
@@ -33,7 +34,8 @@ def _add_config_args(p: argparse.ArgumentParser) -> None:
 
 
 def _add_rtl_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--pes", type=int, default=16, help="processing elements of the accelerator (default 16)")
+    p.add_argument("--pes", type=int, default=None,
+                   help="processing elements of the accelerator (default: the config's hw.pes, 16)")
     p.add_argument("--dense", action="store_true",
                    help="the no-skipping reference design (written to build/<name>/rtl-dense/)")
     p.add_argument("--memory-style", choices=("auto", "block", "logic"), default="auto",
@@ -41,6 +43,14 @@ def _add_rtl_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--no-trace", dest="trace", action="store_false",
                    help="leave out the per-PE spike-trace debug port (the cocotb regression checks spike "
                         "trains through it)")
+
+
+def _add_synth_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--board", default=None,
+                   help="icebreaker, ulx3s (placed and routed), arty_a7, pynq_z2 (yosys estimates); "
+                        "default: the config's hw.board")
+    p.add_argument("--bitstream", action="store_true",
+                   help="also pack a bitstream (icepack / ecppack) when the design fits and is routed")
 
 
 def _add_sim_args(p: argparse.ArgumentParser) -> None:
@@ -88,10 +98,15 @@ def build_parser() -> argparse.ArgumentParser:
                                    "against the golden model and the cycle model: build/<name>/sim/")
     _add_config_args(p)
     _add_sim_args(p)
-    p = sub.add_parser("hw", help="the main job: run every stage wired so far for a config")
+    p = sub.add_parser("synth", help="synthesis, place-and-route (and --bitstream) of build/<name>/rtl for a "
+                                     "board: build/<name>/synth/<board>/")
+    _add_config_args(p)
+    _add_synth_args(p)
+    p = sub.add_parser("hw", help="the main job: model -> quantize -> rtl -> sim -> synth -> report")
     _add_config_args(p)
     _add_rtl_args(p)
     _add_sim_args(p)
+    _add_synth_args(p)
     sub.add_parser("configs", help="list the shipped configs")
     return ap
 
@@ -189,6 +204,7 @@ def cmd_rtl(args) -> int:
     from ticketforge.rtl.emit import write_rtl
 
     cfg = _load(args)
+    args.pes = args.pes or cfg.hw.pes
     root = Path(args.build_dir) / cfg.name
     out = root / ("rtl-dense" if args.dense else "rtl")
     if not (root / "ir" / "graph.json").is_file():
@@ -254,12 +270,78 @@ def _stage_fresh(folder: Path, inputs: dict[str, Path], record: str = "manifest.
     return bool(now) and recorded == now
 
 
+def _synth_one(cfg, root: Path, board_name: str, bitstream: bool, quiet: bool) -> dict:
+    """Synthesise build/<name>/rtl for one board; writes synth/<board>.json and returns it."""
+    from ticketforge.deploy.board_build import PLATFORMS, build_board
+    from ticketforge.deploy.boards import get_board
+    from ticketforge.deploy.synth import synthesize
+    from ticketforge.model.ir import load_graph
+
+    board = get_board(board_name)
+    rtldir = root / "rtl"
+    out = root / "synth" / board.name
+    log = (lambda s, **k: None) if quiet else print
+    if board.name in PLATFORMS:
+        g = load_graph(root / "ir")
+        r = build_board(rtldir, board, out, pixels=math.prod(g.input.shape), classes=g.layers[-1].out_shape[0],
+                        bitstream=bitstream, log=log)
+    else:
+        r = synthesize(rtldir, board, out, log=log)
+        r["fmax_mhz"] = None
+    r["inputs"] = _digests({"core.il": rtldir / "core.il", "synth_top.v": rtldir / "synth_top.v"})
+    r["params"] = {"bitstream": bitstream}
+    (root / "synth" / f"{board.name}.json").write_text(json.dumps(r, indent=1))
+    return r
+
+
+def _closest_fit_hint(root: Path, board) -> str:
+    """What would fit: the on-chip memory the design needs against the board's, per PE count
+    (memories are the binding resource of these designs)."""
+    from ticketforge.model.ir import load_graph
+    from ticketforge.rtl.accel import Accelerator
+
+    g = load_graph(root / "ir")
+    cap = board.memory_kbits * 1024
+    tried = []
+    for P in (16, 8, 4, 2, 1):
+        acc = Accelerator(g, P, trace=False)
+        acc.elaborate(None)                     # elaboration fills the memory inventory
+        bits = sum(m["bits"] for m in acc.memories)
+        tried.append(f"P={P}: {bits / 1e6:.2f} Mbit")
+        if bits <= 0.8 * cap:
+            return f"P={P} would need {bits / 1e6:.2f} Mbit of the board's {cap / 1e6:.2f} Mbit: try --pes {P}"
+    return (f"no PE count fits this network's memories in {board.name}'s {cap / 1e6:.2f} Mbit of block RAM "
+            f"({'; '.join(tried)}); a smaller network (fewer neurons, fewer kept synapses) is needed")
+
+
+def cmd_synth(args) -> int:
+    from ticketforge.deploy.boards import BoardError, get_board
+
+    cfg = _load(args)
+    root = Path(args.build_dir) / cfg.name
+    board = get_board(args.board or cfg.hw.board)
+    r = _synth_one(cfg, root, board.name, args.bitstream, args.quiet)
+    res = r["resources"]
+    print(f"[{cfg.name}] {board.name} ({board.device}): LUTs {res['luts']}, FFs {res['ffs']}, BRAMs {res['brams']}, "
+          f"DSPs {res['dsps']}" + (f", Fmax {r['fmax_mhz']} MHz" if r.get("fmax_mhz") else "")
+          + (f"; bitstream {r['bitstream']}" if r.get("bitstream") else "")
+          + f" -> {root / 'synth' / (board.name + '.json')}")
+    if not r["fits"]:
+        over = ", ".join(f"{k}: {v['used']} used, {v['available']} available (over by {v['over_by']})"
+                         for k, v in r["over"].items())
+        raise BoardError(f"{cfg.name} does not fit the {board.name} ({board.device}): {over}. "
+                         f"{_closest_fit_hint(root, board)}")
+    return 0
+
+
 def cmd_hw(args) -> int:
     """Run every stage wired so far, in order, skipping a stage whose inputs are unchanged."""
     cfg = _load(args)
+    args.pes = args.pes or cfg.hw.pes
     root = Path(args.build_dir) / cfg.name
     tdir, irdir = root / "ticket", root / "ir"
     t0 = time.perf_counter()
+    seconds = {}
     meta_path = tdir / "ticket.json"
     # the ticket depends on these tables only (not on [prune], which `prune` reads)
     stage_keys = ("name", "model", "data", "train", "energy")
@@ -274,7 +356,8 @@ def cmd_hw(args) -> int:
         print("[hw] model stage: ticket search", flush=True)
         if rc := cmd_train(args):
             return rc
-    print(f"[hw] model stage done ({time.perf_counter() - t0:.1f} s)", flush=True)
+    seconds["model"] = time.perf_counter() - t0
+    print(f"[hw] model stage done ({seconds['model']:.1f} s)", flush=True)
     t1 = time.perf_counter()
     if _stage_fresh(irdir, {"model.pt": tdir / "model.pt", "ticket.json": tdir / "ticket.json"}):
         print(f"[hw] quantize stage: {irdir} is up to date with the ticket, kept")
@@ -283,19 +366,23 @@ def cmd_hw(args) -> int:
         args.ticket, args.precision_bits = None, 8
         if rc := cmd_quantize(args):
             return rc
-    print(f"[hw] quantize stage done ({time.perf_counter() - t1:.1f} s)")
+    seconds["quantize"] = time.perf_counter() - t1
+    print(f"[hw] quantize stage done ({seconds['quantize']:.1f} s)", flush=True)
     t2 = time.perf_counter()
+    from ticketforge.rtl.emit import generator_digest
     rtldir = root / ("rtl-dense" if args.dense else "rtl")
     params = {"pes": args.pes, "dense": args.dense, "trace": args.trace, "memory_style": args.memory_style}
     man = rtldir / "manifest.json"
     if _stage_fresh(rtldir, {"graph.json": irdir / "graph.json", "tensors.npz": irdir / "tensors.npz"}) \
-            and json.loads(man.read_text()).get("params") == params:
+            and json.loads(man.read_text()).get("params") == params \
+            and json.loads(man.read_text()).get("generator") == generator_digest():
         print(f"[hw] rtl stage: {rtldir} is up to date with the IR, kept")
     else:
         print("[hw] rtl stage: Amaranth accelerator -> Verilog, verilator lint", flush=True)
         if rc := cmd_rtl(args):
             return rc
-    print(f"[hw] rtl stage done ({time.perf_counter() - t2:.1f} s)")
+    seconds["rtl"] = time.perf_counter() - t2
+    print(f"[hw] rtl stage done ({seconds['rtl']:.1f} s)", flush=True)
     t3 = time.perf_counter()
     simdir = root / "sim"
     if args.dense:
@@ -308,10 +395,61 @@ def cmd_hw(args) -> int:
         print(f"[hw] sim stage: cocotb regression on {args.simulator}", flush=True)
         if rc := cmd_sim(args):
             return rc
-    print(f"[hw] sim stage done ({time.perf_counter() - t3:.1f} s)")
-    print("[hw] synth -> report: not wired yet (later issues); "
-          f"the verified Verilog in {rtldir} is what they will read.")
+    seconds["sim"] = time.perf_counter() - t3
+    print(f"[hw] sim stage done ({seconds['sim']:.1f} s)", flush=True)
+    if args.dense:
+        return 0
+    t4 = time.perf_counter()
+    board = args.board or cfg.hw.board
+    sres = root / "synth" / f"{board}.json"
+    if _stage_fresh(root / "synth", {"core.il": rtldir / "core.il", "synth_top.v": rtldir / "synth_top.v"},
+                    f"{board}.json") and json.loads(sres.read_text()).get("params") == {"bitstream": args.bitstream}:
+        print(f"[hw] synth stage: {sres} was made from this RTL, kept")
+        synth = json.loads(sres.read_text())
+    else:
+        print(f"[hw] synth stage: {board}", flush=True)
+        synth = _synth_one(cfg, root, board, args.bitstream, args.quiet)
+    if not synth["fits"]:
+        over = ", ".join(f"{k} {v['used']} of {v['available']}" for k, v in synth["over"].items())
+        print(f"[hw] warning: {cfg.name} does not fit the {board} ({over}); the report says so")
+    seconds["synth"] = time.perf_counter() - t4
+    print(f"[hw] synth stage done ({seconds['synth']:.1f} s)", flush=True)
+    t5 = time.perf_counter()
+    print("[hw] report stage: cycle model on the simulated images, energy, plots", flush=True)
+    rep = _report(cfg, root, {board: synth}, seconds)
+    seconds["report"] = time.perf_counter() - t5
+    rep["stage_seconds"] = {k: round(v, 1) for k, v in seconds.items()}
+    from ticketforge.deploy.report import write_report
+    files = write_report(rep, root)
+    b = rep["boards"][board]
+    print(f"[hw] report stage done ({seconds['report']:.1f} s) -> {files[0]}, {files[1].name}, {files[2].name}")
+    print(f"[{cfg.name}] RTL == golden on {rep['images_checked']} images: {rep['rtl_matches_golden']}; accuracy "
+          f"float {rep['accuracy']['float']:.4f}, integer {rep['accuracy']['integer']:.4f}, RTL "
+          f"{rep['accuracy']['rtl']:.4f}; {rep['cycles']['per_image_mean']:.0f} cycles/image; "
+          f"{board}: fits {b['fits']}, Fmax {b['fmax_mhz']} MHz, latency {b['latency_us']} us; "
+          f"total {sum(seconds.values()):.0f} s")
     return 0
+
+
+def _report(cfg, root: Path, synth: dict, seconds: dict) -> dict:
+    """The report's content; the cycle model's per-layer figures are cached per sim result."""
+    from ticketforge.deploy.report import build_report, model_cycles
+    from ticketforge.model.data import load_dataset
+    from ticketforge.model.ir import load_graph
+
+    sim = json.loads((root / "sim" / "results.json").read_text())
+    cache = root / "sim" / "cycle_model.json"
+    key = {"inputs": sim["inputs"], "images": sim["images_run"], "pes": sim["pes"]}
+    if cache.is_file() and json.loads(cache.read_text()).get("key") == key:
+        cycles = json.loads(cache.read_text())["cycles"]
+    else:
+        g = load_graph(root / "ir")
+        ds = load_dataset(cfg.data.dataset, cfg.data.data_dir or None)
+        cycles = model_cycles(g, ds.test.images[:sim["images_run"]], sim["pes"])
+        cache.write_text(json.dumps({"key": key, "cycles": cycles}, indent=1))
+    return build_report(root, cfg.name, cycles, synth, {k: round(v, 1) for k, v in seconds.items()})
+
+
 
 
 def cmd_configs(_args) -> int:
@@ -324,7 +462,7 @@ def cmd_configs(_args) -> int:
     return 0
 
 
-_COMMANDS = {"train": cmd_train, "eval": cmd_eval, "prune": cmd_prune, "sweep": cmd_sweep, "quantize": cmd_quantize, "rtl": cmd_rtl, "sim": cmd_sim, "hw": cmd_hw,
+_COMMANDS = {"train": cmd_train, "eval": cmd_eval, "prune": cmd_prune, "sweep": cmd_sweep, "quantize": cmd_quantize, "rtl": cmd_rtl, "sim": cmd_sim, "synth": cmd_synth, "hw": cmd_hw,
              "configs": cmd_configs}
 
 

@@ -1,0 +1,113 @@
+"""Synthesis, place-and-route and bitstream of the board design for a board with an
+Amaranth board definition (amaranth-boards: icebreaker, ulx3s).
+
+Amaranth's platform writes the build plan (yosys script, pin constraints from the board
+definition, the nextpnr and pack commands); we run its commands one at a time with the
+yowasp tools (or the user's, see `synth.tool_cmd`) so that the fit check can stop before
+nextpnr on a design that cannot fit, and read nextpnr's JSON report for Fmax.
+"""
+from __future__ import annotations
+
+import json
+import shlex
+import subprocess
+import time
+from pathlib import Path
+
+from ticketforge.deploy.board_top import BoardTop, CoreInstance
+from ticketforge.deploy.boards import Board, BoardError
+from ticketforge.deploy.synth import fit_check, parse_stat, tool_cmd
+
+__all__ = ["PLATFORMS", "platform_for", "parse_nextpnr_report", "build_board"]
+
+# board name -> amaranth-boards platform class (imported lazily: module path, class name)
+PLATFORMS = {"icebreaker": ("amaranth_boards.icebreaker", "ICEBreakerPlatform"),
+             "ulx3s": ("amaranth_boards.ulx3s", "ULX3S_85F_Platform")}
+SYNTH_OPTS = {"ice40": "-dsp -spram", "ecp5": ""}
+NAME = "board"
+
+
+def platform_for(board: Board):
+    if board.name not in PLATFORMS:
+        raise BoardError(f"board {board.name!r} has no place-and-route flow here (an estimate only); "
+                         f"placed boards: {', '.join(PLATFORMS)}")
+    import importlib
+    mod, cls = PLATFORMS[board.name]
+    return getattr(importlib.import_module(mod), cls)()
+
+
+def parse_nextpnr_report(report: dict) -> dict:
+    """Fmax (MHz, the slowest clock's achieved figure) and cell utilisation from nextpnr's
+    ``--report`` JSON."""
+    fmax = report.get("fmax", {})
+    achieved = [v["achieved"] for v in fmax.values() if "achieved" in v]
+    return {"fmax_mhz": round(min(achieved), 2) if achieved else None,
+            "clocks": {k: {"achieved_mhz": round(v.get("achieved", 0), 2), "constraint_mhz": v.get("constraint")}
+                       for k, v in fmax.items()},
+            "placed": {k: {"used": v["used"], "available": v["available"]}
+                            for k, v in report.get("utilization", {}).items() if v.get("used")}}
+
+
+def _commands(script: str) -> list[list[str]]:
+    """The tool invocations of Amaranth's build_<name>.sh, as argv lists ("$TOOL" kept)."""
+    return [shlex.split(line) for line in script.splitlines() if line.startswith('"$')]
+
+
+def _run(argv: list[str], out_dir: Path, what: str) -> None:
+    tools = {"$YOSYS": "yosys", "$NEXTPNR_ICE40": "nextpnr-ice40", "$NEXTPNR_ECP5": "nextpnr-ecp5",
+             "$ICEPACK": "icepack", "$ECPPACK": "ecppack"}
+    argv = tool_cmd(tools[argv[0]]) + argv[1:]
+    r = subprocess.run(argv, cwd=out_dir, capture_output=True, text=True)
+    if r.returncode != 0:
+        tail = "\n".join((r.stderr or r.stdout).splitlines()[-12:])
+        raise BoardError(f"{what} failed in {out_dir} ({' '.join(argv[:1])}):\n{tail}")
+
+
+def build_board(rtl_dir: Path, board: Board, out_dir: Path, pixels: int, classes: int,
+                bitstream: bool = False, log=print) -> dict:
+    """Board design (UART link + the rtl stage's core) through yosys, and when it fits,
+    nextpnr (+ icepack/ecppack with ``bitstream``).  Returns resources, the fit check,
+    Fmax and seconds per step; writes everything under ``out_dir``."""
+    rtl_dir, out_dir = Path(rtl_dir), Path(out_dir)
+    for f in ("core.il", "synth_top.v", "interface.json"):
+        if not (rtl_dir / f).is_file():
+            raise BoardError(f"{rtl_dir / f} is missing: run `ticketforge rtl` first")
+    plat = platform_for(board)
+    core = CoreInstance(json.loads((rtl_dir / "interface.json").read_text()))
+    top = BoardTop(core, pixels=pixels, classes=classes, clk_hz=plat.default_clk_frequency)
+    plat.add_file("core.il", (rtl_dir / "core.il").read_text())
+    plat.add_file("synth_top.v", (rtl_dir / "synth_top.v").read_text())
+    plan = plat.build(top, name=NAME, do_build=False, synth_opts=SYNTH_OPTS[board.family],
+                      script_after_synth="tee -q -o stat.json stat -json", nextpnr_opts="--report report.json")
+    plan.extract(out_dir)
+    steps = _commands((out_dir / f"build_{NAME}.sh").read_text())
+    if len(steps) != 3:
+        raise BoardError(f"unexpected Amaranth build script in {out_dir}: {len(steps)} tool steps, expected 3")
+    out = {"board": board.name, "device": board.device, "family": board.family,
+           "clock_mhz": plat.default_clk_frequency / 1e6, "design": "UART link + core (deploy/board_top.py)",
+           "seconds": {}}
+
+    t = time.perf_counter()
+    log(f"[synth] {board.name}: yosys synth_{board.family} (board design: UART link + core)", flush=True)
+    _run(steps[0], out_dir, "yosys")
+    out["seconds"]["yosys"] = round(time.perf_counter() - t, 1)
+    res = parse_stat(json.loads((out_dir / "stat.json").read_text()), board.family)
+    out["resources"] = res
+    out.update(fit_check(res, board))
+    if not out["fits"]:
+        over = ", ".join(f"{k} {v['used']} of {v['available']} ({v['ratio']}x)" for k, v in out["over"].items())
+        log(f"[synth] {board.name}: does not fit ({over}); no place-and-route", flush=True)
+        out["fmax_mhz"] = None
+        return out
+
+    t = time.perf_counter()
+    log(f"[synth] {board.name}: nextpnr-{board.family} place and route", flush=True)
+    _run(steps[1], out_dir, f"nextpnr-{board.family}")
+    out["seconds"]["nextpnr"] = round(time.perf_counter() - t, 1)
+    out.update(parse_nextpnr_report(json.loads((out_dir / "report.json").read_text())))
+    if bitstream:
+        t = time.perf_counter()
+        _run(steps[2], out_dir, "bitstream packing")
+        out["seconds"]["pack"] = round(time.perf_counter() - t, 1)
+        out["bitstream"] = str(out_dir / (f"{NAME}.bin" if board.family == "ice40" else f"{NAME}.bit"))
+    return out

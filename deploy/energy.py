@@ -1,0 +1,85 @@
+"""Energy per image from the accelerator's measured event counters (``hardware_events``).
+
+These are **estimates**: each event the status block counts (synaptic accumulate,
+weight-memory read, membrane read/write, neuron update, spike written) is priced with a
+45 nm reference energy for an integer add of the datapath's width or an SRAM access of the
+memory's size and word width.  They say what the events would cost in that technology; an
+FPGA spends more per event (routing, LUT-based logic) and has static power, which is not
+included: we have no measured figure for these boards' static power at our utilisation.
+
+Every constant's source is next to it.  The SRAM figures are for 64-bit words; an access
+of a narrower word is scaled by width / 64 (an approximation: bit-line energy scales with
+the bits read, the decoder's share does not), and sizes between the reference points are
+interpolated in log(size).
+"""
+from __future__ import annotations
+
+import math
+
+__all__ = ["ADD_PJ", "SRAM_64B_PJ", "add_pj", "sram_pj", "hardware_events_energy"]
+
+# M. Horowitz, "Computing's energy problem (and what we can do about it)", ISSCC 2014,
+# 45 nm, 0.9 V (Table/figure "Rough energy costs for various operations"):
+ADD_PJ = {8: 0.03, 16: 0.05, 32: 0.1}            # integer add, pJ per operation, by bits
+SRAM_64B_PJ = {8 * 1024: 10.0, 32 * 1024: 20.0, 1024 * 1024: 100.0}   # 64-bit read, by bytes
+# (the same source gives 1.3-2.6 nJ per 64-bit DRAM access: not used, nothing leaves chip)
+
+
+def _interp(table: dict[int, float], x: float) -> float:
+    """Piecewise linear in log(x) through the table; clamped at both ends."""
+    keys = sorted(table)
+    if x <= keys[0]:
+        return table[keys[0]]
+    if x >= keys[-1]:
+        return table[keys[-1]]
+    for lo, hi in zip(keys, keys[1:]):
+        if lo <= x <= hi:
+            f = (math.log(x) - math.log(lo)) / (math.log(hi) - math.log(lo))
+            return table[lo] + f * (table[hi] - table[lo])
+    raise AssertionError("unreachable")
+
+
+def add_pj(bits: int) -> float:
+    """Energy of one integer add of ``bits`` bits (log-interpolated between 8, 16, 32)."""
+    return _interp(ADD_PJ, bits)
+
+
+def sram_pj(depth: int, width: int) -> float:
+    """Energy of one access of a ``width``-bit word in a ``depth`` x ``width`` SRAM."""
+    size_bytes = max(1, depth * width // 8)
+    return _interp(SRAM_64B_PJ, size_bytes) * width / 64
+
+
+def _memory(memories: list[dict], name: str) -> dict:
+    for m in memories:
+        if m["name"] == name:
+            return m
+    raise KeyError(f"no memory named {name!r} in the rtl manifest")
+
+
+def hardware_events_energy(counters_per_image: dict[str, dict[str, float]], rtl_manifest: dict) -> dict:
+    """Energy per image (uJ) from the per-layer counters (mean per image) and the memory
+    inventory of the rtl stage's manifest.  Returns the total and per layer, by event."""
+    mems = rtl_manifest["memories"]
+    acc_bits = rtl_manifest["membrane_bits"]
+    rows = _memory(mems, "rows")
+    membranes = _memory(mems, "pe0_membranes")
+    params = _memory(mems, "pe0_params")
+    spikes = next((m for m in mems if m["name"] == "pe0_spikes"), None)
+    price = {
+        "accumulates": add_pj(acc_bits),
+        "weight_reads": sram_pj(rows["depth"], rows["width"]),
+        "membrane_reads": sram_pj(membranes["depth"], membranes["width"]),
+        "membrane_writes": sram_pj(membranes["depth"], membranes["width"]),
+        # an update reads the neuron's parameters and does a leak add and a threshold compare
+        "neuron_updates": sram_pj(params["depth"], params["width"]) + 2 * add_pj(acc_bits),
+        "spikes": sram_pj(spikes["depth"], spikes["width"]) if spikes else 0.0,
+    }
+    layers = {}
+    for layer, cnt in counters_per_image.items():
+        per = {k: cnt.get(k, 0) * price[k] * 1e-6 for k in price}
+        layers[layer] = {"uj": sum(per.values()), "by_event_uj": per}
+    return {"uj": sum(v["uj"] for v in layers.values()), "layers": layers,
+            "pj_per_event": price,
+            "method": "45 nm reference energies (Horowitz, ISSCC 2014) x the RTL's measured event counters; "
+                      "estimate, dynamic energy only, no static power"}

@@ -1,0 +1,287 @@
+"""The main job's report: ``build/<name>/report.json``, ``report.md``, ``report.html`` and
+the PNG plots next to them, from what the stages measured and wrote:
+
+- ``ticket/metrics.json`` (float accuracy, firing rates, the papers' SOP energy),
+- ``ir/metrics.json`` (integer accuracy of the golden interpreter),
+- ``rtl/manifest.json`` (PEs, memories), ``sim/results.json`` (the regression: agreement,
+  RTL accuracy, measured cycles and event counters),
+- ``synth/<board>.json`` (resources, fit, Fmax),
+- the cycle model (`rtl/cycles.py`, proven equal to the RTL by the regression) for the
+  per-layer split and the ideal bound and dense figures on the same images.
+Nothing here is estimated except the energies, which say so.
+"""
+from __future__ import annotations
+
+import html
+import json
+from pathlib import Path
+
+import numpy as np
+
+from ticketforge.deploy.energy import hardware_events_energy
+from ticketforge.errors import TicketforgeError
+
+__all__ = ["ReportError", "model_cycles", "build_report", "write_report", "REQUIRED_KEYS"]
+
+# the keys the deploy issue asks of report.json (dotted paths; boards.<board>.* per board)
+REQUIRED_KEYS = ("model", "dataset", "accuracy.float", "accuracy.integer", "accuracy.rtl", "accuracy.images",
+                 "rtl_matches_golden", "images_checked", "cycles.per_image_mean", "cycles.ideal_bound_mean",
+                 "cycles.dense_per_image_mean", "cycles.pes", "energy_uj_per_image.theoretical_sop",
+                 "energy_uj_per_image.hardware_events", "boards", "stage_seconds")
+BOARD_KEYS = ("fits", "luts", "ffs", "brams", "dsps", "fmax_mhz", "latency_us")
+
+
+class ReportError(TicketforgeError):
+    pass
+
+
+def _read(path: Path, stage: str) -> dict:
+    if not path.is_file():
+        raise ReportError(f"{path} is missing: run the {stage} stage first (`make hw` runs them all)")
+    return json.loads(path.read_text())
+
+
+def model_cycles(g, images: np.ndarray, pes: int, chunk: int = 200) -> dict:
+    """Mean per-layer cycles (sparse and dense), ideal bound, over ``images``, from the
+    cycle model (chunked: the golden interpreter's traces of a chunk at a time)."""
+    from ticketforge.model.ir import run
+    from ticketforge.rtl.cycles import cycle_model
+
+    sparse, dense = [], []
+    for i in range(0, len(images), chunk):
+        part = images[i:i + chunk]
+        gold = run(g, part, trace=True)
+        sparse += cycle_model(g, part, pes, gold=gold)
+        dense += cycle_model(g, part, pes, dense=True, gold=gold)
+    names = [k for k in sparse[0].per_layer if k != "flatten"]
+    mean = lambda xs: float(np.mean(xs))                                          # noqa: E731
+    return {"images": len(images), "per_image_mean": mean([c.total for c in sparse]),
+            "ideal_bound_mean": mean([c.ideal_bound for c in sparse]),
+            "dense_per_image_mean": mean([c.total for c in dense]),
+            "per_layer": {k: {"sparse": mean([c.per_layer[k] for c in sparse]),
+                              "dense": mean([c.per_layer[k] for c in dense]),
+                              "ideal": mean([c.ideal_per_layer[k] for c in sparse])} for k in names}}
+
+
+def _board_entry(r: dict, cycles_mean: float) -> dict:
+    res = r.get("resources", {})
+    fmax = r.get("fmax_mhz")
+    e = {"fits": r["fits"], "device": r["device"], "luts": res.get("luts"), "ffs": res.get("ffs"),
+         "brams": res.get("brams"), "dsps": res.get("dsps"), "fmax_mhz": fmax,
+         "latency_us": round(cycles_mean / fmax, 1) if fmax else None,
+         "clock_mhz": r.get("clock_mhz"),
+         "latency_us_at_board_clock": round(cycles_mean / r["clock_mhz"], 1) if r.get("clock_mhz") else None,
+         "utilisation": r.get("utilisation"), "over": r.get("over") or {}, "estimate": r.get("estimate", False),
+         "design": r.get("design", "core only (yosys synthesis)"), "seconds": r.get("seconds")}
+    if not r["fits"]:
+        e["why_no_fmax"] = "does not fit: " + ", ".join(
+            f"{k} {v['used']} of {v['available']} ({v['ratio']}x)" for k, v in r["over"].items())
+    elif fmax is None:
+        e["why_no_fmax"] = "estimate without place-and-route"
+    return e
+
+
+def build_report(root: Path, name: str, cycles: dict, synth: dict[str, dict], stage_seconds: dict,
+                 hls: dict | None = None) -> dict:
+    """Assemble report.json's content from the stage outputs under ``root`` (build/<name>)."""
+    root = Path(root)
+    ticket = _read(root / "ticket" / "metrics.json", "model")
+    ir = _read(root / "ir" / "metrics.json", "quantize")
+    rtl = _read(root / "rtl" / "manifest.json", "rtl")
+    sim = _read(root / "sim" / "results.json", "sim")
+    n = sim["images_run"]
+    if not n:
+        raise ReportError(f"{root / 'sim' / 'results.json'} ran no image")
+    per_image = {layer: {k: v / n for k, v in cnt.items()} for layer, cnt in sim["counters_summed"].items()}
+    hw = hardware_events_energy(per_image, rtl)
+    cyc_mean = sim["cycles"]["mean"]
+    rep = {
+        "model": name, "dataset": ticket.get("dataset"),
+        "accuracy": {"float": ticket.get("final_test_accuracy"), "integer": ir.get("accuracy_integer"),
+                     "rtl": sim["accuracy_rtl"], "images": n, "integer_images": ir.get("images")},
+        "rtl_matches_golden": bool(sim["rtl_matches_golden"]), "images_checked": n,
+        "simulator": sim.get("simulator_version"),
+        "cycles": {"per_image_mean": cyc_mean, "per_image_min": sim["cycles"]["min"],
+                   "per_image_max": sim["cycles"]["max"], "measured_on": "RTL simulation, every image",
+                   "ideal_bound_mean": cycles["ideal_bound_mean"],
+                   "dense_per_image_mean": cycles["dense_per_image_mean"], "pes": rtl["params"]["pes"],
+                   "over_ideal": cyc_mean / cycles["ideal_bound_mean"],
+                   "dense_over_sparse": cycles["dense_per_image_mean"] / cyc_mean,
+                   "model_images": cycles["images"], "per_layer": cycles["per_layer"]},
+        "energy_uj_per_image": {"theoretical_sop": ticket["energy"]["energy_uj"], "hardware_events": hw["uj"],
+                                "hardware_events_per_layer": {k: v["uj"] for k, v in hw["layers"].items()},
+                                "hardware_events_by_event_uj": {k: v["by_event_uj"] for k, v in hw["layers"].items()},
+                                "pj_per_event": hw["pj_per_event"], "method": hw["method"],
+                                "theoretical_sop_method": "the papers' formula (model stage): "
+                                                          "SOPs x E_AC + first-layer MACs x E_MAC, 45 nm"},
+        "firing_rate": ticket.get("firing_rate", {}),
+        "rtl": {"memory_bits": rtl["memory_bits"], "memories": len(rtl["memories"]), "membrane_bits": rtl["membrane_bits"]},
+        "boards": {b: _board_entry(r, cyc_mean) for b, r in synth.items()},
+        "stage_seconds": stage_seconds,
+    }
+    if hls is not None:
+        rep["hls"] = hls
+    missing = [k for k in REQUIRED_KEYS if _get(rep, k) is _MISSING]
+    if missing:
+        raise ReportError(f"report for {name} lacks {', '.join(missing)}")
+    return rep
+
+
+_MISSING = object()
+
+
+def _get(d: dict, dotted: str):
+    for part in dotted.split("."):
+        if not isinstance(d, dict) or part not in d:
+            return _MISSING
+        d = d[part]
+    return d
+
+
+def _plots(rep: dict, out: Path) -> list[tuple[str, str]]:
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    figs = []
+    pl = rep["cycles"]["per_layer"]
+    names = list(pl)
+    x = np.arange(len(names))
+    fig, ax = plt.subplots(figsize=(8, 3.6))
+    for j, (key, label) in enumerate((("dense", "dense variant"), ("sparse", "event-driven (this design)"),
+                                      ("ideal", "ideal bound"))):
+        ax.bar(x + (j - 1) * 0.27, [pl[k][key] for k in names], 0.27, label=label)
+    ax.set_xticks(x, names, rotation=30)
+    ax.set_yscale("log")
+    ax.set_ylabel("cycles per image")
+    ax.set_title(f"{rep['model']}: cycles per layer, P = {rep['cycles']['pes']}")
+    ax.legend(fontsize=8)
+    figs.append(("cycles_per_layer.png", "Cycles per layer: dense vs event-driven vs ideal bound"))
+    fig.tight_layout(); fig.savefig(out / figs[-1][0], dpi=110); plt.close(fig)
+
+    by = rep["energy_uj_per_image"]["hardware_events_by_event_uj"]
+    layers = list(by)
+    events = list(next(iter(by.values())))
+    fig, ax = plt.subplots(figsize=(8, 3.6))
+    bottom = np.zeros(len(layers))
+    for ev in events:
+        vals = np.array([by[l][ev] for l in layers])
+        ax.bar(layers, vals, bottom=bottom, label=ev)
+        bottom += vals
+    ax.set_ylabel("uJ per image (45 nm estimate)")
+    ax.set_title("Energy per layer from the RTL's event counters")
+    ax.tick_params(axis="x", rotation=30)
+    ax.legend(fontsize=7)
+    figs.append(("energy_per_layer.png", "Energy per layer by event (estimate)"))
+    fig.tight_layout(); fig.savefig(out / figs[-1][0], dpi=110); plt.close(fig)
+
+    fr = rep["firing_rate"]
+    if fr:
+        fig, ax = plt.subplots(figsize=(8, 3))
+        ax.bar(list(fr), list(fr.values()))
+        ax.set_ylabel("spikes per neuron per step")
+        ax.set_title("Firing rate per spiking layer (test split, model stage)")
+        ax.tick_params(axis="x", rotation=30)
+        figs.append(("firing_rate.png", "Firing rate per layer"))
+        fig.tight_layout(); fig.savefig(out / figs[-1][0], dpi=110); plt.close(fig)
+
+    boards = rep["boards"]
+    if boards:
+        res = ("luts", "ffs", "brams", "dsps")
+        fig, ax = plt.subplots(figsize=(8, 3.2))
+        for j, b in enumerate(boards):
+            u = boards[b].get("utilisation") or {}
+            ax.bar(np.arange(len(res)) + j * 0.8 / len(boards), [100 * (u.get(r) or 0) for r in res],
+                   0.8 / len(boards), label=f"{b} ({boards[b]['device']})")
+        ax.axhline(100, color="k", lw=0.8, ls="--")
+        ax.set_xticks(np.arange(len(res)) + 0.4 - 0.4 / len(boards), res)
+        ax.set_ylabel("% of the device")
+        ax.set_title("Resources vs board capacity")
+        ax.legend(fontsize=8)
+        figs.append(("resources.png", "Resources vs board capacity"))
+        fig.tight_layout(); fig.savefig(out / figs[-1][0], dpi=110); plt.close(fig)
+    return figs
+
+
+def _fmt(v, digits=4):
+    if v is None:
+        return "n/a"
+    if isinstance(v, float):
+        return f"{v:,.{digits}g}" if abs(v) < 1e4 else f"{v:,.0f}"
+    if isinstance(v, int) and not isinstance(v, bool):
+        return f"{v:,}"
+    return str(v)
+
+
+def _markdown(rep: dict, figs) -> str:
+    a, c, e = rep["accuracy"], rep["cycles"], rep["energy_uj_per_image"]
+    lines = [f"# ticketforge report: {rep['model']} ({rep['dataset']})", "",
+             "| | |", "|---|---|",
+             f"| accuracy float / integer IR / RTL | {a['float']:.4f} / {a['integer']:.4f} / {a['rtl']:.4f} "
+             f"({a['images']} test images) |",
+             f"| RTL equals the golden model | **{rep['rtl_matches_golden']}** on {rep['images_checked']} images "
+             f"({rep.get('simulator')}) |",
+             f"| cycles per image (measured) | {_fmt(c['per_image_mean'])} (min {_fmt(c['per_image_min'])}, "
+             f"max {_fmt(c['per_image_max'])}), P = {c['pes']} |",
+             f"| ideal bound / ratio | {_fmt(c['ideal_bound_mean'])} / {c['over_ideal']:.3f}x |",
+             f"| dense variant / dense over sparse | {_fmt(c['dense_per_image_mean'])} / {c['dense_over_sparse']:.2f}x |",
+             f"| energy per image: theoretical SOP | {e['theoretical_sop']:.4f} uJ |",
+             f"| energy per image: hardware events (estimate) | {e['hardware_events']:.4f} uJ |",
+             f"| on-chip memory | {rep['rtl']['memory_bits'] / 1e6:.2f} Mbit in {rep['rtl']['memories']} memories |",
+             "", "## Boards", "",
+             "| board | device | fits | LUTs | FFs | BRAMs | DSPs | Fmax MHz | latency us (at Fmax) | note |",
+             "|---|---|---|---|---|---|---|---|---|---|"]
+    for b, r in rep["boards"].items():
+        note = r.get("why_no_fmax", "") or r["design"]
+        lines.append(f"| {b} | {r['device']} | {r['fits']} | {_fmt(r['luts'])} | {_fmt(r['ffs'])} | "
+                     f"{_fmt(r['brams'])} | {_fmt(r['dsps'])} | {_fmt(r['fmax_mhz'])} | {_fmt(r['latency_us'])} | {note} |")
+    lines += ["", "## Stage seconds", "", "| stage | s |", "|---|---|"]
+    lines += [f"| {k} | {v:.1f} |" for k, v in rep["stage_seconds"].items()]
+    if "hls" in rep:
+        lines += ["", "## HLS (hls4ml C simulation)", "", "```", json.dumps(rep["hls"], indent=1), "```"]
+    lines += ["", "Energies are estimates: " + e["method"] + ".", ""]
+    lines += [f"![{t}]({f})" for f, t in figs]
+    return "\n".join(lines) + "\n"
+
+
+def _html(md: str, figs, title: str) -> str:
+    # a small, dependency-free rendering of the markdown tables and images
+    body = []
+    in_table = False
+    for line in md.splitlines():
+        if line.startswith("|"):
+            cells = [html.escape(x.strip()).replace("**", "") for x in line.strip("|").split("|")]
+            if set("".join(cells)) <= set("-"):
+                continue
+            if not in_table:
+                body.append("<table>")
+                in_table = True
+            body.append("<tr>" + "".join(f"<td>{x}</td>" for x in cells) + "</tr>")
+            continue
+        if in_table:
+            body.append("</table>")
+            in_table = False
+        if line.startswith("# "):
+            body.append(f"<h1>{html.escape(line[2:])}</h1>")
+        elif line.startswith("## "):
+            body.append(f"<h2>{html.escape(line[3:])}</h2>")
+        elif line.startswith("!["):
+            t, f = line[2:].split("](")
+            body.append(f'<p><img src="{html.escape(f[:-1])}" alt="{html.escape(t)}"></p>')
+        elif line.strip():
+            body.append(f"<p>{html.escape(line)}</p>")
+    if in_table:
+        body.append("</table>")
+    style = "body{font-family:sans-serif;max-width:960px;margin:2em auto}td{border:1px solid #ccc;padding:2px 6px}"
+    return (f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(title)}</title>"
+            f"<style>{style}</style></head><body>\n" + "\n".join(body) + "\n</body></html>\n")
+
+
+def write_report(rep: dict, root: Path) -> list[Path]:
+    root = Path(root)
+    (root / "report.json").write_text(json.dumps(rep, indent=1))
+    figs = _plots(rep, root)
+    md = _markdown(rep, figs)
+    (root / "report.md").write_text(md)
+    (root / "report.html").write_text(_html(md, figs, f"ticketforge report: {rep['model']}"))
+    return [root / "report.json", root / "report.md", root / "report.html"] + [root / f for f, _ in figs]
