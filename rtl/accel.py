@@ -70,6 +70,11 @@ def _sbits(lo: int, hi: int) -> int:
     return max(_bits(max(hi, 0)), _bits(max(-lo - 1, 0))) + 1
 
 
+def _widen(v, width: int):
+    """An unsigned value zero-extended to ``width`` bits (for Cat, which keeps widths)."""
+    return Cat(v, C(0, width - len(v))) if width > len(v) else v
+
+
 class Fields:
     """A packed word: named unsigned/signed fields, least significant first.  Used for the
     memories' contents so that Python packs the init values and Amaranth slices them with
@@ -163,6 +168,9 @@ class Accelerator(wiring.Component):
         self.vbits = g.input.bits
         self.ev = Fields(value=self.vbits, c=_bits(max_c - 1), y=_bits(max_h - 1), x=_bits(max_w - 1))
         self.ev_xyz = Fields(c=self.ev.widths["c"], y=self.ev.widths["y"], x=self.ev.widths["x"])
+        # the input queue holds pixel events with the input's own (narrower) position fields
+        cin0, hin0, win0 = g.input.shape
+        self.in_ev = Fields(value=self.vbits, c=_bits(cin0 - 1), y=_bits(hin0 - 1), x=_bits(win0 - 1))
         # source of every layer's input: ("input", None) | ("spk", bank) | ("pool", layer index)
         self.source, self.bank = {}, {}
         src, shape, n_neuron = ("input", None), tuple(g.input.shape), 0
@@ -314,7 +322,7 @@ class Accelerator(wiring.Component):
                                   "bits": width * max(1, depth), "style": style, "rom": rom})
             return mem
 
-        in_q = mk("in_queue", ev.width, self.in_depth)
+        in_q = mk("in_queue", self.in_ev.width, self.in_depth)
         in_w, in_r = in_q.write_port(), in_q.read_port()
         in_count = Signal(range(self.in_depth + 1))
         pool_q = mk("pool_queue", ev.width, self.pool_depth)
@@ -407,8 +415,10 @@ class Accelerator(wiring.Component):
                 m.d.sync += [rd_q.eq(nxt_q), rd_idx.eq(0)]
             with m.Else():
                 m.d.sync += rd_active.eq(0)
-        ev1 = Signal(ev.width)
-        m.d.comb += ev1.eq(Mux(src_kind == 0, in_r.data,
+        ev1, in_as_ev = Signal(ev.width), Signal(ev.width)
+        m.d.comb += in_as_ev.eq(Cat(*(_widen(self.in_ev.get(in_r.data, k), ev.widths[k])
+                                      for k in ("value", "c", "y", "x"))))
+        m.d.comb += ev1.eq(Mux(src_kind == 0, in_as_ev,
                                Mux(src_kind == 2, pool_r.data, Array(r.data for r in spk_r)[q1])))
         e1c, e1y, e1x = ev.get(ev1, "c"), ev.get(ev1, "y"), ev.get(ev1, "x")
         # row-pointer index of the event for the consumer layer: constants per layer, then a mux
@@ -731,7 +741,7 @@ class Accelerator(wiring.Component):
                     px = self.pixels.payload
                     keep = C(1, 1) if self.dense else (px != 0)
                     with m.If(keep):
-                        m.d.comb += [in_w.addr.eq(in_count), in_w.data.eq(Cat(px, ld_c, ld_y, ld_x)), in_w.en.eq(1)]
+                        m.d.comb += [in_w.addr.eq(in_count), in_w.data.eq(Cat(px, *(f[:self.in_ev.widths[k]] for f, k in ((ld_c, "c"), (ld_y, "y"), (ld_x, "x"))))), in_w.en.eq(1)]
                         m.d.sync += in_count.eq(in_count + 1)
                     _step_chw(m, ld_c, ld_y, ld_x, hin, win)
                     with m.If((ld_c == cin - 1) & (ld_y == hin - 1) & (ld_x == win - 1)):
