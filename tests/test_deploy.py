@@ -1,6 +1,8 @@
 """Board table, yosys stat parsing, the fit check, and a real synthesis of a tiny design."""
 import json
 
+import numpy as np
+
 import pytest
 
 from ticketforge.deploy.boards import BOARDS, BoardError, get_board
@@ -44,3 +46,32 @@ def test_tiny_design_synthesises_and_fits_the_up5k(tmp_path):
     assert r["fits"], r
     assert r["resources"]["luts"] > 0 and r["resources"]["ffs"] > 0
     assert json.loads((tmp_path / "synth" / "stat.json").read_text())["design"]["num_cells_by_type"]
+
+
+def test_board_build_places_routes_and_packs_the_icebreaker(tmp_path):
+    from ticketforge.deploy.board_build import build_board
+    g = random_graph(3, binary=True)
+    save_graph(g, tmp_path / "ir")
+    write_rtl(tmp_path / "ir", tmp_path / "rtl", pes=2, run_lint=False, progress=lambda *a, **k: None)
+    r = build_board(tmp_path / "rtl", get_board("icebreaker"), tmp_path / "ice", pixels=int(np.prod(g.input.shape)),
+                    classes=g.layers[-1].out_shape[0], bitstream=True, log=lambda *a, **k: None)
+    assert r["fits"] and r["fmax_mhz"] > 0 and r["placed"]["ICESTORM_LC"]["used"] > 0
+    assert (tmp_path / "ice" / "board.bin").stat().st_size > 100_000        # a UP5K bitstream is ~104 KB
+    assert (tmp_path / "ice" / "board.pcf").read_text().count("set_io") == 3  # clock, uart rx, uart tx
+
+
+def test_fit_hint_names_what_the_design_needs(tmp_path):
+    from ticketforge.cli import _closest_fit_hint
+    from ticketforge.deploy.boards import Board
+    g = random_graph(3, binary=True)
+    save_graph(g, tmp_path / "ir")
+    tiny = Board("tiny", "ice40", "x", "y", luts=10, ffs=10, brams=0, bram_kbits=4, dsps=0)
+    assert "no PE count fits" in _closest_fit_hint(tmp_path, tiny)
+    roomy = Board("roomy", "ice40", "x", "y", luts=10, ffs=10, brams=1000, bram_kbits=4, dsps=0)
+    assert "try --pes 16" in _closest_fit_hint(tmp_path, roomy)
+
+
+def test_platform_for_an_estimate_board_is_refused():
+    from ticketforge.deploy.board_build import platform_for
+    with pytest.raises(BoardError, match="estimate only"):
+        platform_for(get_board("arty_a7"))

@@ -297,6 +297,9 @@ def _synth_one(cfg, root: Path, board_name: str, bitstream: bool, quiet: bool) -
 def _closest_fit_hint(root: Path, board) -> str:
     """What would fit: the on-chip memory the design needs against the board's, per PE count
     (memories are the binding resource of these designs)."""
+    import warnings
+
+    from amaranth.hdl import UnusedElaboratable
     from ticketforge.model.ir import load_graph
     from ticketforge.rtl.accel import Accelerator
 
@@ -305,7 +308,9 @@ def _closest_fit_hint(root: Path, board) -> str:
     tried = []
     for P in (16, 8, 4, 2, 1):
         acc = Accelerator(g, P, trace=False)
-        acc.elaborate(None)                     # elaboration fills the memory inventory
+        with warnings.catch_warnings():         # elaborating only to fill the memory inventory
+            warnings.simplefilter("ignore", UnusedElaboratable)
+            acc.elaborate(None)
         bits = sum(m["bits"] for m in acc.memories)
         tried.append(f"P={P}: {bits / 1e6:.2f} Mbit")
         if bits <= 0.8 * cap:

@@ -1,0 +1,107 @@
+"""Report assembly from stage outputs, the 45 nm energy model, nextpnr report parsing and
+the Amaranth build-script parsing of the board flow."""
+import json
+
+import numpy as np
+import pytest
+
+from ticketforge.deploy.board_build import _commands, parse_nextpnr_report
+from ticketforge.deploy.energy import add_pj, hardware_events_energy, sram_pj
+from ticketforge.deploy.report import REQUIRED_KEYS, ReportError, _get, build_report, model_cycles, write_report
+from ticketforge.model.ir import random_images
+from ticketforge.model.ir.random import random_graph
+
+
+def test_energy_constants_and_interpolation():
+    assert add_pj(8) == 0.03 and add_pj(32) == 0.1
+    assert 0.03 < add_pj(12) < 0.05                              # between the reference points
+    assert sram_pj(1024, 64) == 10.0                              # 8 KB, 64-bit word: the 8 KB figure
+    assert sram_pj(1024, 32) == 5.0                               # half the word, half the energy
+    assert 10.0 < sram_pj(2048, 64) < 20.0                        # 16 KB between 8 and 32 KB
+
+
+def _manifest():
+    return {"membrane_bits": 16, "memories": [
+        {"name": "rows", "width": 64, "depth": 1024, "bits": 65536},
+        {"name": "pe0_membranes", "width": 16, "depth": 256, "bits": 4096},
+        {"name": "pe0_params", "width": 32, "depth": 4, "bits": 128},
+        {"name": "pe0_spikes", "width": 16, "depth": 64, "bits": 1024}]}
+
+
+def test_hardware_events_energy_sums_counters_times_prices():
+    e = hardware_events_energy({"fc": {"accumulates": 1000, "weight_reads": 10}}, _manifest())
+    assert e["uj"] == pytest.approx((1000 * 0.05 + 10 * 10.0) * 1e-6)
+    with pytest.raises(KeyError, match="rows"):
+        hardware_events_energy({}, {"membrane_bits": 8, "memories": []})
+
+
+def test_parse_nextpnr_report():
+    rep = {"fmax": {"clk_a": {"achieved": 31.2, "constraint": 12.0}, "clk_b": {"achieved": 55.0, "constraint": 12.0}},
+           "utilization": {"ICESTORM_LC": {"used": 1000, "available": 5280}, "SB_GB": {"used": 0, "available": 8}}}
+    r = parse_nextpnr_report(rep)
+    assert r["fmax_mhz"] == 31.2 and r["placed"] == {"ICESTORM_LC": {"used": 1000, "available": 5280}}
+    assert parse_nextpnr_report({})["fmax_mhz"] is None
+
+
+def test_amaranth_build_script_commands():
+    script = ('set -e\n: ${YOSYS:=yosys}\n"$YOSYS" -q -l board.rpt board.ys\n'
+              '"$NEXTPNR_ICE40" --quiet --report report.json --up5k --json board.json\n"$ICEPACK" board.asc board.bin\n')
+    cmds = _commands(script)
+    assert [c[0] for c in cmds] == ["$YOSYS", "$NEXTPNR_ICE40", "$ICEPACK"] and cmds[1][-1] == "board.json"
+
+
+def _stage_outputs(root, g, n):
+    (root / "ticket").mkdir(parents=True)
+    (root / "ir").mkdir()
+    (root / "rtl").mkdir()
+    (root / "sim").mkdir()
+    (root / "ticket" / "metrics.json").write_text(json.dumps(
+        {"dataset": "synthetic", "final_test_accuracy": 0.9, "energy": {"energy_uj": 0.5},
+         "firing_rate": {"lif0": 0.1}}))
+    (root / "ir" / "metrics.json").write_text(json.dumps({"accuracy_integer": 0.89, "images": n}))
+    (root / "rtl" / "manifest.json").write_text(json.dumps({**_manifest(), "params": {"pes": 2}, "memory_bits": 70784}))
+    (root / "sim" / "results.json").write_text(json.dumps(
+        {"images_run": n, "rtl_matches_golden": True, "accuracy_rtl": 0.89, "simulator_version": "v",
+         "cycles": {"mean": 1000.0, "min": 900, "max": 1100},
+         "counters_summed": {"fc0": {"accumulates": 4 * n, "weight_reads": 2 * n}}}))
+
+
+def test_report_has_every_required_key_and_writes_files(tmp_path):
+    g = random_graph(3, binary=True)
+    images = random_images(g, 3, 3)
+    cycles = model_cycles(g, images, 2, chunk=2)
+    assert cycles["images"] == 3 and cycles["ideal_bound_mean"] > 0
+    # the per-layer ideal shares add up to the bound
+    assert sum(v["ideal"] for v in cycles["per_layer"].values()) == pytest.approx(cycles["ideal_bound_mean"])
+    root = tmp_path / "x"
+    _stage_outputs(root, g, 3)
+    synth = {"icebreaker": {"fits": True, "device": "iCE40UP5K", "clock_mhz": 12.0, "fmax_mhz": 20.0,
+                            "resources": {"luts": 10, "ffs": 5, "brams": 1, "dsps": 0},
+                            "utilisation": {"luts": 0.01, "ffs": 0.01, "brams": 0.03, "dsps": 0.0}}}
+    rep = build_report(root, "x", cycles, synth, {"model": 1.0})
+    for k in REQUIRED_KEYS:
+        assert _get(rep, k) is not None, k
+    b = rep["boards"]["icebreaker"]
+    assert b["latency_us"] == 50.0 and b["latency_us_at_board_clock"] == pytest.approx(83.3)
+    assert rep["energy_uj_per_image"]["hardware_events"] == pytest.approx((4 * 0.05 + 2 * 10.0) * 1e-6)
+    files = write_report(rep, root)
+    assert all(f.is_file() for f in files)
+    assert json.loads((root / "report.json").read_text())["rtl_matches_golden"] is True
+    assert "<table>" in (root / "report.html").read_text() and "cycles_per_layer.png" in (root / "report.md").read_text()
+
+
+def test_report_names_the_missing_stage(tmp_path):
+    with pytest.raises(ReportError, match="run the model stage"):
+        build_report(tmp_path, "x", {}, {}, {})
+
+
+def test_board_that_does_not_fit_has_no_fmax_and_says_why(tmp_path):
+    g = random_graph(3, binary=True)
+    root = tmp_path / "x"
+    _stage_outputs(root, g, 1)
+    cycles = model_cycles(g, random_images(g, 1, 3), 2)
+    synth = {"ulx3s": {"fits": False, "device": "LFE5U-85F", "fmax_mhz": None,
+                       "resources": {"luts": 10, "ffs": 5, "brams": 611, "dsps": 0},
+                       "over": {"brams": {"used": 611, "available": 208, "over_by": 403, "ratio": 2.94}}}}
+    b = build_report(root, "x", cycles, synth, {})["boards"]["ulx3s"]
+    assert b["fmax_mhz"] is None and b["latency_us"] is None and "brams 611 of 208" in b["why_no_fmax"]
