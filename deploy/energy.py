@@ -10,7 +10,9 @@ included: we have no measured figure for these boards' static power at our utili
 Every constant's source is next to it.  The SRAM figures are for 64-bit words; an access
 of a narrower word is scaled by width / 64 (an approximation: bit-line energy scales with
 the bits read, the decoder's share does not), and sizes between the reference points are
-interpolated in log(size).
+interpolated in log(size).  A memory smaller than 8 KB is priced as an 8 KB one (the
+smallest reference point): for the small per-PE memories of small designs this is an
+upper bound, not an extrapolation we cannot source.
 """
 from __future__ import annotations
 
@@ -82,4 +84,5 @@ def hardware_events_energy(counters_per_image: dict[str, dict[str, float]], rtl_
     return {"uj": sum(v["uj"] for v in layers.values()), "layers": layers,
             "pj_per_event": price,
             "method": "45 nm reference energies (Horowitz, ISSCC 2014) x the RTL's measured event counters; "
-                      "estimate, dynamic energy only, no static power"}
+                      "memories under 8 KB priced as 8 KB (upper bound); estimate, dynamic energy only, "
+                      "no static power"}
