@@ -101,7 +101,7 @@ def test_nir_names_the_unsupported_layer():
         folded_sequential(net)
 
 
-def test_hw_runs_model_quantize_rtl_sim_then_skips_them(tmp_path, root):
+def test_hw_runs_every_stage_then_skips_them(tmp_path, root):
     cfg = tmp_path / "tinyhw.toml"
     cfg.write_text(TINY.format(arch="mlp", variant="binw"))
     build = tmp_path / "build"
@@ -114,9 +114,19 @@ def test_hw_runs_model_quantize_rtl_sim_then_skips_them(tmp_path, root):
     res = json.loads((build / "tinyhw" / "sim" / "results.json").read_text())
     assert res["rtl_matches_golden"] and res["cycles_equal_model"] and res["simulator"] == "verilator"
     assert res["accuracy_rtl"] == res["accuracy_golden"]
-    assert "not wired yet" in r.stdout
+    # synth (the default board, ulx3s: placed and routed) and the report
+    from ticketforge.deploy.report import REQUIRED_KEYS, _get
+    rep = json.loads((build / "tinyhw" / "report.json").read_text())
+    assert all(_get(rep, k) is not None for k in REQUIRED_KEYS)
+    assert rep["rtl_matches_golden"] and rep["accuracy"]["rtl"] == rep["accuracy"]["integer"]
+    board = rep["boards"]["ulx3s"]
+    assert board["fits"] and board["fmax_mhz"] > 0 and board["latency_us"] > 0
+    assert (build / "tinyhw" / "report.html").is_file() and (build / "tinyhw" / "cycles_per_layer.png").is_file()
     r = run_cli("hw", "--config", str(cfg), "--build-dir", str(build), "--quiet", cwd=root)
-    assert r.stdout.count("kept") == 4, r.stdout
+    assert r.stdout.count("kept") == 5, r.stdout
+    again = json.loads((build / "tinyhw" / "report.json").read_text())
+    assert again["stages_kept"] == ["model", "quantize", "rtl", "sim", "synth"]
+    assert again["stage_seconds"]["sim"] == rep["stage_seconds"]["sim"]      # what it took when it ran
     # a changed config re-runs the model stage
     r = run_cli("hw", "--config", str(cfg), "--build-dir", str(build), "--quiet", "--set", "train.seed=5", cwd=root)
     assert "ticket search" in r.stdout and r.returncode == 0
