@@ -48,8 +48,8 @@ test: setup
 test-slow: setup
 	$(PY) -m pytest -q -m slow $(PYTEST_ARGS)
 
-# The main job.  Stages after the model stage (quantize, rtl, sim, synth, report) are
-# added by later issues; today `hw` runs the model stage and says what is not wired yet.
+# The main job: model -> quantize -> rtl -> sim (Verilator, whole test split) -> synth (the
+# config's [hw] board) -> report; a stage whose inputs did not change is kept.
 hw: setup
 	$(PY) -m ticketforge hw --config $(MODEL)
 
