@@ -131,6 +131,27 @@ def _parse_fail(log: Path) -> str:
     return "\n".join(tail)
 
 
+def _progress_bar(futures, jobs: list[Path], total: int, simulator: str, poll_s: float = 2.0) -> None:
+    """A tqdm bar over the images finished by all simulator processes (each testbench
+    writes its count to ``<job>/progress``)."""
+    from tqdm import tqdm
+
+    def done_images() -> int:
+        n = 0
+        for job in jobs:
+            try:
+                n += int((job / "progress").read_text() or 0)
+            except (FileNotFoundError, ValueError):
+                pass
+        return n
+
+    with tqdm(total=total, desc=f"[sim] {simulator}", unit="image", dynamic_ncols=True) as bar:
+        while not all(f.done() for f in futures):
+            time.sleep(poll_s)
+            bar.update(done_images() - bar.n)
+        bar.update(done_images() - bar.n)
+
+
 def run_sim(rtl_dir: Path, g: Graph, images: np.ndarray, out_dir: Path, simulator: str = "icarus",
             labels: np.ndarray | None = None, traced: list[int] = (), progress: bool = False,
             stop_at_first_mismatch: bool = True, jobs: int = 1, log=print) -> dict:
@@ -156,8 +177,9 @@ def run_sim(rtl_dir: Path, g: Graph, images: np.ndarray, out_dir: Path, simulato
         meta.update({"status": man["status"], "score_bits": man["score_bits"], "trace_fields": man["trace_fields"],
                      "progress": progress, "stop_at_first_mismatch": stop_at_first_mismatch})
         (job / "job.json").write_text(json.dumps(meta))
-        if (job / "results.json").exists():
-            (job / "results.json").unlink()
+        for stale in ("results.json", "progress"):
+            if (job / stale).exists():
+                (job / stale).unlink()
     ref_s = time.perf_counter() - t0
     build_dir = out_dir / f"build-{simulator}"
     runner = get_runner(simulator)
@@ -211,7 +233,10 @@ def run_sim(rtl_dir: Path, g: Graph, images: np.ndarray, out_dir: Path, simulato
     from concurrent.futures import ThreadPoolExecutor
 
     with ThreadPoolExecutor(jobs) as pool:      # each shard is a simulator subprocess
-        parts = list(pool.map(run_shard, shards))
+        futures = [pool.submit(run_shard, sh) for sh in shards]
+        if progress:
+            _progress_bar(futures, [job for _, _, job in shards], len(images), simulator)
+        parts = [f.result() for f in futures]
     run_s = time.perf_counter() - t2
     r = {"images_run": 0, "agree": 0, "mismatches": [], "scores": [], "cycles": [], "counters": [], "traced": [],
          "wall_seconds": max(p["wall_seconds"] for p in parts)}

@@ -217,7 +217,8 @@ async def run_job(dut):
         out_cycles.append(counters[0])
         out_counters.append(counters)
         if meta.get("progress"):
-            dut._log.info(f"image {i + 1}/{len(images)}: {'ok' if ok else 'MISMATCH'} ({counters[0]} cycles)")
+            # the host's progress bar polls this file (one small write per image)
+            (job / "progress").write_text(str(len(out_scores)))
         if not ok and stop_at_first:
             break
     wall = time.perf_counter() - t0

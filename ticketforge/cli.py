@@ -238,7 +238,7 @@ def cmd_sim(args) -> int:
         raise IRError(f"--images must be 'all' or 1..{len(ds.test)}, got {args.images!r}")
     images, labels = ds.test.images[:n], ds.test.labels[:n]
     res = run_sim(rtldir, g, images, root / "sim", args.simulator, labels=labels,
-                  traced=list(range(min(args.trace_images, n))), progress=False, jobs=args.jobs,
+                  traced=list(range(min(args.trace_images, n))), progress=not args.quiet, jobs=args.jobs,
                   log=lambda s, **k: print(s, **k) if not args.quiet else None)
     integer = json.loads((root / "ir" / "metrics.json").read_text()).get("accuracy_integer") \
         if (root / "ir" / "metrics.json").is_file() and n == len(ds.test) else None
