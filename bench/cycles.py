@@ -16,8 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ticketforge.model.data import load_dataset
-from ticketforge.model.ir import load_graph
+from ticketforge.model.ir import load_graph, load_test_inputs
 from ticketforge.rtl.cycles import cycle_model
 
 
@@ -28,8 +27,7 @@ def main() -> int:
     ap.add_argument("--images", type=int, default=100)
     args = ap.parse_args()
     g = load_graph(args.ir)
-    ds = load_dataset(g.provenance.get("dataset", "mnist5k"))
-    images = ds.test.images[:args.images]
+    images = load_test_inputs(args.ir)[0][:args.images]      # the codes the hardware receives
     for P in args.pes:
         sparse = cycle_model(g, images, P)
         dense = cycle_model(g, images, P, dense=True)

@@ -13,8 +13,7 @@ import argparse
 import json
 from pathlib import Path
 
-from ticketforge.model.data import load_dataset
-from ticketforge.model.ir import load_graph
+from ticketforge.model.ir import load_graph, load_test_inputs
 from ticketforge.sim.runner import run_sim
 
 
@@ -25,8 +24,7 @@ def main() -> int:
     ap.add_argument("--simulators", nargs="+", default=["verilator", "icarus"])
     args = ap.parse_args()
     g = load_graph(args.build / "ir")
-    ds = load_dataset(g.provenance.get("dataset", "mnist5k"))
-    images = ds.test.images[:args.images]
+    images = load_test_inputs(args.build / "ir")[0][:args.images]
     rates = {}
     for sim in args.simulators:
         r = run_sim(args.build / "rtl", g, images, args.build / "sim-bench" / sim, sim, log=lambda *a, **k: None)

@@ -22,6 +22,7 @@ from ticketforge.model.brevitas_view import BrevitasView, UnrolledLIF, _Seq, wei
 from ticketforge.model.data import Dataset, load_dataset
 from ticketforge.model.ir import (LOWERING_PASSES, Graph, InputSpec, IRError, Layer, Neuron, run,
                                   save_graph, size_membranes, validate)
+from ticketforge.model.ir.io import TEST_INPUTS_FILE
 from ticketforge.model.ir.validate import conv_out_hw
 from ticketforge.model.layers import masked_layers
 from ticketforge.model.ticket import load_ticket
@@ -194,6 +195,7 @@ def quantize_ticket(ticket_dir: Path, out_dir: Path, data_dir: str | None = None
         arrays[f"spikes/{name}"] = s
         arrays[f"membranes/{name}"] = vec.membranes[name]
     np.savez_compressed(out_dir / "vectors.npz", **arrays)
+    np.savez_compressed(out_dir / TEST_INPUTS_FILE, codes=test_codes.astype(np.uint16), labels=ds.test.labels)
     qonnx_path = out_dir / "model.qonnx"
     _export_qonnx(view, _to_float(ds.test.images[:1], ds.pixel_max), qonnx_path)
     nir_status = _try_nir(net, out_dir / "model.nir")
@@ -210,7 +212,7 @@ def quantize_ticket(ticket_dir: Path, out_dir: Path, data_dir: str | None = None
     (out_dir / "metrics.json").write_text(json.dumps(metrics, indent=2))
     manifest = {
         "stage": "quantize", "inputs": {f: _sha256(Path(ticket_dir) / f) for f in ("model.pt", "ticket.json")},
-        "outputs": {f: _sha256(out_dir / f) for f in ("graph.json", "tensors.npz", "vectors.npz")},
+        "outputs": {f: _sha256(out_dir / f) for f in ("graph.json", "tensors.npz", "vectors.npz", TEST_INPUTS_FILE)},
         "versions": _versions(), "seconds": time.perf_counter() - t0,
         "params": {"precision_bits": precision_bits, "data_dir": data_dir},
     }

@@ -109,6 +109,11 @@ def test_hw_runs_every_stage_then_skips_them(tmp_path, root):
     assert r.returncode == 0, r.stdout + r.stderr
     assert (build / "tinyhw" / "ir" / "graph.json").is_file()
     assert "model.nir" in json.loads((build / "tinyhw" / "ir" / "metrics.json").read_text())["nir"]
+    # the test split as the hardware receives it: the codes behind the integer accuracy
+    from ticketforge.model.ir import load_graph, load_test_inputs, run
+    codes, labels = load_test_inputs(build / "tinyhw" / "ir")
+    acc = float((run(load_graph(build / "tinyhw" / "ir"), codes).predictions == labels).mean())
+    assert acc == json.loads((build / "tinyhw" / "ir" / "metrics.json").read_text())["accuracy_integer"]
     # the RTL and its cocotb regression on Verilator over the whole (synthetic) test split:
     # the default suite's one Verilator build, of a trained ticket
     res = json.loads((build / "tinyhw" / "sim" / "results.json").read_text())
@@ -130,3 +135,9 @@ def test_hw_runs_every_stage_then_skips_them(tmp_path, root):
     # a changed config re-runs the model stage
     r = run_cli("hw", "--config", str(cfg), "--build-dir", str(build), "--quiet", "--set", "train.seed=5", cwd=root)
     assert "ticket search" in r.stdout and r.returncode == 0
+
+
+def test_missing_test_inputs_is_a_clear_error(tmp_path):
+    from ticketforge.model.ir import IRError, load_test_inputs
+    with pytest.raises(IRError, match="re-run `ticketforge quantize`"):
+        load_test_inputs(tmp_path)

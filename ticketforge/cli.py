@@ -221,8 +221,7 @@ def cmd_rtl(args) -> int:
 
 
 def cmd_sim(args) -> int:
-    from ticketforge.model.data import load_dataset
-    from ticketforge.model.ir import IRError, load_graph
+    from ticketforge.model.ir import IRError, load_graph, load_test_inputs
     from ticketforge.sim.runner import run_sim
 
     cfg = _load(args)
@@ -232,18 +231,19 @@ def cmd_sim(args) -> int:
         raise IRError(f"no Verilog in {rtldir}: run `ticketforge rtl --config {cfg.name}` first "
                       f"(or `make hw MODEL={cfg.name}`)")
     g = load_graph(root / "ir")
-    ds = load_dataset(cfg.data.dataset, cfg.data.data_dir or None)
-    n = len(ds.test) if args.images == "all" else int(args.images)
-    if not 1 <= n <= len(ds.test):
-        raise IRError(f"--images must be 'all' or 1..{len(ds.test)}, got {args.images!r}")
-    images, labels = ds.test.images[:n], ds.test.labels[:n]
+    codes, all_labels = load_test_inputs(root / "ir")      # the input quantizer's codes of the test split
+    n = len(codes) if args.images == "all" else int(args.images)
+    if not 1 <= n <= len(codes):
+        raise IRError(f"--images must be 'all' or 1..{len(codes)}, got {args.images!r}")
+    images, labels = codes[:n], all_labels[:n]
     res = run_sim(rtldir, g, images, root / "sim", args.simulator, labels=labels,
                   traced=list(range(min(args.trace_images, n))), progress=not args.quiet, jobs=args.jobs,
                   log=lambda s, **k: print(s, **k) if not args.quiet else None)
     integer = json.loads((root / "ir" / "metrics.json").read_text()).get("accuracy_integer") \
-        if (root / "ir" / "metrics.json").is_file() and n == len(ds.test) else None
+        if (root / "ir" / "metrics.json").is_file() and n == len(codes) else None
     res["accuracy_integer_ir"] = integer
-    res["inputs"] = _digests({"top.v": rtldir / "top.v", "graph.json": root / "ir" / "graph.json"})
+    res["inputs"] = _digests({"top.v": rtldir / "top.v", "graph.json": root / "ir" / "graph.json",
+                              "test_inputs.npz": root / "ir" / "test_inputs.npz"})
     res["params"] = {"simulator": args.simulator, "images": str(args.images)}
     (root / "sim" / "results.json").write_text(json.dumps(res, indent=1))
     print(f"[{cfg.name}] {args.simulator}: {res['agree']}/{res['images_run']} images identical to the golden "
@@ -365,7 +365,8 @@ def cmd_hw(args) -> int:
     seconds["model"] = time.perf_counter() - t0
     print(f"[hw] model stage done ({seconds['model']:.1f} s)", flush=True)
     t1 = time.perf_counter()
-    if _stage_fresh(irdir, {"model.pt": tdir / "model.pt", "ticket.json": tdir / "ticket.json"}):
+    if _stage_fresh(irdir, {"model.pt": tdir / "model.pt", "ticket.json": tdir / "ticket.json"}) \
+            and (irdir / "test_inputs.npz").is_file():
         print(f"[hw] quantize stage: {irdir} is up to date with the ticket, kept")
         kept.append("quantize")
     else:
@@ -395,7 +396,8 @@ def cmd_hw(args) -> int:
     simdir = root / "sim"
     if args.dense:
         print("[hw] sim stage: skipped for the dense reference design")
-    elif _stage_fresh(simdir, {"top.v": rtldir / "top.v", "graph.json": irdir / "graph.json"}, "results.json") \
+    elif _stage_fresh(simdir, {"top.v": rtldir / "top.v", "graph.json": irdir / "graph.json",
+                               "test_inputs.npz": irdir / "test_inputs.npz"}, "results.json") \
             and json.loads((simdir / "results.json").read_text()).get("params") == \
             {"simulator": args.simulator, "images": str(args.images)}:
         print(f"[hw] sim stage: {simdir / 'results.json'} was measured on this Verilog, kept")
@@ -450,8 +452,7 @@ def cmd_hw(args) -> int:
 def _report(cfg, root: Path, synth: dict, seconds: dict) -> dict:
     """The report's content; the cycle model's per-layer figures are cached per sim result."""
     from ticketforge.deploy.report import build_report, model_cycles
-    from ticketforge.model.data import load_dataset
-    from ticketforge.model.ir import load_graph
+    from ticketforge.model.ir import load_graph, load_test_inputs
 
     sim = json.loads((root / "sim" / "results.json").read_text())
     cache = root / "sim" / "cycle_model.json"
@@ -460,8 +461,8 @@ def _report(cfg, root: Path, synth: dict, seconds: dict) -> dict:
         cycles = json.loads(cache.read_text())["cycles"]
     else:
         g = load_graph(root / "ir")
-        ds = load_dataset(cfg.data.dataset, cfg.data.data_dir or None)
-        cycles = model_cycles(g, ds.test.images[:sim["images_run"]], sim["pes"])
+        codes, _ = load_test_inputs(root / "ir")
+        cycles = model_cycles(g, codes[:sim["images_run"]], sim["pes"])
         cache.write_text(json.dumps({"key": key, "cycles": cycles}, indent=1))
     return build_report(root, cfg.name, cycles, synth, {k: round(v, 1) for k, v in seconds.items()})
 

@@ -4,7 +4,7 @@ Torch-free (numpy only): every hardware backend depends on this package and noth
 torch-side.  The integer semantics are written down in docs/IR.md.
 """
 from ticketforge.model.ir.golden import GoldenResult, run
-from ticketforge.model.ir.io import graph_from_dict, graph_to_dict, load_graph, save_graph
+from ticketforge.model.ir.io import graph_from_dict, graph_to_dict, load_graph, load_test_inputs, save_graph
 from ticketforge.model.ir.passes import (LOWERING_PASSES, compact_pruned_neurons, flip_negative_channels,
                                          fold_batchnorm, integerize, size_membranes)
 from ticketforge.model.ir.random import random_graph, random_images
@@ -14,7 +14,7 @@ from ticketforge.model.ir.validate import validate
 
 __all__ = [
     "Graph", "Layer", "Neuron", "InputSpec", "IRError", "SCHEMA_ID", "SCHEMA_VERSION",
-    "load_graph", "save_graph", "graph_to_dict", "graph_from_dict", "validate", "run", "GoldenResult",
+    "load_graph", "save_graph", "load_test_inputs", "graph_to_dict", "graph_from_dict", "validate", "run", "GoldenResult",
     "fold_batchnorm", "flip_negative_channels", "integerize", "size_membranes",
     "compact_pruned_neurons", "LOWERING_PASSES", "random_graph", "random_images",
 ]

@@ -15,7 +15,12 @@ import numpy as np
 from ticketforge.model.ir.schema import (SCHEMA_ID, SCHEMA_VERSION, Graph, InputSpec, IRError, Layer,
                                          Neuron)
 
-__all__ = ["save_graph", "load_graph", "graph_to_dict", "graph_from_dict", "SCHEMA_FILE"]
+__all__ = ["save_graph", "load_graph", "graph_to_dict", "graph_from_dict", "load_test_inputs", "SCHEMA_FILE",
+           "TEST_INPUTS_FILE"]
+
+# the test split as the hardware receives it (the input quantizer's codes, not the dataset's
+# pixels: they differ when the dataset's pixel_max is not 255), with its labels
+TEST_INPUTS_FILE = "test_inputs.npz"
 
 SCHEMA_FILE = Path(__file__).with_name("graph.schema.json")
 
@@ -70,6 +75,17 @@ def load_graph(folder: Path, validate: bool = True) -> Graph:
 
 
 # -- strict parsing -----------------------------------------------------------------------
+
+def load_test_inputs(folder: Path) -> tuple[np.ndarray, np.ndarray]:
+    """(codes, labels) of the test split, written by the quantize stage next to the IR:
+    what the integer accuracy was measured on and what the hardware stages must feed."""
+    path = Path(folder) / TEST_INPUTS_FILE
+    if not path.is_file():
+        raise IRError(f"{path} is missing (an IR from before it was written): re-run "
+                      f"`ticketforge quantize` for this config")
+    with np.load(path) as z:
+        return z["codes"].astype(np.int64), z["labels"].astype(np.int64)
+
 
 def _get(d: dict, key: str, typ, where: str, default=...):
     if not isinstance(d, dict):
