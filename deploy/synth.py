@@ -15,11 +15,12 @@ import shutil
 import subprocess
 import sys
 import time
+import warnings
 from pathlib import Path
 
 from ticketforge.deploy.boards import Board, BoardError
 
-__all__ = ["CELL_CLASSES", "tool_cmd", "yosys_cmd", "parse_stat", "fit_check", "synthesize"]
+__all__ = ["CELL_CLASSES", "tool_cmd", "yosys_cmd", "parse_stat", "fit_check", "closest_fit_hint", "synthesize"]
 
 # cell type -> resource class, per family (what each yosys synth_<family> maps to)
 CELL_CLASSES = {
@@ -92,6 +93,29 @@ def fit_check(res: dict[str, int], board: Board) -> dict:
             over[k] = {"used": used, "available": cap, "over_by": used - cap, "ratio": round(used / max(cap, 1), 2)}
     return {"fits": not over, "over": over,
             "utilisation": {k: round(res.get(k, 0) / cap, 4) if cap else None for k, cap in caps.items()}}
+
+
+def closest_fit_hint(ir_dir: Path, board: Board) -> str:
+    """What would fit: the on-chip memory the design needs against the board's, per PE count
+    (memories are the binding resource of these designs)."""
+    from amaranth.hdl import UnusedElaboratable
+    from ticketforge.model.ir import load_graph
+    from ticketforge.rtl.accel import Accelerator
+
+    g = load_graph(ir_dir)
+    cap = board.memory_kbits * 1024
+    tried = []
+    for P in (16, 8, 4, 2, 1):
+        acc = Accelerator(g, P, trace=False)
+        with warnings.catch_warnings():         # elaborating only to fill the memory inventory
+            warnings.simplefilter("ignore", UnusedElaboratable)
+            acc.elaborate(None)
+        bits = sum(m["bits"] for m in acc.memories)
+        tried.append(f"P={P}: {bits / 1e6:.2f} Mbit")
+        if bits <= 0.8 * cap:
+            return f"P={P} would need {bits / 1e6:.2f} Mbit of the board's {cap / 1e6:.2f} Mbit: try --pes {P}"
+    return (f"no PE count fits this network's memories in {board.name}'s {cap / 1e6:.2f} Mbit of block RAM "
+            f"({'; '.join(tried)}); a smaller network (fewer neurons, fewer kept synapses) is needed")
 
 
 def synthesize(rtl_dir: Path, board: Board, out_dir: Path, log=print) -> dict:

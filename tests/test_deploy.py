@@ -64,14 +64,14 @@ def test_board_build_places_routes_and_packs(tmp_path, board, cells, bitstream, 
 
 
 def test_fit_hint_names_what_the_design_needs(tmp_path):
-    from ticketforge.cli import _closest_fit_hint
+    from ticketforge.deploy.synth import closest_fit_hint
     from ticketforge.deploy.boards import Board
     g = random_graph(3, binary=True)
     save_graph(g, tmp_path / "ir")
     tiny = Board("tiny", "ice40", "x", "y", luts=10, ffs=10, brams=0, bram_kbits=4, dsps=0)
-    assert "no PE count fits" in _closest_fit_hint(tmp_path, tiny)
+    assert "no PE count fits" in closest_fit_hint(tmp_path / "ir", tiny)
     roomy = Board("roomy", "ice40", "x", "y", luts=10, ffs=10, brams=1000, bram_kbits=4, dsps=0)
-    assert "try --pes 16" in _closest_fit_hint(tmp_path, roomy)
+    assert "try --pes 16" in closest_fit_hint(tmp_path / "ir", roomy)
 
 
 def test_platform_for_an_estimate_board_is_refused():

@@ -242,8 +242,7 @@ def cmd_sim(args) -> int:
     integer = json.loads((root / "ir" / "metrics.json").read_text()).get("accuracy_integer") \
         if (root / "ir" / "metrics.json").is_file() and n == len(codes) else None
     res["accuracy_integer_ir"] = integer
-    res["inputs"] = _digests({"top.v": rtldir / "top.v", "graph.json": root / "ir" / "graph.json",
-                              "test_inputs.npz": root / "ir" / "test_inputs.npz"})
+    res["inputs"] = _digests(_sim_inputs(root))
     res["params"] = {"simulator": args.simulator, "images": str(args.images)}
     (root / "sim" / "results.json").write_text(json.dumps(res, indent=1))
     print(f"[{cfg.name}] {args.simulator}: {res['agree']}/{res['images_run']} images identical to the golden "
@@ -260,14 +259,26 @@ def _digests(inputs: dict[str, Path]) -> dict[str, str]:
     return {k: hashlib.sha256(p.read_bytes()).hexdigest() for k, p in inputs.items() if p.is_file()}
 
 
-def _stage_fresh(folder: Path, inputs: dict[str, Path], record: str = "manifest.json") -> bool:
-    """A stage is skipped when its manifest records the same input digests as now."""
+def _stage_fresh(folder: Path, inputs: dict[str, Path], record: str = "manifest.json", expect: dict | None = None,
+                 outputs: tuple[str, ...] = ()) -> bool:
+    """A stage is kept when its record holds the same input digests as now, the ``expect``ed
+    fields (parameters, generator digest) and its ``outputs`` files exist."""
     man = folder / record
-    if not man.is_file():
+    if not man.is_file() or not all((folder / f).is_file() for f in outputs):
         return False
-    recorded = json.loads(man.read_text()).get("inputs", {})
+    rec = json.loads(man.read_text())
     now = _digests(inputs)
-    return bool(now) and recorded == now
+    return bool(now) and rec.get("inputs", {}) == now and all(rec.get(k) == v for k, v in (expect or {}).items())
+
+
+def _sim_inputs(root: Path) -> dict[str, Path]:
+    """What a sim result depends on (recorded by `sim`, compared by `hw`)."""
+    return {"top.v": root / "rtl" / "top.v", "graph.json": root / "ir" / "graph.json",
+            "test_inputs.npz": root / "ir" / "test_inputs.npz"}
+
+
+def _synth_inputs(root: Path) -> dict[str, Path]:
+    return {"core.il": root / "rtl" / "core.il", "synth_top.v": root / "rtl" / "synth_top.v"}
 
 
 def _synth_one(cfg, root: Path, board_name: str, bitstream: bool, quiet: bool) -> dict:
@@ -288,39 +299,15 @@ def _synth_one(cfg, root: Path, board_name: str, bitstream: bool, quiet: bool) -
     else:
         r = synthesize(rtldir, board, out, log=log)
         r["fmax_mhz"] = None
-    r["inputs"] = _digests({"core.il": rtldir / "core.il", "synth_top.v": rtldir / "synth_top.v"})
+    r["inputs"] = _digests(_synth_inputs(root))
     r["params"] = {"bitstream": bitstream}
     (root / "synth" / f"{board.name}.json").write_text(json.dumps(r, indent=1))
     return r
 
 
-def _closest_fit_hint(root: Path, board) -> str:
-    """What would fit: the on-chip memory the design needs against the board's, per PE count
-    (memories are the binding resource of these designs)."""
-    import warnings
-
-    from amaranth.hdl import UnusedElaboratable
-    from ticketforge.model.ir import load_graph
-    from ticketforge.rtl.accel import Accelerator
-
-    g = load_graph(root / "ir")
-    cap = board.memory_kbits * 1024
-    tried = []
-    for P in (16, 8, 4, 2, 1):
-        acc = Accelerator(g, P, trace=False)
-        with warnings.catch_warnings():         # elaborating only to fill the memory inventory
-            warnings.simplefilter("ignore", UnusedElaboratable)
-            acc.elaborate(None)
-        bits = sum(m["bits"] for m in acc.memories)
-        tried.append(f"P={P}: {bits / 1e6:.2f} Mbit")
-        if bits <= 0.8 * cap:
-            return f"P={P} would need {bits / 1e6:.2f} Mbit of the board's {cap / 1e6:.2f} Mbit: try --pes {P}"
-    return (f"no PE count fits this network's memories in {board.name}'s {cap / 1e6:.2f} Mbit of block RAM "
-            f"({'; '.join(tried)}); a smaller network (fewer neurons, fewer kept synapses) is needed")
-
-
 def cmd_synth(args) -> int:
     from ticketforge.deploy.boards import BoardError, get_board
+    from ticketforge.deploy.synth import closest_fit_hint
 
     cfg = _load(args)
     root = Path(args.build_dir) / cfg.name
@@ -335,7 +322,7 @@ def cmd_synth(args) -> int:
         over = ", ".join(f"{k}: {v['used']} used, {v['available']} available (over by {v['over_by']})"
                          for k, v in r["over"].items())
         raise BoardError(f"{cfg.name} does not fit the {board.name} ({board.device}): {over}. "
-                         f"{_closest_fit_hint(root, board)}")
+                         f"{closest_fit_hint(root / 'ir', board)}")
     return 0
 
 
@@ -365,8 +352,8 @@ def cmd_hw(args) -> int:
     seconds["model"] = time.perf_counter() - t0
     print(f"[hw] model stage done ({seconds['model']:.1f} s)", flush=True)
     t1 = time.perf_counter()
-    if _stage_fresh(irdir, {"model.pt": tdir / "model.pt", "ticket.json": tdir / "ticket.json"}) \
-            and (irdir / "test_inputs.npz").is_file():
+    if _stage_fresh(irdir, {"model.pt": tdir / "model.pt", "ticket.json": tdir / "ticket.json"},
+                    outputs=("test_inputs.npz",)):
         print(f"[hw] quantize stage: {irdir} is up to date with the ticket, kept")
         kept.append("quantize")
     else:
@@ -380,10 +367,8 @@ def cmd_hw(args) -> int:
     from ticketforge.rtl.emit import generator_digest
     rtldir = root / ("rtl-dense" if args.dense else "rtl")
     params = {"pes": args.pes, "dense": args.dense, "trace": args.trace, "memory_style": args.memory_style}
-    man = rtldir / "manifest.json"
-    if _stage_fresh(rtldir, {"graph.json": irdir / "graph.json", "tensors.npz": irdir / "tensors.npz"}) \
-            and json.loads(man.read_text()).get("params") == params \
-            and json.loads(man.read_text()).get("generator") == generator_digest():
+    if _stage_fresh(rtldir, {"graph.json": irdir / "graph.json", "tensors.npz": irdir / "tensors.npz"},
+                    expect={"params": params, "generator": generator_digest()}):
         print(f"[hw] rtl stage: {rtldir} is up to date with the IR, kept")
         kept.append("rtl")
     else:
@@ -396,10 +381,8 @@ def cmd_hw(args) -> int:
     simdir = root / "sim"
     if args.dense:
         print("[hw] sim stage: skipped for the dense reference design")
-    elif _stage_fresh(simdir, {"top.v": rtldir / "top.v", "graph.json": irdir / "graph.json",
-                               "test_inputs.npz": irdir / "test_inputs.npz"}, "results.json") \
-            and json.loads((simdir / "results.json").read_text()).get("params") == \
-            {"simulator": args.simulator, "images": str(args.images)}:
+    elif _stage_fresh(simdir, _sim_inputs(root), "results.json",
+                      expect={"params": {"simulator": args.simulator, "images": str(args.images)}}):
         print(f"[hw] sim stage: {simdir / 'results.json'} was measured on this Verilog, kept")
         kept.append("sim")
     else:
@@ -413,8 +396,8 @@ def cmd_hw(args) -> int:
     t4 = time.perf_counter()
     board = args.board or cfg.hw.board
     sres = root / "synth" / f"{board}.json"
-    if _stage_fresh(root / "synth", {"core.il": rtldir / "core.il", "synth_top.v": rtldir / "synth_top.v"},
-                    f"{board}.json") and json.loads(sres.read_text()).get("params") == {"bitstream": args.bitstream}:
+    if _stage_fresh(root / "synth", _synth_inputs(root), f"{board}.json",
+                    expect={"params": {"bitstream": args.bitstream}}):
         print(f"[hw] synth stage: {sres} was made from this RTL, kept")
         kept.append("synth")
         synth = json.loads(sres.read_text())
