@@ -78,3 +78,10 @@ def test_platform_for_an_estimate_board_is_refused():
     from ticketforge.deploy.board_build import platform_for
     with pytest.raises(BoardError, match="estimate only"):
         platform_for(get_board("arty_a7"))
+
+
+def test_hw_refuses_an_unknown_board_before_any_stage(tmp_path, root):
+    from conftest import run_cli
+    r = run_cli("hw", "--config", "vgg9_binw", "--board", "nosuch", "--build-dir", str(tmp_path), cwd=root)
+    assert r.returncode == 2 and "unknown board 'nosuch'" in r.stderr and "icebreaker" in r.stderr
+    assert not any(tmp_path.iterdir())                    # nothing started, nothing written

@@ -328,8 +328,11 @@ def cmd_synth(args) -> int:
 
 def cmd_hw(args) -> int:
     """Run every stage wired so far, in order, skipping a stage whose inputs are unchanged."""
+    from ticketforge.deploy.boards import get_board
+
     cfg = _load(args)
     args.pes = args.pes or cfg.hw.pes
+    get_board(args.board or cfg.hw.board)        # an unknown board fails now, not after the simulation
     root = Path(args.build_dir) / cfg.name
     tdir, irdir = root / "ticket", root / "ir"
     t0 = time.perf_counter()
