@@ -102,6 +102,15 @@ def build_parser() -> argparse.ArgumentParser:
                                      "board: build/<name>/synth/<board>/")
     _add_config_args(p)
     _add_synth_args(p)
+    p = sub.add_parser("hls", help="the IR as an hls4ml project with the spiking extension; g++ C simulation "
+                                   "against the golden model: build/<name>/hls/")
+    _add_config_args(p)
+    p.add_argument("--images", default="all",
+                   help="test images to C-simulate: a number or 'all' (the whole test split; default)")
+    p.add_argument("--jobs", type=int, default=os.cpu_count() or 1,
+                   help="C-simulation processes sharing the images (default: one per core)")
+    p.add_argument("--backend", choices=("Vitis", "Vivado"), default="Vitis",
+                   help="hls4ml backend the project is written for (default Vitis)")
     p = sub.add_parser("hw", help="the main job: model -> quantize -> rtl -> sim -> synth -> report")
     _add_config_args(p)
     _add_rtl_args(p)
@@ -221,7 +230,7 @@ def cmd_rtl(args) -> int:
 
 
 def cmd_sim(args) -> int:
-    from ticketforge.model.ir import IRError, load_graph, load_test_inputs
+    from ticketforge.model.ir import IRError, load_graph
     from ticketforge.sim.runner import run_sim
 
     cfg = _load(args)
@@ -231,16 +240,11 @@ def cmd_sim(args) -> int:
         raise IRError(f"no Verilog in {rtldir}: run `ticketforge rtl --config {cfg.name}` first "
                       f"(or `make hw MODEL={cfg.name}`)")
     g = load_graph(root / "ir")
-    codes, all_labels = load_test_inputs(root / "ir")      # the input quantizer's codes of the test split
-    n = len(codes) if args.images == "all" else int(args.images)
-    if not 1 <= n <= len(codes):
-        raise IRError(f"--images must be 'all' or 1..{len(codes)}, got {args.images!r}")
-    images, labels = codes[:n], all_labels[:n]
+    images, labels, integer = _test_split(root, args.images)   # the input quantizer's codes of the test split
+    n = len(images)
     res = run_sim(rtldir, g, images, root / "sim", args.simulator, labels=labels,
                   traced=list(range(min(args.trace_images, n))), progress=not args.quiet, jobs=args.jobs,
                   log=lambda s, **k: print(s, **k) if not args.quiet else None)
-    integer = json.loads((root / "ir" / "metrics.json").read_text()).get("accuracy_integer") \
-        if (root / "ir" / "metrics.json").is_file() and n == len(codes) else None
     res["accuracy_integer_ir"] = integer
     res["inputs"] = _digests(_sim_inputs(root))
     res["params"] = {"simulator": args.simulator, "images": str(args.images)}
@@ -324,6 +328,49 @@ def cmd_synth(args) -> int:
         raise BoardError(f"{cfg.name} does not fit the {board.name} ({board.device}): {over}. "
                          f"{closest_fit_hint(root / 'ir', board)}")
     return 0
+
+
+def _test_split(root: Path, images: str):
+    """The IR's test input codes and labels (the first `images` of them: 'all' or a count) and
+    the IR's integer accuracy when they are the whole split (else None)."""
+    from ticketforge.model.ir import IRError, load_test_inputs
+
+    codes, labels = load_test_inputs(root / "ir")
+    n = len(codes) if images == "all" else int(images) if str(images).isdigit() else -1
+    if not 1 <= n <= len(codes):
+        raise IRError(f"--images must be 'all' or 1..{len(codes)}, got {images!r}")
+    metrics = root / "ir" / "metrics.json"
+    integer = json.loads(metrics.read_text()).get("accuracy_integer") \
+        if metrics.is_file() and n == len(codes) else None
+    return codes[:n], labels[:n], integer
+
+
+def cmd_hls(args) -> int:
+    from ticketforge.hls.csim import run_csim
+    from ticketforge.model.ir import IRError, load_graph
+
+    cfg = _load(args)
+    root = Path(args.build_dir) / cfg.name
+    if not (root / "ir" / "graph.json").is_file():
+        raise IRError(f"no IR in {root / 'ir'}: run `ticketforge quantize --config {cfg.name}` first")
+    g = load_graph(root / "ir")
+    images, labels, integer = _test_split(root, args.images)
+    res = run_csim(g, images, labels, root / "hls", jobs=args.jobs, backend=args.backend, progress=not args.quiet)
+    res["inputs"] = _digests(_hls_inputs(root))
+    res["accuracy_integer_ir"] = integer
+    (root / "hls" / "results.json").write_text(json.dumps(res, indent=1))
+    print(f"[{cfg.name}] hls4ml {args.backend} C simulation: {res['agree']}/{res['images']} images identical to the "
+          f"golden model (scores and every layer's spike trains); accuracy {res['accuracy_hls']:.4f}"
+          + (f" (integer IR {integer:.4f})" if integer is not None else "")
+          + f"; compile {res['seconds']['write_compile']:.0f} s, C-sim {res['seconds']['csim']:.0f} s on "
+          f"{res['jobs']} processes -> {root / 'hls'}")
+    return 0 if res["matches_golden"] else 1
+
+
+def _hls_inputs(root: Path) -> dict[str, Path]:
+    """What an HLS result depends on (recorded by `hls`, checked by the report)."""
+    return {"graph.json": root / "ir" / "graph.json", "tensors.npz": root / "ir" / "tensors.npz",
+            "test_inputs.npz": root / "ir" / "test_inputs.npz"}
 
 
 def cmd_hw(args) -> int:
@@ -450,7 +497,22 @@ def _report(cfg, root: Path, synth: dict, seconds: dict) -> dict:
         codes, _ = load_test_inputs(root / "ir")
         cycles = model_cycles(g, codes[:sim["images_run"]], sim["pes"])
         cache.write_text(json.dumps({"key": key, "cycles": cycles}, indent=1))
-    return build_report(root, cfg.name, cycles, synth, {k: round(v, 1) for k, v in seconds.items()})
+    return build_report(root, cfg.name, cycles, synth, {k: round(v, 1) for k, v in seconds.items()},
+                        hls=_hls_section(root))
+
+
+def _hls_section(root: Path) -> dict | None:
+    """The `hls` section of the report: present when `ticketforge hls` ran on this IR."""
+    res_path = root / "hls" / "results.json"
+    if not res_path.is_file():
+        return None
+    res = json.loads(res_path.read_text())
+    if res.get("inputs") != _digests(_hls_inputs(root)):
+        print(f"[hw] note: {res_path} was made from another IR; re-run `ticketforge hls` to report it")
+        return None
+    keys = ("backend", "part", "images", "agree", "matches_golden", "compared", "accuracy_hls", "seconds",
+            "seconds_per_image", "jobs", "verified", "not_verified", "baseline")
+    return {k: res[k] for k in keys if k in res}
 
 
 
@@ -465,7 +527,7 @@ def cmd_configs(_args) -> int:
     return 0
 
 
-_COMMANDS = {"train": cmd_train, "eval": cmd_eval, "prune": cmd_prune, "sweep": cmd_sweep, "quantize": cmd_quantize, "rtl": cmd_rtl, "sim": cmd_sim, "synth": cmd_synth, "hw": cmd_hw,
+_COMMANDS = {"train": cmd_train, "eval": cmd_eval, "prune": cmd_prune, "sweep": cmd_sweep, "quantize": cmd_quantize, "rtl": cmd_rtl, "sim": cmd_sim, "synth": cmd_synth, "hls": cmd_hls, "hw": cmd_hw,
              "configs": cmd_configs}
 
 

@@ -1,0 +1,96 @@
+"""The hls4ml path: the IR as an hls4ml project with the spiking extension, C-simulated with
+g++ and compared with the golden interpreter (scores and every layer's spike trains)."""
+from __future__ import annotations
+
+import dataclasses
+import re
+
+import numpy as np
+import pytest
+
+from ticketforge.hls.csim import run_csim
+from ticketforge.hls.from_ir import layer_list
+from ticketforge.model.ir import golden
+from ticketforge.model.ir.random import random_graph, random_images
+from ticketforge.model.ir.schema import IRError, Layer
+
+
+def _features(g) -> set[str]:
+    f = set()
+    for l in g.layers:
+        f.add(l.kind)
+        if l.neuron:
+            f |= {l.neuron.leak, l.neuron.reset}
+            nm = g.tensor(l, "neuron_mask")
+            f |= {"pruned"} if nm.min() == 0 else set()
+            f |= {"all_pruned"} if nm.max() == 0 else set()
+            f |= {"wide_weights"} if l.weight_bits > 2 else set()
+    return f
+
+
+# seeds 4 and 19 between them hold every layer kind, leak, reset, pruned neurons, a fully
+# pruned layer and multi-bit weights (checked below); 5 is the binary-weight case
+SEEDS = [(4, False), (19, False), (5, True)]
+
+
+def test_random_irs_cover_the_features():
+    covered = set().union(*(_features(random_graph(s, binary=b)) for s, b in SEEDS))
+    assert {"conv", "linear", "pool", "flatten", "output", "none", "shift", "fixed", "hard", "soft", "pruned",
+            "all_pruned", "wide_weights"} <= covered
+
+
+@pytest.mark.parametrize("seed,binary", SEEDS)
+def test_csim_equals_golden_on_random_ir(tmp_path, seed, binary):
+    g = random_graph(seed, binary=binary)
+    images = random_images(g, 12, seed=seed)
+    labels = np.zeros(len(images), dtype=np.int64)
+    res = run_csim(g, images, labels, tmp_path, jobs=1, progress=False)
+    assert res["images"] == 12
+    assert res["matches_golden"], res["mismatched_images"]
+    scores = np.load(tmp_path / "scores.npy")
+    assert np.array_equal(scores, golden.run(g, images).scores)
+    # saturation is exercised: some layer's H leaves its membrane range on these images
+    rng = golden.run(g, images, measure_range=True).h_range
+    if seed == 4:
+        assert any(lo < l.neuron.vmin or hi > l.neuron.vmax
+                   for l in g.layers if l.neuron and l.name in rng for lo, hi in [rng[l.name]])
+
+
+def test_generated_code_iterates_live_neurons_and_kept_synapses_only(tmp_path):
+    g = random_graph(4)
+    run_csim(g, random_images(g, 2), np.zeros(2, np.int64), tmp_path, jobs=1, progress=False)
+    fw = tmp_path / "project" / "firmware"
+    params = (fw / "parameters.h").read_text()
+    checked = 0
+    for l in g.layers:
+        if l.neuron is None:
+            continue
+        m = re.search(rf"// {l.name}\nstruct config(\d+) : nnet::lif_config \{{(.*?)\}};", params, re.S)
+        assert m, f"layer {l.name} has no lif config in parameters.h"
+        index, body = m.group(1), m.group(2)
+        live = int(g.tensor(l, "neuron_mask").sum())
+        kept = int(np.count_nonzero(g.tensor(l, "weight")))
+        # the C++ loop bounds: n_live neurons, and per channel its CSR range of kept synapses
+        assert f"n_live = {live}," in body
+        assert f"n_taps = {max(kept, 1)};" in body
+        assert f"taps{index}[{max(kept, 1)}]" in (fw / "weights" / f"taps{index}.h").read_text()
+        assert f"live{index}[{max(live, 1)}]" in (fw / "weights" / f"live{index}.h").read_text()
+        checked += 1
+    assert checked >= 2
+
+
+def test_a_pool_before_any_neuron_layer_is_refused_with_its_name():
+    g = random_graph(5, binary=True)
+    conv = next(l for l in g.layers if l.kind == "conv")
+    c, h, w = conv.in_shape
+    pool = Layer("early_pool", "pool", (c, h, w), (c, h // 2, w // 2), kernel=2, stride=2)
+    bad = dataclasses.replace(g, layers=(pool,) + g.layers)
+    with pytest.raises(IRError, match="early_pool"):
+        layer_list(bad)
+
+
+def test_unknown_backend_is_refused():
+    from ticketforge.hls.extension import register
+
+    with pytest.raises(ValueError, match="Vitis, Vivado"):
+        register("Quartus")
