@@ -238,10 +238,30 @@ def _markdown(rep: dict, figs) -> str:
     lines += ["", "## Stage seconds", "", "| stage | s |", "|---|---|"]
     lines += [f"| {k} | {v:.1f} |" for k, v in rep["stage_seconds"].items()]
     if "hls" in rep:
-        lines += ["", "## HLS (hls4ml C simulation)", "", "```", json.dumps(rep["hls"], indent=1), "```"]
+        lines += _hls_markdown(rep["hls"], a)
     lines += ["", "Energies are estimates: " + e["method"] + ".", ""]
     lines += [f"![{t}]({f})" for f, t in figs]
     return "\n".join(lines) + "\n"
+
+
+def _hls_markdown(h: dict, acc: dict) -> list[str]:
+    lines = ["", "## HLS path (hls4ml, C simulation)", "",
+             "| | |", "|---|---|",
+             f"| project | hls4ml {h['backend']} backend, part {h['part']}, spiking extension layers |",
+             f"| equals the golden model | **{h['matches_golden']}**: {h['agree']}/{h['images']} images "
+             f"({h['compared']}) |",
+             f"| accuracy (C simulation) | {h['accuracy_hls']:.4f} (RTL {acc['rtl']:.4f}) |",
+             f"| seconds | compile {h['seconds']['write_compile']:.0f}, C simulation {h['seconds']['csim']:.0f} "
+             f"on {h['jobs']} processes ({h['seconds_per_image']:.3f} s per image per process) |",
+             f"| verified here / not | {h['verified']} / {h['not_verified']} |"]
+    b = h.get("baseline")
+    if b:
+        lines += [f"| baseline {b['name']} (BNN-BinAct, brevitas -> QONNX -> hls4ml) | accuracy: torch "
+                  f"{b['accuracy_torch']:.4f}, brevitas {b['accuracy_brevitas']:.4f}, hls4ml C-sim "
+                  f"{b['accuracy_hls']:.4f} on {b['images']} images; hls4ml vs brevitas: predictions agree on "
+                  f"{b['prediction_agreement_hls_brevitas']:.4f}, scores max abs difference "
+                  f"{b['score_max_abs_diff']:.4g} |"]
+    return lines
 
 
 def _html(md: str, figs, title: str) -> str:

@@ -20,7 +20,7 @@ from ticketforge.hls.from_ir import HLS_PART, build_model, traced_layers
 from ticketforge.model.ir import golden
 from ticketforge.model.ir.schema import Graph, IRError
 
-__all__ = ["run_csim", "write_project", "CHUNK"]
+__all__ = ["run_csim", "write_project", "parallel_chunks", "CHUNK"]
 
 CHUNK = 20                     # images per trace call: bounds the memory of traced spike trains
 _WORKER: dict = {}             # the compiled model and inputs, inherited by forked workers
@@ -45,6 +45,33 @@ def write_project(g: Graph, out_dir: Path, backend: str = "Vitis", part: str = H
     return model
 
 
+def parallel_chunks(fn, n: int, jobs: int, desc: str | None, chunk: int = CHUNK) -> list[dict]:
+    """``fn(lo, hi)`` over [0, n) in chunks, on `jobs` processes forked from this one (so they
+    inherit `_WORKER`, the compiled library included); results in order.  `desc`: a tqdm bar."""
+    if jobs < 1:
+        raise ValueError(f"jobs must be >= 1, got {jobs}")
+    chunks = [(lo, min(lo + chunk, n)) for lo in range(0, n, chunk)]
+    bar = None
+    if desc:
+        from tqdm import tqdm
+        bar = tqdm(total=n, unit="img", desc=desc, leave=False)
+    results = []
+    try:
+        if jobs == 1 or len(chunks) == 1:
+            for lo, hi in chunks:
+                results.append(fn(lo, hi))
+                bar and bar.update(hi - lo)
+        else:
+            with ProcessPoolExecutor(max_workers=jobs, mp_context=mp.get_context("fork")) as pool:
+                for (lo, hi), f in zip(chunks, [pool.submit(fn, lo, hi) for lo, hi in chunks]):
+                    results.append(f.result())
+                    bar and bar.update(hi - lo)
+    finally:
+        bar and bar.close()
+        _WORKER.clear()
+    return results
+
+
 def _flat(images: np.ndarray) -> np.ndarray:
     return np.ascontiguousarray(images.reshape(len(images), -1), dtype=np.float64)
 
@@ -64,7 +91,7 @@ def _check(lo: int, hi: int) -> dict:
         want = ref.spikes[name]
         got = np.asarray(trace[name]).reshape(want.shape)
         same &= np.all((got.reshape(len(x), -1) == want.reshape(len(x), -1)), axis=1)
-    return {"lo": lo, "scores": scores, "same": same, "seconds": seconds}
+    return {"scores": scores, "same": same, "seconds": seconds}
 
 
 def run_csim(g: Graph, images: np.ndarray, labels: np.ndarray, out_dir: Path, jobs: int = 2,
@@ -72,37 +99,14 @@ def run_csim(g: Graph, images: np.ndarray, labels: np.ndarray, out_dir: Path, jo
     """C-simulate `images` ([N, C, H, W] input codes) on the hls4ml project written to `out_dir`."""
     if len(images) == 0:
         raise IRError("no images to simulate")
-    if jobs < 1:
-        raise ValueError(f"jobs must be >= 1, got {jobs}")
     out_dir = Path(out_dir)
     t0 = time.perf_counter()
     model = write_project(g, out_dir / "project", backend=backend)
     compile_s = time.perf_counter() - t0
     _WORKER.update(model=model, graph=g, images=np.asarray(images))
-    chunks = [(lo, min(lo + CHUNK, len(images))) for lo in range(0, len(images), CHUNK)]
-    results = []
     t1 = time.perf_counter()
-    bar = None
-    if progress:
-        from tqdm import tqdm
-        bar = tqdm(total=len(images), unit="img", desc="hls csim", leave=False)
-    try:
-        if jobs == 1 or len(chunks) == 1:
-            for lo, hi in chunks:
-                results.append(_check(lo, hi))
-                bar and bar.update(hi - lo)
-        else:
-            with ProcessPoolExecutor(max_workers=jobs, mp_context=mp.get_context("fork")) as pool:
-                futures = [pool.submit(_check, lo, hi) for lo, hi in chunks]
-                for f in futures:
-                    r = f.result()
-                    results.append(r)
-                    bar and bar.update(len(r["same"]))
-    finally:
-        bar and bar.close()
-        _WORKER.clear()
+    results = parallel_chunks(_check, len(images), jobs, "hls csim" if progress else None)
     run_s = time.perf_counter() - t1
-    results.sort(key=lambda r: r["lo"])
     scores = np.concatenate([r["scores"] for r in results])
     same = np.concatenate([r["same"] for r in results])
     mismatched = [int(i) for i in np.flatnonzero(~same)]

@@ -94,3 +94,37 @@ def test_unknown_backend_is_refused():
 
     with pytest.raises(ValueError, match="Vitis, Vivado"):
         register("Quartus")
+
+
+def test_bnn_baseline_through_brevitas_qonnx_and_hls4ml_matches_brevitas(tmp_path):
+    """A small BNN-BinAct MLP (untrained weights, non-trivial batch-norm statistics):
+    brevitas -> QONNX -> hls4ml C simulation gives brevitas' scores."""
+    import torch
+
+    from ticketforge.hls.bnn import run_bnn_csim
+    from ticketforge.model.bnn_qonnx import export_bnn
+    from ticketforge.model.config import load_config
+    from ticketforge.model.zoo import build_model
+
+    cfg = load_config("mlp_binw_digits", {"model.variant": "bnn"})
+    torch.manual_seed(0)
+    net = build_model(cfg.model, (1, 8, 8), 10)
+    for m in net.modules():
+        if isinstance(m, torch.nn.modules.batchnorm._BatchNorm):
+            m.running_mean.uniform_(-2, 2)
+            m.running_var.uniform_(0.5, 2)
+    net.eval()
+    rng = np.random.default_rng(0)
+    images = torch.from_numpy(rng.integers(0, 17, (40, 1, 8, 8))).float() / 16
+    labels = rng.integers(0, 10, 40)
+    info = export_bnn(net, images, images, labels, tmp_path / "export")
+    assert info["prediction_agreement_brevitas_torch"] == 1.0
+    res = run_bnn_csim(tmp_path / "export", tmp_path / "hls", "tiny_bnn", jobs=1, progress=False)
+    assert res["images"] == 40
+    assert res["score_max_rel_diff"] < 1e-6, res     # equal up to float32 rounding of the outputs
+    scores = np.load(tmp_path / "hls" / "scores.npy")
+    ref = np.load(tmp_path / "export" / "reference.npz")["brevitas_scores"]
+    top2 = np.sort(ref, axis=1)[:, -2:]
+    clear = top2[:, 1] - top2[:, 0] > 1e-3 * np.abs(ref).max()   # an untrained net has tied classes
+    assert clear.sum() >= 10
+    assert np.array_equal(scores[clear].argmax(1), ref[clear].argmax(1))

@@ -111,6 +111,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="C-simulation processes sharing the images (default: one per core)")
     p.add_argument("--backend", choices=("Vitis", "Vivado"), default="Vitis",
                    help="hls4ml backend the project is written for (default Vitis)")
+    p.add_argument("--baseline", default=None, metavar="CONFIG",
+                   help="also run a BNN-BinAct config (e.g. vgg9_bnn; trained first if needed) through "
+                        "brevitas -> QONNX -> hls4ml and C-simulate it on its whole test split")
     p = sub.add_parser("hw", help="the main job: model -> quantize -> rtl -> sim -> synth -> report")
     _add_config_args(p)
     _add_rtl_args(p)
@@ -358,13 +361,61 @@ def cmd_hls(args) -> int:
     res = run_csim(g, images, labels, root / "hls", jobs=args.jobs, backend=args.backend, progress=not args.quiet)
     res["inputs"] = _digests(_hls_inputs(root))
     res["accuracy_integer_ir"] = integer
+    if args.baseline:
+        res["baseline"] = _bnn_baseline(args, root)
     (root / "hls" / "results.json").write_text(json.dumps(res, indent=1))
     print(f"[{cfg.name}] hls4ml {args.backend} C simulation: {res['agree']}/{res['images']} images identical to the "
           f"golden model (scores and every layer's spike trains); accuracy {res['accuracy_hls']:.4f}"
           + (f" (integer IR {integer:.4f})" if integer is not None else "")
           + f"; compile {res['seconds']['write_compile']:.0f} s, C-sim {res['seconds']['csim']:.0f} s on "
           f"{res['jobs']} processes -> {root / 'hls'}")
+    if "baseline" in res:
+        b = res["baseline"]
+        print(f"[{b['name']}] BNN-BinAct baseline, brevitas -> QONNX -> hls4ml C simulation on {b['images']} "
+              f"images: accuracy {b['accuracy_hls']:.4f} (brevitas {b['accuracy_brevitas']:.4f}, torch "
+              f"{b['accuracy_torch']:.4f}); predictions equal to brevitas' on "
+              f"{b['prediction_agreement_hls_brevitas']:.4f}, scores identical on {b['images_scores_identical']} "
+              f"images (max |difference| {b['score_max_abs_diff']:.3g})")
     return 0 if res["matches_golden"] else 1
+
+
+def _bnn_baseline(args, root: Path) -> dict:
+    """Train (if needed), export through brevitas and C-simulate the BNN-BinAct baseline."""
+    import argparse
+    import hashlib
+
+    from ticketforge.hls.bnn import run_bnn_csim
+    from ticketforge.model.config import ConfigError, load_config
+
+    bcfg = load_config(args.baseline)
+    if bcfg.model.variant != "bnn":
+        raise ConfigError(f"--baseline {args.baseline}: a BNN-BinAct baseline needs a `bnn` variant config "
+                          f"(this one is {bcfg.model.variant!r}), e.g. vgg9_bnn")
+    broot = Path(args.build_dir) / bcfg.name
+    if not (broot / "ticket" / "model.pt").is_file():
+        print(f"[hls] baseline {bcfg.name}: no trained network in {broot / 'ticket'}; training it", flush=True)
+        if cmd_train(argparse.Namespace(**{**vars(args), "config": args.baseline, "overrides": []})):
+            raise ConfigError(f"training the baseline {bcfg.name} failed")
+    export_dir = broot / "bnn-qonnx"
+    digest = hashlib.sha256((broot / "ticket" / "model.pt").read_bytes()).hexdigest()
+    stamp = export_dir / "brevitas.json"
+    if not (stamp.is_file() and json.loads(stamp.read_text()).get("model_sha256") == digest
+            and (export_dir / "bnn.onnx").is_file() and (export_dir / "reference.npz").is_file()):
+        import torch
+
+        from ticketforge.model.bnn_qonnx import export_bnn
+        from ticketforge.model.data import load_dataset
+        from ticketforge.model.ticket import load_ticket
+
+        net, cfg, _ = load_ticket(broot / "ticket")
+        ds = load_dataset(cfg.data.dataset, args.data_dir or cfg.data.data_dir)
+        as_float = lambda a: torch.from_numpy(a).float() / ds.pixel_max  # noqa: E731
+        print(f"[hls] baseline {bcfg.name}: brevitas model -> QONNX ({export_dir})", flush=True)
+        info = export_bnn(net, as_float(ds.train.images[:1000]), as_float(ds.test.images), ds.test.labels,
+                          export_dir)
+        stamp.write_text(json.dumps({**info, "model_sha256": digest}, indent=1))
+    return run_bnn_csim(export_dir, root / "hls" / "baseline", bcfg.name, jobs=args.jobs, backend=args.backend,
+                        progress=not args.quiet)
 
 
 def _hls_inputs(root: Path) -> dict[str, Path]:
