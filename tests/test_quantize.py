@@ -127,9 +127,15 @@ def test_hw_runs_every_stage_then_skips_them(tmp_path, root):
     board = rep["boards"]["ulx3s"]
     assert board["fits"] and board["fmax_mhz"] > 0 and board["latency_us"] > 0
     assert (build / "tinyhw" / "report.html").is_file() and (build / "tinyhw" / "cycles_per_layer.png").is_file()
+    assert "hls" not in rep
+    # the HLS path on the same IR (C simulation of the whole split); the report then has an hls section
+    r = run_cli("hls", "--config", str(cfg), "--build-dir", str(build), "--quiet", "--jobs", "1", cwd=root)
+    assert r.returncode == 0, r.stdout + r.stderr
     r = run_cli("hw", "--config", str(cfg), "--build-dir", str(build), "--quiet", cwd=root)
     assert r.stdout.count("kept") == 5, r.stdout
     again = json.loads((build / "tinyhw" / "report.json").read_text())
+    assert again["hls"]["matches_golden"] and again["hls"]["images"] == res["images_run"]
+    assert "## HLS path" in (build / "tinyhw" / "report.md").read_text()
     assert again["stages_kept"] == ["model", "quantize", "rtl", "sim", "synth"]
     assert again["stage_seconds"]["sim"] == rep["stage_seconds"]["sim"]      # what it took when it ran
     # a changed config re-runs the model stage
