@@ -128,3 +128,15 @@ def test_bnn_baseline_through_brevitas_qonnx_and_hls4ml_matches_brevitas(tmp_pat
     clear = top2[:, 1] - top2[:, 0] > 1e-3 * np.abs(ref).max()   # an untrained net has tied classes
     assert clear.sum() >= 10
     assert np.array_equal(scores[clear].argmax(1), ref[clear].argmax(1))
+
+
+def test_cli_refuses_bad_hls_requests_before_any_work(tmp_path, capsys):
+    from ticketforge.cli import main
+
+    assert main(["hls", "--config", "vgg9_binw", "--build-dir", str(tmp_path), "--baseline", "vgg9_binw"]) == 2
+    assert "needs a `bnn` variant config" in capsys.readouterr().err
+    assert main(["hls", "--config", "vgg9_binw", "--build-dir", str(tmp_path), "--jobs", "0"]) == 2
+    assert "--jobs must be at least 1" in capsys.readouterr().err
+    assert main(["hls", "--config", "vgg9_binw", "--build-dir", str(tmp_path)]) == 2
+    assert "run `ticketforge quantize --config vgg9_binw` first" in capsys.readouterr().err
+    assert not any(tmp_path.iterdir())                 # nothing written

@@ -353,6 +353,9 @@ def cmd_hls(args) -> int:
     from ticketforge.model.ir import IRError, load_graph
 
     cfg = _load(args)
+    if args.jobs < 1:
+        raise IRError(f"--jobs must be at least 1, got {args.jobs}")
+    bcfg = _baseline_config(args.baseline) if args.baseline else None    # a bad name fails now, not later
     root = Path(args.build_dir) / cfg.name
     if not (root / "ir" / "graph.json").is_file():
         raise IRError(f"no IR in {root / 'ir'}: run `ticketforge quantize --config {cfg.name}` first")
@@ -361,8 +364,8 @@ def cmd_hls(args) -> int:
     res = run_csim(g, images, labels, root / "hls", jobs=args.jobs, backend=args.backend, progress=not args.quiet)
     res["inputs"] = _digests(_hls_inputs(root))
     res["accuracy_integer_ir"] = integer
-    if args.baseline:
-        res["baseline"] = _bnn_baseline(args, root)
+    if bcfg is not None:
+        res["baseline"] = _bnn_baseline(args, bcfg, root)
     (root / "hls" / "results.json").write_text(json.dumps(res, indent=1))
     print(f"[{cfg.name}] hls4ml {args.backend} C simulation: {res['agree']}/{res['images']} images identical to the "
           f"golden model (scores and every layer's spike trains); accuracy {res['accuracy_hls']:.4f}"
@@ -379,18 +382,24 @@ def cmd_hls(args) -> int:
     return 0 if res["matches_golden"] else 1
 
 
-def _bnn_baseline(args, root: Path) -> dict:
+def _baseline_config(name: str):
+    from ticketforge.model.config import ConfigError, load_config
+
+    bcfg = load_config(name)
+    if bcfg.model.variant != "bnn":
+        raise ConfigError(f"--baseline {name}: a BNN-BinAct baseline needs a `bnn` variant config "
+                          f"(this one is {bcfg.model.variant!r}), e.g. vgg9_bnn")
+    return bcfg
+
+
+def _bnn_baseline(args, bcfg, root: Path) -> dict:
     """Train (if needed), export through brevitas and C-simulate the BNN-BinAct baseline."""
     import argparse
     import hashlib
 
     from ticketforge.hls.bnn import run_bnn_csim
-    from ticketforge.model.config import ConfigError, load_config
+    from ticketforge.model.config import ConfigError
 
-    bcfg = load_config(args.baseline)
-    if bcfg.model.variant != "bnn":
-        raise ConfigError(f"--baseline {args.baseline}: a BNN-BinAct baseline needs a `bnn` variant config "
-                          f"(this one is {bcfg.model.variant!r}), e.g. vgg9_bnn")
     broot = Path(args.build_dir) / bcfg.name
     if not (broot / "ticket" / "model.pt").is_file():
         print(f"[hls] baseline {bcfg.name}: no trained network in {broot / 'ticket'}; training it", flush=True)
