@@ -23,13 +23,13 @@ from pathlib import Path
 import numpy as np
 import torch
 from brevitas.export import export_qonnx
-from brevitas.nn import QuantConv2d, QuantIdentity, QuantLinear
+from brevitas.nn import QuantIdentity
 from brevitas.quant import SignedBinaryActPerTensorConst
 from torch import nn
 
-from ticketforge.model.brevitas_view import PixelQuant, TernaryWeightQuant
+from ticketforge.model.brevitas_view import PixelQuant, calibrate, quant_copy
 from ticketforge.model.config import ConfigError
-from ticketforge.model.layers import MaskedConv2d, MaskedLayer
+from ticketforge.model.layers import MaskedLayer
 from ticketforge.model.neurons import BinaryStep
 from ticketforge.model.zoo import NeuronGate, TicketNet
 
@@ -49,20 +49,6 @@ def bin_act() -> nn.Module:
                          ZeroOne())
 
 
-def _weights(m: MaskedLayer) -> nn.Module:
-    if isinstance(m, MaskedConv2d):
-        q = QuantConv2d(m.in_channels, m.out_channels, m.kernel_size, stride=m.stride, padding=m.padding,
-                        bias=False, weight_quant=TernaryWeightQuant)
-    else:
-        # a zero bias: qonnx's GemmToMatMul (which hls4ml's ONNX frontend needs) takes Gemm with C only
-        q = QuantLinear(m.in_features, m.out_features, bias=True, weight_quant=TernaryWeightQuant)
-        with torch.no_grad():
-            q.bias.zero_()
-    with torch.no_grad():
-        q.weight.copy_(m.effective_weight())
-    return q
-
-
 class BrevitasBNN(nn.Module):
     """Built from a trained ``bnn`` TicketNet; ``forward`` takes images in [0, 1], returns scores."""
 
@@ -77,7 +63,8 @@ class BrevitasBNN(nn.Module):
             flat.extend(mod if isinstance(mod, nn.Sequential) else [mod])
         for mod in flat:
             if isinstance(mod, MaskedLayer):
-                mods.append(_weights(mod))
+                # a zero bias: qonnx's GemmToMatMul (hls4ml's ONNX route) takes Gemm with its C input only
+                mods.append(quant_copy(mod, linear_zero_bias=True))
             elif isinstance(mod, BinaryStep):
                 mods.append(bin_act())
             elif isinstance(mod, NeuronGate):
@@ -90,12 +77,8 @@ class BrevitasBNN(nn.Module):
         self.body = nn.Sequential(*mods)
         self.eval()
 
-    @torch.no_grad()
-    def calibrate_input(self, images: torch.Tensor, batch_size: int = 500) -> None:
-        self.input_quant.train()
-        for i in range(0, len(images), batch_size):
-            self.input_quant(images[i:i + batch_size])
-        self.input_quant.eval()
+    def calibrate_input(self, images: torch.Tensor) -> None:
+        calibrate(self.input_quant, images)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.body(self.input_quant(x))

@@ -25,7 +25,8 @@ from ticketforge.model.ir.schema import IRError
 from ticketforge.model.layers import MaskedConv2d, MaskedLayer
 from ticketforge.model.zoo import BasicBlock, NeuronGate, TicketNet
 
-__all__ = ["TernaryWeightQuant", "PixelQuant", "UnrolledLIF", "BrevitasView", "weight_bits_for"]
+__all__ = ["TernaryWeightQuant", "PixelQuant", "UnrolledLIF", "BrevitasView", "weight_bits_for", "quant_copy",
+           "calibrate"]
 
 
 class TernaryWeightQuant(Int8WeightPerTensorFloat):
@@ -83,16 +84,29 @@ class _Seq(nn.Module):
         return y.reshape(t, b, *y.shape[1:])
 
 
-def _quant_copy(m: MaskedLayer) -> nn.Module:
+def quant_copy(m: MaskedLayer, linear_zero_bias: bool = False) -> nn.Module:
+    """The brevitas layer computing what masked layer `m` computes (its effective weight).
+    ``linear_zero_bias``: give a linear layer an explicit zero bias (see bnn_qonnx)."""
     wq = TernaryWeightQuant if weight_bits_for(m) == 2 else Int8NarrowWeightQuant
     if isinstance(m, MaskedConv2d):
         q = QuantConv2d(m.in_channels, m.out_channels, m.kernel_size, stride=m.stride, padding=m.padding,
                         bias=False, weight_quant=wq)
     else:
-        q = QuantLinear(m.in_features, m.out_features, bias=False, weight_quant=wq)
+        q = QuantLinear(m.in_features, m.out_features, bias=linear_zero_bias, weight_quant=wq)
     with torch.no_grad():
         q.weight.copy_(m.effective_weight())
+        if q.bias is not None:
+            q.bias.zero_()
     return q
+
+
+@torch.no_grad()
+def calibrate(input_quant: nn.Module, images: torch.Tensor, batch_size: int = 500) -> None:
+    """Collect an activation quantizer's statistics (brevitas needs train mode for that)."""
+    input_quant.train()
+    for i in range(0, len(images), batch_size):
+        input_quant(images[i:i + batch_size])
+    input_quant.eval()
 
 
 class BrevitasView(nn.Module):
@@ -121,7 +135,7 @@ class BrevitasView(nn.Module):
             inner = []
             for sub in mod:
                 if isinstance(sub, MaskedLayer):
-                    inner.append(_quant_copy(sub))
+                    inner.append(quant_copy(sub))
                 elif isinstance(sub, (nn.BatchNorm1d, nn.BatchNorm2d, nn.Flatten)):
                     inner.append(sub)
                 elif isinstance(sub, nn.MaxPool2d):
@@ -135,11 +149,7 @@ class BrevitasView(nn.Module):
 
     @torch.no_grad()
     def calibrate_input(self, images: torch.Tensor, batch_size: int = 500) -> None:
-        """Collect the input quantizer's statistics (brevitas needs train mode for that)."""
-        self.input_quant.train()
-        for i in range(0, len(images), batch_size):
-            self.input_quant(images[i:i + batch_size])
-        self.input_quant.eval()
+        calibrate(self.input_quant, images, batch_size)
 
     def input_scale(self) -> float:
         return float(self.input_quant.act_quant.scale())
