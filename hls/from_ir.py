@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 from hls4ml.model.graph import ModelGraph
 
-from ticketforge.hls.extension import register
+from ticketforge.hls.extension import SpikePool, SpikingLIF, register
 from ticketforge.model.ir.schema import Graph, IRError, Layer
 
 __all__ = ["HLS_PART", "layer_list", "build_model", "traced_layers"]
@@ -135,9 +135,19 @@ def build_model(g: Graph, out_dir: Path, backend: str = "Vitis", part: str = HLS
         "OutputDir": str(out_dir), "ProjectName": project_name, "Backend": backend, "Part": part,
         "ClockPeriod": 10, "IOType": "io_parallel",
         "HLSConfig": {
-            "Model": {"Precision": "ap_int<16>", "ReuseFactor": 1, "Strategy": "Latency"},
+            # DATAFLOW: one process per layer, spike tensors in block RAM between them.  hls4ml's
+            # io_parallel default (PIPELINE over the whole top) would unroll every loop of a
+            # network this size; the layer loops here have data-dependent bounds by design.
+            "Model": {"Precision": "ap_int<16>", "ReuseFactor": 1, "Strategy": "Resource",
+                      "PipelineStyle": "dataflow"},
             "LayerName": {"image": {"Precision": {"result": f"ap_uint<{g.input.bits}>"}},
                           **{name: {"Trace": trace} for name in traced_layers(g)}},
         },
     }
-    return ModelGraph.from_layer_list(config, layers)
+    model = ModelGraph.from_layer_list(config, layers)
+    for layer in model.get_layers():
+        if isinstance(layer, (SpikingLIF, SpikePool)):
+            # hls4ml partitions every io_parallel tensor into registers; a spike tensor has
+            # T*C*H*W entries (100,352 for vgg9's conv1): it stays one array, in block RAM
+            layer.get_output_variable().pragma = None
+    return model

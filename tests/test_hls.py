@@ -77,6 +77,10 @@ def test_generated_code_iterates_live_neurons_and_kept_synapses_only(tmp_path):
         assert f"live{index}[{max(live, 1)}]" in (fw / "weights" / f"live{index}.h").read_text()
         checked += 1
     assert checked >= 2
+    top = (fw / "ticketforge.cpp").read_text()
+    # one dataflow process per layer; spike tensors stay arrays (block RAM), not registers
+    assert "#pragma HLS DATAFLOW" in top and "#pragma HLS PIPELINE" not in top
+    assert len(re.findall(r"ARRAY_PARTITION variable=layer\d+_out complete", top)) == 1   # the scores only
 
 
 def test_a_pool_before_any_neuron_layer_is_refused_with_its_name():
