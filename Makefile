@@ -13,6 +13,7 @@ PYTEST_ARGS ?=
 
 help:
 	@echo "make hw MODEL=vgg9_binw   run the flow for one config (see README)"
+	@echo "   HLS=1 [BASELINE=vgg9_bnn]  ... with the hls4ml C-simulation stage (and the BNN baseline)"
 	@echo "make test                 set up .venv and run the default test suite"
 	@echo "make test-slow            the slow, marked checks (full trainings, full splits)"
 
@@ -51,7 +52,7 @@ test-slow: setup
 # The main job: model -> quantize -> rtl -> sim (Verilator, whole test split) -> synth (the
 # config's [hw] board) -> report; a stage whose inputs did not change is kept.
 hw: setup
-	$(PY) -m ticketforge hw --config $(MODEL)
+	$(PY) -m ticketforge hw --config $(MODEL) $(if $(HLS),--hls) $(if $(BASELINE),--baseline $(BASELINE))
 
 train: setup
 	$(PY) -m ticketforge train --config $(MODEL)

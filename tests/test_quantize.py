@@ -128,15 +128,18 @@ def test_hw_runs_every_stage_then_skips_them(tmp_path, root):
     assert board["fits"] and board["fmax_mhz"] > 0 and board["latency_us"] > 0
     assert (build / "tinyhw" / "report.html").is_file() and (build / "tinyhw" / "cycles_per_layer.png").is_file()
     assert "hls" not in rep
-    # the HLS path on the same IR (C simulation of the whole split); the report then has an hls section
-    r = run_cli("hls", "--config", str(cfg), "--build-dir", str(build), "--quiet", "--jobs", "1", cwd=root)
-    assert r.returncode == 0, r.stdout + r.stderr
-    r = run_cli("hw", "--config", str(cfg), "--build-dir", str(build), "--quiet", cwd=root)
-    assert r.stdout.count("kept") == 5, r.stdout
-    again = json.loads((build / "tinyhw" / "report.json").read_text())
-    assert again["hls"]["matches_golden"] and again["hls"]["images"] == res["images_run"]
+    # with --hls: the five stages are kept, the HLS stage (hls4ml C simulation of the whole split) runs
+    # and the report gains its hls section; a rerun keeps all six
+    r = run_cli("hw", "--config", str(cfg), "--build-dir", str(build), "--quiet", "--hls", "--jobs", "1", cwd=root)
+    assert r.returncode == 0 and r.stdout.count("kept") == 5 and "hls stage: hls4ml" in r.stdout, r.stdout + r.stderr
+    with_hls = json.loads((build / "tinyhw" / "report.json").read_text())
+    assert with_hls["hls"]["matches_golden"] and with_hls["hls"]["images"] == res["images_run"]
     assert "## HLS path" in (build / "tinyhw" / "report.md").read_text()
-    assert again["stages_kept"] == ["model", "quantize", "rtl", "sim", "synth"]
+    r = run_cli("hw", "--config", str(cfg), "--build-dir", str(build), "--quiet", "--hls", cwd=root)
+    assert r.stdout.count("kept") == 6, r.stdout
+    again = json.loads((build / "tinyhw" / "report.json").read_text())
+    assert again["hls"] == with_hls["hls"]
+    assert again["stages_kept"] == ["model", "quantize", "rtl", "sim", "synth", "hls"]
     assert again["stage_seconds"]["sim"] == rep["stage_seconds"]["sim"]      # what it took when it ran
     # a changed config re-runs the model stage
     r = run_cli("hw", "--config", str(cfg), "--build-dir", str(build), "--quiet", "--set", "train.seed=5", cwd=root)

@@ -64,6 +64,14 @@ def _add_sim_args(p: argparse.ArgumentParser) -> None:
                    help="how many of them also get their per-layer spike trains checked (default 2)")
 
 
+def _add_hls_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--backend", choices=("Vitis", "Vivado"), default="Vitis",
+                   help="hls4ml backend the HLS project is written for (default Vitis)")
+    p.add_argument("--baseline", default=None, metavar="CONFIG",
+                   help="also run a BNN-BinAct config (e.g. vgg9_bnn; trained first if needed) through "
+                        "brevitas -> QONNX -> hls4ml and C-simulate it on its whole test split")
+
+
 def build_parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(prog="ticketforge", description=__doc__.split("\n")[0])
     sub = ap.add_subparsers(dest="command", required=True)
@@ -109,16 +117,15 @@ def build_parser() -> argparse.ArgumentParser:
                    help="test images to C-simulate: a number or 'all' (the whole test split; default)")
     p.add_argument("--jobs", type=int, default=os.cpu_count() or 1,
                    help="C-simulation processes sharing the images (default: one per core)")
-    p.add_argument("--backend", choices=("Vitis", "Vivado"), default="Vitis",
-                   help="hls4ml backend the project is written for (default Vitis)")
-    p.add_argument("--baseline", default=None, metavar="CONFIG",
-                   help="also run a BNN-BinAct config (e.g. vgg9_bnn; trained first if needed) through "
-                        "brevitas -> QONNX -> hls4ml and C-simulate it on its whole test split")
-    p = sub.add_parser("hw", help="the main job: model -> quantize -> rtl -> sim -> synth -> report")
+    _add_hls_args(p)
+    p = sub.add_parser("hw", help="the main job: model -> quantize -> rtl -> sim -> synth [-> hls] -> report")
     _add_config_args(p)
     _add_rtl_args(p)
     _add_sim_args(p)
     _add_synth_args(p)
+    p.add_argument("--hls", action="store_true",
+                   help="also run the HLS stage (`ticketforge hls` on the same images) before the report")
+    _add_hls_args(p)
     sub.add_parser("configs", help="list the shipped configs")
     return ap
 
@@ -440,6 +447,8 @@ def cmd_hw(args) -> int:
     cfg = _load(args)
     args.pes = args.pes or cfg.hw.pes
     get_board(args.board or cfg.hw.board)        # an unknown board fails now, not after the simulation
+    if args.hls and args.baseline:
+        _baseline_config(args.baseline)            # so does a wrong baseline
     root = Path(args.build_dir) / cfg.name
     tdir, irdir = root / "ticket", root / "ir"
     t0 = time.perf_counter()
@@ -519,6 +528,20 @@ def cmd_hw(args) -> int:
         print(f"[hw] warning: {cfg.name} does not fit the {board} ({over}); the report says so")
     seconds["synth"] = time.perf_counter() - t4
     print(f"[hw] synth stage done ({seconds['synth']:.1f} s)", flush=True)
+    if args.hls:
+        t_hls = time.perf_counter()
+        hres = root / "hls" / "results.json"
+        want = {"images": len(_test_split(root, args.images)[0])}
+        if _stage_fresh(root / "hls", _hls_inputs(root), "results.json", expect=want) and \
+                (not args.baseline or json.loads(hres.read_text()).get("baseline", {}).get("name") == args.baseline):
+            print(f"[hw] hls stage: {hres} was made from this IR, kept")
+            kept.append("hls")
+        else:
+            print(f"[hw] hls stage: hls4ml {args.backend} project, C simulation", flush=True)
+            if rc := cmd_hls(args):
+                return rc
+        seconds["hls"] = time.perf_counter() - t_hls
+        print(f"[hw] hls stage done ({seconds['hls']:.1f} s)", flush=True)
     t5 = time.perf_counter()
     print("[hw] report stage: cycle model on the simulated images, energy, plots", flush=True)
     rep = _report(cfg, root, {board: synth}, seconds)
