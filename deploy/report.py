@@ -250,10 +250,14 @@ def _hls_markdown(h: dict, acc: dict) -> list[str]:
              f"| project | hls4ml {h['backend']} backend, part {h['part']}, spiking extension layers |",
              f"| equals the golden model | **{h['matches_golden']}**: {h['agree']}/{h['images']} images "
              f"({h['compared']}) |",
-             f"| accuracy (C simulation) | {h['accuracy_hls']:.4f} (RTL {acc['rtl']:.4f}) |",
-             f"| seconds | compile {h['seconds']['write_compile']:.0f}, C simulation {h['seconds']['csim']:.0f} "
-             f"on {h['jobs']} processes ({h['seconds_per_image']:.3f} s per image per process) |",
-             f"| verified here / not | {h['verified']} / {h['not_verified']} |"]
+             f"| accuracy (C simulation) | {h['accuracy_hls']:.4f} (RTL {acc['rtl']:.4f}) |"]
+    w = h.get("synapse_loop_iterations_per_image")
+    if w:
+        lines += [f"| synapse-loop iterations per image | {w['kept']:,} (dense loops: {w['dense']:,}, "
+                  f"{w['dense_over_kept']:.2f}x); live neurons {w['live_neurons']:,} of {w['neurons']:,} |"]
+    lines += [f"| seconds | compile {h['seconds']['write_compile']:.0f}, C simulation {h['seconds']['csim']:.0f} "
+              f"on {h['jobs']} processes ({h['seconds_per_image']:.3f} s per image per process) |",
+              f"| verified here / not | {h['verified']} / {h['not_verified']} |"]
     b = h.get("baseline")
     if b:
         lines += [f"| baseline {b['name']} (BNN-BinAct, brevitas -> QONNX -> hls4ml) | accuracy: torch "

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ticketforge.hls.from_ir import HLS_PART, build_model, traced_layers
+from ticketforge.hls.from_ir import HLS_PART, build_model, loop_work, traced_layers
 from ticketforge.model.ir import golden
 from ticketforge.model.ir.schema import Graph, IRError
 
@@ -94,6 +94,14 @@ def _check(lo: int, hi: int) -> dict:
     return {"scores": scores, "same": same, "seconds": seconds}
 
 
+def _work_summary(work: dict) -> dict:
+    kept = sum(w["kept"] for w in work.values())
+    dense = sum(w["dense"] for w in work.values())
+    return {"kept": kept, "dense": dense, "dense_over_kept": round(dense / max(kept, 1), 3),
+            "live_neurons": sum(w["live_neurons"] for w in work.values()),
+            "neurons": sum(w["neurons"] for w in work.values()), "per_layer": work}
+
+
 def run_csim(g: Graph, images: np.ndarray, labels: np.ndarray, out_dir: Path, jobs: int = 2,
              backend: str = "Vitis", progress: bool = True) -> dict:
     """C-simulate `images` ([N, C, H, W] input codes) on the hls4ml project written to `out_dir`."""
@@ -116,6 +124,7 @@ def run_csim(g: Graph, images: np.ndarray, labels: np.ndarray, out_dir: Path, jo
         "mismatched_images": mismatched[:20],
         "compared": "class scores and every neuron layer's spike trains (hls4ml trace), every image",
         "accuracy_hls": float(np.mean(scores.argmax(axis=1) == labels)),
+        "synapse_loop_iterations_per_image": _work_summary(loop_work(g)),
         "seconds": {"write_compile": round(compile_s, 2), "csim": round(run_s, 2)},
         "seconds_per_image": round(run_s * jobs / len(images), 4), "jobs": jobs,
         "verified": "C simulation (g++ build of the hls4ml project, ap_int types as written)",

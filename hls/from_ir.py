@@ -19,7 +19,7 @@ from hls4ml.model.graph import ModelGraph
 from ticketforge.hls.extension import SpikePool, SpikingLIF, register
 from ticketforge.model.ir.schema import Graph, IRError, Layer
 
-__all__ = ["HLS_PART", "layer_list", "build_model", "traced_layers"]
+__all__ = ["HLS_PART", "layer_list", "build_model", "traced_layers", "loop_work"]
 
 # The PYNQ-Z2's Zynq-7020: an edge board a Vitis HLS user would target (deploy.boards).
 HLS_PART = "xc7z020clg400-1"
@@ -119,6 +119,23 @@ def layer_list(g: Graph) -> list[dict]:
     if layers[-1]["class_name"] != "SpikeReadout":
         raise IRError("the IR's last layer must be the output readout for the HLS path")
     return layers
+
+
+def loop_work(g: Graph) -> dict:
+    """Synapse-loop iterations per image of the generated C++ (`T x sum over live neurons of
+    their channel's kept synapses`, a static count from the tables; padding taps included)
+    next to what a dense loop would do (every neuron, every weight position)."""
+    out = {}
+    for l in g.layers:
+        if l.neuron is None:
+            continue
+        rows = g.tensor(l, "weight").reshape(l.out_shape[0], -1)
+        per_channel_live = g.tensor(l, "neuron_mask").reshape(l.out_shape[0], -1).sum(axis=1)
+        plane = int(np.prod(l.out_shape[1:])) if l.kind == "conv" else 1
+        out[l.name] = {"kept": int(g.T * (per_channel_live * np.count_nonzero(rows, axis=1)).sum()),
+                       "dense": int(g.T * rows.size * plane),
+                       "live_neurons": int(per_channel_live.sum()), "neurons": int(l.out_shape[0] * plane)}
+    return out
 
 
 def traced_layers(g: Graph) -> list[str]:

@@ -77,6 +77,20 @@ def test_generated_code_iterates_live_neurons_and_kept_synapses_only(tmp_path):
         assert f"live{index}[{max(live, 1)}]" in (fw / "weights" / f"live{index}.h").read_text()
         checked += 1
     assert checked >= 2
+    # the reported loop work is what these tables make the C++ iterate
+    from ticketforge.hls.from_ir import loop_work
+    work = loop_work(g)
+    for l in g.layers:
+        if l.neuron is None:
+            continue
+        index = re.search(rf"// {l.name}\nstruct config(\d+)", params).group(1)
+        live = np.loadtxt(fw / "weights" / f"live{index}.txt", delimiter=",", ndmin=1).astype(int)
+        start = np.loadtxt(fw / "weights" / f"tap_start{index}.txt", delimiter=",", ndmin=1).astype(int)
+        n_live = int(g.tensor(l, "neuron_mask").sum())
+        plane = int(np.prod(l.out_shape[1:])) if l.kind == "conv" else 1
+        o = live[:n_live] // plane
+        assert work[l.name]["kept"] == g.T * int((start[o + 1] - start[o]).sum())
+        assert work[l.name]["live_neurons"] == n_live
     top = (fw / "ticketforge.cpp").read_text()
     # one dataflow process per layer; spike tensors stay arrays (block RAM), not registers
     assert "#pragma HLS DATAFLOW" in top and "#pragma HLS PIPELINE" not in top

@@ -593,7 +593,8 @@ def _hls_section(root: Path) -> dict | None:
     if res.get("inputs") != _digests(_hls_inputs(root)):
         print(f"[hw] note: {res_path} was made from another IR; re-run `ticketforge hls` to report it")
         return None
-    keys = ("backend", "part", "images", "agree", "matches_golden", "compared", "accuracy_hls", "seconds",
+    keys = ("backend", "part", "images", "agree", "matches_golden", "compared", "accuracy_hls",
+            "synapse_loop_iterations_per_image", "seconds",
             "seconds_per_image", "jobs", "verified", "not_verified", "baseline")
     return {k: res[k] for k in keys if k in res}
 
