@@ -371,9 +371,10 @@ def cmd_hls(args) -> int:
     res = run_csim(g, images, labels, root / "hls", jobs=args.jobs, backend=args.backend, progress=not args.quiet)
     res["inputs"] = _digests(_hls_inputs(root))
     res["accuracy_integer_ir"] = integer
+    (root / "hls" / "results.json").write_text(json.dumps(res, indent=1))   # kept if the baseline fails
     if bcfg is not None:
         res["baseline"] = _bnn_baseline(args, bcfg, root)
-    (root / "hls" / "results.json").write_text(json.dumps(res, indent=1))
+        (root / "hls" / "results.json").write_text(json.dumps(res, indent=1))
     print(f"[{cfg.name}] hls4ml {args.backend} C simulation: {res['agree']}/{res['images']} images identical to the "
           f"golden model (scores and every layer's spike trains); accuracy {res['accuracy_hls']:.4f}"
           + (f" (integer IR {integer:.4f})" if integer is not None else "")
