@@ -41,18 +41,29 @@ def _read(path: Path, stage: str) -> dict:
     return json.loads(path.read_text())
 
 
-def model_cycles(g, images: np.ndarray, pes: int, chunk: int = 200) -> dict:
-    """Mean per-layer cycles (sparse and dense), ideal bound, over ``images``, from the
-    cycle model (chunked: the golden interpreter's traces of a chunk at a time)."""
+def _chunk_cycles(g, part: np.ndarray, pes: int):
     from ticketforge.model.ir import run
     from ticketforge.rtl.cycles import cycle_model
 
-    sparse, dense = [], []
-    for i in range(0, len(images), chunk):
-        part = images[i:i + chunk]
-        gold = run(g, part, trace=True)
-        sparse += cycle_model(g, part, pes, gold=gold)
-        dense += cycle_model(g, part, pes, dense=True, gold=gold)
+    gold = run(g, part, trace=True)
+    return cycle_model(g, part, pes, gold=gold), cycle_model(g, part, pes, dense=True, gold=gold)
+
+
+def model_cycles(g, images: np.ndarray, pes: int, chunk: int = 100, jobs: int = 1) -> dict:
+    """Mean per-layer cycles (sparse and dense), ideal bound, over ``images``, from the
+    cycle model (chunked: the golden interpreter's traces of a chunk at a time; chunks on
+    `jobs` processes)."""
+    parts = [images[i:i + chunk] for i in range(0, len(images), chunk)]
+    if jobs > 1 and len(parts) > 1:
+        import multiprocessing as mp
+        from concurrent.futures import ProcessPoolExecutor
+
+        with ProcessPoolExecutor(max_workers=jobs, mp_context=mp.get_context("fork")) as pool:
+            done = list(pool.map(_chunk_cycles, [g] * len(parts), parts, [pes] * len(parts)))
+    else:
+        done = [_chunk_cycles(g, part, pes) for part in parts]
+    sparse = [c for s, _ in done for c in s]
+    dense = [c for _, d in done for c in d]
     names = [k for k in sparse[0].per_layer if k != "flatten"]
     mean = lambda xs: float(np.mean(xs))                                          # noqa: E731
     return {"images": len(images), "per_image_mean": mean([c.total for c in sparse]),

@@ -70,6 +70,7 @@ def test_report_has_every_required_key_and_writes_files(tmp_path):
     g = random_graph(3, binary=True)
     images = random_images(g, 3, 3)
     cycles = model_cycles(g, images, 2, chunk=2)
+    assert model_cycles(g, images, 2, chunk=1, jobs=2) == cycles        # the same figures on 2 processes
     assert cycles["images"] == 3 and cycles["ideal_bound_mean"] > 0
     # the per-layer ideal shares add up to the bound
     assert sum(v["ideal"] for v in cycles["per_layer"].values()) == pytest.approx(cycles["ideal_bound_mean"])

@@ -579,7 +579,7 @@ def _report(cfg, root: Path, synth: dict, seconds: dict) -> dict:
     else:
         g = load_graph(root / "ir")
         codes, _ = load_test_inputs(root / "ir")
-        cycles = model_cycles(g, codes[:sim["images_run"]], sim["pes"])
+        cycles = model_cycles(g, codes[:sim["images_run"]], sim["pes"], jobs=os.cpu_count() or 1)
         cache.write_text(json.dumps({"key": key, "cycles": cycles}, indent=1))
     return build_report(root, cfg.name, cycles, synth, {k: round(v, 1) for k, v in seconds.items()},
                         hls=_hls_section(root))
