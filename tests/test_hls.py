@@ -158,3 +158,10 @@ def test_cli_refuses_bad_hls_requests_before_any_work(tmp_path, capsys):
     assert main(["hls", "--config", "vgg9_binw", "--build-dir", str(tmp_path)]) == 2
     assert "run `ticketforge quantize --config vgg9_binw` first" in capsys.readouterr().err
     assert not any(tmp_path.iterdir())                 # nothing written
+
+
+def test_vivado_backend_equals_golden_too(tmp_path):
+    g = random_graph(5, binary=True)
+    images = random_images(g, 6, seed=1)
+    res = run_csim(g, images, np.zeros(6, np.int64), tmp_path, jobs=1, backend="Vivado", progress=False)
+    assert res["backend"] == "Vivado" and res["matches_golden"]

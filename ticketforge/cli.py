@@ -532,7 +532,7 @@ def cmd_hw(args) -> int:
     if args.hls:
         t_hls = time.perf_counter()
         hres = root / "hls" / "results.json"
-        want = {"images": len(_test_split(root, args.images)[0])}
+        want = {"images": len(_test_split(root, args.images)[0]), "backend": args.backend}
         if _stage_fresh(root / "hls", _hls_inputs(root), "results.json", expect=want) and \
                 (not args.baseline or json.loads(hres.read_text()).get("baseline", {}).get("name") == args.baseline):
             print(f"[hw] hls stage: {hres} was made from this IR, kept")
