@@ -452,97 +452,92 @@ def cmd_hw(args) -> int:
         _baseline_config(args.baseline)            # so does a wrong baseline
     root = Path(args.build_dir) / cfg.name
     tdir, irdir = root / "ticket", root / "ir"
-    t0 = time.perf_counter()
     seconds, kept = {}, []
-    meta_path = tdir / "ticket.json"
-    # the ticket depends on these tables only (not on [prune], which `prune` reads)
-    stage_keys = ("name", "model", "data", "train", "energy")
-    want = {k: v for k, v in cfg.to_dict().items() if k in stage_keys}
-    fresh = False
-    if meta_path.is_file() and (tdir / "metrics.json").is_file():
-        have = json.loads(meta_path.read_text()).get("config", {})
-        fresh = {k: v for k, v in have.items() if k in stage_keys} == want
-    if fresh:
-        print(f"[hw] model stage: {tdir} was made from this exact config, kept")
-        kept.append("model")
-    else:
-        print("[hw] model stage: ticket search", flush=True)
-        if rc := cmd_train(args):
-            return rc
-    seconds["model"] = time.perf_counter() - t0
-    print(f"[hw] model stage done ({seconds['model']:.1f} s)", flush=True)
-    t1 = time.perf_counter()
-    if _stage_fresh(irdir, {"model.pt": tdir / "model.pt", "ticket.json": tdir / "ticket.json"},
-                    outputs=("test_inputs.npz",)):
-        print(f"[hw] quantize stage: {irdir} is up to date with the ticket, kept")
-        kept.append("quantize")
-    else:
-        print("[hw] quantize stage: brevitas view, BN folding, integer IR, golden interpreter", flush=True)
+
+    def stage(name: str, fresh, kept_why: str, doing: str, run) -> int:
+        """Keep the stage when ``fresh()`` says its inputs are unchanged, else ``run()``;
+        one line each way and one with the stage's seconds."""
+        t = time.perf_counter()
+        if fresh():
+            print(f"[hw] {name} stage: {kept_why}, kept")
+            kept.append(name)
+            rc = 0
+        else:
+            print(f"[hw] {name} stage: {doing}", flush=True)
+            rc = run()
+        seconds[name] = time.perf_counter() - t
+        if not rc:
+            print(f"[hw] {name} stage done ({seconds[name]:.1f} s)", flush=True)
+        return rc
+
+    def model_fresh() -> bool:
+        # the ticket depends on these tables only (not on [prune], which `prune` reads)
+        keys = ("name", "model", "data", "train", "energy")
+        meta = tdir / "ticket.json"
+        if not (meta.is_file() and (tdir / "metrics.json").is_file()):
+            return False
+        have = json.loads(meta.read_text()).get("config", {})
+        return {k: v for k, v in have.items() if k in keys} == {k: v for k, v in cfg.to_dict().items() if k in keys}
+
+    def quantize() -> int:
         args.ticket, args.precision_bits = None, 8
-        if rc := cmd_quantize(args):
-            return rc
-    seconds["quantize"] = time.perf_counter() - t1
-    print(f"[hw] quantize stage done ({seconds['quantize']:.1f} s)", flush=True)
-    t2 = time.perf_counter()
+        return cmd_quantize(args)
+
     from ticketforge.rtl.emit import generator_digest
     rtldir = root / ("rtl-dense" if args.dense else "rtl")
-    params = {"pes": args.pes, "dense": args.dense, "trace": args.trace, "memory_style": args.memory_style}
-    if _stage_fresh(rtldir, {"graph.json": irdir / "graph.json", "tensors.npz": irdir / "tensors.npz"},
-                    expect={"params": params, "generator": generator_digest()}):
-        print(f"[hw] rtl stage: {rtldir} is up to date with the IR, kept")
-        kept.append("rtl")
-    else:
-        print("[hw] rtl stage: Amaranth accelerator -> Verilog, verilator lint", flush=True)
-        if rc := cmd_rtl(args):
-            return rc
-    seconds["rtl"] = time.perf_counter() - t2
-    print(f"[hw] rtl stage done ({seconds['rtl']:.1f} s)", flush=True)
-    t3 = time.perf_counter()
-    simdir = root / "sim"
+    rtl_params = {"pes": args.pes, "dense": args.dense, "trace": args.trace, "memory_style": args.memory_style}
+    board = args.board or cfg.hw.board
+    synth: dict = {}
+
+    def synth_fresh() -> bool:
+        if _stage_fresh(root / "synth", _synth_inputs(root), f"{board}.json",
+                        expect={"params": {"bitstream": args.bitstream}}):
+            synth.update(json.loads((root / "synth" / f"{board}.json").read_text()))
+            return True
+        return False
+
+    def synth_run() -> int:
+        synth.update(_synth_one(cfg, root, board, args.bitstream, args.quiet))
+        return 0
+
+    def hls_fresh() -> bool:
+        want = {"images": len(_test_split(root, args.images)[0]), "backend": args.backend}
+        return _stage_fresh(root / "hls", _hls_inputs(root), "results.json", expect=want) and (
+            not args.baseline or json.loads((root / "hls" / "results.json").read_text())
+            .get("baseline", {}).get("name") == args.baseline)
+
+    steps = [
+        ("model", model_fresh, f"{tdir} was made from this exact config", "ticket search", lambda: cmd_train(args)),
+        ("quantize", lambda: _stage_fresh(irdir, {"model.pt": tdir / "model.pt", "ticket.json": tdir / "ticket.json"},
+                                          outputs=("test_inputs.npz",)),
+         f"{irdir} is up to date with the ticket", "brevitas view, BN folding, integer IR, golden interpreter",
+         quantize),
+        ("rtl", lambda: _stage_fresh(rtldir, {"graph.json": irdir / "graph.json", "tensors.npz": irdir / "tensors.npz"},
+                                     expect={"params": rtl_params, "generator": generator_digest()}),
+         f"{rtldir} is up to date with the IR", "Amaranth accelerator -> Verilog, verilator lint",
+         lambda: cmd_rtl(args)),
+    ]
     if args.dense:
-        print("[hw] sim stage: skipped for the dense reference design")
-    elif _stage_fresh(simdir, _sim_inputs(root), "results.json",
-                      expect={"params": {"simulator": args.simulator, "images": str(args.images)}}):
-        print(f"[hw] sim stage: {simdir / 'results.json'} was measured on this Verilog, kept")
-        kept.append("sim")
+        print("[hw] the dense reference design: model, quantize and rtl only (no sim, synth or report)")
     else:
-        print(f"[hw] sim stage: cocotb regression on {args.simulator}", flush=True)
-        if rc := cmd_sim(args):
+        steps += [
+            ("sim", lambda: _stage_fresh(root / "sim", _sim_inputs(root), "results.json",
+                                         expect={"params": {"simulator": args.simulator, "images": str(args.images)}}),
+             f"{root / 'sim' / 'results.json'} was measured on this Verilog", f"cocotb regression on {args.simulator}",
+             lambda: cmd_sim(args)),
+            ("synth", synth_fresh, f"{root / 'synth' / f'{board}.json'} was made from this RTL", board, synth_run),
+        ]
+        if args.hls:
+            steps.append(("hls", hls_fresh, f"{root / 'hls' / 'results.json'} was made from this IR",
+                          f"hls4ml {args.backend} project, C simulation", lambda: cmd_hls(args)))
+    for step in steps:
+        if rc := stage(*step):
             return rc
-    seconds["sim"] = time.perf_counter() - t3
-    print(f"[hw] sim stage done ({seconds['sim']:.1f} s)", flush=True)
+        if step[0] == "synth" and not synth["fits"]:
+            over = ", ".join(f"{k} {v['used']} of {v['available']}" for k, v in synth["over"].items())
+            print(f"[hw] warning: {cfg.name} does not fit the {board} ({over}); the report says so")
     if args.dense:
         return 0
-    t4 = time.perf_counter()
-    board = args.board or cfg.hw.board
-    sres = root / "synth" / f"{board}.json"
-    if _stage_fresh(root / "synth", _synth_inputs(root), f"{board}.json",
-                    expect={"params": {"bitstream": args.bitstream}}):
-        print(f"[hw] synth stage: {sres} was made from this RTL, kept")
-        kept.append("synth")
-        synth = json.loads(sres.read_text())
-    else:
-        print(f"[hw] synth stage: {board}", flush=True)
-        synth = _synth_one(cfg, root, board, args.bitstream, args.quiet)
-    if not synth["fits"]:
-        over = ", ".join(f"{k} {v['used']} of {v['available']}" for k, v in synth["over"].items())
-        print(f"[hw] warning: {cfg.name} does not fit the {board} ({over}); the report says so")
-    seconds["synth"] = time.perf_counter() - t4
-    print(f"[hw] synth stage done ({seconds['synth']:.1f} s)", flush=True)
-    if args.hls:
-        t_hls = time.perf_counter()
-        hres = root / "hls" / "results.json"
-        want = {"images": len(_test_split(root, args.images)[0]), "backend": args.backend}
-        if _stage_fresh(root / "hls", _hls_inputs(root), "results.json", expect=want) and \
-                (not args.baseline or json.loads(hres.read_text()).get("baseline", {}).get("name") == args.baseline):
-            print(f"[hw] hls stage: {hres} was made from this IR, kept")
-            kept.append("hls")
-        else:
-            print(f"[hw] hls stage: hls4ml {args.backend} project, C simulation", flush=True)
-            if rc := cmd_hls(args):
-                return rc
-        seconds["hls"] = time.perf_counter() - t_hls
-        print(f"[hw] hls stage done ({seconds['hls']:.1f} s)", flush=True)
     t5 = time.perf_counter()
     print("[hw] report stage: cycle model on the simulated images, energy, plots", flush=True)
     rep = _report(cfg, root, {board: synth}, seconds)
