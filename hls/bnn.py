@@ -22,7 +22,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ticketforge.hls.csim import _WORKER, parallel_chunks
+from ticketforge.hls.csim import parallel_chunks
 from ticketforge.hls.from_ir import HLS_PART
 from ticketforge.model.ir.schema import IRError
 
@@ -72,8 +72,8 @@ def qonnx_to_hls(onnx_path: Path, out_dir: Path, backend: str = "Vitis"):
     return hm
 
 
-def _predict(lo: int, hi: int) -> dict:
-    hm, images = _WORKER["model"], _WORKER["images"]
+def _predict(state: dict, lo: int, hi: int) -> dict:
+    hm, images = state["model"], state["images"]
     x = np.ascontiguousarray(images[lo:hi].transpose(0, 2, 3, 1), dtype=np.float32)   # channels-last
     with redirect_stdout(StringIO()):
         y = hm.predict(x)
@@ -91,9 +91,9 @@ def run_bnn_csim(export_dir: Path, out_dir: Path, name: str, jobs: int = 2, back
     t0 = time.perf_counter()
     hm = qonnx_to_hls(export_dir / "bnn.onnx", out_dir / "project", backend=backend)
     compile_s = time.perf_counter() - t0
-    _WORKER.update(model=hm, images=ref["images"])
     t1 = time.perf_counter()
-    parts = parallel_chunks(_predict, len(ref["images"]), jobs, "bnn hls csim" if progress else None)
+    parts = parallel_chunks(_predict, {"model": hm, "images": ref["images"]}, len(ref["images"]), jobs,
+                            "bnn hls csim" if progress else None)
     run_s = time.perf_counter() - t1
     scores = np.concatenate([p["scores"] for p in parts])
     bre, labels = ref["brevitas_scores"].astype(np.float64), ref["labels"]

@@ -6,7 +6,6 @@ compared with the golden interpreter with `==`.  Images are split over worker pr
 """
 from __future__ import annotations
 
-import json
 import multiprocessing as mp
 import time
 from concurrent.futures import ProcessPoolExecutor
@@ -23,7 +22,7 @@ from ticketforge.model.ir.schema import Graph, IRError
 __all__ = ["run_csim", "write_project", "parallel_chunks", "CHUNK"]
 
 CHUNK = 20                     # images per trace call: bounds the memory of traced spike trains
-_WORKER: dict = {}             # the compiled model and inputs, inherited by forked workers
+_STATE: dict = {}              # what the running parallel_chunks hands its workers (inherited by fork)
 
 
 @contextmanager
@@ -45,9 +44,14 @@ def write_project(g: Graph, out_dir: Path, backend: str = "Vitis", part: str = H
     return model
 
 
-def parallel_chunks(fn, n: int, jobs: int, desc: str | None, chunk: int = CHUNK) -> list[dict]:
-    """``fn(lo, hi)`` over [0, n) in chunks, on `jobs` processes forked from this one (so they
-    inherit `_WORKER`, the compiled library included); results in order.  `desc`: a tqdm bar."""
+def _call(fn, lo: int, hi: int):
+    return fn(_STATE, lo, hi)
+
+
+def parallel_chunks(fn, state: dict, n: int, jobs: int, desc: str | None, chunk: int = CHUNK) -> list[dict]:
+    """``fn(state, lo, hi)`` over [0, n) in chunks, on `jobs` processes forked from this one
+    (so `state`, a compiled library included, is inherited, not pickled); results in order.
+    `desc`: a tqdm bar."""
     if jobs < 1:
         raise ValueError(f"jobs must be >= 1, got {jobs}")
     chunks = [(lo, min(lo + chunk, n)) for lo in range(0, n, chunk)]
@@ -56,19 +60,20 @@ def parallel_chunks(fn, n: int, jobs: int, desc: str | None, chunk: int = CHUNK)
         from tqdm import tqdm
         bar = tqdm(total=n, unit="img", desc=desc, leave=False)
     results = []
+    _STATE.update(state)
     try:
         if jobs == 1 or len(chunks) == 1:
             for lo, hi in chunks:
-                results.append(fn(lo, hi))
+                results.append(fn(state, lo, hi))
                 bar and bar.update(hi - lo)
         else:
             with ProcessPoolExecutor(max_workers=jobs, mp_context=mp.get_context("fork")) as pool:
-                for (lo, hi), f in zip(chunks, [pool.submit(fn, lo, hi) for lo, hi in chunks]):
+                for (lo, hi), f in zip(chunks, [pool.submit(_call, fn, lo, hi) for lo, hi in chunks]):
                     results.append(f.result())
                     bar and bar.update(hi - lo)
     finally:
         bar and bar.close()
-        _WORKER.clear()
+        _STATE.clear()
     return results
 
 
@@ -76,9 +81,9 @@ def _flat(images: np.ndarray) -> np.ndarray:
     return np.ascontiguousarray(images.reshape(len(images), -1), dtype=np.float64)
 
 
-def _check(lo: int, hi: int) -> dict:
+def _check(state: dict, lo: int, hi: int) -> dict:
     """C-simulate images [lo, hi) and compare them with the golden interpreter."""
-    model, g, images = _WORKER["model"], _WORKER["graph"], _WORKER["images"]
+    model, g, images = state["model"], state["graph"], state["images"]
     x = images[lo:hi]
     t0 = time.perf_counter()
     with _quiet():
@@ -104,16 +109,17 @@ def _work_summary(work: dict) -> dict:
 
 def run_csim(g: Graph, images: np.ndarray, labels: np.ndarray, out_dir: Path, jobs: int = 2,
              backend: str = "Vitis", progress: bool = True) -> dict:
-    """C-simulate `images` ([N, C, H, W] input codes) on the hls4ml project written to `out_dir`."""
+    """C-simulate `images` ([N, C, H, W] input codes) on the hls4ml project written to
+    `out_dir`/project; returns the result (the caller records it) and saves `scores.npy`."""
     if len(images) == 0:
         raise IRError("no images to simulate")
     out_dir = Path(out_dir)
     t0 = time.perf_counter()
     model = write_project(g, out_dir / "project", backend=backend)
     compile_s = time.perf_counter() - t0
-    _WORKER.update(model=model, graph=g, images=np.asarray(images))
     t1 = time.perf_counter()
-    results = parallel_chunks(_check, len(images), jobs, "hls csim" if progress else None)
+    results = parallel_chunks(_check, {"model": model, "graph": g, "images": np.asarray(images)}, len(images),
+                              jobs, "hls csim" if progress else None)
     run_s = time.perf_counter() - t1
     scores = np.concatenate([r["scores"] for r in results])
     same = np.concatenate([r["same"] for r in results])
@@ -130,6 +136,5 @@ def run_csim(g: Graph, images: np.ndarray, labels: np.ndarray, out_dir: Path, jo
         "verified": "C simulation (g++ build of the hls4ml project, ap_int types as written)",
         "not_verified": "vendor HLS synthesis, co-simulation and timing (no Vitis HLS on these machines)",
     }
-    (out_dir / "results.json").write_text(json.dumps(res, indent=1))
     np.save(out_dir / "scores.npy", scores)
     return res

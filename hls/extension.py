@@ -150,36 +150,35 @@ class SpikeReadoutConfig(_Config):
     layer, text = SpikeReadout, _READOUT_CONFIG
 
 
-class SpikingLIFFunction(FunctionCallTemplate):
+class _Function(FunctionCallTemplate):
+    """The layer's C++ call: hls4ml's default parameters plus each table's name and type."""
+    layer: type
+    text: str
+
     def __init__(self):
-        super().__init__(SpikingLIF, include_header=_INCLUDE)
+        super().__init__(self.layer, include_header=_INCLUDE)
 
     def format(self, node):
         p = self._default_function_params(node)
-        p.update(_table_params(node, SpikingLIF._tables))
-        return ("nnet::lif_layer<{input_t}, {output_t}, {live_t}, {tap_start_t}, {taps_t}, {tap_w_t}, {bias_t}, "
-                "{threshold_t}, {config}>({input}, {output}, {live}, {tap_start}, {taps}, {tap_w}, {bias}, "
-                "{threshold});").format(**p)
+        p.update(_table_params(node, getattr(self.layer, "_tables", ())))
+        return self.text.format(**p)
 
 
-class SpikePoolFunction(FunctionCallTemplate):
-    def __init__(self):
-        super().__init__(SpikePool, include_header=_INCLUDE)
-
-    def format(self, node):
-        return "nnet::spike_pool<{input_t}, {output_t}, {config}>({input}, {output});".format(
-            **self._default_function_params(node))
+class SpikingLIFFunction(_Function):
+    layer = SpikingLIF
+    text = ("nnet::lif_layer<{input_t}, {output_t}, {live_t}, {tap_start_t}, {taps_t}, {tap_w_t}, {bias_t}, "
+            "{threshold_t}, {config}>({input}, {output}, {live}, {tap_start}, {taps}, {tap_w}, {bias}, {threshold});")
 
 
-class SpikeReadoutFunction(FunctionCallTemplate):
-    def __init__(self):
-        super().__init__(SpikeReadout, include_header=_INCLUDE)
+class SpikePoolFunction(_Function):
+    layer = SpikePool
+    text = "nnet::spike_pool<{input_t}, {output_t}, {config}>({input}, {output});"
 
-    def format(self, node):
-        p = self._default_function_params(node)
-        p.update(_table_params(node, SpikeReadout._tables))
-        return ("nnet::spike_readout<{input_t}, {output_t}, {tap_start_t}, {taps_t}, {tap_w_t}, {config}>"
-                "({input}, {output}, {tap_start}, {taps}, {tap_w});").format(**p)
+
+class SpikeReadoutFunction(_Function):
+    layer = SpikeReadout
+    text = ("nnet::spike_readout<{input_t}, {output_t}, {tap_start_t}, {taps_t}, {tap_w_t}, {config}>"
+            "({input}, {output}, {tap_start}, {taps}, {tap_w});")
 
 
 _registered: set[str] = set()

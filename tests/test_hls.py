@@ -165,3 +165,11 @@ def test_vivado_backend_equals_golden_too(tmp_path):
     images = random_images(g, 6, seed=1)
     res = run_csim(g, images, np.zeros(6, np.int64), tmp_path, jobs=1, backend="Vivado", progress=False)
     assert res["backend"] == "Vivado" and res["matches_golden"]
+
+
+def test_csim_on_two_processes_gives_the_same_scores(tmp_path):
+    g = random_graph(19)
+    images = random_images(g, 45, seed=2)                 # 3 chunks over 2 forked workers
+    res = run_csim(g, images, np.zeros(45, np.int64), tmp_path, jobs=2, progress=False)
+    assert res["matches_golden"] and res["images"] == 45
+    assert np.array_equal(np.load(tmp_path / "scores.npy"), golden.run(g, images).scores)

@@ -403,7 +403,6 @@ def _baseline_config(name: str):
 def _bnn_baseline(args, bcfg, root: Path) -> dict:
     """Train (if needed), export through brevitas and C-simulate the BNN-BinAct baseline."""
     import argparse
-    import hashlib
 
     from ticketforge.hls.bnn import run_bnn_csim
     from ticketforge.model.config import ConfigError
@@ -414,7 +413,7 @@ def _bnn_baseline(args, bcfg, root: Path) -> dict:
         if cmd_train(argparse.Namespace(**{**vars(args), "config": args.baseline, "overrides": []})):
             raise ConfigError(f"training the baseline {bcfg.name} failed")
     export_dir = broot / "bnn-qonnx"
-    digest = hashlib.sha256((broot / "ticket" / "model.pt").read_bytes()).hexdigest()
+    digest = _digests({"model.pt": broot / "ticket" / "model.pt"})["model.pt"]
     stamp = export_dir / "brevitas.json"
     if not (stamp.is_file() and json.loads(stamp.read_text()).get("model_sha256") == digest
             and (export_dir / "bnn.onnx").is_file() and (export_dir / "reference.npz").is_file()):
