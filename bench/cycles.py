@@ -3,7 +3,8 @@
     .venv/bin/python bench/cycles.py build/vgg9_binw/ir --pes 16 64 --images 100
 
 Prints, per P: mean cycles per image over the first N test images, the ideal bound
-(unmasked synaptic events + live neuron updates) / P, their ratio, the dense variant's
+(unmasked synaptic events + live neuron updates) / P, their ratio (with the generator's
+default FIFO depth, 2 P; bench/fifo_depth.py sweeps it), the dense variant's
 cycles and dense / sparse.  These are model figures; the cycle model is proven equal to
 the RTL cycle for cycle (tests/test_rtl_accel.py in Amaranth simulation, sim/ on Icarus
 and Verilator).
@@ -17,7 +18,7 @@ from pathlib import Path
 import numpy as np
 
 from ticketforge.model.ir import load_graph, load_test_inputs
-from ticketforge.rtl.cycles import cycle_model
+from ticketforge.rtl.cycles import cycle_model, default_fifo_depth
 
 
 def main() -> int:
@@ -34,7 +35,7 @@ def main() -> int:
         cyc = np.mean([c.total for c in sparse])
         ideal = np.mean([c.ideal_bound for c in sparse])
         dcyc = np.mean([c.total for c in dense])
-        print(json.dumps({"P": P, "images": len(images), "cycles_per_image": round(float(cyc), 1),
+        print(json.dumps({"P": P, "fifo_depth": default_fifo_depth(P), "images": len(images), "cycles_per_image": round(float(cyc), 1),
                           "ideal_bound": round(float(ideal), 1), "cycles_over_ideal": round(float(cyc / ideal), 3),
                           "dense_cycles_per_image": round(float(dcyc), 1),
                           "dense_over_sparse": round(float(dcyc / cyc), 3),

@@ -41,15 +41,17 @@ def _read(path: Path, stage: str) -> dict:
     return json.loads(path.read_text())
 
 
-def _chunk_cycles(g, part: np.ndarray, pes: int):
+def _chunk_cycles(g, part: np.ndarray, pes: int, fifo_depth: int | None):
     from ticketforge.model.ir import run
     from ticketforge.rtl.cycles import cycle_model
 
     gold = run(g, part, trace=True)
-    return cycle_model(g, part, pes, gold=gold), cycle_model(g, part, pes, dense=True, gold=gold)
+    return (cycle_model(g, part, pes, gold=gold, fifo_depth=fifo_depth),
+            cycle_model(g, part, pes, dense=True, gold=gold, fifo_depth=fifo_depth))
 
 
-def model_cycles(g, images: np.ndarray, pes: int, chunk: int = 100, jobs: int = 1) -> dict:
+def model_cycles(g, images: np.ndarray, pes: int, chunk: int = 100, jobs: int = 1,
+                 fifo_depth: int | None = None) -> dict:
     """Mean per-layer cycles (sparse and dense), ideal bound, over ``images``, from the
     cycle model (chunked: the golden interpreter's traces of a chunk at a time; chunks on
     `jobs` processes)."""
@@ -59,9 +61,10 @@ def model_cycles(g, images: np.ndarray, pes: int, chunk: int = 100, jobs: int = 
         from concurrent.futures import ProcessPoolExecutor
 
         with ProcessPoolExecutor(max_workers=jobs, mp_context=mp.get_context("fork")) as pool:
-            done = list(pool.map(_chunk_cycles, [g] * len(parts), parts, [pes] * len(parts)))
+            done = list(pool.map(_chunk_cycles, [g] * len(parts), parts, [pes] * len(parts),
+                                 [fifo_depth] * len(parts)))
     else:
-        done = [_chunk_cycles(g, part, pes) for part in parts]
+        done = [_chunk_cycles(g, part, pes, fifo_depth) for part in parts]
     sparse = [c for s, _ in done for c in s]
     dense = [c for _, d in done for c in d]
     names = [k for k in sparse[0].per_layer if k != "flatten"]
@@ -116,6 +119,7 @@ def build_report(root: Path, name: str, cycles: dict, synth: dict[str, dict], st
                    "per_image_max": sim["cycles"]["max"], "measured_on": "RTL simulation, every image",
                    "ideal_bound_mean": cycles["ideal_bound_mean"],
                    "dense_per_image_mean": cycles["dense_per_image_mean"], "pes": rtl["params"]["pes"],
+                   "fifo_depth": rtl["params"].get("fifo_depth"),
                    "over_ideal": cyc_mean / cycles["ideal_bound_mean"],
                    "dense_over_sparse": cycles["dense_per_image_mean"] / cyc_mean,
                    "model_images": cycles["images"], "per_layer": cycles["per_layer"]},

@@ -162,9 +162,12 @@ class HwConfig:
     """What `make hw` builds after the model stage (the rtl/sim/synth stages' defaults)."""
     board: str = "ulx3s"          # deploy/boards.py; `ticketforge synth --board` overrides
     pes: int = 16                 # processing elements of the accelerator
+    fifo_depth: int | None = None  # each PE's event FIFO; None: the generator's default, 2 x pes
 
     def __post_init__(self) -> None:
         _check_range("hw.pes", self.pes, 1, 1024)
+        if self.fifo_depth is not None:
+            _check_range("hw.fifo_depth", self.fifo_depth, 4, 1024)
 
 
 @dataclass(frozen=True)

@@ -10,13 +10,16 @@ in event queues.  What runs where and when (see ``cycles.py`` for the exact coun
            encoding).
 ``ACC``    conv / linear / readout: the *event reader* walks the layer's source queue
            (input queue, the previous neuron layer's per-PE spike queues, or the pooled
-           queue) one event per cycle, looks up the event's rows in the synapse store and
-           runs ahead into a small FIFO; the *row issuer* takes one event at a time and
-           sends its rows to the PE array, one row per cycle (an event with no rows takes
-           one cycle).  Each PE decodes its lane of the row, finds the target neuron's slot
-           (conv: through its lookup table) and adds ``+-value << input_shift`` to the
-           slot's membrane: read, add, write in a 4-stage pipeline whose membrane read port
-           is transparent to the write port, so back-to-back updates of one neuron chain.
+           queue) one event per cycle, looks up the event's row pointer (first row, and
+           each PE's lane count) and broadcasts it into every PE's event FIFO, as long as
+           every FIFO has room.  *Per-PE row streams*: each PE pops its own FIFO and walks
+           its own column of the synapse store, one lane per cycle (an event without
+           lanes on the PE costs it one cycle), so a PE with few synapses for an event
+           runs ahead instead of waiting for the busiest PE.  The PE decodes the lane,
+           finds the target neuron's slot (conv: through its lookup table) and adds
+           ``+-value << input_shift`` to the slot's membrane: read, add, write in a 4-stage
+           pipeline whose membrane read port is transparent to the write port, so
+           back-to-back updates of one neuron chain.
 ``UPD``    conv / linear: every PE steps through its live slots, one per cycle: the
            integer LIF update of docs/IR.md (`neuron.py`), membrane write-back, and a spike
            event into the PE's own spike queue (two banks, ping-pong between layers).
@@ -41,11 +44,11 @@ from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
 
 from ticketforge.model.ir.schema import Graph, IRError, Neuron
-from ticketforge.rtl.cycles import ACC_DRAIN, COUNTERS, READ_LATENCY, UPD_DRAIN
+from ticketforge.rtl.cycles import ACC_DRAIN, COUNTERS, UPD_DRAIN, check_fifo_depth, default_fifo_depth
 from ticketforge.rtl.neuron import NeuronUpdate
 from ticketforge.rtl.program import LANE_FIELDS, Program, map_graph
 
-__all__ = ["Accelerator", "status_map", "FIFO_DEPTH", "MEMORY_STYLES"]
+__all__ = ["Accelerator", "status_map", "MEMORY_STYLES"]
 
 # How synthesis should map the memories (the `ram_style` attribute yosys' memory mapper
 # honours): "auto" lets it choose, "block" asks for block RAM, "logic" for LUTs/FFs.
@@ -54,8 +57,6 @@ MEMORY_STYLES = ("auto", "block", "logic")
 # and a 34-entry parameter table would take a whole one (the UP5K has 30)
 SMALL_ROM_BITS = 2048
 
-FIFO_DEPTH = 8            # reader run-ahead: > its READ_LATENCY, so the row issuer never starves
-assert FIFO_DEPTH > READ_LATENCY + 2
 # POOL_DRAIN and SWEEP_DRAIN (cycles.py) are the one-cycle POOL*_DRAIN / *_SWEEP_DRAIN states below.
 COUNTER_BITS = 32
 
@@ -127,12 +128,13 @@ def status_map(g: Graph) -> list[tuple[str, str]]:
 
 class Accelerator(wiring.Component):
     """Parameters: the integer IR ``graph``, the number of PEs ``pes``, ``dense`` for the
-    no-skipping reference, ``memory_style`` (MEMORY_STYLES), ``trace`` to add the spike-trace debug port (one lane per PE:
+    no-skipping reference, ``memory_style`` (MEMORY_STYLES), ``fifo_depth`` of each PE's
+    event FIFO (default `cycles.default_fifo_depth`), ``trace`` to add the spike-trace debug port (one lane per PE:
     ``trace_valid`` bit p set when PE p emitted a spike this cycle, ``trace_event`` its
     (c, y, x) packed as ``event_fields``, ``trace_layer`` and ``trace_t``)."""
 
     def __init__(self, graph: Graph, pes: int, dense: bool = False, trace: bool = False,
-                 memory_style: str = "auto"):
+                 memory_style: str = "auto", fifo_depth: int | None = None):
         self._MustUse__silence = True       # a refused configuration is not an unused design
         if memory_style not in MEMORY_STYLES:
             raise ValueError(f"memory_style must be one of {', '.join(MEMORY_STYLES)}, got {memory_style!r}")
@@ -143,6 +145,7 @@ class Accelerator(wiring.Component):
             raise TypeError(f"dense and trace must be bools, got {dense!r}, {trace!r}")
         self.graph = g = graph
         self.prog: Program = map_graph(g, pes, dense)
+        self.fifo_depth = check_fifo_depth(default_fifo_depth(pes) if fifo_depth is None else fifo_depth)
         self.P, self.dense, self.trace = pes, dense, trace
         self._plan()
         sig = {
@@ -212,13 +215,16 @@ class Accelerator(wiring.Component):
             r_acc += len(lps[i].lanes)
             rp_acc += len(lps[i].rowptr)
         self.n_rows, self.n_rowptr = r_acc, rp_acc
-        max_rows = max([int(lps[i].rowptr[:, 1].max()) if len(lps[i].rowptr) else 0 for i in self.weighted] + [1])
-        self.rp = Fields(start=_bits(max(r_acc - 1, 0)), count=_bits(max_rows))
+        max_lanes = max([int(lps[i].lane_counts.max()) if len(lps[i].rowptr) else 0 for i in self.weighted] + [1])
+        # one row-pointer word per source: the first row, and how many lanes each PE has there
+        self.rp = Fields(start=_bits(max(r_acc - 1, 0)), **{f"n{p}": _bits(max_lanes) for p in range(P)})
+        self.lane_count_bits = _bits(max_lanes)
         all_lanes = [lps[i].lanes for i in self.weighted if len(lps[i].lanes)]
         lanes = np.concatenate([a.reshape(-1, len(LANE_FIELDS)) for a in all_lanes]) if all_lanes else \
             np.zeros((1, len(LANE_FIELDS)), np.int64)
         dmax = int(np.abs(lanes[:, 4:6]).max()) if len(lanes) else 0
-        self.lane = Fields(valid=1, neg=1, zero=1 if self.dense else 0, addr=_bits(int(lanes[:, 3].max())),
+        # a PE reads only its first lane_counts lanes of a source, all valid: no valid bit
+        self.lane = Fields(neg=1, zero=1 if self.dense else 0, addr=_bits(int(lanes[:, 3].max())),
                            dy=_bits(dmax) + 1, dx=_bits(dmax) + 1)
         # neuron parameters and membrane width
         max_in, self.acc_bits_needed, biggest_param = (1 << g.input.bits) - 1, 2, 1
@@ -258,25 +264,25 @@ class Accelerator(wiring.Component):
                 k += len(COUNTERS)
 
     # ---------------------------------------------------------------- memory contents
-    def _row_words(self) -> list[int]:
+    def _row_words(self, p: int) -> list[int]:
+        """PE p's column of the synapse store (its lane of every row)."""
         words = []
         for i in self.weighted:
             for row in self.prog.layers[i].lanes:
-                w = 0
-                for p in range(self.P):
-                    v, neg, zero, addr, dy, dx = (int(a) for a in row[p])
-                    kw = dict(valid=v, neg=neg, addr=addr, dy=dy, dx=dx)
-                    if self.dense:
-                        kw["zero"] = zero
-                    w |= self.lane.pack(**kw) << (p * self.lane.width)
-                words.append(w)
+                _, neg, zero, addr, dy, dx = (int(a) for a in row[p])
+                kw = dict(neg=neg, addr=addr, dy=dy, dx=dx)
+                if self.dense:
+                    kw["zero"] = zero
+                words.append(self.lane.pack(**kw))
         return words or [0]
 
     def _rowptr_words(self) -> list[int]:
         words = []
         for i in self.weighted:
-            for start, count in self.prog.layers[i].rowptr:
-                words.append(self.rp.pack(start=self.rbase[i] + int(start), count=int(count)))
+            lp = self.prog.layers[i]
+            for (start, _), counts in zip(lp.rowptr, lp.lane_counts):
+                words.append(self.rp.pack(start=self.rbase[i] + int(start),
+                                          **{f"n{p}": int(c) for p, c in enumerate(counts)}))
         return words or [0]
 
     def _pe_words(self, p: int):
@@ -333,8 +339,8 @@ class Accelerator(wiring.Component):
         bm_r = pool_bm.read_port(transparent_for=(bm_w,))
         rowptr = mk("rowptr", self.rp.width, self.n_rowptr, self._rowptr_words(), rom=True)
         rp_r = rowptr.read_port()
-        rows = mk("rows", P * lane.width, self.n_rows, self._row_words(), rom=True)
-        row_r = rows.read_port()
+        row_r = [mk(f"pe{p}_rows", lane.width, self.n_rows, self._row_words(p), rom=True).read_port()
+                 for p in range(P)]
 
         QD = self.queue_depth
         spk_w, spk_r, spk_count = [], [], []
@@ -372,9 +378,17 @@ class Accelerator(wiring.Component):
             m.d.comb += part.eq(amount)
             parts[j].append(part)
 
-        # ---------------- event reader (source queue -> row pointer -> FIFO)
-        ff = fifo.SyncFIFO(width=ev.width + self.rp.width, depth=FIFO_DEPTH)
-        m.submodules.reader_fifo = ff
+        # ---------------- event reader (source queue -> row pointer -> every PE's FIFO)
+        D = self.fifo_depth
+        ent = Fields(ev=ev.width, start=self.rp.widths["start"], count=self.lane_count_bits)
+        ffs = []
+        for p in range(P):
+            ffs.append(fifo.SyncFIFO(width=ent.width, depth=D))
+            m.submodules[f"pe{p}_events"] = ffs[-1]
+            # lib.fifo's own memory (asynchronous read: LUT RAM or registers), listed in the
+            # inventory so that the memory totals are the design's
+            self.memories.append({"name": f"pe{p}_events", "width": ent.width, "depth": D, "bits": ent.width * D,
+                                  "style": "fifo", "rom": False})
         rd_active = Signal()
         rd_q = Signal(range(max(2, P)))
         rd_idx = Signal(range(max(self.in_depth, self.pool_depth, QD) + 1))
@@ -384,7 +398,8 @@ class Accelerator(wiring.Component):
         q1 = Signal.like(rd_q)
         ev2 = Signal(ev.width)
         credit = Signal()
-        m.d.comb += credit.eq(ff.level + v1 + v2 < FIFO_DEPTH)
+        # an event in flight (v1, v2) will land in every FIFO: all of them must have room
+        m.d.comb += credit.eq(Cat(f.level + v1 + v2 < D for f in ffs).all())
         cnt_now = Signal.like(rd_idx)
         bank_counts = [Array(spk_count[p][b] for p in range(P)) for b in range(2)]
         m.d.comb += cnt_now.eq(Mux(src_kind == 0, in_count,
@@ -435,31 +450,36 @@ class Accelerator(wiring.Component):
                         idx = (e1c * hh + e1y) * ww + e1x
                     m.d.comb += rp_r.addr.eq(self.rpbase[i] + idx)
         m.d.sync += ev2.eq(ev1)
-        m.d.comb += [ff.w_data.eq(Cat(ev2, rp_r.data)), ff.w_en.eq(v2)]
+        for p, f in enumerate(ffs):
+            m.d.comb += [f.w_data.eq(Cat(ev2, self.rp.get(rp_r.data, "start"), self.rp.get(rp_r.data, f"n{p}"))),
+                         f.w_en.eq(v2)]
 
-        # ---------------- row issuer
-        cur_ev = Signal(ev.width)
-        cur_row = Signal(max(1, self.rp.widths["start"]))
-        cur_rem = Signal(range(2 ** self.rp.widths["count"]))
+        # ---------------- per-PE row streams: each PE walks its own lanes of its head event
         acc_run = Signal()
-        pop_acc = Signal()
-        head_ev = ff.r_data[:ev.width]
-        head_rp = ff.r_data[ev.width:]
-        m.d.comb += pop_acc.eq(acc_run & ff.r_rdy & (cur_rem <= 1))
-        a0_issue = Signal()
-        m.d.comb += [a0_issue.eq(acc_run & (cur_rem != 0)), row_r.addr.eq(cur_row)]
-        with m.If(a0_issue):
-            m.d.sync += [cur_row.eq(cur_row + 1), cur_rem.eq(cur_rem - 1)]
-        with m.If(pop_acc):
-            m.d.sync += [cur_ev.eq(head_ev), cur_row.eq(self.rp.get(head_rp, "start")),
-                         cur_rem.eq(self.rp.get(head_rp, "count"))]
-        with m.If(a0_issue):
-            count(COUNTERS.index("weight_reads"), 1)
+        head_ev = ffs[0].r_data[:ev.width]          # the pool reads PE 0's FIFO (all pop together)
+        a0_issue, pop_acc, idle = [], [], []
+        a1_v = [Signal(name=f"a1_v{p}") for p in range(P)]
+        a1_ev = [Signal(ev.width, name=f"a1_ev{p}") for p in range(P)]
+        for p, f in enumerate(ffs):
+            cur_ev = Signal(ev.width, name=f"cur_ev{p}")
+            cur_row = Signal(max(1, self.rp.widths["start"]), name=f"cur_row{p}")
+            cur_rem = Signal(range(2 ** self.lane_count_bits), name=f"cur_rem{p}")
+            pop, issue = Signal(name=f"pop{p}"), Signal(name=f"issue{p}")
+            m.d.comb += [pop.eq(acc_run & f.r_rdy & (cur_rem <= 1)), issue.eq(acc_run & (cur_rem != 0)),
+                         row_r[p].addr.eq(cur_row)]
+            with m.If(issue):
+                m.d.sync += [cur_row.eq(cur_row + 1), cur_rem.eq(cur_rem - 1)]
+            with m.If(pop):
+                m.d.sync += [cur_ev.eq(ent.get(f.r_data, "ev")), cur_row.eq(ent.get(f.r_data, "start")),
+                             cur_rem.eq(ent.get(f.r_data, "count"))]
+            m.d.sync += [a1_v[p].eq(issue), a1_ev[p].eq(cur_ev)]
+            a0_issue.append(issue)
+            pop_acc.append(pop)
+            idle.append(~f.r_rdy & (cur_rem <= 1))
+        with m.If(Cat(a0_issue).any()):
+            count(COUNTERS.index("weight_reads"), sum(a0_issue))
 
         # ---------------- PE array: accumulate pipeline (A1 decode, A2 lookup, A3 read-add-write)
-        a1_v, a1_ev = Signal(), Signal(ev.width)
-        m.d.sync += [a1_v.eq(a0_issue), a1_ev.eq(cur_ev)]
-        a1y, a1x, a1val = ev.get(a1_ev, "y"), ev.get(a1_ev, "x"), ev.get(a1_ev, "value")
         is_conv = Signal()
         m.d.comb += is_conv.eq(Array(C(int(l.kind == "conv"), 1) for l in g.layers)[cur])
         a2_v = [Signal(name=f"a2_v{p}") for p in range(P)]
@@ -476,8 +496,9 @@ class Accelerator(wiring.Component):
         out_layer = len(g.layers) - 1
         clear_scores = Signal()
         for p in range(P):
-            word = row_r.data[p * lane.width:(p + 1) * lane.width]
-            lv, lneg, laddr = lane.get(word, "valid"), lane.get(word, "neg"), lane.get(word, "addr")
+            word = row_r[p].data
+            lneg, laddr = lane.get(word, "neg"), lane.get(word, "addr")
+            a1y, a1x, a1val = ev.get(a1_ev[p], "y"), ev.get(a1_ev[p], "x"), ev.get(a1_ev[p], "value")
             lzero = lane.get(word, "zero") if self.dense else C(0, 1)
             dy, dx = lane.get(word, "dy", True), lane.get(word, "dx", True)
             inr = Signal(name=f"inrange{p}")
@@ -500,7 +521,7 @@ class Accelerator(wiring.Component):
                 for i in self.weighted:
                     with m.Case(i):
                         m.d.comb += mag.eq(Mux(lzero, 0, a1val << g.layers[i].input_shift))
-            m.d.sync += [a2_v[p].eq(a1_v & lv & (inr | ~is_conv)), a2_slot[p].eq(laddr),
+            m.d.sync += [a2_v[p].eq(a1_v[p] & (inr | ~is_conv)), a2_slot[p].eq(laddr),
                          a2_delta[p].eq(Mux(lneg, -mag, mag))]
             # A2: the slot (conv: from the lookup table), membrane read
             lut_ok = self.lut.get(lut_r[p].data, "valid")
@@ -613,7 +634,7 @@ class Accelerator(wiring.Component):
         # ---------------- OR-pool
         pool_run, sweep_run = Signal(), Signal()
         pop_pool = Signal()
-        m.d.comb += pop_pool.eq(pool_run & ff.r_rdy)
+        m.d.comb += pop_pool.eq(pool_run & ffs[0].r_rdy)
         p1_v, p1_new, p1_val = Signal(), Signal(), Signal()
         p1_addr = Signal(range(max(2, self.pool_depth)))
         p1_xyz = Signal(self.ev_xyz.width)
@@ -675,7 +696,8 @@ class Accelerator(wiring.Component):
                 m.d.comb += [bm_w.addr.eq(clr_addr), bm_w.data.eq(0), bm_w.en.eq(1)]
         with m.If(n_pushed):
             count(COUNTERS.index("spikes"), 1)
-        m.d.comb += ff.r_en.eq(pop_acc | pop_pool)
+        for f, pop in zip(ffs, pop_acc):
+            m.d.comb += f.r_en.eq(pop | pop_pool)
 
         # ---------------- load, output, and the schedule
         ld_c, ld_y, ld_x = (Signal(ev.widths[k], name=f"load_{k}") for k in ("c", "y", "x"))
@@ -756,7 +778,7 @@ class Accelerator(wiring.Component):
                         m.next = f"POOL{i}_RUN"
                     with m.State(f"POOL{i}_RUN"):
                         m.d.comb += [self.busy.eq(1), pool_run.eq(1)]
-                        with m.If(~rd_active & ~v1 & ~v2 & (ff.level <= 1)):
+                        with m.If(~rd_active & ~v1 & ~v2 & (ffs[0].level <= 1)):
                             m.next = f"POOL{i}_DRAIN"
                     with m.State(f"POOL{i}_DRAIN"):
                         m.d.comb += self.busy.eq(1)
@@ -780,7 +802,7 @@ class Accelerator(wiring.Component):
                     m.next = f"ACC{i}_RUN"
                 with m.State(f"ACC{i}_RUN"):
                     m.d.comb += [self.busy.eq(1), acc_run.eq(1)]
-                    with m.If(~rd_active & ~v1 & ~v2 & ~ff.r_rdy & (cur_rem <= 1)):
+                    with m.If(~rd_active & ~v1 & ~v2 & Cat(idle).all()):
                         m.next = f"ACC{i}_DRAIN"
                 with m.State(f"ACC{i}_DRAIN"):
                     m.d.comb += self.busy.eq(1)

@@ -6,20 +6,27 @@ Schedule, per image (``busy`` cycles; the status block's cycle counter):
 
 - ``LOAD``: one cycle per input pixel;
 - per timestep, each layer in order (flatten costs nothing), then 1 cycle (``NEXT_T``):
-  - conv / linear / readout, **ACC**: ``1`` (reader set-up) + ``1`` when the source has
-    no event, else ``READ_LATENCY + 1 + sum over events of max(1, rows(event))``, then
-    ``ACC_DRAIN``.  ``rows(event)`` is the number of rows of the event's source in the
-    synapse store (`program.py`): one cycle per row, every PE doing at most one
-    accumulate per row, and an event without rows costs one cycle;
+  - conv / linear / readout, **ACC**: ``1`` (reader set-up) + ``RUN`` + ``ACC_DRAIN``.
+    ``RUN`` is ``1`` when the source has no event; otherwise the *per-PE row streams*:
+    the reader broadcasts event e (in queue order, see `_event_order`) at cycle ``b[e]``
+    into every PE's FIFO of depth D, and PE p pops it at ``s_p[e]`` and then walks its
+    own ``c_p[e]`` lanes of the event's source, one per cycle (`program.LayerProgram.
+    lane_counts`; an event without lanes on a PE costs that PE one cycle)::
+
+        b[0] = 1,   b[e] = max(b[e-1] + 1, max_p s_p[e-D] + 1)      (FIFO credit)
+        s_p[e] = max(b[e] + READ_LATENCY, f_p[e-1]),   f_p[-1] = 0
+        f_p[e] = s_p[e] + max(1, c_p[e]),              RUN = max_p f_p[last]
+
   - conv / linear, **UPD**: ``max over PEs of slots on the PE`` + ``UPD_DRAIN`` (nothing
     when the layer has no slot at all);
   - pool, **POOL**: ``1`` + (``1`` without events, else ``READ_LATENCY + events``) +
     ``POOL_DRAIN``; dense adds the sweep: one cycle per pooled position + ``SWEEP_DRAIN``;
 - ``OUT``: one cycle per class score.
 
-Events: the non-zero pixels (dense: every pixel); the spikes of the previous neuron layer
-(dense: every neuron, spiking or not); a pool's OR-merged spikes (dense: every pooled
-position).
+Events, in the order the reader meets them: the non-zero pixels in C-H-W order (dense:
+every pixel); the spikes of the previous neuron layer, PE 0's queue first, each queue in
+slot order (dense: every neuron, spiking or not); a pool's OR-merged spikes in the order
+their first spike arrived (dense: every pooled position, C-H-W).
 
 Ideal bound per image = (unmasked synaptic events + live neuron updates) / P, where an
 unmasked synaptic event is one accumulate of an event into a live neuron over a kept
@@ -36,13 +43,18 @@ from ticketforge.model.ir.schema import Graph
 from ticketforge.rtl.program import Program, map_graph
 
 __all__ = ["READ_LATENCY", "ACC_DRAIN", "UPD_DRAIN", "POOL_DRAIN", "SWEEP_DRAIN", "COUNTERS",
-           "ImageCycles", "cycle_model"]
+           "MIN_FIFO_DEPTH", "ImageCycles", "cycle_model", "default_fifo_depth", "check_fifo_depth"]
 
 READ_LATENCY = 3          # reader: queue read -> row-pointer read -> FIFO push
 ACC_DRAIN = 3             # PE pipeline after the last row: lane decode, slot lookup, read-add-write
 UPD_DRAIN = 2             # update pipeline: slot read, membrane+parameter read, update and write
 POOL_DRAIN = 1            # bitmap read -> set and queue
 SWEEP_DRAIN = 1
+# Per-PE event FIFOs: READ_LATENCY + 1 entries keep a PE that takes one cycle per event
+# (and the pool, which pops every cycle) from ever waiting on the reader; deeper FIFOs let
+# the PEs drift further apart, which is what absorbs their uneven lane counts per event.
+MIN_FIFO_DEPTH = READ_LATENCY + 1
+MAX_FIFO_DEPTH = 1024
 COUNTERS = ("accumulates", "weight_reads", "membrane_reads", "membrane_writes", "neuron_updates", "spikes")
 
 
@@ -73,14 +85,104 @@ def _inputs_per_layer(g: Graph, images: np.ndarray, spikes: dict[str, np.ndarray
     return out
 
 
-def _rows_of_positions(lp, in_shape) -> np.ndarray:
-    """Rows per input position of a weighted layer: [*in_shape]."""
+def default_fifo_depth(P: int) -> int:
+    """The generator's default per-PE FIFO depth, 2 P (at least MIN_FIFO_DEPTH): how far
+    the fastest and the slowest PE drift apart grows with the number of PEs, and one PE
+    needs no slack at all.  Measured on vgg9_binw (bench/fifo_depth.py, docs/RTL.md)."""
+    return max(MIN_FIFO_DEPTH, 2 * int(P))
+
+
+def check_fifo_depth(depth) -> int:
+    if isinstance(depth, bool) or not isinstance(depth, (int, np.integer)) or \
+            not MIN_FIFO_DEPTH <= depth <= MAX_FIFO_DEPTH:
+        raise ValueError(f"fifo_depth must be an integer in [{MIN_FIFO_DEPTH}, {MAX_FIFO_DEPTH}] "
+                         f"(READ_LATENCY + 1 at least), got {depth!r}")
+    return int(depth)
+
+
+def _lanes_of_positions(lp, in_shape) -> np.ndarray:
+    """[positions, P]: each PE's lanes for an event at each flat (C-H-W) input position."""
+    counts = lp.lane_counts
     if lp.kind == "conv":
-        _, h, w = in_shape
+        c, h, w = in_shape
         my, mx = lp.class_shape
-        rows = lp.rows_per_source.reshape(-1, my, mx)
-        return rows[:, np.arange(h)[:, None] % my, np.arange(w)[None, :] % mx]
-    return lp.rows_per_source.reshape(in_shape)
+        per = counts.reshape(c, my, mx, -1)[:, (np.arange(h) % my)[:, None], (np.arange(w) % mx)[None, :]]
+        return per.reshape(c * h * w, -1)
+    return counts
+
+
+def _queue_order(lp, out_shape) -> np.ndarray:
+    """Flat output positions of a neuron layer in the order its spike queues are read:
+    PE 0's slots first, each PE's in slot order."""
+    shape = tuple(out_shape) if len(out_shape) == 3 else (out_shape[0], 1, 1)
+    parts = [np.ravel_multi_index((s[:, 1], s[:, 2], s[:, 3]), shape) for s in lp.slots if len(s)]
+    return np.concatenate(parts) if parts else np.zeros(0, np.int64)
+
+
+def _event_order(g: Graph, prog: Program, images: np.ndarray, spikes: dict, dense: bool):
+    """For every weighted layer: per image and timestep, the flat input positions of its
+    events in the order the reader broadcasts them (list over images of lists over t)."""
+    n, T = len(images), g.T
+    flat_in = np.asarray(images).reshape(n, -1)
+    cur = [[np.arange(flat_in.shape[1]) if dense else np.flatnonzero(flat_in[i])] * T for i in range(n)]
+    out = {}
+    for l, lp in zip(g.layers, prog.layers):
+        if l.has_weights:
+            out[l.name] = cur
+        if l.kind in ("conv", "linear"):
+            order = _queue_order(lp, l.out_shape)
+            if dense:
+                cur = [[order] * T for _ in range(n)]
+            else:
+                sp = spikes[l.name].reshape(n, T, -1)
+                cur = [[order[sp[i, t, order] != 0] for t in range(T)] for i in range(n)]
+        elif l.kind == "pool":
+            c, h, w = l.in_shape
+            _, hp, wp = l.out_shape
+            k = l.kernel
+            if dense:
+                cur = [[np.arange(c * hp * wp)] * T for _ in range(n)]
+                continue
+            nxt = []
+            for per_t in cur:
+                row = []
+                for ev in per_t:
+                    cc, yy, xx = np.unravel_index(ev, (c, h, w))
+                    py, px = yy // k, xx // k
+                    keep = (py < hp) & (px < wp)
+                    pooled = ((cc * hp + py) * wp + px)[keep]
+                    _, first = np.unique(pooled, return_index=True)
+                    row.append(pooled[np.sort(first)])
+                nxt.append(row)
+            cur = nxt
+    return out
+
+
+def _stream_run(seqs: list[np.ndarray], lanes: np.ndarray, depth: int) -> np.ndarray:
+    """RUN cycles of one weighted layer and timestep per image (module docstring's
+    recurrence), vectorised over images and PEs; ``seqs``: each image's event positions."""
+    n = len(seqs)
+    E = np.array([len(s) for s in seqs], np.int64)
+    run_c = np.ones(n, np.int64)
+    if not n or E.max() == 0:
+        return run_c
+    pos = np.zeros((n, int(E.max())), np.int64)
+    for i, s in enumerate(seqs):
+        pos[i, :len(s)] = s
+    cost = np.maximum(lanes, 1)
+    b = np.zeros(n, np.int64)
+    finish = np.zeros((n, lanes.shape[1]), np.int64)
+    pops = np.zeros((depth, n, lanes.shape[1]), np.int64)      # s_p of the last `depth` events
+    for e in range(int(E.max())):
+        live = (e < E)[:, None]
+        be = b + 1
+        if e >= depth:
+            be = np.maximum(be, pops[e % depth].max(1) + 1)
+        s = np.maximum(be[:, None] + READ_LATENCY, finish)
+        pops[e % depth] = s
+        finish = np.where(live, s + cost[pos[:, e]], finish)
+        b = np.where(live[:, 0], be, b)
+    return np.where(E > 0, finish.max(1), 1)
 
 
 def _accumulates(l, g: Graph, active: np.ndarray, dense: bool) -> np.ndarray:
@@ -101,14 +203,18 @@ def _accumulates(l, g: Graph, active: np.ndarray, dense: bool) -> np.ndarray:
 
 
 def cycle_model(g: Graph, images: np.ndarray, P: int, dense: bool = False,
-                gold: GoldenResult | None = None, prog: Program | None = None) -> list[ImageCycles]:
+                gold: GoldenResult | None = None, prog: Program | None = None,
+                fifo_depth: int | None = None) -> list[ImageCycles]:
     """Exact cycles and status counters per image for `images` (``gold``: the golden
-    interpreter's traced run of the same images, if already computed)."""
+    interpreter's traced run of the same images, if already computed; ``fifo_depth``: the
+    generator's per-PE FIFO depth, default `default_fifo_depth`)."""
     prog = prog or map_graph(g, P, dense)
+    depth = check_fifo_depth(default_fifo_depth(P) if fifo_depth is None else fifo_depth)
     images = np.asarray(images).astype(np.int64)
     gold = gold if gold is not None else run(g, images, trace=True)
     ins = _inputs_per_layer(g, images, gold.spikes)
     n, T = len(images), g.T
+    order = _event_order(g, prog, images, gold.spikes, dense)
     per_layer = {l.name: np.zeros(n, np.int64) for l in g.layers}
     counters = {l.name: {c: np.zeros(n, np.int64) for c in COUNTERS} for l in g.layers if l.kind != "flatten"}
     syn = np.zeros(n, np.int64)
@@ -128,11 +234,15 @@ def cycle_model(g: Graph, images: np.ndarray, P: int, dense: bool = False,
                 c = c + T * (int(np.prod(l.out_shape)) + SWEEP_DRAIN)
             cnt["spikes"] += (or_pool(x.reshape((-1,) + x.shape[2:]), l.kernel) != 0).reshape(n, -1).sum(1, dtype=np.int64)
         else:
-            rows = _rows_of_positions(lp, l.in_shape)[None, None]
-            occupied = (events * np.maximum(1, rows)).reshape(n, T, -1).sum(2)
-            run_c = np.where(n_events == 0, 1, READ_LATENCY + 1 + occupied)
+            lanes = _lanes_of_positions(lp, l.in_shape)
+            if dense:           # every image meets the same events: one run serves all
+                run_c = np.stack([np.repeat(_stream_run([order[l.name][0][t]], lanes, depth), n)
+                                  for t in range(T)], 1)
+            else:
+                run_c = np.stack([_stream_run([order[l.name][i][t] for i in range(n)], lanes, depth)
+                                  for t in range(T)], 1)
             c = (1 + run_c + ACC_DRAIN).sum(1)
-            cnt["weight_reads"] += (events * rows).reshape(n, -1).sum(1)
+            cnt["weight_reads"] += (events.reshape(n, T, -1) * lanes.sum(1)).reshape(n, -1).sum(1)
             acc = _accumulates(l, g, events, dense)
             cnt["accumulates"] += acc
             layer_syn = _accumulates(l, g, x != 0, False)

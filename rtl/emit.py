@@ -76,14 +76,15 @@ def reset_wrapper(acc: Accelerator, debug_ports: bool = True) -> str:
 
 
 def write_rtl(ir_dir: Path, out_dir: Path, pes: int = 16, dense: bool = False, trace: bool = True,
-              run_lint: bool = True, memory_style: str = "auto", progress=print) -> dict:
+              run_lint: bool = True, memory_style: str = "auto", fifo_depth: int | None = None,
+              progress=print) -> dict:
     """Generate, write and (``run_lint``) lint the accelerator for the IR in ``ir_dir``.
     Raises LintError, after writing everything, when Verilator reports a warning that
     `lint.EXPLAINED` does not cover."""
     ir_dir, out_dir = Path(ir_dir), Path(out_dir)
     g = load_graph(ir_dir)
     t0 = time.perf_counter()
-    acc = Accelerator(g, pes, dense=dense, trace=trace, memory_style=memory_style)
+    acc = Accelerator(g, pes, dense=dense, trace=trace, memory_style=memory_style, fifo_depth=fifo_depth)
     progress(f"[rtl] {g.provenance.get('config', {}).get('name', ir_dir.name)}: {pes} PEs"
              f"{' (dense)' if dense else ''}; elaborating and emitting Verilog through yosys", flush=True)
     # One elaboration, two forms: RTLIL for synthesis (yosys reads the memories' contents
@@ -101,7 +102,8 @@ def write_rtl(ir_dir: Path, out_dir: Path, pes: int = 16, dense: bool = False, t
     manifest = {
         "stage": "rtl",
         "inputs": {"graph.json": _digest(ir_dir / "graph.json"), "tensors.npz": _digest(ir_dir / "tensors.npz")},
-        "params": {"pes": pes, "dense": dense, "trace": trace, "memory_style": memory_style},
+        "params": {"pes": pes, "dense": dense, "trace": trace, "memory_style": memory_style,
+                   "fifo_depth": acc.fifo_depth},
         "top": TOP,
         "generator": generator_digest(),
         "files": ["top.v", "core.il", "synth_top.v", "interface.json", "manifest.json"],

@@ -18,8 +18,9 @@ cycle model (`cycles.py`) counts, comes from here, so the two cannot disagree on
 - **Compressed synapse store.** Synapses are grouped by *event source*: a conv layer's
   (input channel c, input position class ``(y mod s*ry, x mod s*rx)``), a linear or
   readout layer's input index.  Each source owns consecutive *rows*; a row holds at most
-  one *lane* per PE (valid, sign, target address, conv offsets), so one row is one cycle
-  in which every PE does at most one accumulate.  A masked synapse has no lane: it costs
+  one *lane* per PE (valid, sign, target address, conv offsets), packed from the first
+  row down, so a PE's lanes of a source are the first ``lane_counts[s, p]`` rows of its
+  column.  Each PE walks its own column, one lane per cycle (`accel.py`).  A masked synapse has no lane: it costs
   no cycle and no read.  Linear lanes into pruned neurons are dropped here; conv lanes
   are shared by every position of a class and pruned targets are dropped by the lookup.
 - **Dense reference** (``dense=True``): same PE count and layout, no skipping: every
@@ -78,6 +79,16 @@ class LayerProgram:
     @property
     def rows_per_source(self) -> np.ndarray:
         return self.rowptr[:, 1]
+
+    @property
+    def lane_counts(self) -> np.ndarray:
+        """[sources, P]: each PE's lanes for each source.  `_pack` fills every PE's lanes from
+        the source's first row, so PE p walks rows ``start .. start + lane_counts[s, p] - 1``
+        of its own column (the per-PE row streams of `accel.py`)."""
+        valid = self.lanes[:, :, 0]
+        cum = np.concatenate([np.zeros((1, valid.shape[1]), np.int64), np.cumsum(valid, 0)])
+        start, count = self.rowptr[:, 0], self.rowptr[:, 1]
+        return cum[start + count] - cum[start]
 
     @property
     def class_shape(self) -> tuple[int, int]:

@@ -65,7 +65,7 @@ def simulator_version(sim: str) -> str:
 
 
 def write_job(g: Graph, images: np.ndarray, pes: int, dense: bool, traced: list[int], job: Path,
-              trace_port: bool, chunk: int = 100, progress=None) -> dict:
+              trace_port: bool, chunk: int = 100, progress=None, fifo_depth: int | None = None) -> dict:
     """Reference results for `images` into job.json / job.npz (chunked: the traced golden
     run of 1,000 VGG images would not fit in memory at once)."""
     prog = map_graph(g, pes, dense)
@@ -76,7 +76,7 @@ def write_job(g: Graph, images: np.ndarray, pes: int, dense: bool, traced: list[
     for s in range(0, n, chunk):
         part = images[s:s + chunk]
         gold = run(g, part, trace=True)
-        model = cycle_model(g, part, pes, dense=dense, gold=gold, prog=prog)
+        model = cycle_model(g, part, pes, dense=dense, gold=gold, prog=prog, fifo_depth=fifo_depth)
         scores.append(gold.scores)
         for mdl in model:
             cycles.append(mdl.total)
@@ -166,6 +166,7 @@ def run_sim(rtl_dir: Path, g: Graph, images: np.ndarray, out_dir: Path, simulato
     rtl_dir, out_dir = Path(rtl_dir), Path(out_dir)
     man = json.loads((rtl_dir / "manifest.json").read_text())
     pes, dense, trace_port = man["params"]["pes"], man["params"]["dense"], man["params"]["trace"]
+    fifo_depth = man["params"]["fifo_depth"]
     traced = [i for i in traced if i < len(images)] if trace_port else []
     jobs = max(1, min(int(jobs), len(images)))
     bounds = np.linspace(0, len(images), jobs + 1).astype(int)
@@ -173,7 +174,8 @@ def run_sim(rtl_dir: Path, g: Graph, images: np.ndarray, out_dir: Path, simulato
               enumerate(zip(bounds[:-1], bounds[1:]))]
     t0 = time.perf_counter()
     for a, b, job in shards:
-        meta = write_job(g, images[a:b], pes, dense, [i - a for i in traced if a <= i < b], job, trace_port)
+        meta = write_job(g, images[a:b], pes, dense, [i - a for i in traced if a <= i < b], job, trace_port,
+                         fifo_depth=fifo_depth)
         meta.update({"status": man["status"], "score_bits": man["score_bits"], "trace_fields": man["trace_fields"],
                      "progress": progress, "stop_at_first_mismatch": stop_at_first_mismatch})
         (job / "job.json").write_text(json.dumps(meta))
@@ -273,7 +275,7 @@ def run_sim(rtl_dir: Path, g: Graph, images: np.ndarray, out_dir: Path, simulato
                    "max": int(cyc.max()) if n_run else None, "total": int(cyc.sum())},
         "cycles_equal_model": bool(n_run and (cyc == data["cycles"][:n_run]).all()),
         "counters_summed": summed,
-        "simulator": simulator, "simulator_version": version, "pes": pes, "dense": dense,
+        "simulator": simulator, "simulator_version": version, "pes": pes, "fifo_depth": fifo_depth, "dense": dense,
         "wall_seconds": {"reference": round(ref_s, 2), "build": round(build_s, 2), "run": round(run_s, 2),
                          "testbench_loop": round(r["wall_seconds"], 2)},
         "processes": jobs,

@@ -22,7 +22,7 @@ def test_energy_constants_and_interpolation():
 
 def _manifest():
     return {"membrane_bits": 16, "memories": [
-        {"name": "rows", "width": 64, "depth": 1024, "bits": 65536},
+        {"name": "pe0_rows", "width": 64, "depth": 1024, "bits": 65536},
         {"name": "pe0_membranes", "width": 16, "depth": 256, "bits": 4096},
         {"name": "pe0_params", "width": 32, "depth": 4, "bits": 128},
         {"name": "pe0_spikes", "width": 16, "depth": 64, "bits": 1024}]}

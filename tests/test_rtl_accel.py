@@ -19,15 +19,15 @@ def _pes(seed: int) -> int:
     return (1, 3, 4, 4, 16)[seed % 5]
 
 
-def _check(seed: int, P: int, dense: bool, n_images: int = 2):
+def _check(seed: int, P: int, dense: bool, n_images: int = 2, fifo_depth: int | None = None):
     g = random_graph(seed, binary=True)
     images = random_images(g, n_images, seed)
-    acc = Accelerator(g, P, dense=dense, trace=True)
+    acc = Accelerator(g, P, dense=dense, trace=True, fifo_depth=fifo_depth)
     rtl = simulate(acc, images)
     gold = run(g, images, trace=True)
-    model = cycle_model(g, images, P, dense=dense, gold=gold)
+    model = cycle_model(g, images, P, dense=dense, gold=gold, fifo_depth=fifo_depth)
     for i, (r, mdl) in enumerate(zip(rtl, model)):
-        where = f"seed {seed}, P {P}, dense {dense}, image {i}"
+        where = f"seed {seed}, P {P}, dense {dense}, FIFO depth {acc.fifo_depth}, image {i}"
         assert r.scores == gold.scores[i].tolist(), where
         for name, spikes in r.spikes.items():
             diff = np.argwhere(spikes != gold.spikes[name][i])
@@ -44,6 +44,13 @@ def test_random_ir_equals_golden_and_cycle_model(seed):
 @pytest.mark.parametrize("seed", DENSE_SEEDS)
 def test_dense_variant_equals_golden_and_cycle_model(seed):
     _check(seed, _pes(seed), dense=True)
+
+
+@pytest.mark.parametrize("seed,P,depth", [(s, P, d) for s in (1, 4, 6, 12, 19) for P, d in ((3, 4), (4, 5), (16, 6))])
+def test_shallow_fifos_equal_golden_and_cycle_model(seed, P, depth):
+    """With the shortest FIFOs the reader stalls on the busiest PE's credit all the time:
+    the recurrence's credit term (not just its PE drift) is what these images exercise."""
+    _check(seed, P, dense=seed == 4, fifo_depth=depth)
 
 
 def test_the_seeds_cover_the_hard_cases():
@@ -94,3 +101,49 @@ def test_sparse_skips_work_that_dense_does():
         for name in a.counters:
             assert a.counters[name]["accumulates"] <= b.counters[name]["accumulates"]
             assert a.counters[name]["weight_reads"] <= b.counters[name]["weight_reads"]
+
+
+def _two_phase_graph():
+    """16 inputs -> 6 linear units on 2 PEs (even units on PE 0, odd on PE 1): the even
+    units listen to inputs 0-7 only, the odd ones to inputs 8-15, so PE 0 is busy (3
+    lanes an event) during the first half of the events and idle in the second, PE 1 the
+    other way round.  Deep FIFOs let PE 1 start its half early; shallow ones make the
+    reader wait for PE 0's credit."""
+    from ticketforge.model.ir import validate
+    from ticketforge.model.ir.schema import Graph, InputSpec, Layer, Neuron
+
+    mask = np.zeros((6, 16), np.uint8)
+    mask[0::2, :8] = 1
+    mask[1::2, 8:] = 1
+    t = {"fc.weight": (np.where(np.arange(96).reshape(6, 16) % 3, 1, -1) * mask).astype(np.int8), "fc.mask": mask,
+         "fc.bias": np.zeros(6, np.int64), "fc.threshold": np.full(6, 300, np.int64),
+         "fc.neuron_mask": np.ones(6, np.uint8),
+         "out.weight": np.ones((2, 6), np.int8), "out.mask": np.ones((2, 6), np.uint8)}
+    layers = (Layer("flat", "flatten", (1, 1, 16), (16,)),
+              Layer("fc", "linear", (16,), (6,), weight_bits=2, neuron=Neuron(membrane_bits=12),
+                    tensors={k.split(".")[1]: k for k in t if k.startswith("fc.")}),
+              Layer("out", "output", (6,), (2,), weight_bits=2, tensors={"weight": "out.weight", "mask": "out.mask"}))
+    return validate(Graph(T=2, input=InputSpec((1, 1, 16)), layers=layers, tensors=t))
+
+
+def test_fifo_credit_makes_the_reader_wait_for_the_busiest_pe():
+    g = _two_phase_graph()
+    images = np.arange(1, 33, dtype=np.uint8).reshape(2, 1, 1, 16) * 7
+    gold = run(g, images, trace=True)
+    cycles = {}
+    for depth in (4, 32):
+        rtl = simulate(Accelerator(g, 2, fifo_depth=depth), images)
+        model = cycle_model(g, images, 2, gold=gold, fifo_depth=depth)
+        assert [r.scores for r in rtl] == gold.scores.tolist()
+        assert [r.cycles for r in rtl] == [m.total for m in model]
+        assert [r.counters for r in rtl] == [m.counters for m in model]
+        cycles[depth] = model[0].per_layer["fc"]
+    # 16 events: PE 0's 8 x 3 lanes then PE 1's 8 x 3 lanes; with 32 entries they overlap
+    assert cycles[4] > cycles[32] + 10, cycles
+
+
+def test_fifo_depth_is_checked_up_front():
+    g = random_graph(3, binary=True)
+    for bad in (3, 0, 2000, 4.0, True):
+        with pytest.raises(ValueError, match=f"fifo_depth must be an integer.*got {bad!r}"):
+            Accelerator(g, 2, fifo_depth=bad)

@@ -36,6 +36,9 @@ def _add_config_args(p: argparse.ArgumentParser) -> None:
 def _add_rtl_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--pes", type=int, default=None,
                    help="processing elements of the accelerator (default: the config's hw.pes, 16)")
+    p.add_argument("--fifo-depth", type=int, default=None,
+                   help="entries of each PE's event FIFO (default: the config's hw.fifo_depth, else 2 x PEs; "
+                        "deeper lets PEs with uneven work drift further apart)")
     p.add_argument("--dense", action="store_true",
                    help="the no-skipping reference design (written to build/<name>/rtl-dense/)")
     p.add_argument("--memory-style", choices=("auto", "block", "logic"), default="auto",
@@ -218,21 +221,31 @@ def cmd_quantize(args) -> int:
     return 0
 
 
+def _resolve_rtl_args(args, cfg) -> None:
+    """PEs and FIFO depth: the command line, else the config, else the generator's default
+    (resolved here so that the rtl stage's manifest records the number that was built)."""
+    from ticketforge.rtl.cycles import check_fifo_depth, default_fifo_depth
+
+    args.pes = args.pes or cfg.hw.pes
+    depth = args.fifo_depth or cfg.hw.fifo_depth
+    args.fifo_depth = check_fifo_depth(default_fifo_depth(args.pes) if depth is None else depth)
+
+
 def cmd_rtl(args) -> int:
     from ticketforge.model.ir import IRError
     from ticketforge.rtl.emit import write_rtl
 
     cfg = _load(args)
-    args.pes = args.pes or cfg.hw.pes
+    _resolve_rtl_args(args, cfg)
     root = Path(args.build_dir) / cfg.name
     out = root / ("rtl-dense" if args.dense else "rtl")
     if not (root / "ir" / "graph.json").is_file():
         raise IRError(f"no IR in {root / 'ir'}: run `ticketforge quantize --config {cfg.name}` first "
                       f"(or `make hw MODEL={cfg.name}`)")
     m = write_rtl(root / "ir", out, pes=args.pes, dense=args.dense, trace=args.trace, memory_style=args.memory_style,
-                  progress=lambda s, **k: print(s, **k) if not args.quiet else None)
+                  fifo_depth=args.fifo_depth, progress=lambda s, **k: print(s, **k) if not args.quiet else None)
     lint = m.get("lint", {})
-    print(f"[{cfg.name}] RTL -> {out / 'top.v'}: {args.pes} PEs, membranes {m['membrane_bits']} bits, "
+    print(f"[{cfg.name}] RTL -> {out / 'top.v'}: {args.pes} PEs ({args.fifo_depth}-entry event FIFOs), membranes {m['membrane_bits']} bits, "
           f"{len(m['memories'])} memories, {m['memory_bits'] / 8192:.1f} KiB; verilator lint: "
           f"{sum(lint.get('explained', {}).values())} explained warnings, "
           f"{len(lint.get('unexplained', []))} unexplained ({m['seconds']:.1f} s)")
@@ -445,7 +458,7 @@ def cmd_hw(args) -> int:
     from ticketforge.deploy.boards import get_board
 
     cfg = _load(args)
-    args.pes = args.pes or cfg.hw.pes
+    _resolve_rtl_args(args, cfg)
     get_board(args.board or cfg.hw.board)        # an unknown board fails now, not after the simulation
     if args.hls and args.baseline:
         _baseline_config(args.baseline)            # so does a wrong baseline
@@ -484,7 +497,8 @@ def cmd_hw(args) -> int:
 
     from ticketforge.rtl.emit import generator_digest
     rtldir = root / ("rtl-dense" if args.dense else "rtl")
-    rtl_params = {"pes": args.pes, "dense": args.dense, "trace": args.trace, "memory_style": args.memory_style}
+    rtl_params = {"pes": args.pes, "dense": args.dense, "trace": args.trace, "memory_style": args.memory_style,
+                  "fifo_depth": args.fifo_depth}
     board = args.board or cfg.hw.board
     synth: dict = {}
 
@@ -567,13 +581,14 @@ def _report(cfg, root: Path, synth: dict, seconds: dict) -> dict:
 
     sim = json.loads((root / "sim" / "results.json").read_text())
     cache = root / "sim" / "cycle_model.json"
-    key = {"inputs": sim["inputs"], "images": sim["images_run"], "pes": sim["pes"]}
+    key = {"inputs": sim["inputs"], "images": sim["images_run"], "pes": sim["pes"], "fifo_depth": sim.get("fifo_depth")}
     if cache.is_file() and json.loads(cache.read_text()).get("key") == key:
         cycles = json.loads(cache.read_text())["cycles"]
     else:
         g = load_graph(root / "ir")
         codes, _ = load_test_inputs(root / "ir")
-        cycles = model_cycles(g, codes[:sim["images_run"]], sim["pes"], jobs=os.cpu_count() or 1)
+        cycles = model_cycles(g, codes[:sim["images_run"]], sim["pes"], jobs=os.cpu_count() or 1,
+                              fifo_depth=sim.get("fifo_depth"))
         cache.write_text(json.dumps({"key": key, "cycles": cycles}, indent=1))
     return build_report(root, cfg.name, cycles, synth, {k: round(v, 1) for k, v in seconds.items()},
                         hls=_hls_section(root))
