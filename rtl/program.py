@@ -7,12 +7,13 @@ cycle model (`cycles.py`) counts, comes from here, so the two cannot disagree on
   variant every neuron does).  A *linear* unit with live index j lives on PE ``j mod P``
   in slot ``j div P``; readout class k on PE ``k mod P``, slot ``k div P``.
 - **Conv neurons** are split into *groups* ``g = o + O * (py * rx + px)``: channel o and
-  position class ``(py, px) = (y mod ry, x mod rx)``; group g lives on PE ``g mod P``.
-  ``ry x rx`` (powers of two) spread a channel over several PEs when there are fewer
-  channels than PEs.  Inside a PE a neuron has a dense *local index*
-  ``(g div P) * GS + (y div ry) * GW + (x div rx)`` and a per-PE lookup table maps the
-  local index to its slot (or "pruned").  A conv lane's address is the group's
-  ``g div P``; the PE multiplies it by the constant GS (shift-adds, no multiplier).  The table is the price of sharing one kernel
+  position class ``(py, px) = (y mod ry, x mod rx)``.  ``ry x rx`` (powers of two) give
+  every PE at least GROUPS_PER_PE groups; `place_groups` puts class k of channel o on PE
+  ``(o + k * P / classes) mod P`` (so a PE's groups are different channels) and numbers a
+  PE's groups by its *rank*.  Inside a PE a neuron has a dense *local index*
+  ``rank * GS + (y div ry) * GW + (x div rx)`` and a per-PE lookup table maps the
+  local index to its slot (or "pruned").  A conv lane's address is the group's rank; the
+  PE multiplies it by the constant GS (shift-adds, no multiplier).  The table is the price of sharing one kernel
   row among all positions of a class: it costs a few bits per neuron where a membrane
   costs ``membrane_bits + 2``.
 - **Compressed synapse store.** Synapses are grouped by *event source*: a conv layer's
@@ -38,7 +39,8 @@ import numpy as np
 
 from ticketforge.model.ir.schema import Graph, IRError, Layer
 
-__all__ = ["LayerProgram", "Program", "map_graph", "MAX_PES", "LANE_FIELDS", "position_classes"]
+__all__ = ["LayerProgram", "Program", "map_graph", "MAX_PES", "LANE_FIELDS", "GROUPS_PER_PE", "position_classes",
+           "place_groups"]
 
 MAX_PES = 1024
 MAX_ROWS = 1 << 20            # rows of the synapse store, all layers together
@@ -107,12 +109,34 @@ class Program:
         return next(lp for lp in self.layers if lp.name == name)
 
 
+# At least two conv groups per PE, so that place_groups can put two different channels on
+# each PE (vgg9_binw at P = 64: 1.50x -> 1.41x of the ideal bound; four would give 1.37x
+# but double the synapse rows, which pad each source to its busiest PE).
+GROUPS_PER_PE = 2
+
+
 def position_classes(cout: int, P: int) -> tuple[int, int]:
     """(ry, rx), powers of two: position classes per channel so that channels x classes
-    cover the P PEs when there are fewer channels than PEs."""
-    r = -(-P // cout) if cout < P else 1
+    give every PE at least GROUPS_PER_PE groups."""
+    r = -(-GROUPS_PER_PE * P // cout)
     e = int(np.ceil(np.log2(r))) if r > 1 else 0
     return 1 << (e // 2), 1 << (e - e // 2)
+
+
+def place_groups(cout: int, classes: int, P: int) -> tuple[np.ndarray, np.ndarray]:
+    """PE and rank (local group index on that PE) of every conv group
+    ``g = o + cout * class``.  Class k of channel o goes to PE ``(o + k * P / classes) mod P``:
+    each class's channels start a different stretch of PEs, so a PE holding several groups
+    holds different channels, whose uneven synapse counts then average out.  Ranks number
+    a PE's groups in order of g."""
+    o, k = np.meshgrid(np.arange(cout), np.arange(classes), indexing="xy")
+    pe = ((o + k * max(1, P // classes)) % P).reshape(-1)          # g = o + cout * k order
+    g = np.arange(cout * classes)
+    rank = np.zeros_like(g)
+    for p in range(P):
+        on = g[pe == p]
+        rank[on] = np.arange(len(on))
+    return pe, rank
 
 
 def _check(g: Graph, P: int) -> None:
@@ -213,13 +237,14 @@ def _map_conv(g: Graph, l: Layer, P: int, dense: bool) -> LayerProgram:
     gs = gw * gh
     lp = LayerProgram(l.name, l.kind, l, ry=ry, rx=rx, gw=gw, gs=gs)
     n_groups = cout * ry * rx
+    g_pe, g_rank = place_groups(cout, ry * rx, P)
     # local index of every neuron on its PE
     oo, yy, xx = np.meshgrid(np.arange(cout), np.arange(ho), np.arange(wo), indexing="ij")
     grp = oo + cout * ((yy % ry) * rx + xx % rx)
-    pe = grp % P
-    local = (grp // P) * gs + (yy // ry) * gw + xx // rx
+    pe = g_pe[grp]
+    local = g_rank[grp] * gs + (yy // ry) * gw + xx // rx
     for p in range(P):
-        depth = len(range(p, n_groups, P)) * gs
+        depth = int((g_pe == p).sum()) * gs
         sel = (pe == p) & live
         order = np.argsort(local[sel], kind="stable")
         lut = np.full(depth, -1, np.int64)
@@ -246,7 +271,7 @@ def _map_conv(g: Graph, l: Layer, P: int, dense: bool) -> LayerProgram:
                             if not (mask[o, c, ky, kx] or dense):
                                 continue
                             gg = o + cout * (py * rx + px)
-                            per_pe[gg % P].append((1, int(w[o, c, ky, kx] < 0), int(not mask[o, c, ky, kx]),
-                                                   gg // P, pad - ky, pad - kx))
+                            per_pe[g_pe[gg]].append((1, int(w[o, c, ky, kx] < 0), int(not mask[o, c, ky, kx]),
+                                                     g_rank[gg], pad - ky, pad - kx))
                 sources.append(_pack(per_pe, P))
     return _finish(lp, sources, P)

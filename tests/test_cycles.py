@@ -68,3 +68,28 @@ def test_pruned_neurons_get_no_slot():
 def test_bad_pe_count():
     with pytest.raises(IRError, match="number of PEs"):
         map_graph(_tiny(), 0)
+
+
+@pytest.mark.parametrize("cout,classes,P", [(64, 2, 64), (32, 4, 64), (128, 1, 64), (32, 2, 16), (6, 4, 3), (5, 2, 4)])
+def test_place_groups_spreads_channels_and_ranks_are_dense(cout, classes, P):
+    from ticketforge.rtl.program import place_groups
+
+    pe, rank = place_groups(cout, classes, P)
+    o = np.arange(cout * classes) % cout
+    for p in range(P):
+        on = np.flatnonzero(pe == p)
+        assert sorted(rank[on]) == list(range(len(on)))          # a PE's ranks are 0..n-1
+        if len(on) <= cout and cout * classes % P == 0:
+            assert len(set(o[on])) == len(on), (p, o[on])           # different channels
+    if cout * classes % P == 0:
+        assert np.bincount(pe, minlength=P).min() == cout * classes // P   # balanced
+
+
+def test_position_classes_give_every_pe_two_groups():
+    """64 channels on 64 PEs get two position classes (each PE then holds two different
+    channels, see place_groups); 128 channels need none; 32 channels get four."""
+    from ticketforge.rtl.program import GROUPS_PER_PE, position_classes
+
+    assert GROUPS_PER_PE == 2
+    assert position_classes(64, 64) == (1, 2) and position_classes(128, 64) == (1, 1)
+    assert position_classes(32, 64) == (2, 2) and position_classes(64, 16) == (1, 1)
