@@ -46,7 +46,7 @@ from amaranth.lib.wiring import In, Out
 from ticketforge.model.ir.schema import Graph, IRError, Neuron
 from ticketforge.rtl.cycles import ACC_DRAIN, COUNTERS, UPD_DRAIN, check_fifo_depth, default_fifo_depth
 from ticketforge.rtl.neuron import NeuronUpdate
-from ticketforge.rtl.program import LANE_FIELDS, Program, map_graph
+from ticketforge.rtl.program import LANE_FIELDS, Program, map_graph, place_groups
 
 __all__ = ["Accelerator", "status_map", "MEMORY_STYLES"]
 
@@ -98,6 +98,16 @@ class Fields:
                 raise IRError(f"value {v} does not fit the {w}-bit field {k!r}")
             word |= (v & ((1 << w) - 1)) << self.offsets[k]
         return word
+
+    def pack_signals(self, **values):
+        """The word as an Amaranth value: each field's signal truncated or zero-extended to
+        its width (fields not given are 0)."""
+        parts = []
+        for k, w in self.widths.items():
+            if w:
+                v = values.get(k, C(0, w))
+                parts.append(v[:w] if len(v) >= w else _widen(v, w))
+        return Cat(*parts)
 
     def get(self, sig, name: str, signed_: bool = False):
         o, w = self.offsets[name], self.widths[name]
@@ -190,21 +200,39 @@ class Accelerator(wiring.Component):
                 pass                                  # event coordinates stay (c, y, x)
         self.neuron_layers = [i for i, l in enumerate(g.layers) if l.kind in ("conv", "linear")]
         self.weighted = [i for i, l in enumerate(g.layers) if l.has_weights]
-        # per-PE memory bases (slots, lookup tables, parameters), exact: pruned neurons take nothing
         lps = prog.layers
+        # *Regular* conv layers (no pruned neuron, every position class full): a PE's slot
+        # is its neuron's local index, so the slot -> (c, y, x) table and the local index ->
+        # slot lookup are not stored: counters and a per-PE table of its groups produce them
+        self.regular = [i for i in self.neuron_layers if lps[i].regular]
+        # per-PE memory bases (membranes, slot tables, lookup tables, groups, parameters),
+        # exact: pruned neurons take nothing
         self.mbase = {i: np.zeros(P, np.int64) for i in self.neuron_layers}
-        self.lbase = {i: np.zeros(P, np.int64) for i in self.neuron_layers if g.layers[i].kind == "conv"}
+        self.tbase = {i: np.zeros(P, np.int64) for i in self.neuron_layers if i not in self.regular}
+        self.lbase = {i: np.zeros(P, np.int64) for i in self.neuron_layers
+                      if g.layers[i].kind == "conv" and i not in self.regular}
+        self.gbase = {}
+        # regular layers: group -> PE (the same placement as program.py's)
+        self.groups = {i: place_groups(g.layers[i].out_shape[0], lps[i].ry * lps[i].rx, P)[0] for i in self.regular}
         self.pbase = {}
-        m_acc, l_acc, p_acc = np.zeros(P, np.int64), np.zeros(P, np.int64), 0
+        m_acc, t_acc, l_acc, g_acc = (np.zeros(P, np.int64) for _ in range(4))
+        p_acc = 0
         for i in self.neuron_layers:
             self.mbase[i] = m_acc.copy()
             m_acc += lps[i].n_slots
             self.pbase[i] = p_acc
             p_acc += g.layers[i].out_shape[0]
+            if i in self.tbase:
+                self.tbase[i] = t_acc.copy()
+                t_acc += lps[i].n_slots
             if i in self.lbase:
                 self.lbase[i] = l_acc.copy()
                 l_acc += np.array([len(t) for t in lps[i].lookup], np.int64)
-        self.mem_depth, self.lut_depth, self.param_depth = m_acc, l_acc, p_acc
+            if i in self.regular:
+                self.gbase[i] = g_acc.copy()
+                g_acc += np.bincount(self.groups[i], minlength=P)
+        self.mem_depth, self.slot_depth, self.lut_depth, self.group_depth, self.param_depth = \
+            m_acc, t_acc, l_acc, g_acc, p_acc
         self.queue_depth = max([int(lps[i].n_slots.max()) for i in self.neuron_layers] + [1])
         self.pool_depth = max([int(np.prod(l.out_shape)) for l in g.layers if l.kind == "pool"] + [1])
         self.in_depth = int(np.prod(g.input.shape))
@@ -247,6 +275,12 @@ class Accelerator(wiring.Component):
         lut_max = max([int(max((t.max(initial=-1) for t in lps[i].lookup), default=-1))
                        for i in self.lbase] + [0])
         self.lut = Fields(valid=1, slot=_bits(lut_max))
+        self.slot_bits = _bits(max([int(lps[i].n_slots.max()) for i in self.neuron_layers] + [1]))
+        # a conv neuron's local index on its PE (with pruned neurons, beyond its slots)
+        self.local_bits = _bits(max([len(t) for i in self.neuron_layers for t in lps[i].lookup] + [1]))
+        # a regular layer's group on a PE: its channel and position class
+        self.grp = Fields(c=self.ev.widths["c"], py=_bits(max([lps[i].ry - 1 for i in self.regular] + [0])),
+                          px=_bits(max([lps[i].rx - 1 for i in self.regular] + [0])))
         # distinct neuron configurations share one update unit per PE
         self.configs: list[Neuron] = []
         self.config_of = {}
@@ -287,19 +321,25 @@ class Accelerator(wiring.Component):
 
     def _pe_words(self, p: int):
         g, lps = self.graph, self.prog.layers
-        mem, slots, lut, params = [], [], [], []
+        mem, slots, lut, groups, params = [], [], [], [], []
         for i in self.neuron_layers:
             l = g.layers[i]
             bias = g.tensor(l, "bias")
             for keep, o, y, x in lps[i].slots[p]:
                 mem.append(int(bias[o]) & ((1 << self.acc_bits) - 1))   # U = leak(0) + bias
-                slots.append(self.slot.pack(keep=keep, c=o, y=y, x=x))
+                if i in self.tbase:
+                    slots.append(self.slot.pack(keep=keep, c=o, y=y, x=x))
             if i in self.lbase:
                 for s in lps[i].lookup[p]:
                     lut.append(self.lut.pack(valid=int(s >= 0), slot=max(int(s), 0)))
+            if i in self.regular:
+                cout, rx = l.out_shape[0], lps[i].rx
+                for grp in np.flatnonzero(self.groups[i] == p):             # in rank order
+                    cls = int(grp) // cout
+                    groups.append(self.grp.pack(c=int(grp) % cout, py=cls // rx, px=cls % rx))
             for o in range(l.out_shape[0]):
                 params.append(self.param.pack(bias=int(bias[o]), thr=int(g.tensor(l, "threshold")[o])))
-        return mem or [0], slots or [0], lut or [0], params or [0]
+        return mem or [0], slots or [0], lut or [0], groups or [0], params or [0]
 
     # ---------------------------------------------------------------- hardware
     def elaborate(self, platform):
@@ -344,9 +384,9 @@ class Accelerator(wiring.Component):
 
         QD = self.queue_depth
         spk_w, spk_r, spk_count = [], [], []
-        mem_w, mem_r, slot_r, lut_r, par_r = [], [], [], [], []
+        mem_w, mem_r, slot_r, lut_r, grp_r, par_r = [], [], [], [], [], []
         for p in range(P):
-            memw, slotw, lutw, parw = self._pe_words(p)
+            memw, slotw, lutw, grpw, parw = self._pe_words(p)
             q = mk(f"pe{p}_spikes", ev.width, 2 * QD)
             spk_w.append(q.write_port())
             spk_r.append(q.read_port())
@@ -355,9 +395,10 @@ class Accelerator(wiring.Component):
             wp = mm.write_port()
             mem_w.append(wp)
             mem_r.append(mm.read_port(transparent_for=(wp,)))
-            slot_r.append(mk(f"pe{p}_slots", self.slot.width, int(self.mem_depth[p]), slotw, rom=True).read_port())
+            slot_r.append(mk(f"pe{p}_slots", self.slot.width, int(self.slot_depth[p]), slotw, rom=True).read_port())
             lut_r.append(mk(f"pe{p}_lookup", self.lut.width, int(self.lut_depth[p]) if self.lbase else 0,
                             lutw, rom=True).read_port())
+            grp_r.append(mk(f"pe{p}_groups", self.grp.width, int(self.group_depth[p]), grpw, rom=True).read_port())
             par_r.append(mk(f"pe{p}_params", self.param.width, self.param_depth, parw, rom=True).read_port())
 
         # ---------------- counters and status
@@ -480,12 +521,13 @@ class Accelerator(wiring.Component):
             count(COUNTERS.index("weight_reads"), sum(a0_issue))
 
         # ---------------- PE array: accumulate pipeline (A1 decode, A2 lookup, A3 read-add-write)
-        is_conv = Signal()
-        m.d.comb += is_conv.eq(Array(C(int(l.kind == "conv"), 1) for l in g.layers)[cur])
+        is_conv, regular = Signal(), Signal()
+        m.d.comb += [is_conv.eq(Array(C(int(l.kind == "conv"), 1) for l in g.layers)[cur]),
+                     regular.eq(Array(C(int(i in self.regular), 1) for i in range(L))[cur])]
         a2_v = [Signal(name=f"a2_v{p}") for p in range(P)]
         a3_v = [Signal(name=f"a3_v{p}") for p in range(P)]
         a2_slot = [Signal(self.lane.widths["addr"], name=f"a2_slot{p}") for p in range(P)]
-        a3_slot = [Signal(max(self.lane.widths["addr"], self.lut.widths["slot"]), name=f"a3_slot{p}")
+        a3_slot = [Signal(max(self.lane.widths["addr"], self.lut.widths["slot"], self.local_bits), name=f"a3_slot{p}")
                    for p in range(P)]
         a2_delta = [Signal(signed(self.acc_bits), name=f"a2_delta{p}") for p in range(P)]
         a3_delta = [Signal(signed(self.acc_bits), name=f"a3_delta{p}") for p in range(P)]
@@ -503,19 +545,24 @@ class Accelerator(wiring.Component):
             dy, dx = lane.get(word, "dy", True), lane.get(word, "dx", True)
             inr = Signal(name=f"inrange{p}")
             lut_addr = Signal(range(max(2, int(self.lut_depth[p]) + 1)), name=f"lut_addr{p}")
+            local, a2_local = (Signal(self.local_bits, name=f"{n}{p}") for n in ("local", "a2_local"))
             with m.Switch(cur):
-                for i in self.lbase:
+                for i in self.neuron_layers:
                     l, lp = g.layers[i], self.prog.layers[i]
+                    if l.kind != "conv":
+                        continue
                     with m.Case(i):
                         ls = l.stride.bit_length() - 1
                         yy, xx = a1y + dy, a1x + dx
                         oy, ox = yy >> ls, xx >> ls
                         _, ho, wo = l.out_shape
                         m.d.comb += inr.eq((yy >= 0) & (xx >= 0) & (oy < ho) & (ox < wo))
-                        local = laddr * lp.gs + (oy >> (lp.ry.bit_length() - 1)) * lp.gw + \
-                            (ox >> (lp.rx.bit_length() - 1))
-                        m.d.comb += lut_addr.eq(int(self.lbase[i][p]) + local)
+                        m.d.comb += local.eq(laddr * lp.gs + (oy >> (lp.ry.bit_length() - 1)) * lp.gw +
+                                             (ox >> (lp.rx.bit_length() - 1)))
+                        if i in self.lbase:
+                            m.d.comb += lut_addr.eq(int(self.lbase[i][p]) + local)
             m.d.comb += lut_r[p].addr.eq(lut_addr)
+            m.d.sync += a2_local.eq(local)
             mag = Signal(signed(self.acc_bits), name=f"mag{p}")
             with m.Switch(cur):                 # constant shifts per layer: wires, no shifter
                 for i in self.weighted:
@@ -523,9 +570,10 @@ class Accelerator(wiring.Component):
                         m.d.comb += mag.eq(Mux(lzero, 0, a1val << g.layers[i].input_shift))
             m.d.sync += [a2_v[p].eq(a1_v[p] & (inr | ~is_conv)), a2_slot[p].eq(laddr),
                          a2_delta[p].eq(Mux(lneg, -mag, mag))]
-            # A2: the slot (conv: from the lookup table), membrane read
-            lut_ok = self.lut.get(lut_r[p].data, "valid")
-            slot2 = Mux(is_conv, self.lut.get(lut_r[p].data, "slot"), a2_slot[p])
+            # A2: the slot (conv: from the lookup table, or the local index itself in a
+            # regular layer), membrane read
+            lut_ok = self.lut.get(lut_r[p].data, "valid") | regular
+            slot2 = Mux(is_conv, Mux(regular, a2_local, self.lut.get(lut_r[p].data, "slot")), a2_slot[p])
             v2p = a2_v[p] & (lut_ok | ~is_conv)
             m.d.sync += [a3_v[p].eq(v2p), a3_slot[p].eq(slot2), a3_delta[p].eq(a2_delta[p])]
             acc_addr = Signal.like(upd_mem_addr[p], name=f"acc_addr{p}")
@@ -564,6 +612,31 @@ class Accelerator(wiring.Component):
         spikes_now = [Signal(name=f"spike{p}") for p in range(P)]
         updates_now = [Signal(name=f"update{p}") for p in range(P)]
         m.d.sync += u1_i.eq(upd_i)
+        # regular layers: (rank, y div ry, x div rx) of slot upd_i, the same on every PE
+        # (counters instead of a stored slot table; reset with upd_i)
+        max_g = max([int(self.group_depth.max())] + [1])
+        max_q = max([self.prog.layers[i].gw for i in self.regular] + [self.prog.layers[i].gs // self.prog.layers[i].gw
+                                                                       for i in self.regular] + [1])
+        q_rank, q_y, q_x = Signal(range(max_g + 1), name="upd_rank"), Signal(range(max_q + 1), name="upd_qy"), \
+            Signal(range(max_q + 1), name="upd_qx")
+        u1_qy, u1_qx = Signal.like(q_y, name="u1_qy"), Signal.like(q_x, name="u1_qx")
+        upd_reset = Signal()
+        m.d.sync += [u1_qy.eq(q_y), u1_qx.eq(q_x)]
+        with m.If(upd_reset):
+            m.d.sync += [q_rank.eq(0), q_y.eq(0), q_x.eq(0)]
+        with m.Elif(upd_run):
+            with m.Switch(cur):
+                for i in self.regular:
+                    lp = self.prog.layers[i]
+                    with m.Case(i):
+                        with m.If(q_x == lp.gw - 1):
+                            m.d.sync += q_x.eq(0)
+                            with m.If(q_y == lp.gs // lp.gw - 1):
+                                m.d.sync += [q_y.eq(0), q_rank.eq(q_rank + 1)]
+                            with m.Else():
+                                m.d.sync += q_y.eq(q_y + 1)
+                        with m.Else():
+                            m.d.sync += q_x.eq(q_x + 1)
         w_bank = Signal()
         with m.Switch(cur):
             for i in self.neuron_layers:
@@ -572,18 +645,34 @@ class Accelerator(wiring.Component):
         for p in range(P):
             active = Signal(name=f"upd_active{p}")
             sbase = Signal.like(upd_mem_addr[p], name=f"sbase{p}")
+            tbase = Signal(range(max(2, int(self.slot_depth[p]))), name=f"tbase{p}")
+            gbase = Signal(range(max(2, int(self.group_depth[p]))), name=f"gbase{p}")
             pbase = Signal(range(max(2, self.param_depth)), name=f"pbase{p}")
+            # U1: the slot word, from the slot table or (regular layer) from the counters
+            # and the PE's group table; ry, rx are powers of two: y = qy * ry + py is a concat
+            slot1 = Signal(self.slot.width, name=f"slot1_{p}")
+            grp1 = grp_r[p].data
             with m.Switch(cur):
                 for i in self.neuron_layers:
+                    lp = self.prog.layers[i]
                     with m.Case(i):
-                        m.d.comb += [active.eq(upd_run & (upd_i < int(self.prog.layers[i].n_slots[p]))),
+                        m.d.comb += [active.eq(upd_run & (upd_i < int(lp.n_slots[p]))),
                                      sbase.eq(int(self.mbase[i][p])), pbase.eq(self.pbase[i])]
-            m.d.comb += slot_r[p].addr.eq(sbase + upd_i)
+                        if i in self.tbase:
+                            m.d.comb += [tbase.eq(int(self.tbase[i][p])), slot1.eq(slot_r[p].data)]
+                        else:
+                            ly, lx = lp.ry.bit_length() - 1, lp.rx.bit_length() - 1
+                            m.d.comb += [gbase.eq(int(self.gbase[i][p])),
+                                         slot1.eq(self.slot.pack_signals(
+                                             keep=C(1, 1), c=self.grp.get(grp1, "c"),
+                                             y=(u1_qy << ly) | self.grp.get(grp1, "py")[:ly],
+                                             x=(u1_qx << lx) | self.grp.get(grp1, "px")[:lx]))]
+            m.d.comb += [slot_r[p].addr.eq(tbase + upd_i), grp_r[p].addr.eq(gbase + q_rank)]
             m.d.sync += u1_v[p].eq(active)
             # U1: slot word -> parameter read; membrane read of the same slot
-            o1 = self.slot.get(slot_r[p].data, "c")
+            o1 = self.slot.get(slot1, "c")
             m.d.comb += [par_r[p].addr.eq(pbase + o1), upd_mem_addr[p].eq(sbase + u1_i)]
-            m.d.sync += [u2_v[p].eq(u1_v[p]), u2_addr[p].eq(sbase + u1_i), u2_slot[p].eq(slot_r[p].data)]
+            m.d.sync += [u2_v[p].eq(u1_v[p]), u2_addr[p].eq(sbase + u1_i), u2_slot[p].eq(slot1)]
             # U2: the update (one unit per distinct neuron configuration)
             spike, u_next = Signal(name=f"fire{p}"), Signal(signed(self.acc_bits), name=f"u_next{p}")
             units = []
@@ -812,6 +901,7 @@ class Accelerator(wiring.Component):
                         m.d.sync += drain.eq(0)
                         if l.kind != "output" and lp.update_cycles:
                             m.d.sync += upd_i.eq(0)
+                            m.d.comb += upd_reset.eq(1)
                             m.next = f"UPD{i}_RUN"
                         else:
                             leave(i)

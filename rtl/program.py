@@ -83,6 +83,17 @@ class LayerProgram:
         return self.rowptr[:, 1]
 
     @property
+    def regular(self) -> bool:
+        """A conv layer whose slots are exactly its neurons' local indices on every PE (no
+        pruned neuron, every position class full): the accelerator then computes slot ->
+        (c, y, x) and local index -> slot instead of storing tables for them."""
+        if self.kind != "conv":
+            return False
+        _, ho, wo = self.layer.out_shape
+        return (sum(len(s) for s in self.slots) == int(np.prod(self.layer.out_shape))
+                and all(s[:, 0].all() for s in self.slots) and ho % self.ry == 0 and wo % self.rx == 0)
+
+    @property
     def lane_counts(self) -> np.ndarray:
         """[sources, P]: each PE's lanes for each source.  `_pack` fills every PE's lanes from
         the source's first row, so PE p walks rows ``start .. start + lane_counts[s, p] - 1``

@@ -73,10 +73,13 @@ def test_the_seeds_cover_the_hard_cases():
                 seen |= {f"reset {l.neuron.reset}", f"leak {l.neuron.leak}"}
             seen |= {"stride 2"} if l.kind == "conv" and l.stride == 2 else set()
             seen |= {"pool"} if l.kind == "pool" else set()
+        seen |= {"regular conv"} if any(lp.regular for lp in prog.layers) else set()
+        seen |= {"conv with lookup"} if any(lp.kind == "conv" and not lp.regular for lp in prog.layers) else set()
         seen |= {"masked rows"} if any(lp.rowptr is not None and (lp.rowptr[:, 1] == 0).any()
                                        for lp in prog.layers) else set()
     assert seen >= {"pruned", "empty layer", "silent layer", "saturation", "reset hard", "reset soft",
-                    "leak none", "leak shift", "leak fixed", "stride 2", "pool", "masked rows"}, seen
+                    "leak none", "leak shift", "leak fixed", "stride 2", "pool", "masked rows", "regular conv",
+                    "conv with lookup"}, seen
 
 
 def test_constructor_checks_name_the_problem():
