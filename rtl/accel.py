@@ -76,6 +76,11 @@ def _widen(v, width: int):
     return Cat(v, C(0, width - len(v))) if width > len(v) else v
 
 
+def _widen_value(word, vbits: int):
+    """A queue word (1-bit value, then c, y, x) as an event word (vbits-bit value first)."""
+    return Cat(_widen(word[0], vbits), word[1:])
+
+
 class Fields:
     """A packed word: named unsigned/signed fields, least significant first.  Used for the
     memories' contents so that Python packs the init values and Amaranth slices them with
@@ -371,7 +376,10 @@ class Accelerator(wiring.Component):
         in_q = mk("in_queue", self.in_ev.width, self.in_depth)
         in_w, in_r = in_q.write_port(), in_q.read_port()
         in_count = Signal(range(self.in_depth + 1))
-        pool_q = mk("pool_queue", ev.width, self.pool_depth)
+        # spike and pooled queues hold a 1-bit value (a spike; dense: 0 or 1) and (c, y, x);
+        # the reader widens the value to the event's pixel-wide field
+        qw = 1 + self.ev_xyz.width
+        pool_q = mk("pool_queue", qw, self.pool_depth)
         pool_w, pool_r = pool_q.write_port(), pool_q.read_port()
         pool_count = Signal(range(self.pool_depth + 1))
         pool_bm = mk("pool_bitmap", 1, self.pool_depth)
@@ -387,7 +395,7 @@ class Accelerator(wiring.Component):
         mem_w, mem_r, slot_r, lut_r, grp_r, par_r = [], [], [], [], [], []
         for p in range(P):
             memw, slotw, lutw, grpw, parw = self._pe_words(p)
-            q = mk(f"pe{p}_spikes", ev.width, 2 * QD)
+            q = mk(f"pe{p}_spikes", qw, 2 * QD)
             spk_w.append(q.write_port())
             spk_r.append(q.read_port())
             spk_count.append([Signal(range(QD + 1), name=f"pe{p}_count{b}") for b in range(2)])
@@ -475,7 +483,8 @@ class Accelerator(wiring.Component):
         m.d.comb += in_as_ev.eq(Cat(*(_widen(self.in_ev.get(in_r.data, k), ev.widths[k])
                                       for k in ("value", "c", "y", "x"))))
         m.d.comb += ev1.eq(Mux(src_kind == 0, in_as_ev,
-                               Mux(src_kind == 2, pool_r.data, Array(r.data for r in spk_r)[q1])))
+                               Mux(src_kind == 2, _widen_value(pool_r.data, self.vbits),
+                                   _widen_value(Array(r.data for r in spk_r)[q1], self.vbits))))
         e1c, e1y, e1x = ev.get(ev1, "c"), ev.get(ev1, "y"), ev.get(ev1, "x")
         # row-pointer index of the event for the consumer layer: constants per layer, then a mux
         with m.Switch(cur):
@@ -696,7 +705,7 @@ class Accelerator(wiring.Component):
                 push = spike | C(int(self.dense), 1)
                 xyz = Cat(self.slot.get(u2_slot[p], "c"), self.slot.get(u2_slot[p], "y"),
                           self.slot.get(u2_slot[p], "x"))
-                word = Cat(spike, C(0, self.vbits - 1), xyz)
+                word = Cat(spike, xyz)
                 cntb = Mux(w_bank, spk_count[p][1], spk_count[p][0])
                 with m.If(push):
                     m.d.comb += [spk_w[p].addr.eq(Mux(w_bank, QD, 0) + cntb), spk_w[p].data.eq(word),
@@ -772,13 +781,13 @@ class Accelerator(wiring.Component):
                 m.d.comb += [bm_w.addr.eq(p1_addr), bm_w.data.eq(1), bm_w.en.eq(1)]
             with m.If(s1_v):
                 m.d.comb += [bm_w.addr.eq(s1_addr), bm_w.data.eq(0), bm_w.en.eq(1),
-                             pool_w.addr.eq(pool_count), pool_w.data.eq(Cat(bm_r.data, C(0, self.vbits - 1), s1_xyz)),
+                             pool_w.addr.eq(pool_count), pool_w.data.eq(Cat(bm_r.data, s1_xyz)),
                              pool_w.en.eq(1), n_pushed.eq(bm_r.data)]
                 m.d.sync += pool_count.eq(pool_count + 1)
         else:
             with m.If(p1_v & ~bm_r.data):
                 m.d.comb += [bm_w.addr.eq(p1_addr), bm_w.data.eq(1), bm_w.en.eq(1),
-                             pool_w.addr.eq(pool_count), pool_w.data.eq(Cat(C(1, self.vbits), p1_xyz)),
+                             pool_w.addr.eq(pool_count), pool_w.data.eq(Cat(C(1, 1), p1_xyz)),
                              pool_w.en.eq(1), n_pushed.eq(1)]
                 m.d.sync += pool_count.eq(pool_count + 1)
             with m.Elif(clr_v):
