@@ -39,6 +39,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from ticketforge.model.ir.golden import GoldenResult, conv_accumulate, or_pool, run
+from ticketforge.errors import ConfigError
 from ticketforge.model.ir.schema import Graph
 from ticketforge.rtl.program import Program, map_graph
 
@@ -95,8 +96,8 @@ def default_fifo_depth(P: int) -> int:
 def check_fifo_depth(depth) -> int:
     if isinstance(depth, bool) or not isinstance(depth, (int, np.integer)) or \
             not MIN_FIFO_DEPTH <= depth <= MAX_FIFO_DEPTH:
-        raise ValueError(f"fifo_depth must be an integer in [{MIN_FIFO_DEPTH}, {MAX_FIFO_DEPTH}] "
-                         f"(READ_LATENCY + 1 at least), got {depth!r}")
+        raise ConfigError(f"fifo_depth must be an integer in [{MIN_FIFO_DEPTH}, {MAX_FIFO_DEPTH}] "
+                          f"(READ_LATENCY + 1 at least), got {depth!r} (--fifo-depth / hw.fifo_depth)")
     return int(depth)
 
 

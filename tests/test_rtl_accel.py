@@ -150,3 +150,13 @@ def test_fifo_depth_is_checked_up_front():
     for bad in (3, 0, 2000, 4.0, True):
         with pytest.raises(ValueError, match=f"fifo_depth must be an integer.*got {bad!r}"):
             Accelerator(g, 2, fifo_depth=bad)
+
+
+def test_cli_refuses_a_bad_fifo_depth_before_any_work(tmp_path, capsys):
+    from ticketforge.cli import main
+
+    assert main(["rtl", "--config", "mlp_binw_tiny", "--build-dir", str(tmp_path), "--fifo-depth", "3"]) == 2
+    assert "fifo_depth must be an integer in [4, 1024]" in capsys.readouterr().err
+    assert main(["rtl", "--config", "mlp_binw_tiny", "--build-dir", str(tmp_path), "--set", "hw.fifo_depth=2"]) == 2
+    assert "hw.fifo_depth" in capsys.readouterr().err
+    assert not any(tmp_path.iterdir())                 # nothing written
