@@ -16,7 +16,8 @@ in event queues.  What runs where and when (see ``cycles.py`` for the exact coun
            its own column of the synapse store, one lane per cycle (an event without
            lanes on the PE costs it one cycle), so a PE with few synapses for an event
            runs ahead instead of waiting for the busiest PE.  The PE decodes the lane,
-           finds the target neuron's slot (conv: through its lookup table) and adds
+           finds the target neuron's slot (conv: through its lookup table, or in a
+           regular layer the neuron's local index itself) and adds
            ``+-value << input_shift`` to the slot's membrane: read, add, write in a 4-stage
            pipeline whose membrane read port is transparent to the write port, so
            back-to-back updates of one neuron chain.
