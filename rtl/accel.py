@@ -47,7 +47,7 @@ from amaranth.lib.wiring import In, Out
 from ticketforge.model.ir.schema import Graph, IRError, Neuron
 from ticketforge.rtl.cycles import ACC_DRAIN, COUNTERS, UPD_DRAIN, check_fifo_depth, default_fifo_depth
 from ticketforge.rtl.neuron import NeuronUpdate
-from ticketforge.rtl.program import LANE_FIELDS, Program, map_graph, place_groups
+from ticketforge.rtl.program import LANE_FIELDS, Program, map_graph
 
 __all__ = ["Accelerator", "status_map", "MEMORY_STYLES"]
 
@@ -218,8 +218,6 @@ class Accelerator(wiring.Component):
         self.lbase = {i: np.zeros(P, np.int64) for i in self.neuron_layers
                       if g.layers[i].kind == "conv" and i not in self.regular}
         self.gbase = {}
-        # regular layers: group -> PE (the same placement as program.py's)
-        self.groups = {i: place_groups(g.layers[i].out_shape[0], lps[i].ry * lps[i].rx, P)[0] for i in self.regular}
         self.pbase = {}
         m_acc, t_acc, l_acc, g_acc = (np.zeros(P, np.int64) for _ in range(4))
         p_acc = 0
@@ -236,7 +234,7 @@ class Accelerator(wiring.Component):
                 l_acc += np.array([len(t) for t in lps[i].lookup], np.int64)
             if i in self.regular:
                 self.gbase[i] = g_acc.copy()
-                g_acc += np.bincount(self.groups[i], minlength=P)
+                g_acc += np.bincount(lps[i].group_pe, minlength=P)
         self.mem_depth, self.slot_depth, self.lut_depth, self.group_depth, self.param_depth = \
             m_acc, t_acc, l_acc, g_acc, p_acc
         self.queue_depth = max([int(lps[i].n_slots.max()) for i in self.neuron_layers] + [1])
@@ -340,7 +338,7 @@ class Accelerator(wiring.Component):
                     lut.append(self.lut.pack(valid=int(s >= 0), slot=max(int(s), 0)))
             if i in self.regular:
                 cout, rx = l.out_shape[0], lps[i].rx
-                for grp in np.flatnonzero(self.groups[i] == p):             # in rank order
+                for grp in np.flatnonzero(lps[i].group_pe == p):            # in rank order
                     cls = int(grp) // cout
                     groups.append(self.grp.pack(c=int(grp) % cout, py=cls // rx, px=cls % rx))
             for o in range(l.out_shape[0]):

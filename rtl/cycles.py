@@ -236,9 +236,8 @@ def cycle_model(g: Graph, images: np.ndarray, P: int, dense: bool = False,
             cnt["spikes"] += (or_pool(x.reshape((-1,) + x.shape[2:]), l.kernel) != 0).reshape(n, -1).sum(1, dtype=np.int64)
         else:
             lanes = _lanes_of_positions(lp, l.in_shape)
-            if dense:           # every image meets the same events: one run serves all
-                run_c = np.stack([np.repeat(_stream_run([order[l.name][0][t]], lanes, depth), n)
-                                  for t in range(T)], 1)
+            if dense:           # every image and timestep meets the same events: one run serves all
+                run_c = np.full((n, T), _stream_run([order[l.name][0][0]], lanes, depth)[0], np.int64)
             else:
                 run_c = np.stack([_stream_run([order[l.name][i][t] for i in range(n)], lanes, depth)
                                   for t in range(T)], 1)

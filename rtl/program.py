@@ -34,6 +34,7 @@ power of two; anything else is refused naming the layer.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from functools import cached_property
 
 import numpy as np
 
@@ -64,6 +65,7 @@ class LayerProgram:
     slots: list[np.ndarray] = field(default_factory=list)
     # conv: per PE the local-index -> slot table (-1 = pruned) and the geometry
     lookup: list[np.ndarray] = field(default_factory=list)
+    group_pe: np.ndarray | None = None  # conv: PE of each group g = o + O * class (place_groups)
     ry: int = 1
     rx: int = 1
     gw: int = 1                       # local positions per group row: ceil(Wo / rx)
@@ -93,7 +95,7 @@ class LayerProgram:
         return (sum(len(s) for s in self.slots) == int(np.prod(self.layer.out_shape))
                 and all(s[:, 0].all() for s in self.slots) and ho % self.ry == 0 and wo % self.rx == 0)
 
-    @property
+    @cached_property
     def lane_counts(self) -> np.ndarray:
         """[sources, P]: each PE's lanes for each source.  `_pack` fills every PE's lanes from
         the source's first row, so PE p walks rows ``start .. start + lane_counts[s, p] - 1``
@@ -246,9 +248,8 @@ def _map_conv(g: Graph, l: Layer, P: int, dense: bool) -> LayerProgram:
     ry, rx = position_classes(cout, P)
     gw, gh = -(-wo // rx), -(-ho // ry)
     gs = gw * gh
-    lp = LayerProgram(l.name, l.kind, l, ry=ry, rx=rx, gw=gw, gs=gs)
-    n_groups = cout * ry * rx
     g_pe, g_rank = place_groups(cout, ry * rx, P)
+    lp = LayerProgram(l.name, l.kind, l, group_pe=g_pe, ry=ry, rx=rx, gw=gw, gs=gs)
     # local index of every neuron on its PE
     oo, yy, xx = np.meshgrid(np.arange(cout), np.arange(ho), np.arange(wo), indexing="ij")
     grp = oo + cout * ((yy % ry) * rx + xx % rx)

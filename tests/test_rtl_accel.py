@@ -159,4 +159,8 @@ def test_cli_refuses_a_bad_fifo_depth_before_any_work(tmp_path, capsys):
     assert "fifo_depth must be an integer in [4, 1024]" in capsys.readouterr().err
     assert main(["rtl", "--config", "mlp_binw_tiny", "--build-dir", str(tmp_path), "--set", "hw.fifo_depth=2"]) == 2
     assert "hw.fifo_depth" in capsys.readouterr().err
+    assert main(["rtl", "--config", "mlp_binw_tiny", "--build-dir", str(tmp_path), "--fifo-depth", "0"]) == 2
+    assert "got 0" in capsys.readouterr().err          # 0 is refused, not taken for "the default"
+    assert main(["hw", "--config", "mlp_binw_tiny", "--build-dir", str(tmp_path), "--pes", "0"]) == 2
+    assert "--pes must be in [1, 1024], got 0" in capsys.readouterr().err
     assert not any(tmp_path.iterdir())                 # nothing written

@@ -224,10 +224,15 @@ def cmd_quantize(args) -> int:
 def _resolve_rtl_args(args, cfg) -> None:
     """PEs and FIFO depth: the command line, else the config, else the generator's default
     (resolved here so that the rtl stage's manifest records the number that was built)."""
+    from ticketforge.errors import ConfigError
     from ticketforge.rtl.cycles import check_fifo_depth, default_fifo_depth
+    from ticketforge.rtl.program import MAX_PES
 
-    args.pes = args.pes or cfg.hw.pes
-    depth = args.fifo_depth or cfg.hw.fifo_depth
+    # `is None`, not `or`: an explicit 0 is bad input to refuse, not a request for the default
+    args.pes = cfg.hw.pes if args.pes is None else args.pes
+    if not 1 <= args.pes <= MAX_PES:
+        raise ConfigError(f"--pes must be in [1, {MAX_PES}], got {args.pes}")
+    depth = cfg.hw.fifo_depth if args.fifo_depth is None else args.fifo_depth
     args.fifo_depth = check_fifo_depth(default_fifo_depth(args.pes) if depth is None else depth)
 
 
