@@ -64,7 +64,7 @@ def hardware_events_energy(counters_per_image: dict[str, dict[str, float]], rtl_
     inventory of the rtl stage's manifest.  Returns the total and per layer, by event."""
     mems = rtl_manifest["memories"]
     acc_bits = rtl_manifest["membrane_bits"]
-    rows = _memory(mems, "pe0_rows")      # a weight read is one lane of one PE's column
+    rows = _memory(mems, "pe0_rows")      # a weight read is one synapse word of one PE's column
     membranes = _memory(mems, "pe0_membranes")
     params = _memory(mems, "pe0_params")
     spikes = next((m for m in mems if m["name"] == "pe0_spikes"), None)

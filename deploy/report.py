@@ -21,7 +21,7 @@ import numpy as np
 from ticketforge.deploy.energy import hardware_events_energy
 from ticketforge.errors import TicketforgeError
 
-__all__ = ["ReportError", "model_cycles", "build_report", "write_report", "REQUIRED_KEYS"]
+__all__ = ["cycles_from_sim", "ReportError", "model_cycles", "build_report", "write_report", "REQUIRED_KEYS"]
 
 # the keys the deploy issue asks of report.json (dotted paths; boards.<board>.* per board)
 REQUIRED_KEYS = ("model", "dataset", "accuracy.float", "accuracy.integer", "accuracy.rtl", "accuracy.images",
@@ -75,6 +75,21 @@ def model_cycles(g, images: np.ndarray, pes: int, chunk: int = 100, jobs: int = 
             "per_layer": {k: {"sparse": mean([c.per_layer[k] for c in sparse]),
                               "dense": mean([c.per_layer[k] for c in dense]),
                               "ideal": mean([c.ideal_per_layer[k] for c in sparse])} for k in names}}
+
+
+def cycles_from_sim(g, sim: dict, image: np.ndarray, pes: int, fifo_depth: int | None = None) -> dict:
+    """`model_cycles`'s figures from the sim stage's ``cycle_model`` section (the sparse
+    per-layer means and the ideal bound, computed there for every simulated image) and one
+    dense run: the dense design meets the same events on every image, so one image gives
+    its cycles exactly."""
+    from ticketforge.rtl.cycles import cycle_model
+
+    cm = sim["cycle_model"]
+    dense = cycle_model(g, image[None], pes, dense=True, fifo_depth=fifo_depth)[0]
+    return {"images": cm["images"], "per_image_mean": cm["per_image_mean"], "ideal_bound_mean": cm["ideal_bound_mean"],
+            "dense_per_image_mean": float(dense.total),
+            "per_layer": {k: {"sparse": v["sparse"], "dense": float(dense.per_layer[k]), "ideal": v["ideal"]}
+                          for k, v in cm["per_layer"].items()}}
 
 
 def _board_entry(r: dict, cycles_mean: float) -> dict:

@@ -33,8 +33,9 @@ in event queues.  What runs where and when (see ``cycles.py`` for the exact coun
 
 The membrane memory holds, per slot, the *pre-leaked* membrane ``U = leak(V) + bias``
 (see `neuron.py`), so its initial contents are the biases and the accumulate phase is a
-plain add.  A status block exposes counters (``status_addr`` -> ``status_data``): address
-0 is the cycle count of the last image, then 6 per layer (``COUNTERS``).
+plain add.  A status block exposes counters (``status_addr`` -> ``status_data``, registered:
+the word of an address is there one cycle later, and only while not busy): address 0 is
+the cycle count of the last image, then 6 per layer (``COUNTERS``).
 """
 from __future__ import annotations
 
@@ -180,7 +181,8 @@ class Accelerator(wiring.Component):
     # ---------------------------------------------------------------- static plan
     def _plan(self) -> None:
         g, prog, P = self.graph, self.prog, self.P
-        shapes = [tuple(g.input.shape)] + [tuple(l.out_shape) for l in g.layers]
+        # flatten keeps its events' (c, y, x): its out_shape (C*H*W) is no event coordinate
+        shapes = [tuple(g.input.shape)] + [tuple(l.out_shape) for l in g.layers if l.kind != "flatten"]
         max_c = max(s[0] for s in shapes)
         max_h = max(s[1] if len(s) == 3 else 1 for s in shapes)
         max_w = max(s[2] if len(s) == 3 else 1 for s in shapes)
@@ -218,14 +220,16 @@ class Accelerator(wiring.Component):
         self.lbase = {i: np.zeros(P, np.int64) for i in self.neuron_layers
                       if g.layers[i].kind == "conv" and i not in self.regular}
         self.gbase = {}
+        # per-PE parameter tables hold only what the PE's neurons use: a regular conv layer's
+        # entry per group (by rank), a linear layer's per slot, a conv layer with a lookup
+        # table every channel (its slot words carry the channel, not the group)
         self.pbase = {}
-        m_acc, t_acc, l_acc, g_acc = (np.zeros(P, np.int64) for _ in range(4))
-        p_acc = 0
+        m_acc, t_acc, l_acc, g_acc, p_acc = (np.zeros(P, np.int64) for _ in range(5))
         for i in self.neuron_layers:
             self.mbase[i] = m_acc.copy()
             m_acc += lps[i].n_slots
-            self.pbase[i] = p_acc
-            p_acc += g.layers[i].out_shape[0]
+            self.pbase[i] = p_acc.copy()
+            p_acc += np.array([len(self._param_channels(i, p)) for p in range(P)], np.int64)
             if i in self.tbase:
                 self.tbase[i] = t_acc.copy()
                 t_acc += lps[i].n_slots
@@ -244,18 +248,23 @@ class Accelerator(wiring.Component):
         self.rbase, self.rpbase, r_acc, rp_acc = {}, {}, 0, 0
         for i in self.weighted:
             self.rbase[i], self.rpbase[i] = r_acc, rp_acc
-            r_acc += len(lps[i].lanes)
-            rp_acc += len(lps[i].rowptr)
+            r_acc += len(lps[i].words)
+            rp_acc += len(lps[i].word_ptr)
         self.n_rows, self.n_rowptr = r_acc, rp_acc
-        max_lanes = max([int(lps[i].lane_counts.max()) if len(lps[i].rowptr) else 0 for i in self.weighted] + [1])
-        # one row-pointer word per source: the first row, and how many lanes each PE has there
-        self.rp = Fields(start=_bits(max(r_acc - 1, 0)), **{f"n{p}": _bits(max_lanes) for p in range(P)})
-        self.lane_count_bits = _bits(max_lanes)
+        max_words = max([int(lps[i].word_counts.max()) if len(lps[i].word_ptr) else 0 for i in self.weighted] + [1])
+        # one row-pointer word per source: the first word row, and how many words each PE reads
+        self.rp = Fields(start=_bits(max(r_acc - 1, 0)), **{f"n{p}": _bits(max_words) for p in range(P)})
+        self.word_count_bits = _bits(max_words)
+        # a stored synapse word (program.WORD_FIELDS): a group rank / slot chunk and W-bit
+        # mask, signs (and zero flags when dense) of its candidate synapses
+        W = prog.W
+        waddr = max([int(lps[i].words[:, :, 0].max()) for i in self.weighted if len(lps[i].words)] + [0])
+        self.word = Fields(addr=_bits(waddr), mask=W, sign=W, zero=W if self.dense else 0)
         all_lanes = [lps[i].lanes for i in self.weighted if len(lps[i].lanes)]
         lanes = np.concatenate([a.reshape(-1, len(LANE_FIELDS)) for a in all_lanes]) if all_lanes else \
             np.zeros((1, len(LANE_FIELDS)), np.int64)
         dmax = int(np.abs(lanes[:, 4:6]).max()) if len(lanes) else 0
-        # a PE reads only its first lane_counts lanes of a source, all valid: no valid bit
+        # the lane a PE emits each cycle from its current word (its pipeline's own format)
         self.lane = Fields(neg=1, zero=1 if self.dense else 0, addr=_bits(int(lanes[:, 3].max())),
                            dy=_bits(dmax) + 1, dx=_bits(dmax) + 1)
         # neuron parameters and membrane width
@@ -301,24 +310,40 @@ class Accelerator(wiring.Component):
                 self.counter_index[i] = k
                 k += len(COUNTERS)
 
+    def _param_index(self, i: int) -> str:
+        """How the update of neuron layer i addresses its PE's parameter table."""
+        if i in self.regular:
+            return "rank"
+        return "channel" if self.graph.layers[i].kind == "conv" else "slot"
+
+    def _param_channels(self, i: int, p: int) -> list[int]:
+        """The output channel of each entry of PE p's parameter table for layer i."""
+        lp, cout = self.prog.layers[i], self.graph.layers[i].out_shape[0]
+        how = self._param_index(i)
+        if how == "rank":
+            return [int(grp) % cout for grp in np.flatnonzero(lp.group_pe == p)]      # rank order
+        if how == "slot":
+            return [int(o) for o in lp.slots[p][:, 1]]
+        return list(range(cout))
+
     # ---------------------------------------------------------------- memory contents
     def _row_words(self, p: int) -> list[int]:
-        """PE p's column of the synapse store (its lane of every row)."""
+        """PE p's column of the synapse store (its word of every word row)."""
         words = []
         for i in self.weighted:
-            for row in self.prog.layers[i].lanes:
-                _, neg, zero, addr, dy, dx = (int(a) for a in row[p])
-                kw = dict(neg=neg, addr=addr, dy=dy, dx=dx)
+            for row in self.prog.layers[i].words:
+                addr, mask, sign, zero = (int(a) for a in row[p])
+                kw = dict(addr=addr, mask=mask, sign=sign)
                 if self.dense:
                     kw["zero"] = zero
-                words.append(self.lane.pack(**kw))
+                words.append(self.word.pack(**kw))
         return words or [0]
 
     def _rowptr_words(self) -> list[int]:
         words = []
         for i in self.weighted:
             lp = self.prog.layers[i]
-            for (start, _), counts in zip(lp.rowptr, lp.lane_counts):
+            for (start, _), counts in zip(lp.word_ptr, lp.word_counts):
                 words.append(self.rp.pack(start=self.rbase[i] + int(start),
                                           **{f"n{p}": int(c) for p, c in enumerate(counts)}))
         return words or [0]
@@ -341,7 +366,7 @@ class Accelerator(wiring.Component):
                 for grp in np.flatnonzero(lps[i].group_pe == p):            # in rank order
                     cls = int(grp) // cout
                     groups.append(self.grp.pack(c=int(grp) % cout, py=cls // rx, px=cls % rx))
-            for o in range(l.out_shape[0]):
+            for o in self._param_channels(i, p):
                 params.append(self.param.pack(bias=int(bias[o]), thr=int(g.tensor(l, "threshold")[o])))
         return mem or [0], slots or [0], lut or [0], groups or [0], params or [0]
 
@@ -386,7 +411,7 @@ class Accelerator(wiring.Component):
         bm_r = pool_bm.read_port(transparent_for=(bm_w,))
         rowptr = mk("rowptr", self.rp.width, self.n_rowptr, self._rowptr_words(), rom=True)
         rp_r = rowptr.read_port()
-        row_r = [mk(f"pe{p}_rows", lane.width, self.n_rows, self._row_words(p), rom=True).read_port()
+        row_r = [mk(f"pe{p}_rows", self.word.width, self.n_rows, self._row_words(p), rom=True).read_port()
                  for p in range(P)]
 
         QD = self.queue_depth
@@ -406,7 +431,7 @@ class Accelerator(wiring.Component):
             lut_r.append(mk(f"pe{p}_lookup", self.lut.width, int(self.lut_depth[p]) if self.lbase else 0,
                             lutw, rom=True).read_port())
             grp_r.append(mk(f"pe{p}_groups", self.grp.width, int(self.group_depth[p]), grpw, rom=True).read_port())
-            par_r.append(mk(f"pe{p}_params", self.param.width, self.param_depth, parw, rom=True).read_port())
+            par_r.append(mk(f"pe{p}_params", self.param.width, int(self.param_depth[p]), parw, rom=True).read_port())
 
         # ---------------- counters and status
         cycles = Signal(COUNTER_BITS)
@@ -414,7 +439,11 @@ class Accelerator(wiring.Component):
         counters = {i: [Signal(COUNTER_BITS, name=f"{g.layers[i].name}_{c}") for c in COUNTERS]
                     for i in self.counter_index}
         flat = [last_cycles] + [s for i in sorted(counters) for s in counters[i]]
-        m.d.comb += self.status_data.eq(Array(flat)[self.status_addr])
+        # registered, and only while idle: a combinational read of the top-level input
+        # status_addr (and anything else depending on an input) lands in Verilator's
+        # input-combinational region, evaluated on every clock edge (13% of the run time)
+        with m.If(~self.busy):
+            m.d.sync += self.status_data.eq(Array(flat)[self.status_addr])
 
         parts: dict[int, list] = {j: [] for j in range(len(COUNTERS))}
 
@@ -428,7 +457,7 @@ class Accelerator(wiring.Component):
 
         # ---------------- event reader (source queue -> row pointer -> every PE's FIFO)
         D = self.fifo_depth
-        ent = Fields(ev=ev.width, start=self.rp.widths["start"], count=self.lane_count_bits)
+        ent = Fields(ev=ev.width, start=self.rp.widths["start"], count=self.word_count_bits)
         ffs = []
         for p in range(P):
             ffs.append(fifo.SyncFIFO(width=ent.width, depth=D))
@@ -503,30 +532,76 @@ class Accelerator(wiring.Component):
             m.d.comb += [f.w_data.eq(Cat(ev2, self.rp.get(rp_r.data, "start"), self.rp.get(rp_r.data, f"n{p}"))),
                          f.w_en.eq(v2)]
 
-        # ---------------- per-PE row streams: each PE walks its own lanes of its head event
+        # ---------------- per-PE row streams: each PE walks its own words of its head event,
+        # one lane (the lowest set bit of the word's mask) per cycle.  The read port always
+        # addresses the word the PE needs next cycle, so a word's first lane comes straight
+        # from the port (``fresh``) and the rest from a register of what is left of its mask.
         acc_run = Signal()
         head_ev = ffs[0].r_data[:ev.width]          # the pool reads PE 0's FIFO (all pop together)
-        a0_issue, pop_acc, idle = [], [], []
+        W, word = self.prog.W, self.word
+        a0_issue, pop_acc, idle, fetched = [], [], [], []
         a1_v = [Signal(name=f"a1_v{p}") for p in range(P)]
         a1_ev = [Signal(ev.width, name=f"a1_ev{p}") for p in range(P)]
+        a1_lane = [Signal(lane.width, name=f"a1_lane{p}") for p in range(P)]
         for p, f in enumerate(ffs):
             cur_ev = Signal(ev.width, name=f"cur_ev{p}")
             cur_row = Signal(max(1, self.rp.widths["start"]), name=f"cur_row{p}")
-            cur_rem = Signal(range(2 ** self.lane_count_bits), name=f"cur_rem{p}")
-            pop, issue = Signal(name=f"pop{p}"), Signal(name=f"issue{p}")
-            m.d.comb += [pop.eq(acc_run & f.r_rdy & (cur_rem <= 1)), issue.eq(acc_run & (cur_rem != 0)),
-                         row_r[p].addr.eq(cur_row)]
+            words_left = Signal(range(2 ** self.word_count_bits), name=f"words_left{p}")
+            fresh = Signal(name=f"fresh{p}")
+            held = Signal(word.width, name=f"held_word{p}")
+            rest_reg = Signal(W, name=f"rest_mask{p}")
+            cur_w, mask, rest = Signal(word.width, name=f"word{p}"), Signal(W, name=f"mask{p}"), \
+                Signal(W, name=f"rest{p}")
+            bit = Signal(range(max(2, W)), name=f"bit{p}")
+            m.d.comb += [cur_w.eq(Mux(fresh, row_r[p].data, held)),
+                         mask.eq(Mux(fresh, word.get(row_r[p].data, "mask"), rest_reg)),
+                         rest.eq(mask & (mask - 1))]                      # the mask without its lowest bit
+            for j in reversed(range(W)):                                  # lowest set bit
+                with m.If(mask[j]):
+                    m.d.comb += bit.eq(j)
+            pop, issue, word_done = Signal(name=f"pop{p}"), Signal(name=f"issue{p}"), Signal(name=f"word_done{p}")
+            last = Signal(name=f"last_lane{p}")
+            m.d.comb += [issue.eq(acc_run & (words_left != 0)), word_done.eq(rest == 0),
+                         last.eq((words_left == 0) | (issue & word_done & (words_left == 1))),
+                         pop.eq(acc_run & f.r_rdy & last),
+                         row_r[p].addr.eq(Mux(pop, ent.get(f.r_data, "start"),
+                                              Mux(issue & word_done, cur_row + 1, cur_row)))]
             with m.If(issue):
-                m.d.sync += [cur_row.eq(cur_row + 1), cur_rem.eq(cur_rem - 1)]
+                with m.If(word_done):
+                    m.d.sync += [words_left.eq(words_left - 1), cur_row.eq(cur_row + 1), fresh.eq(1)]
+                with m.Else():
+                    m.d.sync += [rest_reg.eq(rest), held.eq(cur_w), fresh.eq(0)]
             with m.If(pop):
                 m.d.sync += [cur_ev.eq(ent.get(f.r_data, "ev")), cur_row.eq(ent.get(f.r_data, "start")),
-                             cur_rem.eq(ent.get(f.r_data, "count"))]
-            m.d.sync += [a1_v[p].eq(issue), a1_ev[p].eq(cur_ev)]
+                             words_left.eq(ent.get(f.r_data, "count")), fresh.eq(1)]
+            # the lane of `bit`: conv, the group and the tap's offsets; linear, slot addr * W + bit
+            l_addr = Signal(lane.widths["addr"], name=f"lane_addr{p}")
+            l_dy, l_dx = (Signal(signed(lane.widths[k]), name=f"lane_{k}{p}") for k in ("dy", "dx"))
+            waddr = word.get(cur_w, "addr")
+            with m.Switch(cur):
+                for i in self.weighted:
+                    l = g.layers[i]
+                    with m.Case(i):
+                        if l.kind == "conv":
+                            m.d.comb += l_addr.eq(waddr)
+                            with m.Switch(bit):
+                                for tap in range(l.kernel * l.kernel):
+                                    with m.Case(tap):
+                                        m.d.comb += [l_dy.eq(l.padding - tap // l.kernel),
+                                                     l_dx.eq(l.padding - tap % l.kernel)]
+                        else:
+                            m.d.comb += l_addr.eq(waddr * W + bit)
+            low = mask & ~rest                                              # the lane's bit, one-hot
+            neg = (word.get(cur_w, "sign") & low).any()
+            kw = {"zero": (word.get(cur_w, "zero") & low).any()} if self.dense else {}
+            m.d.sync += [a1_v[p].eq(issue), a1_ev[p].eq(cur_ev),
+                         a1_lane[p].eq(lane.pack_signals(neg=neg, addr=l_addr, dy=l_dy, dx=l_dx, **kw))]
             a0_issue.append(issue)
+            fetched.append(issue & fresh)                # a word's first lane: one read of the word
             pop_acc.append(pop)
-            idle.append(~f.r_rdy & (cur_rem <= 1))
-        with m.If(Cat(a0_issue).any()):
-            count(COUNTERS.index("weight_reads"), sum(a0_issue))
+            idle.append(~f.r_rdy & last)
+        with m.If(Cat(fetched).any()):
+            count(COUNTERS.index("weight_reads"), sum(fetched))
 
         # ---------------- PE array: accumulate pipeline (A1 decode, A2 lookup, A3 read-add-write)
         is_conv, regular = Signal(), Signal()
@@ -546,7 +621,7 @@ class Accelerator(wiring.Component):
         out_layer = len(g.layers) - 1
         clear_scores = Signal()
         for p in range(P):
-            word = row_r[p].data
+            word = a1_lane[p]
             lneg, laddr = lane.get(word, "neg"), lane.get(word, "addr")
             a1y, a1x, a1val = ev.get(a1_ev[p], "y"), ev.get(a1_ev[p], "x"), ev.get(a1_ev[p], "value")
             lzero = lane.get(word, "zero") if self.dense else C(0, 1)
@@ -628,8 +703,9 @@ class Accelerator(wiring.Component):
         q_rank, q_y, q_x = Signal(range(max_g + 1), name="upd_rank"), Signal(range(max_q + 1), name="upd_qy"), \
             Signal(range(max_q + 1), name="upd_qx")
         u1_qy, u1_qx = Signal.like(q_y, name="u1_qy"), Signal.like(q_x, name="u1_qx")
+        u1_rank = Signal.like(q_rank, name="u1_rank")
         upd_reset = Signal()
-        m.d.sync += [u1_qy.eq(q_y), u1_qx.eq(q_x)]
+        m.d.sync += [u1_qy.eq(q_y), u1_qx.eq(q_x), u1_rank.eq(q_rank)]
         with m.If(upd_reset):
             m.d.sync += [q_rank.eq(0), q_y.eq(0), q_x.eq(0)]
         with m.Elif(upd_run):
@@ -655,7 +731,8 @@ class Accelerator(wiring.Component):
             sbase = Signal.like(upd_mem_addr[p], name=f"sbase{p}")
             tbase = Signal(range(max(2, int(self.slot_depth[p]))), name=f"tbase{p}")
             gbase = Signal(range(max(2, int(self.group_depth[p]))), name=f"gbase{p}")
-            pbase = Signal(range(max(2, self.param_depth)), name=f"pbase{p}")
+            pbase = Signal(range(max(2, int(self.param_depth[p]))), name=f"pbase{p}")
+            pidx = Signal(range(max(2, int(self.param_depth[p]))), name=f"pidx{p}")
             # U1: the slot word, from the slot table or (regular layer) from the counters
             # and the PE's group table; ry, rx are powers of two: y = qy * ry + py is a concat
             slot1 = Signal(self.slot.width, name=f"slot1_{p}")
@@ -665,7 +742,10 @@ class Accelerator(wiring.Component):
                     lp = self.prog.layers[i]
                     with m.Case(i):
                         m.d.comb += [active.eq(upd_run & (upd_i < int(lp.n_slots[p]))),
-                                     sbase.eq(int(self.mbase[i][p])), pbase.eq(self.pbase[i])]
+                                     sbase.eq(int(self.mbase[i][p])), pbase.eq(int(self.pbase[i][p]))]
+                        how = self._param_index(i)
+                        m.d.comb += pidx.eq(u1_rank if how == "rank" else u1_i if how == "slot"
+                                            else self.slot.get(slot1, "c"))
                         if i in self.tbase:
                             m.d.comb += [tbase.eq(int(self.tbase[i][p])), slot1.eq(slot_r[p].data)]
                         else:
@@ -678,8 +758,7 @@ class Accelerator(wiring.Component):
             m.d.comb += [slot_r[p].addr.eq(tbase + upd_i), grp_r[p].addr.eq(gbase + q_rank)]
             m.d.sync += u1_v[p].eq(active)
             # U1: slot word -> parameter read; membrane read of the same slot
-            o1 = self.slot.get(slot1, "c")
-            m.d.comb += [par_r[p].addr.eq(pbase + o1), upd_mem_addr[p].eq(sbase + u1_i)]
+            m.d.comb += [par_r[p].addr.eq(pbase + pidx), upd_mem_addr[p].eq(sbase + u1_i)]
             m.d.sync += [u2_v[p].eq(u1_v[p]), u2_addr[p].eq(sbase + u1_i), u2_slot[p].eq(slot1)]
             # U2: the update (one unit per distinct neuron configuration)
             spike, u_next = Signal(name=f"fire{p}"), Signal(signed(self.acc_bits), name=f"u_next{p}")
@@ -960,7 +1039,9 @@ class Accelerator(wiring.Component):
             m.d.comb += now.eq(Array(counters[i][j] for i in layers_with_counters)[
                 Array(C(layers_with_counters.index(i) if i in counters else 0, range(max(2, len(counters))))
                       for i in range(L))[cur]])
-            with m.If((total != 0) & ~(self.start & ~self.busy)):
+            # counting happens only while busy; testing busy (state) rather than the start
+            # input keeps the counter adders out of Verilator's per-edge input region
+            with m.If((total != 0) & self.busy):
                 with m.Switch(cur):
                     for i in layers_with_counters:
                         with m.Case(i):

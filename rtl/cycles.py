@@ -101,9 +101,10 @@ def check_fifo_depth(depth) -> int:
     return int(depth)
 
 
-def _lanes_of_positions(lp, in_shape) -> np.ndarray:
-    """[positions, P]: each PE's lanes for an event at each flat (C-H-W) input position."""
-    counts = lp.lane_counts
+def _lanes_of_positions(lp, in_shape, counts: np.ndarray | None = None) -> np.ndarray:
+    """[positions, P]: each PE's lanes (or ``counts`` per source, e.g. words) for an event
+    at each flat (C-H-W) input position."""
+    counts = lp.lane_counts if counts is None else counts
     if lp.kind == "conv":
         c, h, w = in_shape
         my, mx = lp.class_shape
@@ -242,7 +243,9 @@ def cycle_model(g: Graph, images: np.ndarray, P: int, dense: bool = False,
                 run_c = np.stack([_stream_run([order[l.name][i][t] for i in range(n)], lanes, depth)
                                   for t in range(T)], 1)
             c = (1 + run_c + ACC_DRAIN).sum(1)
-            cnt["weight_reads"] += (events.reshape(n, T, -1) * lanes.sum(1)).reshape(n, -1).sum(1)
+            # a weight read is one synapse word read by one PE (its lanes come out of it)
+            words = _lanes_of_positions(lp, l.in_shape, lp.word_counts).sum(1)
+            cnt["weight_reads"] += (events.reshape(n, T, -1) * words).reshape(n, -1).sum(1)
             acc = _accumulates(l, g, events, dense)
             cnt["accumulates"] += acc
             layer_syn = _accumulates(l, g, x != 0, False)

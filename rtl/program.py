@@ -24,6 +24,15 @@ cycle model (`cycles.py`) counts, comes from here, so the two cannot disagree on
   column.  Each PE walks its own column, one lane per cycle (`accel.py`).  A masked synapse has no lane: it costs
   no cycle and no read.  Linear lanes into pruned neurons are dropped here; conv lanes
   are shared by every position of a class and pruned targets are dropped by the lookup.
+- **Synapse words** (what the hardware stores).  A PE's lanes of a source are packed into
+  *words* of ``W`` candidate synapses (``W`` = the largest k*k of a conv layer): a conv
+  word is one group (its rank) and a bit per kernel tap; a linear word is ``W``
+  consecutive slots (word address j: slots ``j*W .. j*W+W-1``).  A word holds a *mask*
+  (kept synapses), their signs, and in the dense variant a *zero* bit (masked: adds 0).
+  Only words with a kept synapse are stored, each PE's from the source's first word row
+  down, so a PE reads ``word_counts[s, p]`` words for an event and emits one lane per
+  cycle from them (a lowest-set-bit walk of the mask): the cycles are still the lane
+  counts, the storage is ~2-3 bits per candidate synapse instead of ~8 per lane.
 - **Dense reference** (``dense=True``): same PE count and layout, no skipping: every
   synapse has a lane (masked ones with the ``zero`` flag: they add 0) and every neuron a
   slot.
@@ -40,13 +49,14 @@ import numpy as np
 
 from ticketforge.model.ir.schema import Graph, IRError, Layer
 
-__all__ = ["LayerProgram", "Program", "map_graph", "MAX_PES", "LANE_FIELDS", "GROUPS_PER_PE", "position_classes",
-           "place_groups"]
+__all__ = ["LayerProgram", "Program", "map_graph", "MAX_PES", "LANE_FIELDS", "WORD_FIELDS", "GROUPS_PER_PE",
+           "position_classes", "place_groups", "word_bits"]
 
 MAX_PES = 1024
 MAX_ROWS = 1 << 20            # rows of the synapse store, all layers together
 MAX_SLOTS_PER_PE = 1 << 16
 LANE_FIELDS = ("valid", "neg", "zero", "addr", "dy", "dx")
+WORD_FIELDS = ("addr", "mask", "sign", "zero")       # mask/sign/zero: W-bit integers
 
 
 def _is_pow2(n: int) -> bool:
@@ -61,6 +71,10 @@ class LayerProgram:
     # weighted layers: synapse store
     rowptr: np.ndarray | None = None  # int64 [sources, 2]: (first row, row count)
     lanes: np.ndarray | None = None   # int64 [rows, P, 6]: LANE_FIELDS
+    # the stored form: word rows [R, P, 4] of WORD_FIELDS, and per source (first row, rows)
+    words: np.ndarray | None = None
+    word_ptr: np.ndarray | None = None
+    word_counts: np.ndarray | None = None  # [sources, P]: words each PE reads for a source
     # neuron layers: slots per PE, rows of (keep, o, y, x)
     slots: list[np.ndarray] = field(default_factory=list)
     # conv: per PE the local-index -> slot table (-1 = pruned) and the geometry
@@ -117,6 +131,7 @@ class Program:
     P: int
     dense: bool
     layers: list[LayerProgram]
+    W: int = 1                        # candidate synapses per stored word (word_bits)
 
     def layer(self, name: str) -> LayerProgram:
         return next(lp for lp in self.layers if lp.name == name)
@@ -172,14 +187,24 @@ def _check(g: Graph, P: int) -> None:
         prev = l if l.kind != "flatten" else prev
 
 
+def word_bits(g: Graph) -> int:
+    """W: candidate synapses per stored word, the largest kernel (k*k) of a conv layer; 8
+    consecutive slots for a graph without conv layers."""
+    return max([l.kernel * l.kernel for l in g.layers if l.kind == "conv"] + [8])
+
+
 def map_graph(g: Graph, P: int, dense: bool = False) -> Program:
     _check(g, P)
+    W = word_bits(g)
     layers = []
     for l in g.layers:
         if l.kind == "conv":
             lp = _map_conv(g, l, P, dense)
+            k, pad = l.kernel, l.padding
+            _words(lp, P, W, lambda lane: (lane[3], (pad - lane[4]) * k + pad - lane[5]))
         elif l.kind in ("linear", "output"):
             lp = _map_linear(g, l, P, dense)
+            _words(lp, P, W, lambda lane: divmod(lane[3], W))
         else:
             lp = LayerProgram(l.name, l.kind, l)
         layers.append(lp)
@@ -191,7 +216,37 @@ def map_graph(g: Graph, P: int, dense: bool = False) -> Program:
         if lp.slots and lp.update_cycles > MAX_SLOTS_PER_PE:
             raise IRError(f"layer {lp.name!r}: {lp.update_cycles} neurons on one PE, over the limit of "
                           f"{MAX_SLOTS_PER_PE}; use more PEs")
-    return Program(P, dense, layers)
+    return Program(P, dense, layers, W)
+
+
+def _words(lp: LayerProgram, P: int, W: int, place) -> None:
+    """Pack each source's per-PE lanes into synapse words (see the module docstring);
+    ``place(lane)`` gives a lane's (word address, bit)."""
+    rows, ptr, counts = [], [], []
+    for start, n in lp.rowptr:
+        per_pe = []
+        for p in range(P):
+            wd: dict[int, list[int]] = {}
+            for lane in lp.lanes[start:start + n, p]:
+                if not lane[0]:
+                    continue
+                a, b = (int(v) for v in place(lane))
+                w = wd.setdefault(a, [a, 0, 0, 0])
+                w[1] |= 1 << b
+                w[2] |= int(lane[1]) << b
+                w[3] |= int(lane[2]) << b
+            per_pe.append([wd[a] for a in sorted(wd)])
+        r = max((len(x) for x in per_pe), default=0)
+        block = np.zeros((r, P, len(WORD_FIELDS)), np.int64)
+        for p, lst in enumerate(per_pe):
+            for j, w in enumerate(lst):
+                block[j, p] = w
+        ptr.append((sum(len(x) for x in rows), r))
+        counts.append([len(x) for x in per_pe])
+        rows.append(block)
+    lp.words = np.concatenate(rows) if rows else np.zeros((0, P, len(WORD_FIELDS)), np.int64)
+    lp.word_ptr = np.array(ptr, np.int64).reshape(-1, 2)
+    lp.word_counts = np.array(counts, np.int64).reshape(-1, P)
 
 
 def _pack(per_pe: list[list[tuple]], P: int):

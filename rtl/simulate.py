@@ -56,6 +56,7 @@ def simulate(acc: Accelerator, images: np.ndarray, max_cycles: int = 10_000_000)
             status = []
             for a in range(len(acc.status)):
                 ctx.set(acc.status_addr, a)
+                await ctx.tick()                    # status_data is registered: one cycle
                 status.append(ctx.get(acc.status_data))
             counters: dict[str, dict[str, int]] = {}
             for (layer, name), value in zip(acc.status[1:], status[1:]):

@@ -69,7 +69,8 @@ def write_job(g: Graph, images: np.ndarray, pes: int, dense: bool, traced: list[
     """Reference results for `images` into job.json / job.npz (chunked: the traced golden
     run of 1,000 VGG images would not fit in memory at once)."""
     prog = map_graph(g, pes, dense)
-    scores, cycles, counters = [], [], []
+    scores, cycles, counters, layer_cycles, layer_ideal, ideal = [], [], [], [], [], []
+    model_layers = [l.name for l in g.layers if l.kind != "flatten"]
     status_layers = [l.name for l in g.layers if l.kind != "flatten"]
     traced_spikes: dict[str, list] = {}
     n = len(images)
@@ -81,6 +82,9 @@ def write_job(g: Graph, images: np.ndarray, pes: int, dense: bool, traced: list[
         for mdl in model:
             cycles.append(mdl.total)
             counters.append([mdl.total] + [mdl.counters[name][c] for name in status_layers for c in COUNTERS])
+            layer_cycles.append([mdl.per_layer[name] for name in model_layers])
+            layer_ideal.append([mdl.ideal_per_layer[name] for name in model_layers])
+            ideal.append(mdl.ideal_bound)
         for i in traced:
             if s <= i < s + chunk:
                 for name, sp in gold.spikes.items():
@@ -90,12 +94,21 @@ def write_job(g: Graph, images: np.ndarray, pes: int, dense: bool, traced: list[
     job.mkdir(parents=True, exist_ok=True)
     arrays = {"images": np.asarray(images, np.int64), "scores": np.concatenate(scores),
               "cycles": np.array(cycles, np.int64), "counters": np.array(counters, np.int64),
-              "traced": np.array(sorted(traced), np.int64)}
+              "traced": np.array(sorted(traced), np.int64),
+              # the cycle model's per-layer figures, kept for the report (no second golden run)
+              "layer_cycles": np.array(layer_cycles, np.int64).reshape(n, len(model_layers)),
+              "layer_ideal": np.array(layer_ideal, np.float64).reshape(n, len(model_layers)),
+              "ideal": np.array(ideal, np.float64)}
     for name, lst in traced_spikes.items():
         arrays[f"spikes/{name}"] = np.stack(lst)
     np.savez(job / "job.npz", **arrays)
     return {"layers": [{"name": l.name, "kind": l.kind, "out_shape": list(l.out_shape)} for l in g.layers],
+            "model_layers": model_layers,
             "T": g.T, "pes": pes, "trace": trace_port}
+
+
+def _write_job_star(args: tuple, fifo_depth: int | None) -> dict:
+    return write_job(*args, fifo_depth=fifo_depth)
 
 
 def _verilator_ports_only(rtl_dir: Path, out_dir: Path):
@@ -173,9 +186,18 @@ def run_sim(rtl_dir: Path, g: Graph, images: np.ndarray, out_dir: Path, simulato
     shards = [(int(a), int(b), out_dir / (f"job{k}" if jobs > 1 else "job")) for k, (a, b) in
               enumerate(zip(bounds[:-1], bounds[1:]))]
     t0 = time.perf_counter()
-    for a, b, job in shards:
-        meta = write_job(g, images[a:b], pes, dense, [i - a for i in traced if a <= i < b], job, trace_port,
-                         fifo_depth=fifo_depth)
+    job_args = [(g, images[a:b], pes, dense, [i - a for i in traced if a <= i < b], job, trace_port)
+                for a, b, job in shards]
+    if len(shards) > 1:
+        # the shards' references (golden run + cycle model) in parallel, one process each
+        import multiprocessing as mp
+        from concurrent.futures import ProcessPoolExecutor
+
+        with ProcessPoolExecutor(max_workers=len(shards), mp_context=mp.get_context("fork")) as pool:
+            metas = list(pool.map(_write_job_star, job_args, [fifo_depth] * len(shards)))
+    else:
+        metas = [write_job(*job_args[0], fifo_depth=fifo_depth)]
+    for (a, b, job), meta in zip(shards, metas):
         meta.update({"status": man["status"], "score_bits": man["score_bits"], "trace_fields": man["trace_fields"],
                      "progress": progress, "stop_at_first_mismatch": stop_at_first_mismatch})
         (job / "job.json").write_text(json.dumps(meta))
@@ -219,7 +241,10 @@ def run_sim(rtl_dir: Path, g: Graph, images: np.ndarray, out_dir: Path, simulato
 
     def run_shard(shard):
         _, _, job = shard
-        env = {"TICKETFORGE_SIM_JOB": str(job.resolve()), "PYTHONPATH": os.pathsep.join(sys.path)}
+        # one BLAS thread: the testbench does no linear algebra, and idle OpenBLAS threads
+        # spin on the cores the other simulator processes need
+        env = {"TICKETFORGE_SIM_JOB": str(job.resolve()), "PYTHONPATH": os.pathsep.join(sys.path),
+               "OPENBLAS_NUM_THREADS": "1", "OMP_NUM_THREADS": "1"}
         logf = out_dir / f"run-{simulator}{'-' + job.name if jobs > 1 else ''}.log"
         try:
             get_runner(simulator).test(test_module=TB_MODULE, hdl_toplevel=TOP, hdl_toplevel_lang="verilog",
@@ -253,8 +278,7 @@ def run_sim(rtl_dir: Path, g: Graph, images: np.ndarray, out_dir: Path, simulato
         r["cycles"] += p["cycles"]
         r["counters"] += p["counters"]
         r["traced"] += [i + a for i in p["traced"]]
-    data = {"scores": np.concatenate([d["scores"] for d in datas]),
-            "cycles": np.concatenate([d["cycles"] for d in datas])}
+    data = {k: np.concatenate([d[k] for d in datas]) for k in ("scores", "cycles", "layer_cycles", "layer_ideal", "ideal")}
     n_run = r["images_run"]
     cyc = np.array(r["cycles"], np.int64)
     counters = np.array(r["counters"], np.int64)
@@ -275,6 +299,13 @@ def run_sim(rtl_dir: Path, g: Graph, images: np.ndarray, out_dir: Path, simulato
                    "max": int(cyc.max()) if n_run else None, "total": int(cyc.sum())},
         "cycles_equal_model": bool(n_run and (cyc == data["cycles"][:n_run]).all()),
         "counters_summed": summed,
+        # the cycle model over the images run (equal to the RTL's when cycles_equal_model)
+        "cycle_model": {"images": n_run,
+                        "per_image_mean": float(data["cycles"][:n_run].mean()) if n_run else None,
+                        "ideal_bound_mean": float(data["ideal"][:n_run].mean()) if n_run else None,
+                        "per_layer": {name: {"sparse": float(data["layer_cycles"][:n_run, k].mean()),
+                                             "ideal": float(data["layer_ideal"][:n_run, k].mean())}
+                                      for k, name in enumerate(meta["model_layers"])} if n_run else {}},
         "simulator": simulator, "simulator_version": version, "pes": pes, "fifo_depth": fifo_depth, "dense": dense,
         "wall_seconds": {"reference": round(ref_s, 2), "build": round(build_s, 2), "run": round(run_s, 2),
                          "testbench_loop": round(r["wall_seconds"], 2)},

@@ -28,7 +28,7 @@ import numpy as np
 
 import cocotb
 from cocotb.clock import Clock
-from cocotb.triggers import FallingEdge, ReadOnly, RisingEdge, Timer
+from cocotb.triggers import FallingEdge, ReadOnly, RisingEdge
 
 JOB_ENV = "TICKETFORGE_SIM_JOB"
 PERIOD_NS = 10
@@ -108,8 +108,10 @@ class StatusBlock:
         for a in range(self.size):
             await FallingEdge(self.dut.clk)
             self.dut.status_addr.value = a
-            await Timer(1, unit="ns")
+            await RisingEdge(self.dut.clk)        # status_data is registered: one cycle
+            await ReadOnly()
             vals.append(int(self.dut.status_data.value))
+        await FallingEdge(self.dut.clk)           # leave the read-only phase: the next image drives inputs
         return vals
 
 

@@ -33,8 +33,9 @@ def test_hand_computed_cycles():
     assert c.total == 4 + fc + out + 1 + 2                   # load, layers, next-timestep, scores
     assert c.synaptic_events == 2 * 3 + spikes * 2 and c.neuron_updates == 3
     # PE 0 walks 2 lanes an event, PE 1 one (it waits for nothing: the row streams are per
-    # PE); a weight read is one lane: 3 per event
-    assert c.counters["fc"] == {"accumulates": 6, "weight_reads": 6, "membrane_reads": 6 + 3,
+    # PE); a weight read is one synapse word: PE 0's two lanes (slots 0 and 1) share one, so
+    # 2 per event
+    assert c.counters["fc"] == {"accumulates": 6, "weight_reads": 4, "membrane_reads": 6 + 3,
                                 "membrane_writes": 6 + 3, "neuron_updates": 3, "spikes": spikes}
 
 

@@ -128,6 +128,15 @@ def test_hw_runs_every_stage_then_skips_them(tmp_path, root):
     assert board["fits"] and board["fmax_mhz"] > 0 and board["latency_us"] > 0
     assert (build / "tinyhw" / "report.html").is_file() and (build / "tinyhw" / "cycles_per_layer.png").is_file()
     assert "hls" not in rep
+    # the report takes the cycle model's figures from the sim stage (and the dense design's
+    # from one image): the same as running the model again on every simulated image
+    from ticketforge.deploy.report import model_cycles
+    direct = model_cycles(load_graph(build / "tinyhw" / "ir"), codes[:res["images_run"]], res["pes"],
+                          fifo_depth=res["fifo_depth"])
+    assert rep["cycles"]["per_layer"] == direct["per_layer"]
+    assert (rep["cycles"]["ideal_bound_mean"], rep["cycles"]["dense_per_image_mean"], rep["cycles"]["model_images"]) \
+        == (direct["ideal_bound_mean"], direct["dense_per_image_mean"], direct["images"])
+    assert rep["run_seconds"] > 0
     # with --hls: the five stages are kept, the HLS stage (hls4ml C simulation of the whole split) runs
     # and the report gains its hls section; a rerun keeps all six
     r = run_cli("hw", "--config", str(cfg), "--build-dir", str(build), "--quiet", "--hls", "--jobs", "1", cwd=root)

@@ -164,3 +164,27 @@ def test_cli_refuses_a_bad_fifo_depth_before_any_work(tmp_path, capsys):
     assert main(["hw", "--config", "mlp_binw_tiny", "--build-dir", str(tmp_path), "--pes", "0"]) == 2
     assert "--pes must be in [1, 1024], got 0" in capsys.readouterr().err
     assert not any(tmp_path.iterdir())                 # nothing written
+
+
+def test_parameter_tables_hold_only_the_pes_own_neurons():
+    """No PE stores another PE's parameters: over all PEs, a regular conv layer has one
+    entry per group and a linear layer one per live unit (before: every PE held every
+    channel of every layer)."""
+    checked = set()
+    for seed in SPARSE_SEEDS:
+        g = random_graph(seed, binary=True)
+        P = _pes(seed)
+        acc = Accelerator(g, P)
+        for i in acc.neuron_layers:
+            lp, l = acc.prog.layers[i], g.layers[i]
+            entries = [acc._param_channels(i, p) for p in range(P)]
+            if i in acc.regular:
+                assert sum(map(len, entries)) == len(lp.group_pe)
+                checked.add("regular conv")
+            elif l.kind == "linear":
+                assert sum(map(len, entries)) == int(g.tensor(l, "neuron_mask").sum())
+                assert all(e == [int(o) for o in lp.slots[p][:, 1]] for p, e in enumerate(entries))
+                checked.add("linear")
+        assert int(acc.param_depth.sum()) == sum(len(acc._param_channels(i, p))
+                                                 for i in acc.neuron_layers for p in range(P))
+    assert checked == {"regular conv", "linear"}
