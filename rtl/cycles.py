@@ -4,7 +4,7 @@ on Icarus and Verilator) equal to it cycle for cycle and count for count.
 
 Schedule, per image (``busy`` cycles; the status block's cycle counter):
 
-- ``LOAD``: one cycle per input pixel;
+- ``LOAD``: one cycle per input pixel, and ``LOAD_EXTRA`` (the pixel stream is registered);
 - per timestep, each layer in order (flatten costs nothing), then 1 cycle (``NEXT_T``):
   - conv / linear / readout, **ACC**: ``1`` (reader set-up) + ``RUN`` + ``ACC_DRAIN``.
     ``RUN`` is ``1`` when the source has no event; otherwise the *per-PE row streams*:
@@ -43,9 +43,10 @@ from ticketforge.errors import ConfigError
 from ticketforge.model.ir.schema import Graph
 from ticketforge.rtl.program import Program, map_graph
 
-__all__ = ["READ_LATENCY", "ACC_DRAIN", "UPD_DRAIN", "POOL_DRAIN", "SWEEP_DRAIN", "COUNTERS",
+__all__ = ["LOAD_EXTRA", "READ_LATENCY", "ACC_DRAIN", "UPD_DRAIN", "POOL_DRAIN", "SWEEP_DRAIN", "COUNTERS",
            "MIN_FIFO_DEPTH", "ImageCycles", "cycle_model", "default_fifo_depth", "check_fifo_depth"]
 
+LOAD_EXTRA = 1            # the registered pixel stream: a pixel is written the cycle after it is taken
 READ_LATENCY = 3          # reader: queue read -> row-pointer read -> FIFO push
 ACC_DRAIN = 3             # PE pipeline after the last row: lane decode, slot lookup, read-add-write
 UPD_DRAIN = 2             # update pipeline: slot read, membrane+parameter read, update and write
@@ -262,7 +263,7 @@ def cycle_model(g: Graph, images: np.ndarray, P: int, dense: bool = False,
                 upd += int(g.tensor(l, "neuron_mask").sum()) * T          # live neurons, also when dense
                 ideal[l.name] += int(g.tensor(l, "neuron_mask").sum()) * T
         per_layer[l.name] += c
-    totals = sum(per_layer.values()) + int(np.prod(g.input.shape)) + T + g.layers[-1].out_shape[0]
+    totals = sum(per_layer.values()) + int(np.prod(g.input.shape)) + LOAD_EXTRA + T + g.layers[-1].out_shape[0]
     return [ImageCycles(int(totals[i]), {k: int(v[i]) for k, v in per_layer.items()}, int(syn[i]),
                         int(upd[i]), (int(syn[i]) + int(upd[i])) / P,
                         {k: {c: int(v[i]) for c, v in d.items()} for k, d in counters.items()},

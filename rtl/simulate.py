@@ -37,9 +37,16 @@ def simulate(acc: Accelerator, images: np.ndarray, max_cycles: int = 10_000_000)
             await ctx.tick()
             ctx.set(acc.start, 0)
             ctx.set(acc.pixels.valid, 1)
-            for v in img.reshape(-1):
-                ctx.set(acc.pixels.payload, int(v))
+            flat, k = img.reshape(-1), 0
+            for _ in range(max_cycles):             # a pixel is taken on an edge where ready is high
+                if k == len(flat):
+                    break
+                ctx.set(acc.pixels.payload, int(flat[k]))
+                ready = ctx.get(acc.pixels.ready)
                 await ctx.tick()
+                k += ready
+            else:
+                raise RuntimeError(f"the accelerator took {k} of {len(flat)} pixels in {max_cycles} cycles")
             ctx.set(acc.pixels.valid, 0)
             ctx.set(acc.scores.ready, 1)
             scores = []
@@ -56,7 +63,7 @@ def simulate(acc: Accelerator, images: np.ndarray, max_cycles: int = 10_000_000)
             status = []
             for a in range(len(acc.status)):
                 ctx.set(acc.status_addr, a)
-                await ctx.tick()                    # status_data is registered: one cycle
+                await ctx.tick().repeat(2)          # status_addr and status_data are registered
                 status.append(ctx.get(acc.status_data))
             counters: dict[str, dict[str, int]] = {}
             for (layer, name), value in zip(acc.status[1:], status[1:]):

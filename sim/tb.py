@@ -108,7 +108,8 @@ class StatusBlock:
         for a in range(self.size):
             await FallingEdge(self.dut.clk)
             self.dut.status_addr.value = a
-            await RisingEdge(self.dut.clk)        # status_data is registered: one cycle
+            await RisingEdge(self.dut.clk)        # status_addr and status_data are registered
+            await RisingEdge(self.dut.clk)
             await ReadOnly()
             vals.append(int(self.dut.status_data.value))
         await FallingEdge(self.dut.clk)           # leave the read-only phase: the next image drives inputs

@@ -4,7 +4,7 @@ import pytest
 
 from ticketforge.model.ir import IRError, random_graph, random_images, run, validate
 from ticketforge.model.ir.schema import Graph, InputSpec, Layer, Neuron
-from ticketforge.rtl.cycles import ACC_DRAIN, READ_LATENCY, UPD_DRAIN, cycle_model
+from ticketforge.rtl.cycles import ACC_DRAIN, LOAD_EXTRA, READ_LATENCY, UPD_DRAIN, cycle_model
 from ticketforge.rtl.program import map_graph
 
 
@@ -30,7 +30,7 @@ def test_hand_computed_cycles():
     # out: one row per spike (classes 0 and 1 on PEs 0 and 1)
     out = 1 + ((READ_LATENCY + 1 + spikes) if spikes else 1) + ACC_DRAIN
     assert c.per_layer["fc"] == fc and c.per_layer["out"] == out
-    assert c.total == 4 + fc + out + 1 + 2                   # load, layers, next-timestep, scores
+    assert c.total == 4 + LOAD_EXTRA + fc + out + 1 + 2      # load, layers, next-timestep, scores
     assert c.synaptic_events == 2 * 3 + spikes * 2 and c.neuron_updates == 3
     # PE 0 walks 2 lanes an event, PE 1 one (it waits for nothing: the row streams are per
     # PE); a weight read is one synapse word: PE 0's two lanes (slots 0 and 1) share one, so
