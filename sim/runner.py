@@ -70,8 +70,7 @@ def write_job(g: Graph, images: np.ndarray, pes: int, dense: bool, traced: list[
     run of 1,000 VGG images would not fit in memory at once)."""
     prog = map_graph(g, pes, dense)
     scores, cycles, counters, layer_cycles, layer_ideal, ideal = [], [], [], [], [], []
-    model_layers = [l.name for l in g.layers if l.kind != "flatten"]
-    status_layers = [l.name for l in g.layers if l.kind != "flatten"]
+    status_layers = [l.name for l in g.layers if l.kind != "flatten"]     # also the cycle model's layers
     traced_spikes: dict[str, list] = {}
     n = len(images)
     for s in range(0, n, chunk):
@@ -82,8 +81,8 @@ def write_job(g: Graph, images: np.ndarray, pes: int, dense: bool, traced: list[
         for mdl in model:
             cycles.append(mdl.total)
             counters.append([mdl.total] + [mdl.counters[name][c] for name in status_layers for c in COUNTERS])
-            layer_cycles.append([mdl.per_layer[name] for name in model_layers])
-            layer_ideal.append([mdl.ideal_per_layer[name] for name in model_layers])
+            layer_cycles.append([mdl.per_layer[name] for name in status_layers])
+            layer_ideal.append([mdl.ideal_per_layer[name] for name in status_layers])
             ideal.append(mdl.ideal_bound)
         for i in traced:
             if s <= i < s + chunk:
@@ -96,14 +95,14 @@ def write_job(g: Graph, images: np.ndarray, pes: int, dense: bool, traced: list[
               "cycles": np.array(cycles, np.int64), "counters": np.array(counters, np.int64),
               "traced": np.array(sorted(traced), np.int64),
               # the cycle model's per-layer figures, kept for the report (no second golden run)
-              "layer_cycles": np.array(layer_cycles, np.int64).reshape(n, len(model_layers)),
-              "layer_ideal": np.array(layer_ideal, np.float64).reshape(n, len(model_layers)),
+              "layer_cycles": np.array(layer_cycles, np.int64).reshape(n, len(status_layers)),
+              "layer_ideal": np.array(layer_ideal, np.float64).reshape(n, len(status_layers)),
               "ideal": np.array(ideal, np.float64)}
     for name, lst in traced_spikes.items():
         arrays[f"spikes/{name}"] = np.stack(lst)
     np.savez(job / "job.npz", **arrays)
     return {"layers": [{"name": l.name, "kind": l.kind, "out_shape": list(l.out_shape)} for l in g.layers],
-            "model_layers": model_layers,
+            "model_layers": status_layers,
             "T": g.T, "pes": pes, "trace": trace_port}
 
 
@@ -305,7 +304,7 @@ def run_sim(rtl_dir: Path, g: Graph, images: np.ndarray, out_dir: Path, simulato
                         "ideal_bound_mean": float(data["ideal"][:n_run].mean()) if n_run else None,
                         "per_layer": {name: {"sparse": float(data["layer_cycles"][:n_run, k].mean()),
                                              "ideal": float(data["layer_ideal"][:n_run, k].mean())}
-                                      for k, name in enumerate(meta["model_layers"])} if n_run else {}},
+                                      for k, name in enumerate(metas[0]["model_layers"])} if n_run else {}},
         "simulator": simulator, "simulator_version": version, "pes": pes, "fifo_depth": fifo_depth, "dense": dense,
         "wall_seconds": {"reference": round(ref_s, 2), "build": round(build_s, 2), "run": round(run_s, 2),
                          "testbench_loop": round(r["wall_seconds"], 2)},
