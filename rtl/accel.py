@@ -5,16 +5,17 @@ class scores on the ``scores`` stream, then a one-cycle ``done``.  The layers ru
 after another on one array of P PEs, every timestep; spikes between layers stay on chip
 in event queues.  What runs where and when (see ``cycles.py`` for the exact count):
 
-``LOAD``   one pixel per cycle; the non-zero ones (all of them when dense) are written to
-           the input event queue, which every timestep's first layer reads again (direct
-           encoding).
+``LOAD``   one pixel per cycle (taken into a register, written the next cycle); the
+           non-zero ones (all of them when dense) are written to the input event queue,
+           which every timestep's first layer reads again (direct encoding).
 ``ACC``    conv / linear / readout: the *event reader* walks the layer's source queue
            (input queue, the previous neuron layer's per-PE spike queues, or the pooled
-           queue) one event per cycle, looks up the event's row pointer (first row, and
-           each PE's lane count) and broadcasts it into every PE's event FIFO, as long as
-           every FIFO has room.  *Per-PE row streams*: each PE pops its own FIFO and walks
-           its own column of the synapse store, one lane per cycle (an event without
-           lanes on the PE costs it one cycle), so a PE with few synapses for an event
+           queue) one event per cycle, looks up the event's row pointer (first word row,
+           and each PE's word count) and broadcasts it into every PE's event FIFO, as long
+           as every FIFO has room.  *Per-PE row streams*: each PE pops its own FIFO and
+           walks its own synapse words (`program.py`), one lane (kept synapse) per cycle
+           (an event without lanes on the PE costs it one cycle), so a PE with few
+           synapses for an event
            runs ahead instead of waiting for the busiest PE.  The PE decodes the lane,
            finds the target neuron's slot (conv: through its lookup table, or in a
            regular layer the neuron's local index itself) and adds
@@ -34,7 +35,7 @@ in event queues.  What runs where and when (see ``cycles.py`` for the exact coun
 The membrane memory holds, per slot, the *pre-leaked* membrane ``U = leak(V) + bias``
 (see `neuron.py`), so its initial contents are the biases and the accumulate phase is a
 plain add.  A status block exposes counters (``status_addr`` -> ``status_data``, registered:
-the word of an address is there one cycle later, and only while not busy): address 0 is
+the word of an address is there two cycles later, and only while not busy): address 0 is
 the cycle count of the last image, then 6 per layer (``COUNTERS``).
 """
 from __future__ import annotations
