@@ -444,7 +444,7 @@ class Accelerator(wiring.Component):
         # stream's data), and the FSM's transitions never depend on an input: logic that
         # does lands in Verilator's input-combinational region, evaluated on every clock
         # edge (13% of the simulation time when the whole FSM was there).  The status word
-        # of an address is there two cycles later, and only while not busy.
+        # of an address is there cycles.STATUS_LATENCY (2) cycles later, only while not busy.
         status_addr = Signal.like(self.status_addr)
         m.d.sync += status_addr.eq(self.status_addr)
         with m.If(~self.busy):

@@ -43,9 +43,10 @@ from ticketforge.errors import ConfigError
 from ticketforge.model.ir.schema import Graph
 from ticketforge.rtl.program import Program, map_graph
 
-__all__ = ["LOAD_EXTRA", "READ_LATENCY", "ACC_DRAIN", "UPD_DRAIN", "POOL_DRAIN", "SWEEP_DRAIN", "COUNTERS",
+__all__ = ["STATUS_LATENCY", "LOAD_EXTRA", "READ_LATENCY", "ACC_DRAIN", "UPD_DRAIN", "POOL_DRAIN", "SWEEP_DRAIN", "COUNTERS",
            "MIN_FIFO_DEPTH", "ImageCycles", "cycle_model", "default_fifo_depth", "check_fifo_depth"]
 
+STATUS_LATENCY = 2        # status_addr -> status_data: both registered (not counted in any image's cycles)
 LOAD_EXTRA = 1            # the registered pixel stream: a pixel is written the cycle after it is taken
 READ_LATENCY = 3          # reader: queue read -> row-pointer read -> FIFO push
 ACC_DRAIN = 3             # PE pipeline after the last row: lane decode, slot lookup, read-add-write

@@ -9,6 +9,7 @@ import numpy as np
 from amaranth.sim import Simulator
 
 from ticketforge.rtl.accel import Accelerator
+from ticketforge.rtl.cycles import STATUS_LATENCY
 
 __all__ = ["RTLResult", "simulate"]
 
@@ -63,7 +64,7 @@ def simulate(acc: Accelerator, images: np.ndarray, max_cycles: int = 10_000_000)
             status = []
             for a in range(len(acc.status)):
                 ctx.set(acc.status_addr, a)
-                await ctx.tick().repeat(2)          # status_addr and status_data are registered
+                await ctx.tick().repeat(STATUS_LATENCY)
                 status.append(ctx.get(acc.status_data))
             counters: dict[str, dict[str, int]] = {}
             for (layer, name), value in zip(acc.status[1:], status[1:]):

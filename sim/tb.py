@@ -30,6 +30,8 @@ import cocotb
 from cocotb.clock import Clock
 from cocotb.triggers import FallingEdge, ReadOnly, RisingEdge
 
+from ticketforge.rtl.cycles import STATUS_LATENCY
+
 JOB_ENV = "TICKETFORGE_SIM_JOB"
 PERIOD_NS = 10
 
@@ -108,8 +110,8 @@ class StatusBlock:
         for a in range(self.size):
             await FallingEdge(self.dut.clk)
             self.dut.status_addr.value = a
-            await RisingEdge(self.dut.clk)        # status_addr and status_data are registered
-            await RisingEdge(self.dut.clk)
+            for _ in range(STATUS_LATENCY):
+                await RisingEdge(self.dut.clk)
             await ReadOnly()
             vals.append(int(self.dut.status_data.value))
         await FallingEdge(self.dut.clk)           # leave the read-only phase: the next image drives inputs
