@@ -24,7 +24,9 @@ in event queues.  What runs where and when (see ``cycles.py`` for the exact coun
            back-to-back updates of one neuron chain.
 ``UPD``    conv / linear: every PE steps through its live slots, one per cycle: the
            integer LIF update of docs/IR.md (`neuron.py`), membrane write-back, and a spike
-           event into the PE's own spike queue (two banks, ping-pong between layers).
+           event into the PE's own spike queue.  One queue per PE serves every layer:
+           a layer's accumulate phase has read all of its source's events before its
+           update phase writes the first of its own (the count is reset in between).
 ``POOL``   the reader walks the conv's spike queues; an OR-pool is a bitmap of pooled
            positions: the first spike in a window sets the bit and queues the pooled
            event; the consumer's reader clears the bit when it reads the event back.
@@ -39,6 +41,8 @@ the word of an address is there two cycles later, and only while not busy): addr
 the cycle count of the last image, then 6 per layer (``COUNTERS``).
 """
 from __future__ import annotations
+
+from types import SimpleNamespace
 
 import numpy as np
 from amaranth import Array, C, Cat, Module, Mux, Signal, signed, unsigned
@@ -192,17 +196,17 @@ class Accelerator(wiring.Component):
         self.ev_xyz = Fields(c=self.ev.widths["c"], y=self.ev.widths["y"], x=self.ev.widths["x"])
         # the input queue holds pixel events with the input's own (narrower) position fields
         cin0, hin0, win0 = g.input.shape
-        self.in_ev = Fields(value=self.vbits, c=_bits(cin0 - 1), y=_bits(hin0 - 1), x=_bits(win0 - 1))
-        # source of every layer's input: ("input", None) | ("spk", bank) | ("pool", layer index)
-        self.source, self.bank = {}, {}
-        src, shape, n_neuron = ("input", None), tuple(g.input.shape), 0
+        # (a single-channel image stores no channel: 18 bits for 28 x 28 x 8-bit, one ECP5 block RAM wide)
+        self.in_ev = Fields(value=self.vbits, c=(cin0 - 1).bit_length(), y=(hin0 - 1).bit_length(),
+                            x=(win0 - 1).bit_length())
+        # source of every layer's input: ("input", None) | ("spk", None) | ("pool", layer index)
+        self.source = {}
+        src, shape = ("input", None), tuple(g.input.shape)
         self.src_shape = {}
         for i, l in enumerate(g.layers):
             self.source[i], self.src_shape[i] = src, shape
             if l.kind in ("conv", "linear"):
-                self.bank[i] = n_neuron % 2
-                n_neuron += 1
-                src, shape = ("spk", self.bank[i]), tuple(l.out_shape)
+                src, shape = ("spk", None), tuple(l.out_shape)
             elif l.kind == "pool":
                 src, shape = ("pool", i), tuple(l.out_shape)
             elif l.kind == "flatten":
@@ -214,6 +218,22 @@ class Accelerator(wiring.Component):
         # is its neuron's local index, so the slot -> (c, y, x) table and the local index ->
         # slot lookup are not stored: counters and a per-PE table of its groups produce them
         self.regular = [i for i in self.neuron_layers if lps[i].regular]
+        # membrane width: each neuron layer's accumulator needs membrane_bits + 2 and the
+        # range of U during accumulation (the membrane plus its largest input sum)
+        max_in, self.acc_need = (1 << g.input.bits) - 1, {}
+        for i, l in enumerate(g.layers):
+            if not l.has_weights:
+                continue
+            fan = int(g.tensor(l, "mask").reshape(len(g.tensor(l, "mask")), -1).sum(1).max(initial=0))
+            if l.kind == "output":
+                self.score_bits = _sbits(-(max_in * fan * g.T), max_in * fan * g.T)
+                continue
+            n = l.neuron
+            span = (1 << n.membrane_bits) + (max_in * fan << l.input_shift)
+            self.acc_need[i] = max(2, n.membrane_bits + 2, _sbits(-span, span))
+            max_in = 1
+        self.acc_bits = max(self.acc_need.values(), default=2)
+        self.mem_lo_bits, self.wide = self._membrane_split()
         # per-PE memory bases (membranes, slot tables, lookup tables, groups, parameters),
         # exact: pruned neurons take nothing
         self.mbase = {i: np.zeros(P, np.int64) for i in self.neuron_layers}
@@ -226,9 +246,12 @@ class Accelerator(wiring.Component):
         # table every channel (its slot words carry the channel, not the group)
         self.pbase = {}
         m_acc, t_acc, l_acc, g_acc, p_acc = (np.zeros(P, np.int64) for _ in range(5))
-        for i in self.neuron_layers:
+        for i in self.membrane_order:
             self.mbase[i] = m_acc.copy()
             m_acc += lps[i].n_slots
+        # the wide layers come first, so their high bits share the low part's address
+        self.mem_hi_depth = sum((lps[i].n_slots for i in self.wide), np.zeros(P, np.int64))
+        for i in self.neuron_layers:
             self.pbase[i] = p_acc.copy()
             p_acc += np.array([len(self._param_channels(i, p)) for p in range(P)], np.int64)
             if i in self.tbase:
@@ -268,22 +291,6 @@ class Accelerator(wiring.Component):
         # the lane a PE emits each cycle from its current word (its pipeline's own format)
         self.lane = Fields(neg=1, zero=1 if self.dense else 0, addr=_bits(int(lanes[:, 3].max())),
                            dy=_bits(dmax) + 1, dx=_bits(dmax) + 1)
-        # neuron parameters and membrane width
-        max_in, self.acc_bits_needed, biggest_param = (1 << g.input.bits) - 1, 2, 1
-        for i, l in enumerate(g.layers):
-            if not l.has_weights:
-                continue
-            fan = int(g.tensor(l, "mask").reshape(len(g.tensor(l, "mask")), -1).sum(1).max(initial=0))
-            if l.kind == "output":
-                self.score_bits = _sbits(-(max_in * fan * g.T), max_in * fan * g.T)
-                continue
-            n = l.neuron
-            bias, thr = g.tensor(l, "bias"), g.tensor(l, "threshold")
-            biggest_param = max(biggest_param, int(np.abs(bias).max(initial=0)), int(np.abs(thr).max(initial=0)))
-            span = (1 << n.membrane_bits) + (max_in * fan << l.input_shift)
-            self.acc_bits_needed = max(self.acc_bits_needed, n.membrane_bits + 2, _sbits(-span, span))
-            max_in = 1
-        self.acc_bits = self.acc_bits_needed
         self.param = Fields(bias=self.acc_bits, thr=self.acc_bits)
         self.slot = Fields(keep=1, c=self.ev.widths["c"], y=self.ev.widths["y"], x=self.ev.widths["x"])
         lut_max = max([int(max((t.max(initial=-1) for t in lps[i].lookup), default=-1))
@@ -310,6 +317,28 @@ class Accelerator(wiring.Component):
             if l.kind != "flatten":
                 self.counter_index[i] = k
                 k += len(COUNTERS)
+
+    def _membrane_split(self) -> tuple[int, list[int]]:
+        """(low width, wide layers): the membrane memory is ``low`` bits wide for every
+        slot, and a second memory holds the ``acc_bits - low`` high bits of the *wide*
+        layers' slots only (those whose accumulator needs more than ``low``).  ``low`` is
+        the layer width that minimises the stored bits: in a network whose first layer
+        alone needs one more bit (8-bit pixels into the membrane), that bit is stored for
+        that layer only (and the low part is 18 bits, which tiles an ECP5 block RAM
+        exactly where 19 bits took 3 of 2048 x 9 side by side)."""
+        slots = {i: int(self.prog.layers[i].n_slots.sum()) for i in self.acc_need}
+        total = sum(slots.values())
+
+        def stored(lo):
+            return lo * total + (self.acc_bits - lo) * sum(n for i, n in slots.items() if self.acc_need[i] > lo)
+
+        lo = min(sorted(set(self.acc_need.values()) | {self.acc_bits}, reverse=True), key=stored)
+        return lo, [i for i in self.neuron_layers if self.acc_need.get(i, 0) > lo]
+
+    @property
+    def membrane_order(self) -> list[int]:
+        """Neuron layers in membrane-memory order: the wide ones (`_membrane_split`) first."""
+        return self.wide + [i for i in self.neuron_layers if i not in self.wide]
 
     def _param_index(self, i: int) -> str:
         """How the update of neuron layer i addresses its PE's parameter table."""
@@ -352,11 +381,13 @@ class Accelerator(wiring.Component):
     def _pe_words(self, p: int):
         g, lps = self.graph, self.prog.layers
         mem, slots, lut, groups, params = [], [], [], [], []
+        for i in self.membrane_order:
+            bias = g.tensor(g.layers[i], "bias")
+            mem += [int(bias[o]) & ((1 << self.acc_bits) - 1) for o in lps[i].slots[p][:, 1]]   # U = leak(0) + bias
         for i in self.neuron_layers:
             l = g.layers[i]
             bias = g.tensor(l, "bias")
             for keep, o, y, x in lps[i].slots[p]:
-                mem.append(int(bias[o]) & ((1 << self.acc_bits) - 1))   # U = leak(0) + bias
                 if i in self.tbase:
                     slots.append(self.slot.pack(keep=keep, c=o, y=y, x=x))
             if i in self.lbase:
@@ -418,16 +449,38 @@ class Accelerator(wiring.Component):
         QD = self.queue_depth
         spk_w, spk_r, spk_count = [], [], []
         mem_w, mem_r, slot_r, lut_r, grp_r, par_r = [], [], [], [], [], []
+        mem_wide = Signal()             # the current layer keeps high membrane bits
+        m.d.comb += mem_wide.eq(Array(C(int(i in self.wide), 1) for i in range(L))[cur])
         for p in range(P):
             memw, slotw, lutw, grpw, parw = self._pe_words(p)
-            q = mk(f"pe{p}_spikes", qw, 2 * QD)
+            q = mk(f"pe{p}_spikes", qw, QD)
             spk_w.append(q.write_port())
             spk_r.append(q.read_port())
-            spk_count.append([Signal(range(QD + 1), name=f"pe{p}_count{b}") for b in range(2)])
-            mm = mk(f"pe{p}_membranes", self.acc_bits, int(self.mem_depth[p]), memw)
-            wp = mm.write_port()
-            mem_w.append(wp)
-            mem_r.append(mm.read_port(transparent_for=(wp,)))
+            spk_count.append(Signal(range(QD + 1), name=f"pe{p}_count"))
+            # the membranes: the low bits of every slot, the high bits of the wide layers'
+            # slots (`_membrane_split`); the PE sees one acc_bits-wide port of each kind
+            lo, depth = self.mem_lo_bits, int(self.mem_depth[p])
+            mm = mk(f"pe{p}_membranes", lo, depth, [w & ((1 << lo) - 1) for w in memw])
+            lo_w = mm.write_port()
+            lo_r = mm.read_port(transparent_for=(lo_w,))
+            w = SimpleNamespace(addr=Signal(range(max(2, depth)), name=f"mem_waddr{p}"),
+                                data=Signal(self.acc_bits, name=f"mem_wdata{p}"), en=Signal(name=f"mem_we{p}"))
+            r = SimpleNamespace(addr=Signal(range(max(2, depth)), name=f"mem_raddr{p}"),
+                                data=Signal(signed(self.acc_bits), name=f"mem_rdata{p}"))
+            m.d.comb += [lo_w.addr.eq(w.addr), lo_w.data.eq(w.data[:lo]), lo_w.en.eq(w.en), lo_r.addr.eq(r.addr)]
+            if self.wide:
+                mh = mk(f"pe{p}_membranes_hi", self.acc_bits - lo, int(self.mem_hi_depth[p]),
+                        [v >> lo for v in memw[:int(self.mem_hi_depth[p])]])
+                hi_w = mh.write_port()
+                hi_r = mh.read_port(transparent_for=(hi_w,))
+                # a wide layer's slots are the first ones: the same address, truncated
+                m.d.comb += [hi_w.addr.eq(w.addr), hi_w.data.eq(w.data[lo:]), hi_w.en.eq(w.en & mem_wide),
+                             hi_r.addr.eq(r.addr),
+                             r.data.eq(Mux(mem_wide, Cat(lo_r.data, hi_r.data), lo_r.data.as_signed()))]
+            else:
+                m.d.comb += r.data.eq(lo_r.data.as_signed())
+            mem_w.append(w)
+            mem_r.append(r)
             slot_r.append(mk(f"pe{p}_slots", self.slot.width, int(self.slot_depth[p]), slotw, rom=True).read_port())
             lut_r.append(mk(f"pe{p}_lookup", self.lut.width, int(self.lut_depth[p]) if self.lbase else 0,
                             lutw, rom=True).read_port())
@@ -475,7 +528,6 @@ class Accelerator(wiring.Component):
         rd_q = Signal(range(max(2, P)))
         rd_idx = Signal(range(max(self.in_depth, self.pool_depth, QD) + 1))
         src_kind = Signal(2)                    # 0 input queue, 1 spike queues, 2 pooled queue
-        src_bank = Signal()
         v1, v2 = Signal(), Signal()
         q1 = Signal.like(rd_q)
         ev2 = Signal(ev.width)
@@ -483,13 +535,11 @@ class Accelerator(wiring.Component):
         # an event in flight (v1, v2) will land in every FIFO: all of them must have room
         m.d.comb += credit.eq(Cat(f.level + v1 + v2 < D for f in ffs).all())
         cnt_now = Signal.like(rd_idx)
-        bank_counts = [Array(spk_count[p][b] for p in range(P)) for b in range(2)]
         m.d.comb += cnt_now.eq(Mux(src_kind == 0, in_count,
-                                   Mux(src_kind == 2, pool_count, Mux(src_bank, bank_counts[1][rd_q],
-                                                                      bank_counts[0][rd_q]))))
+                                   Mux(src_kind == 2, pool_count, Array(spk_count)[rd_q])))
         # next non-empty PE queue above rd_q (a priority encoder; no bubbles between queues)
         nonempty = Signal(P)
-        m.d.comb += nonempty.eq(Cat(Mux(src_bank, spk_count[p][1], spk_count[p][0]) != 0 for p in range(P)))
+        m.d.comb += nonempty.eq(Cat(c != 0 for c in spk_count))
         nxt_found, nxt_q, first_found, first_q = Signal(), Signal.like(rd_q), Signal(), Signal.like(rd_q)
         for p in reversed(range(P)):
             with m.If(nonempty[p] & (p > rd_q)):
@@ -498,11 +548,9 @@ class Accelerator(wiring.Component):
                 m.d.comb += [first_found.eq(1), first_q.eq(p)]
         issue_rd = Signal()
         m.d.comb += issue_rd.eq(rd_active & credit)
-        addr_q = Signal(range(2 * QD))
-        m.d.comb += addr_q.eq(Mux(src_bank, QD, 0) + rd_idx)
         m.d.comb += [in_r.addr.eq(rd_idx), pool_r.addr.eq(rd_idx)]
         for p in range(P):
-            m.d.comb += spk_r[p].addr.eq(addr_q)
+            m.d.comb += spk_r[p].addr.eq(rd_idx)
         m.d.sync += [v1.eq(issue_rd), v2.eq(v1)]
         with m.If(issue_rd):
             m.d.sync += q1.eq(rd_q)
@@ -728,11 +776,6 @@ class Accelerator(wiring.Component):
                                 m.d.sync += q_y.eq(q_y + 1)
                         with m.Else():
                             m.d.sync += q_x.eq(q_x + 1)
-        w_bank = Signal()
-        with m.Switch(cur):
-            for i in self.neuron_layers:
-                with m.Case(i):
-                    m.d.comb += w_bank.eq(self.bank[i])
         for p in range(P):
             active = Signal(name=f"upd_active{p}")
             sbase = Signal.like(upd_mem_addr[p], name=f"sbase{p}")
@@ -791,14 +834,9 @@ class Accelerator(wiring.Component):
                 xyz = Cat(self.slot.get(u2_slot[p], "c"), self.slot.get(u2_slot[p], "y"),
                           self.slot.get(u2_slot[p], "x"))
                 word = Cat(spike, xyz)
-                cntb = Mux(w_bank, spk_count[p][1], spk_count[p][0])
                 with m.If(push):
-                    m.d.comb += [spk_w[p].addr.eq(Mux(w_bank, QD, 0) + cntb), spk_w[p].data.eq(word),
-                                 spk_w[p].en.eq(1)]
-                    with m.If(w_bank):
-                        m.d.sync += spk_count[p][1].eq(spk_count[p][1] + 1)
-                    with m.Else():
-                        m.d.sync += spk_count[p][0].eq(spk_count[p][0] + 1)
+                    m.d.comb += [spk_w[p].addr.eq(spk_count[p]), spk_w[p].data.eq(word), spk_w[p].en.eq(1)]
+                    m.d.sync += spk_count[p].eq(spk_count[p] + 1)
             if self.trace:
                 m.d.comb += [self.trace_valid[p].eq(spikes_now[p]),
                              self.trace_event[p * self.ev_xyz.width:(p + 1) * self.ev_xyz.width].eq(
@@ -894,8 +932,7 @@ class Accelerator(wiring.Component):
             code = {"input": 0, "spk": 1, "pool": 2}[kind]
             m.d.sync += [src_kind.eq(code), rd_idx.eq(0)]
             if kind == "spk":
-                m.d.sync += [src_bank.eq(arg), rd_q.eq(first_q), rd_active.eq(first_found)]
-                # first_found/first_q read src_bank: set it one state earlier (see _bank_for)
+                m.d.sync += [rd_q.eq(first_q), rd_active.eq(first_found)]
             elif kind == "input":
                 m.d.sync += [rd_q.eq(0), rd_active.eq(in_count != 0)]
             else:
@@ -920,14 +957,8 @@ class Accelerator(wiring.Component):
             m.next = nx
 
         def enter(i):
-            """Actions on entering layer i (cur, the reader's bank, resets of its output queue)."""
+            """Actions on entering layer i (cur, the reset of a pool's output queue)."""
             m.d.sync += cur.eq(i)
-            kind, arg = self.source[i]
-            if kind == "spk":
-                m.d.sync += src_bank.eq(arg)
-            if g.layers[i].kind in ("conv", "linear"):
-                for p in range(P):
-                    m.d.sync += spk_count[p][self.bank[i]].eq(0)
             if g.layers[i].kind == "pool":
                 m.d.sync += pool_count.eq(0)
 
@@ -1013,6 +1044,10 @@ class Accelerator(wiring.Component):
                     m.d.sync += drain.eq(drain + 1)
                     with m.If(drain == ACC_DRAIN - 1):
                         m.d.sync += drain.eq(0)
+                        if l.kind != "output":
+                            # the source's events are all read: the PE spike queues are free
+                            # for this layer's own spikes
+                            m.d.sync += [c.eq(0) for c in spk_count]
                         if l.kind != "output" and lp.update_cycles:
                             m.d.sync += upd_i.eq(0)
                             m.d.comb += upd_reset.eq(1)
