@@ -55,7 +55,7 @@ from ticketforge.rtl.cycles import ACC_DRAIN, COUNTERS, UPD_DRAIN, check_fifo_de
 from ticketforge.rtl.neuron import NeuronUpdate
 from ticketforge.rtl.program import LANE_FIELDS, Program, map_graph
 
-__all__ = ["Accelerator", "status_map", "MEMORY_STYLES"]
+__all__ = ["Accelerator", "status_map", "u_range", "bram18_blocks", "MEMORY_STYLES"]
 
 # How synthesis should map the memories (the `ram_style` attribute yosys' memory mapper
 # honours): "auto" lets it choose, "block" asks for block RAM, "logic" for LUTs/FFs.
@@ -139,6 +139,31 @@ def _step_chw(m: Module, c, y, x, h: int, w: int) -> None:
         m.d.sync += x.eq(x + 1)
 
 
+def u_range(g: Graph, l, max_in: int) -> tuple[int, int]:
+    """Bounds of the pre-leaked membrane U of neuron layer ``l`` at any point of an
+    accumulate phase, for event values up to ``max_in``.  V (after the reset) lies in
+    [vmin, vmax], or up to vmax - min(threshold) for a soft reset with a negative
+    threshold, and is 0 for a pruned neuron; every leak moves V towards 0 (floor shifts
+    included: docs/IR.md); so U0 = leak(V) + bias is within [min(vmin, 0) + min(bias),
+    max(vhi, 0) + max(bias)], and the events add at most ``fan * max_in << input_shift``
+    either way, in any order."""
+    n = l.neuron
+    thr, bias = g.tensor(l, "threshold"), g.tensor(l, "bias")
+    vhi = n.vmax - (min(int(thr.min(initial=0)), 0) if n.reset == "soft" else 0)
+    fan = int(g.tensor(l, "mask").reshape(len(g.tensor(l, "mask")), -1).sum(1).max(initial=0))
+    span = max_in * fan << l.input_shift
+    return (min(n.vmin, 0) + int(bias.min(initial=0)) - span, max(vhi, 0) + int(bias.max(initial=0)) + span)
+
+
+def bram18_blocks(depth: int, width: int) -> int:
+    """18 Kbit block RAMs (ECP5 DP16KD, Xilinx RAMB18: 16384 x 1 .. 512 x 36) that a
+    depth x width memory takes at the best aspect ratio."""
+    if depth <= 0 or width <= 0:
+        return 0
+    return min(-(-depth // d) * -(-width // w) for d, w in
+               ((16384, 1), (8192, 2), (4096, 4), (2048, 9), (1024, 18), (512, 36)))
+
+
 def status_map(g: Graph) -> list[tuple[str, str]]:
     """(layer, counter) of each status address; address 0 is ("", "cycles")."""
     out = [("", "cycles")]
@@ -218,8 +243,8 @@ class Accelerator(wiring.Component):
         # is its neuron's local index, so the slot -> (c, y, x) table and the local index ->
         # slot lookup are not stored: counters and a per-PE table of its groups produce them
         self.regular = [i for i in self.neuron_layers if lps[i].regular]
-        # membrane width: each neuron layer's accumulator needs membrane_bits + 2 and the
-        # range of U during accumulation (the membrane plus its largest input sum)
+        # membrane width: each neuron layer's accumulator holds U over the accumulation
+        # (`_u_range`); one bit over the membrane at least (the update's own arithmetic)
         max_in, self.acc_need = (1 << g.input.bits) - 1, {}
         for i, l in enumerate(g.layers):
             if not l.has_weights:
@@ -228,9 +253,7 @@ class Accelerator(wiring.Component):
             if l.kind == "output":
                 self.score_bits = _sbits(-(max_in * fan * g.T), max_in * fan * g.T)
                 continue
-            n = l.neuron
-            span = (1 << n.membrane_bits) + (max_in * fan << l.input_shift)
-            self.acc_need[i] = max(2, n.membrane_bits + 2, _sbits(-span, span))
+            self.acc_need[i] = max(l.neuron.membrane_bits + 1, _sbits(*u_range(g, l, max_in)))
             max_in = 1
         self.acc_bits = max(self.acc_need.values(), default=2)
         self.mem_lo_bits, self.wide = self._membrane_split()
@@ -277,13 +300,17 @@ class Accelerator(wiring.Component):
         self.n_rows, self.n_rowptr = r_acc, rp_acc
         max_words = max([int(lps[i].word_counts.max()) if len(lps[i].word_ptr) else 0 for i in self.weighted] + [1])
         # one row-pointer word per source: the first word row, and how many words each PE reads
-        self.rp = Fields(start=_bits(max(r_acc - 1, 0)), **{f"n{p}": _bits(max_words) for p in range(P)})
+        # (uniform rows, program.py: one count for every PE)
+        counts = ["n"] if prog.uniform_rows else [f"n{p}" for p in range(P)]
+        self.rp = Fields(start=_bits(max(r_acc - 1, 0)), **{n: _bits(max_words) for n in counts})
         self.word_count_bits = _bits(max_words)
         # a stored synapse word (program.WORD_FIELDS): a group rank / slot chunk and W-bit
         # mask, signs (and zero flags when dense) of its candidate synapses
         W = prog.W
         waddr = max([int(lps[i].words[:, :, 0].max()) for i in self.weighted if len(lps[i].words)] + [0])
-        self.word = Fields(addr=_bits(waddr), mask=W, sign=W, zero=W if self.dense else 0)
+        # implicit addresses (program.py): the PE counts its words of the event instead
+        self.word = Fields(addr=0 if prog.implicit_addr else _bits(waddr), mask=W, sign=W,
+                           zero=W if self.dense else 0)
         all_lanes = [lps[i].lanes for i in self.weighted if len(lps[i].lanes)]
         lanes = np.concatenate([a.reshape(-1, len(LANE_FIELDS)) for a in all_lanes]) if all_lanes else \
             np.zeros((1, len(LANE_FIELDS)), np.int64)
@@ -322,17 +349,18 @@ class Accelerator(wiring.Component):
         """(low width, wide layers): the membrane memory is ``low`` bits wide for every
         slot, and a second memory holds the ``acc_bits - low`` high bits of the *wide*
         layers' slots only (those whose accumulator needs more than ``low``).  ``low`` is
-        the layer width that minimises the stored bits: in a network whose first layer
-        alone needs one more bit (8-bit pixels into the membrane), that bit is stored for
-        that layer only (and the low part is 18 bits, which tiles an ECP5 block RAM
-        exactly where 19 bits took 3 of 2048 x 9 side by side)."""
-        slots = {i: int(self.prog.layers[i].n_slots.sum()) for i in self.acc_need}
-        total = sum(slots.values())
+        the layer width that takes the fewest 18 Kbit block RAMs (`bram18_blocks`, summed
+        over the PEs; no split on a tie): a network whose first layer alone needs a 19th
+        bit (8-bit pixels into the membrane) keeps an 18-bit memory and that layer's
+        19th bits beside it, where 19 bits everywhere took 3 blocks side by side."""
+        slots = {i: self.prog.layers[i].n_slots for i in self.acc_need}
+        total = sum(slots.values(), np.zeros(self.P, np.int64))
 
-        def stored(lo):
-            return lo * total + (self.acc_bits - lo) * sum(n for i, n in slots.items() if self.acc_need[i] > lo)
+        def blocks(lo):
+            hi = sum((n for i, n in slots.items() if self.acc_need[i] > lo), np.zeros(self.P, np.int64))
+            return sum(bram18_blocks(int(a), lo) + bram18_blocks(int(b), self.acc_bits - lo) for a, b in zip(total, hi))
 
-        lo = min(sorted(set(self.acc_need.values()) | {self.acc_bits}, reverse=True), key=stored)
+        lo = min(sorted(set(self.acc_need.values()) | {self.acc_bits}, reverse=True), key=blocks)
         return lo, [i for i in self.neuron_layers if self.acc_need.get(i, 0) > lo]
 
     @property
@@ -363,7 +391,7 @@ class Accelerator(wiring.Component):
         for i in self.weighted:
             for row in self.prog.layers[i].words:
                 addr, mask, sign, zero = (int(a) for a in row[p])
-                kw = dict(addr=addr, mask=mask, sign=sign)
+                kw = dict(mask=mask, sign=sign) if self.prog.implicit_addr else dict(addr=addr, mask=mask, sign=sign)
                 if self.dense:
                     kw["zero"] = zero
                 words.append(self.word.pack(**kw))
@@ -375,7 +403,8 @@ class Accelerator(wiring.Component):
             lp = self.prog.layers[i]
             for (start, _), counts in zip(lp.word_ptr, lp.word_counts):
                 words.append(self.rp.pack(start=self.rbase[i] + int(start),
-                                          **{f"n{p}": int(c) for p, c in enumerate(counts)}))
+                                          **({"n": int(counts[0])} if self.prog.uniform_rows else
+                                             {f"n{p}": int(c) for p, c in enumerate(counts)})))
         return words or [0]
 
     def _pe_words(self, p: int):
@@ -582,7 +611,8 @@ class Accelerator(wiring.Component):
                     m.d.comb += rp_r.addr.eq(self.rpbase[i] + idx)
         m.d.sync += ev2.eq(ev1)
         for p, f in enumerate(ffs):
-            m.d.comb += [f.w_data.eq(Cat(ev2, self.rp.get(rp_r.data, "start"), self.rp.get(rp_r.data, f"n{p}"))),
+            n_p = "n" if self.prog.uniform_rows else f"n{p}"
+            m.d.comb += [f.w_data.eq(Cat(ev2, self.rp.get(rp_r.data, "start"), self.rp.get(rp_r.data, n_p))),
                          f.w_en.eq(v2)]
 
         # ---------------- per-PE row streams: each PE walks its own words of its head event,
@@ -619,18 +649,20 @@ class Accelerator(wiring.Component):
                          pop.eq(acc_run & f.r_rdy & last),
                          row_r[p].addr.eq(Mux(pop, ent.get(f.r_data, "start"),
                                               Mux(issue & word_done, cur_row + 1, cur_row)))]
+            widx = Signal(range(2 ** self.word_count_bits), name=f"word_index{p}")   # implicit address
             with m.If(issue):
                 with m.If(word_done):
-                    m.d.sync += [words_left.eq(words_left - 1), cur_row.eq(cur_row + 1), fresh.eq(1)]
+                    m.d.sync += [words_left.eq(words_left - 1), cur_row.eq(cur_row + 1), fresh.eq(1),
+                                 widx.eq(widx + 1)]
                 with m.Else():
                     m.d.sync += [rest_reg.eq(rest), held.eq(cur_w), fresh.eq(0)]
             with m.If(pop):
                 m.d.sync += [cur_ev.eq(ent.get(f.r_data, "ev")), cur_row.eq(ent.get(f.r_data, "start")),
-                             words_left.eq(ent.get(f.r_data, "count")), fresh.eq(1)]
+                             words_left.eq(ent.get(f.r_data, "count")), fresh.eq(1), widx.eq(0)]
             # the lane of `bit`: conv, the group and the tap's offsets; linear, slot addr * W + bit
             l_addr = Signal(lane.widths["addr"], name=f"lane_addr{p}")
             l_dy, l_dx = (Signal(signed(lane.widths[k]), name=f"lane_{k}{p}") for k in ("dy", "dx"))
-            waddr = word.get(cur_w, "addr")
+            waddr = widx if self.prog.implicit_addr else word.get(cur_w, "addr")
             with m.Switch(cur):
                 for i in self.weighted:
                     l = g.layers[i]
@@ -649,7 +681,8 @@ class Accelerator(wiring.Component):
             low = mask & ~rest                                              # the lane's bit, one-hot
             neg = (word.get(cur_w, "sign") & low).any()
             kw = {"zero": (word.get(cur_w, "zero") & low).any()} if self.dense else {}
-            m.d.sync += [a1_v[p].eq(issue), a1_ev[p].eq(cur_ev),
+            # an empty word (a hole, implicit addresses) takes its cycle and emits no lane
+            m.d.sync += [a1_v[p].eq(issue & mask.any()), a1_ev[p].eq(cur_ev),
                          a1_lane[p].eq(lane.pack_signals(neg=neg, addr=l_addr, dy=l_dy, dx=l_dx, **kw))]
             a0_issue.append(issue)
             fetched.append(issue & fresh)                # a word's first lane: one read of the word

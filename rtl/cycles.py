@@ -10,8 +10,9 @@ Schedule, per image (``busy`` cycles; the status block's cycle counter):
     ``RUN`` is ``1`` when the source has no event; otherwise the *per-PE row streams*:
     the reader broadcasts event e (in queue order, see `_event_order`) at cycle ``b[e]``
     into every PE's FIFO of depth D, and PE p pops it at ``s_p[e]`` and then walks its
-    own ``c_p[e]`` lanes of the event's source, one per cycle (`program.LayerProgram.
-    lane_counts`; an event without lanes on a PE costs that PE one cycle)::
+    own ``c_p[e]`` lanes of the event's source, one per cycle (``program.LayerProgram.
+    walk_counts``: its lanes, and its empty words with implicit addresses; an event
+    without lanes on a PE costs that PE one cycle)::
 
         b[0] = 1,   b[e] = max(b[e-1] + 1, max_p s_p[e-D] + 1)      (FIFO credit)
         s_p[e] = max(b[e] + READ_LATENCY, f_p[e-1]),   f_p[-1] = 0
@@ -238,7 +239,7 @@ def cycle_model(g: Graph, images: np.ndarray, P: int, dense: bool = False,
                 c = c + T * (int(np.prod(l.out_shape)) + SWEEP_DRAIN)
             cnt["spikes"] += (or_pool(x.reshape((-1,) + x.shape[2:]), l.kernel) != 0).reshape(n, -1).sum(1, dtype=np.int64)
         else:
-            lanes = _lanes_of_positions(lp, l.in_shape)
+            lanes = _lanes_of_positions(lp, l.in_shape, lp.walk_counts)
             if dense:           # every image and timestep meets the same events: one run serves all
                 run_c = np.full((n, T), _stream_run([order[l.name][0][0]], lanes, depth)[0], np.int64)
             else:

@@ -27,7 +27,7 @@ __all__ = ["NeuronUpdate"]
 
 class NeuronUpdate(wiring.Component):
     """Parameters: the layer's :class:`Neuron` and the width of the accumulated membrane
-    ``acc_bits`` (>= membrane_bits; wide enough for U during accumulation)."""
+    ``acc_bits`` (> membrane_bits; wide enough for U during accumulation)."""
 
     def __init__(self, neuron: Neuron, acc_bits: int):
         if neuron.leak not in LEAK_KINDS:
@@ -36,10 +36,11 @@ class NeuronUpdate(wiring.Component):
             raise ValueError(f"reset must be one of {RESETS}, got {neuron.reset!r}")
         if not 2 <= neuron.membrane_bits <= 48:
             raise ValueError(f"membrane_bits must be in [2, 48], got {neuron.membrane_bits}")
-        if acc_bits < neuron.membrane_bits + 2:
-            # a soft reset can leave V one bit below vmin, and leak(V) + bias needs one more
-            raise ValueError(f"acc_bits ({acc_bits}) must be at least membrane_bits + 2 "
-                             f"({neuron.membrane_bits + 2})")
+        if acc_bits < neuron.membrane_bits + 1:
+            # leak(V) + bias of a membrane-wide V and bias needs one bit more (the caller
+            # sizes acc_bits for the whole accumulation: accel.u_range)
+            raise ValueError(f"acc_bits ({acc_bits}) must be at least membrane_bits + 1 "
+                             f"({neuron.membrane_bits + 1})")
         self.neuron = neuron
         self.acc_bits = acc_bits
         b = neuron.membrane_bits

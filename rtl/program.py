@@ -33,6 +33,10 @@ cycle model (`cycles.py`) counts, comes from here, so the two cannot disagree on
   down, so a PE reads ``word_counts[s, p]`` words for an event and emits one lane per
   cycle from them (a lowest-set-bit walk of the mask): the cycles are still the lane
   counts, the storage is ~2-3 bits per candidate synapse instead of ~8 per lane.
+  *Implicit addresses* (`Program.implicit_addr`, chosen when it stores fewer bits): a
+  PE's j-th word of a source is word address j, so the word has no address field; an
+  address missing below the PE's last one (a *hole*: a group with all nine taps pruned)
+  is stored as an empty word, which costs the PE one cycle (`LayerProgram.walk_counts`).
 - **Dense reference** (``dense=True``): same PE count and layout, no skipping: every
   synapse has a lane (masked ones with the ``zero`` flag: they add 0) and every neuron a
   slot.
@@ -75,6 +79,7 @@ class LayerProgram:
     words: np.ndarray | None = None
     word_ptr: np.ndarray | None = None
     word_counts: np.ndarray | None = None  # [sources, P]: words each PE reads for a source
+    hole_counts: np.ndarray | None = None  # [sources, P]: of those, empty words (holes, padding)
     # neuron layers: slots per PE, rows of (keep, o, y, x)
     slots: list[np.ndarray] = field(default_factory=list)
     # conv: per PE the local-index -> slot table (-1 = pruned) and the geometry
@@ -120,6 +125,12 @@ class LayerProgram:
         return cum[start + count] - cum[start]
 
     @property
+    def walk_counts(self) -> np.ndarray:
+        """[sources, P]: cycles of PE p's walk of an event of source s beyond the first:
+        one per lane and one per empty word (a hole, `_words`)."""
+        return self.lane_counts + self.hole_counts
+
+    @property
     def class_shape(self) -> tuple[int, int]:
         """Conv: number of input position classes (my, mx) = (s * ry, s * rx)."""
         s = self.layer.stride
@@ -132,6 +143,8 @@ class Program:
     dense: bool
     layers: list[LayerProgram]
     W: int = 1                        # candidate synapses per stored word (word_bits)
+    implicit_addr: bool = False       # a PE's j-th word of a source is word address j (no address field)
+    uniform_rows: bool = False        # every PE reads all word rows of a source (_uniform_rows)
 
     def layer(self, name: str) -> LayerProgram:
         return next(lp for lp in self.layers if lp.name == name)
@@ -196,18 +209,29 @@ def word_bits(g: Graph) -> int:
 def map_graph(g: Graph, P: int, dense: bool = False) -> Program:
     _check(g, P)
     W = word_bits(g)
-    layers = []
+    layers, dicts = [], {}
     for l in g.layers:
         if l.kind == "conv":
             lp = _map_conv(g, l, P, dense)
             k, pad = l.kernel, l.padding
-            _words(lp, P, W, lambda lane: (lane[3], (pad - lane[4]) * k + pad - lane[5]))
+            dicts[l.name] = _word_dicts(lp, P, lambda lane: (lane[3], (pad - lane[4]) * k + pad - lane[5]))
         elif l.kind in ("linear", "output"):
             lp = _map_linear(g, l, P, dense)
-            _words(lp, P, W, lambda lane: divmod(lane[3], W))
+            dicts[l.name] = _word_dicts(lp, P, lambda lane: divmod(lane[3], W))
         else:
             lp = LayerProgram(l.name, l.kind, l)
         layers.append(lp)
+    # Implicit word addresses when storing the holes as empty words costs fewer bits than
+    # storing an address in every word (a hole costs its PE one cycle per event)
+    stats = [_word_stats(d) for d in dicts.values()]
+    rows, filled = sum(s[0] for s in stats), sum(s[1] for s in stats)
+    abits = max(1, max((s[2] for s in stats), default=0).bit_length())
+    wbits = 3 * W if dense else 2 * W
+    implicit = filled * wbits < rows * (wbits + abits)
+    for lp in layers:
+        if lp.name in dicts:
+            _words(lp, P, dicts[lp.name], implicit)
+    uniform = _uniform_rows([lp for lp in layers if lp.name in dicts])
     rows = sum(len(lp.lanes) for lp in layers if lp.lanes is not None)
     if rows > MAX_ROWS:
         raise IRError(f"the synapse store needs {rows} rows, over the limit of {MAX_ROWS}; use more PEs "
@@ -216,13 +240,39 @@ def map_graph(g: Graph, P: int, dense: bool = False) -> Program:
         if lp.slots and lp.update_cycles > MAX_SLOTS_PER_PE:
             raise IRError(f"layer {lp.name!r}: {lp.update_cycles} neurons on one PE, over the limit of "
                           f"{MAX_SLOTS_PER_PE}; use more PEs")
-    return Program(P, dense, layers, W)
+    return Program(P, dense, layers, W, implicit, uniform)
 
 
-def _words(lp: LayerProgram, P: int, W: int, place) -> None:
-    """Pack each source's per-PE lanes into synapse words (see the module docstring);
+# Padding every PE's words of a source to the source's word rows may cost at most this
+# share of the PEs' walk cycles (counted per source, unweighted by event rates)
+UNIFORM_ROWS_MAX_COST = 0.01
+
+
+def _uniform_rows(lps: list[LayerProgram]) -> bool:
+    """Pad every PE's words of each source to the source's word rows (empty words, one
+    cycle each) when that costs at most UNIFORM_ROWS_MAX_COST of the walk cycles: the
+    row pointer then stores one count per source instead of one per PE (vgg9_binw at
+    P = 16: 76 -> 16 bits, 9 -> 2 block RAMs, and no cycle, as every PE's conv groups
+    already fill every row).  Updates word_counts and hole_counts in place."""
+    walk = extra = 0
+    for lp in lps:
+        rows = np.maximum(lp.word_ptr[:, 1:2], 1)
+        now = np.maximum(lp.walk_counts, 1)
+        walk += int(now.sum())
+        extra += int(np.maximum(rows - np.maximum(lp.word_counts, 1), 0).sum())
+    if not lps or extra > UNIFORM_ROWS_MAX_COST * walk:
+        return False
+    for lp in lps:
+        rows = lp.word_ptr[:, 1:2]
+        lp.hole_counts = lp.hole_counts + (rows - lp.word_counts)
+        lp.word_counts = np.broadcast_to(rows, lp.word_counts.shape).copy()
+    return True
+
+
+def _word_dicts(lp: LayerProgram, P: int, place) -> list[list[dict[int, list[int]]]]:
+    """Per source, per PE: word address -> word (WORD_FIELDS) of the PE's lanes;
     ``place(lane)`` gives a lane's (word address, bit)."""
-    rows, ptr, counts = [], [], []
+    out = []
     for start, n in lp.rowptr:
         per_pe = []
         for p in range(P):
@@ -235,7 +285,34 @@ def _words(lp: LayerProgram, P: int, W: int, place) -> None:
                 w[1] |= 1 << b
                 w[2] |= int(lane[1]) << b
                 w[3] |= int(lane[2]) << b
-            per_pe.append([wd[a] for a in sorted(wd)])
+            per_pe.append(wd)
+        out.append(per_pe)
+    return out
+
+
+def _word_stats(dicts) -> tuple[int, int, int]:
+    """(word rows, word rows with the holes filled, largest address) of a layer's words."""
+    rows = sum(max((len(wd) for wd in per_pe), default=0) for per_pe in dicts)
+    filled = sum(max((max(wd) + 1 if wd else 0 for wd in per_pe), default=0) for per_pe in dicts)
+    amax = max((a for per_pe in dicts for wd in per_pe for a in wd), default=0)
+    return rows, filled, amax
+
+
+def _words(lp: LayerProgram, P: int, dicts, implicit: bool) -> None:
+    """Pack each source's per-PE words into rows (see the module docstring).  With
+    ``implicit`` addresses a PE's j-th word of a source is its word address j: a missing
+    address below the PE's last one (a *hole*) is stored as an empty word."""
+    rows, ptr, counts, holes = [], [], [], []
+    for per_pe_d in dicts:
+        per_pe, hole = [], []
+        for wd in per_pe_d:
+            if implicit and wd:
+                per_pe.append([wd.get(a, [a, 0, 0, 0]) for a in range(max(wd) + 1)])
+                hole.append(max(wd) + 1 - len(wd))
+            else:
+                per_pe.append([wd[a] for a in sorted(wd)])
+                hole.append(0)
+        holes.append(hole)
         r = max((len(x) for x in per_pe), default=0)
         block = np.zeros((r, P, len(WORD_FIELDS)), np.int64)
         for p, lst in enumerate(per_pe):
@@ -247,6 +324,7 @@ def _words(lp: LayerProgram, P: int, W: int, place) -> None:
     lp.words = np.concatenate(rows) if rows else np.zeros((0, P, len(WORD_FIELDS)), np.int64)
     lp.word_ptr = np.array(ptr, np.int64).reshape(-1, 2)
     lp.word_counts = np.array(counts, np.int64).reshape(-1, P)
+    lp.hole_counts = np.array(holes, np.int64).reshape(-1, P)
 
 
 def _pack(per_pe: list[list[tuple]], P: int):

@@ -6,7 +6,7 @@ import pytest
 
 from ticketforge.model.ir import IRError, random_images, run
 from ticketforge.model.ir.random import random_graph
-from ticketforge.rtl.accel import Accelerator
+from ticketforge.rtl.accel import Accelerator, bram18_blocks
 from ticketforge.rtl.cycles import cycle_model
 from ticketforge.rtl.program import map_graph
 from ticketforge.rtl.simulate import simulate
@@ -188,3 +188,31 @@ def test_parameter_tables_hold_only_the_pes_own_neurons():
         assert int(acc.param_depth.sum()) == sum(len(acc._param_channels(i, p))
                                                  for i in acc.neuron_layers for p in range(P))
     assert checked == {"regular conv", "linear"}
+
+
+def test_accumulator_width_holds_every_membrane_the_golden_model_reaches():
+    """`u_range` sizes each layer's accumulator from bounds (V's range after the reset, the
+    leak towards 0, bias, fan-in): the golden model's H before saturation (U after the
+    last event) stays inside that width on random graphs, for random, all-zero and
+    saturated images; and the membrane memory holds the width (split or not)."""
+    checked = 0
+    for seed in range(40):
+        g = random_graph(seed, binary=True)
+        images = random_images(g, 6, seed)
+        images = np.concatenate([images, np.zeros_like(images[:1]), np.full_like(images[:1], (1 << g.input.bits) - 1)])
+        acc = Accelerator(g, 4)
+        h = run(g, images, measure_range=True).h_range
+        for i, need in acc.acc_need.items():
+            name = g.layers[i].name
+            if name in h:
+                lo, hi = h[name]
+                assert -(1 << (need - 1)) <= lo and hi < (1 << (need - 1)), (seed, name, need, h[name])
+                checked += 1
+        assert acc.mem_lo_bits + (acc.acc_bits - acc.mem_lo_bits if acc.wide else 0) == acc.acc_bits
+        assert all(acc.acc_need[i] > acc.mem_lo_bits for i in acc.wide)
+    assert checked > 60
+
+
+def test_block_ram_count_model():
+    assert bram18_blocks(5504, 19) == 9 and bram18_blocks(5504, 18) == 6 and bram18_blocks(1568, 1) == 1
+    assert bram18_blocks(0, 18) == 0 and bram18_blocks(512, 36) == 1 and bram18_blocks(513, 36) == 2

@@ -74,7 +74,7 @@ def test_preleaked_membrane_equals_the_ir_neuron():
 
 @pytest.mark.filterwarnings("ignore:.*created but never used")
 def test_bad_parameters_are_refused_with_the_value():
-    with pytest.raises(ValueError, match="acc_bits .* membrane_bits \\+ 2"):
-        NeuronUpdate(Neuron(membrane_bits=8), 9)
+    with pytest.raises(ValueError, match="acc_bits .* membrane_bits \\+ 1"):
+        NeuronUpdate(Neuron(membrane_bits=8), 8)
     with pytest.raises(ValueError, match="leak"):
         NeuronUpdate(Neuron(leak="cubic", membrane_bits=8), 12)
