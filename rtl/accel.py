@@ -350,9 +350,10 @@ class Accelerator(wiring.Component):
         slot, and a second memory holds the ``acc_bits - low`` high bits of the *wide*
         layers' slots only (those whose accumulator needs more than ``low``).  ``low`` is
         the layer width that takes the fewest 18 Kbit block RAMs (`bram18_blocks`, summed
-        over the PEs; no split on a tie): a network whose first layer alone needs a 19th
-        bit (8-bit pixels into the membrane) keeps an 18-bit memory and that layer's
-        19th bits beside it, where 19 bits everywhere took 3 blocks side by side."""
+        over the PEs; no split on a tie): e.g. when only the first layer needs a 19th bit
+        (8-bit pixels into the membrane), an 18-bit memory and that layer's 19th bits
+        beside it take 6 + 1 blocks per PE of 5,504 slots, 19 bits everywhere 9 (3 of
+        2048 x 9 side by side)."""
         slots = {i: self.prog.layers[i].n_slots for i in self.acc_need}
         total = sum(slots.values(), np.zeros(self.P, np.int64))
 

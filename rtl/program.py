@@ -15,7 +15,7 @@ cycle model (`cycles.py`) counts, comes from here, so the two cannot disagree on
   local index to its slot (or "pruned").  A conv lane's address is the group's rank; the
   PE multiplies it by the constant GS (shift-adds, no multiplier).  The table is the price of sharing one kernel
   row among all positions of a class: it costs a few bits per neuron where a membrane
-  costs ``membrane_bits + 2``.
+  costs ``membrane_bits + 1`` or more (`accel.u_range`).
 - **Compressed synapse store.** Synapses are grouped by *event source*: a conv layer's
   (input channel c, input position class ``(y mod s*ry, x mod s*rx)``), a linear or
   readout layer's input index.  Each source owns consecutive *rows*; a row holds at most
