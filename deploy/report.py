@@ -98,8 +98,10 @@ def _board_entry(r: dict, cycles_mean: float) -> dict:
     e = {"fits": r["fits"], "device": r["device"], "luts": res.get("luts"), "ffs": res.get("ffs"),
          "brams": res.get("brams"), "dsps": res.get("dsps"), "fmax_mhz": fmax,
          "latency_us": round(cycles_mean / fmax, 1) if fmax else None,
-         "clock_mhz": r.get("clock_mhz"),
-         "latency_us_at_board_clock": round(cycles_mean / r["clock_mhz"], 1) if r.get("clock_mhz") else None,
+         "clock_mhz": r.get("clock_mhz"), "meets_board_clock": r.get("meets_board_clock"),
+         # only a design that meets the board's clock runs at it
+         "latency_us_at_board_clock": round(cycles_mean / r["clock_mhz"], 1)
+         if r.get("clock_mhz") and r.get("meets_board_clock", True) else None,
          "utilisation": r.get("utilisation"), "over": r.get("over") or {}, "estimate": r.get("estimate", False),
          "design": r.get("design", "core only (yosys synthesis)"), "seconds": r.get("seconds")}
     if not r["fits"]:
@@ -263,6 +265,8 @@ def _markdown(rep: dict, figs) -> str:
              "|---|---|---|---|---|---|---|---|---|---|"]
     for b, r in rep["boards"].items():
         note = r.get("why_no_fmax", "") or r["design"]
+        if r.get("meets_board_clock") is False:
+            note += f"; Fmax below the board's {r['clock_mhz']:g} MHz clock"
         lines.append(f"| {b} | {r['device']} | {r['fits']} | {_fmt(r['luts'])} | {_fmt(r['ffs'])} | "
                      f"{_fmt(r['brams'])} | {_fmt(r['dsps'])} | {_fmt(r['fmax_mhz'])} | {_fmt(r['latency_us'])} | {note} |")
     lines += ["", "## Stage seconds", "", "| stage | s |", "|---|---|"]

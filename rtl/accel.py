@@ -558,12 +558,12 @@ class Accelerator(wiring.Component):
         rd_q = Signal(range(max(2, P)))
         rd_idx = Signal(range(max(self.in_depth, self.pool_depth, QD) + 1))
         src_kind = Signal(2)                    # 0 input queue, 1 spike queues, 2 pooled queue
-        v1, v2 = Signal(), Signal()
+        v1, v1r, v2 = Signal(), Signal(), Signal()
         q1 = Signal.like(rd_q)
         ev2 = Signal(ev.width)
         credit = Signal()
-        # an event in flight (v1, v2) will land in every FIFO: all of them must have room
-        m.d.comb += credit.eq(Cat(f.level + v1 + v2 < D for f in ffs).all())
+        # an event in flight (v1, v1r, v2) will land in every FIFO: all of them must have room
+        m.d.comb += credit.eq(Cat(f.level + v1 + v1r + v2 < D for f in ffs).all())
         cnt_now = Signal.like(rd_idx)
         m.d.comb += cnt_now.eq(Mux(src_kind == 0, in_count,
                                    Mux(src_kind == 2, pool_count, Array(spk_count)[rd_q])))
@@ -581,7 +581,7 @@ class Accelerator(wiring.Component):
         m.d.comb += [in_r.addr.eq(rd_idx), pool_r.addr.eq(rd_idx)]
         for p in range(P):
             m.d.comb += spk_r[p].addr.eq(rd_idx)
-        m.d.sync += [v1.eq(issue_rd), v2.eq(v1)]
+        m.d.sync += [v1.eq(issue_rd), v1r.eq(v1), v2.eq(v1r)]
         with m.If(issue_rd):
             m.d.sync += q1.eq(rd_q)
             with m.If(rd_idx + 1 < cnt_now):
@@ -596,7 +596,12 @@ class Accelerator(wiring.Component):
         m.d.comb += ev1.eq(Mux(src_kind == 0, in_as_ev,
                                Mux(src_kind == 2, _widen_value(pool_r.data, self.vbits),
                                    _widen_value(Array(r.data for r in spk_r)[q1], self.vbits))))
-        e1c, e1y, e1x = ev.get(ev1, "c"), ev.get(ev1, "y"), ev.get(ev1, "x")
+        # the event is registered before its row-pointer index (and a pooled event's bitmap
+        # address) is computed from it: queue read -> PE mux -> index products -> row
+        # pointer address was the critical path on the ECP5 (44 ns)
+        ev1r = Signal(ev.width)
+        m.d.sync += ev1r.eq(ev1)
+        e1c, e1y, e1x = ev.get(ev1r, "c"), ev.get(ev1r, "y"), ev.get(ev1r, "x")
         # row-pointer index of the event for the consumer layer: constants per layer, then a mux
         with m.Switch(cur):
             for i in self.weighted:
@@ -610,7 +615,7 @@ class Accelerator(wiring.Component):
                         hh, ww = (sh[1], sh[2]) if len(sh) == 3 else (1, 1)
                         idx = (e1c * hh + e1y) * ww + e1x
                     m.d.comb += rp_r.addr.eq(self.rpbase[i] + idx)
-        m.d.sync += ev2.eq(ev1)
+        m.d.sync += ev2.eq(ev1r)
         for p, f in enumerate(ffs):
             n_p = "n" if self.prog.uniform_rows else f"n{p}"
             m.d.comb += [f.w_data.eq(Cat(ev2, self.rp.get(rp_r.data, "start"), self.rp.get(rp_r.data, n_p))),
@@ -922,7 +927,7 @@ class Accelerator(wiring.Component):
         clr_v = Signal()
         clr_addr = Signal.like(p1_addr)
         if not self.dense:
-            with m.If(v1 & (src_kind == 2)):
+            with m.If(v1r & (src_kind == 2)):
                 m.d.comb += clr_v.eq(1)
                 with m.Switch(cur):
                     for i in self.weighted:
@@ -1046,7 +1051,7 @@ class Accelerator(wiring.Component):
                         m.next = f"POOL{i}_RUN"
                     with m.State(f"POOL{i}_RUN"):
                         m.d.comb += [self.busy.eq(1), pool_run.eq(1)]
-                        with m.If(~rd_active & ~v1 & ~v2 & (ffs[0].level <= 1)):
+                        with m.If(~rd_active & ~v1 & ~v1r & ~v2 & (ffs[0].level <= 1)):
                             m.next = f"POOL{i}_DRAIN"
                     with m.State(f"POOL{i}_DRAIN"):
                         m.d.comb += self.busy.eq(1)
@@ -1070,7 +1075,7 @@ class Accelerator(wiring.Component):
                     m.next = f"ACC{i}_RUN"
                 with m.State(f"ACC{i}_RUN"):
                     m.d.comb += [self.busy.eq(1), acc_run.eq(1)]
-                    with m.If(~rd_active & ~v1 & ~v2 & Cat(idle).all()):
+                    with m.If(~rd_active & ~v1 & ~v1r & ~v2 & Cat(idle).all()):
                         m.next = f"ACC{i}_DRAIN"
                 with m.State(f"ACC{i}_DRAIN"):
                     m.d.comb += self.busy.eq(1)

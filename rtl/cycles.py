@@ -49,7 +49,7 @@ __all__ = ["STATUS_LATENCY", "LOAD_EXTRA", "READ_LATENCY", "ACC_DRAIN", "UPD_DRA
 
 STATUS_LATENCY = 2        # status_addr -> status_data: both registered (not counted in any image's cycles)
 LOAD_EXTRA = 1            # the registered pixel stream: a pixel is written the cycle after it is taken
-READ_LATENCY = 3          # reader: queue read -> row-pointer read -> FIFO push
+READ_LATENCY = 4          # reader: queue read -> event register -> row-pointer read -> FIFO push
 ACC_DRAIN = 3             # PE pipeline after the last row: lane decode, slot lookup, read-add-write
 UPD_DRAIN = 2             # update pipeline: slot read, membrane+parameter read, update and write
 POOL_DRAIN = 1            # bitmap read -> set and queue

@@ -77,13 +77,19 @@ def test_report_has_every_required_key_and_writes_files(tmp_path):
     root = tmp_path / "x"
     _stage_outputs(root, g, 3)
     synth = {"icebreaker": {"fits": True, "device": "iCE40UP5K", "clock_mhz": 12.0, "fmax_mhz": 20.0,
+                            "meets_board_clock": True,
                             "resources": {"luts": 10, "ffs": 5, "brams": 1, "dsps": 0},
-                            "utilisation": {"luts": 0.01, "ffs": 0.01, "brams": 0.03, "dsps": 0.0}}}
+                            "utilisation": {"luts": 0.01, "ffs": 0.01, "brams": 0.03, "dsps": 0.0}},
+             # placed and routed, but slower than the board's 25 MHz clock
+             "ulx3s": {"fits": True, "device": "LFE5U-85F", "clock_mhz": 25.0, "fmax_mhz": 20.0,
+                       "meets_board_clock": False, "resources": {"luts": 10, "ffs": 5, "brams": 1, "dsps": 0}}}
     rep = build_report(root, "x", cycles, synth, {"model": 1.0})
     for k in REQUIRED_KEYS:
         assert _get(rep, k) is not None, k
     b = rep["boards"]["icebreaker"]
     assert b["latency_us"] == 50.0 and b["latency_us_at_board_clock"] == pytest.approx(83.3)
+    u = rep["boards"]["ulx3s"]
+    assert u["latency_us"] == 50.0 and u["meets_board_clock"] is False and u["latency_us_at_board_clock"] is None
     assert rep["energy_uj_per_image"]["hardware_events"] == pytest.approx((4 * 0.05 + 2 * 10.0) * 1e-6)
     files = write_report(rep, root)
     assert all(f.is_file() for f in files)

@@ -7,7 +7,7 @@ import pytest
 from ticketforge.model.ir import IRError, random_images, run
 from ticketforge.model.ir.random import random_graph
 from ticketforge.rtl.accel import Accelerator, bram18_blocks
-from ticketforge.rtl.cycles import cycle_model
+from ticketforge.rtl.cycles import MIN_FIFO_DEPTH, cycle_model
 from ticketforge.rtl.program import map_graph
 from ticketforge.rtl.simulate import simulate
 
@@ -46,7 +46,8 @@ def test_dense_variant_equals_golden_and_cycle_model(seed):
     _check(seed, _pes(seed), dense=True)
 
 
-@pytest.mark.parametrize("seed,P,depth", [(s, P, d) for s in (1, 4, 6, 12, 19) for P, d in ((3, 4), (4, 5), (16, 6))])
+@pytest.mark.parametrize("seed,P,depth", [(s, P, MIN_FIFO_DEPTH + d) for s in (1, 4, 6, 12, 19)
+                                           for P, d in ((3, 0), (4, 1), (16, 2))])
 def test_shallow_fifos_equal_golden_and_cycle_model(seed, P, depth):
     """With the shortest FIFOs the reader stalls on the busiest PE's credit all the time:
     the recurrence's credit term (not just its PE drift) is what these images exercise."""
@@ -134,7 +135,7 @@ def test_fifo_credit_makes_the_reader_wait_for_the_busiest_pe():
     images = np.arange(1, 33, dtype=np.uint8).reshape(2, 1, 1, 16) * 7
     gold = run(g, images, trace=True)
     cycles = {}
-    for depth in (4, 32):
+    for depth in (MIN_FIFO_DEPTH, 32):
         rtl = simulate(Accelerator(g, 2, fifo_depth=depth), images)
         model = cycle_model(g, images, 2, gold=gold, fifo_depth=depth)
         assert [r.scores for r in rtl] == gold.scores.tolist()
@@ -142,12 +143,12 @@ def test_fifo_credit_makes_the_reader_wait_for_the_busiest_pe():
         assert [r.counters for r in rtl] == [m.counters for m in model]
         cycles[depth] = model[0].per_layer["fc"]
     # 16 events: PE 0's 8 x 3 lanes then PE 1's 8 x 3 lanes; with 32 entries they overlap
-    assert cycles[4] > cycles[32] + 10, cycles
+    assert cycles[MIN_FIFO_DEPTH] > cycles[32] + 10, cycles
 
 
 def test_fifo_depth_is_checked_up_front():
     g = random_graph(3, binary=True)
-    for bad in (3, 0, 2000, 4.0, True):
+    for bad in (MIN_FIFO_DEPTH - 1, 0, 2000, 4.0, True):
         with pytest.raises(ValueError, match=f"fifo_depth must be an integer.*got {bad!r}"):
             Accelerator(g, 2, fifo_depth=bad)
 
@@ -156,7 +157,7 @@ def test_cli_refuses_a_bad_fifo_depth_before_any_work(tmp_path, capsys):
     from ticketforge.cli import main
 
     assert main(["rtl", "--config", "mlp_binw_tiny", "--build-dir", str(tmp_path), "--fifo-depth", "3"]) == 2
-    assert "fifo_depth must be an integer in [4, 1024]" in capsys.readouterr().err
+    assert f"fifo_depth must be an integer in [{MIN_FIFO_DEPTH}, 1024]" in capsys.readouterr().err
     assert main(["rtl", "--config", "mlp_binw_tiny", "--build-dir", str(tmp_path), "--set", "hw.fifo_depth=2"]) == 2
     assert "hw.fifo_depth" in capsys.readouterr().err
     assert main(["rtl", "--config", "mlp_binw_tiny", "--build-dir", str(tmp_path), "--fifo-depth", "0"]) == 2

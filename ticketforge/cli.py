@@ -472,20 +472,25 @@ def cmd_hw(args) -> int:
     seconds, kept = {}, []
     t_run = time.perf_counter()
 
+    def say(line: str) -> None:
+        # one write per line: the synth stage's thread prints beside the sim stage's
+        sys.stdout.write(line + "\n")
+        sys.stdout.flush()
+
     def stage(name: str, fresh, kept_why: str, doing: str, run) -> int:
         """Keep the stage when ``fresh()`` says its inputs are unchanged, else ``run()``;
         one line each way and one with the stage's seconds."""
         t = time.perf_counter()
         if fresh():
-            print(f"[hw] {name} stage: {kept_why}, kept")
+            say(f"[hw] {name} stage: {kept_why}, kept")
             kept.append(name)
             rc = 0
         else:
-            print(f"[hw] {name} stage: {doing}", flush=True)
+            say(f"[hw] {name} stage: {doing}")
             rc = run()
         seconds[name] = time.perf_counter() - t
         if not rc:
-            print(f"[hw] {name} stage done ({seconds[name]:.1f} s)", flush=True)
+            say(f"[hw] {name} stage done ({seconds[name]:.1f} s)")
         return rc
 
     def model_fresh() -> bool:
