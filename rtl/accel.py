@@ -51,7 +51,7 @@ from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
 
 from ticketforge.model.ir.schema import Graph, IRError, Neuron
-from ticketforge.rtl.cycles import ACC_DRAIN, COUNTERS, UPD_DRAIN, check_fifo_depth, default_fifo_depth
+from ticketforge.rtl.cycles import ACC_DRAIN, COUNTERS, POOL_DRAIN, UPD_DRAIN, check_fifo_depth, default_fifo_depth
 from ticketforge.rtl.neuron import NeuronUpdate
 from ticketforge.rtl.program import LANE_FIELDS, Program, map_graph
 
@@ -64,7 +64,7 @@ MEMORY_STYLES = ("auto", "block", "logic")
 # and a 34-entry parameter table would take a whole one (the UP5K has 30)
 SMALL_ROM_BITS = 2048
 
-# POOL_DRAIN and SWEEP_DRAIN (cycles.py) are the one-cycle POOL*_DRAIN / *_SWEEP_DRAIN states below.
+# SWEEP_DRAIN (cycles.py) is the one-cycle *_SWEEP_DRAIN state below.
 COUNTER_BITS = 32
 
 
@@ -898,7 +898,11 @@ class Accelerator(wiring.Component):
         p1_v, p1_new, p1_val = Signal(), Signal(), Signal()
         p1_addr = Signal(range(max(2, self.pool_depth)))
         p1_xyz = Signal(self.ev_xyz.width)
-        hc, hy, hx = ev.get(head_ev, "c"), ev.get(head_ev, "y"), ev.get(head_ev, "x")
+        # P0: the popped event is registered before its pooled address is computed (FIFO
+        # read -> pooled index products -> bitmap address was the ECP5's critical path)
+        p0_v, p0_ev = Signal(), Signal(ev.width)
+        m.d.sync += [p0_v.eq(pop_pool), p0_ev.eq(head_ev)]
+        hc, hy, hx = ev.get(p0_ev, "c"), ev.get(p0_ev, "y"), ev.get(p0_ev, "x")
         pinr = Signal()
         pool_addr = Signal.like(p1_addr)
         pooled = Signal(self.ev_xyz.width)
@@ -920,8 +924,8 @@ class Accelerator(wiring.Component):
                 with m.If(sweep_run):
                     _step_chw(m, sw_c, sw_y, sw_x, hp, wp)
         m.d.comb += bm_r.addr.eq(Mux(sweep_run, sweep_addr, pool_addr))
-        m.d.sync += [p1_v.eq(pop_pool & pinr), p1_addr.eq(pool_addr), p1_xyz.eq(pooled),
-                     p1_val.eq(ev.get(head_ev, "value") != 0),
+        m.d.sync += [p1_v.eq(p0_v & pinr), p1_addr.eq(pool_addr), p1_xyz.eq(pooled),
+                     p1_val.eq(ev.get(p0_ev, "value") != 0),
                      s1_v.eq(sweep_run), s1_addr.eq(sweep_addr), s1_xyz.eq(Cat(sw_c, sw_y, sw_x))]
         # the consumer's reader clears a pooled event's bit when it reads the event (sparse)
         clr_v = Signal()
@@ -1055,11 +1059,15 @@ class Accelerator(wiring.Component):
                             m.next = f"POOL{i}_DRAIN"
                     with m.State(f"POOL{i}_DRAIN"):
                         m.d.comb += self.busy.eq(1)
-                        if self.dense:
-                            m.d.sync += [sw_c.eq(0), sw_y.eq(0), sw_x.eq(0), pool_count.eq(0)]
-                            m.next = f"POOL{i}_SWEEP"
-                        else:
-                            leave(i)
+                        drain = Signal(range(POOL_DRAIN + 1), name=f"pool{i}_drain")
+                        m.d.sync += drain.eq(drain + 1)
+                        with m.If(drain == POOL_DRAIN - 1):
+                            m.d.sync += drain.eq(0)
+                            if self.dense:
+                                m.d.sync += [sw_c.eq(0), sw_y.eq(0), sw_x.eq(0), pool_count.eq(0)]
+                                m.next = f"POOL{i}_SWEEP"
+                            else:
+                                leave(i)
                     if self.dense:
                         with m.State(f"POOL{i}_SWEEP"):
                             m.d.comb += [self.busy.eq(1), sweep_run.eq(1)]

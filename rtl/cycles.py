@@ -52,7 +52,7 @@ LOAD_EXTRA = 1            # the registered pixel stream: a pixel is written the 
 READ_LATENCY = 4          # reader: queue read -> event register -> row-pointer read -> FIFO push
 ACC_DRAIN = 3             # PE pipeline after the last row: lane decode, slot lookup, read-add-write
 UPD_DRAIN = 2             # update pipeline: slot read, membrane+parameter read, update and write
-POOL_DRAIN = 1            # bitmap read -> set and queue
+POOL_DRAIN = 2            # event register -> bitmap read -> set and queue
 SWEEP_DRAIN = 1
 # Per-PE event FIFOs: READ_LATENCY + 1 entries keep a PE that takes one cycle per event
 # (and the pool, which pops every cycle) from ever waiting on the reader; deeper FIFOs let
