@@ -126,8 +126,9 @@ class LayerProgram:
 
     @property
     def walk_counts(self) -> np.ndarray:
-        """[sources, P]: cycles of PE p's walk of an event of source s beyond the first:
-        one per lane and one per empty word (a hole, `_words`)."""
+        """[sources, P]: cycles of PE p's walk of an event of source s: one per lane and
+        one per empty word (a hole or padding: `_words`, `_uniform_rows`); an event
+        costs a PE at least one cycle (`cycles.py`)."""
         return self.lane_counts + self.hole_counts
 
     @property
