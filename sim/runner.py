@@ -157,7 +157,9 @@ def _progress_bar(futures, jobs: list[Path], total: int, simulator: str, poll_s:
                 pass
         return n
 
-    with tqdm(total=total, desc=f"[sim] {simulator}", unit="image", dynamic_ncols=True) as bar:
+    # into a log file (make hw > log) one line a minute, not one per poll
+    with tqdm(total=total, desc=f"[sim] {simulator}", unit="image", dynamic_ncols=True,
+              mininterval=0.1 if sys.stderr.isatty() else 60) as bar:
         while not all(f.done() for f in futures):
             time.sleep(poll_s)
             bar.update(done_images() - bar.n)
