@@ -42,6 +42,7 @@ the cycle count of the last image, then 6 per layer (``COUNTERS``).
 """
 from __future__ import annotations
 
+from contextlib import contextmanager
 from types import SimpleNamespace
 
 import numpy as np
@@ -969,6 +970,15 @@ class Accelerator(wiring.Component):
         out_k = Signal(range(max(2, K)))
         m.d.comb += self.scores.payload.eq(Array(score_regs)[out_k])
 
+        @contextmanager
+        def after_cycles(n: int, name: str):
+            """The body runs in the n-th cycle of the current state (a pipeline drain)."""
+            cnt = Signal(range(n + 1), name=name)
+            m.d.sync += cnt.eq(cnt + 1)
+            with m.If(cnt == n - 1):
+                m.d.sync += cnt.eq(0)
+                yield
+
         def start_reader(i):
             """Set the reader on layer i's source queue (one cycle: the START state)."""
             kind, arg = self.source[i]
@@ -1059,10 +1069,7 @@ class Accelerator(wiring.Component):
                             m.next = f"POOL{i}_DRAIN"
                     with m.State(f"POOL{i}_DRAIN"):
                         m.d.comb += self.busy.eq(1)
-                        drain = Signal(range(POOL_DRAIN + 1), name=f"pool{i}_drain")
-                        m.d.sync += drain.eq(drain + 1)
-                        with m.If(drain == POOL_DRAIN - 1):
-                            m.d.sync += drain.eq(0)
+                        with after_cycles(POOL_DRAIN, f"pool{i}_drain"):
                             if self.dense:
                                 m.d.sync += [sw_c.eq(0), sw_y.eq(0), sw_x.eq(0), pool_count.eq(0)]
                                 m.next = f"POOL{i}_SWEEP"
@@ -1087,10 +1094,7 @@ class Accelerator(wiring.Component):
                         m.next = f"ACC{i}_DRAIN"
                 with m.State(f"ACC{i}_DRAIN"):
                     m.d.comb += self.busy.eq(1)
-                    drain = Signal(range(ACC_DRAIN + 1), name=f"acc{i}_drain")
-                    m.d.sync += drain.eq(drain + 1)
-                    with m.If(drain == ACC_DRAIN - 1):
-                        m.d.sync += drain.eq(0)
+                    with after_cycles(ACC_DRAIN, f"acc{i}_drain"):
                         if l.kind != "output":
                             # the source's events are all read: the PE spike queues are free
                             # for this layer's own spikes
@@ -1110,10 +1114,7 @@ class Accelerator(wiring.Component):
                         m.next = f"UPD{i}_DRAIN"
                 with m.State(f"UPD{i}_DRAIN"):
                     m.d.comb += self.busy.eq(1)
-                    drain = Signal(range(UPD_DRAIN + 1), name=f"upd{i}_drain")
-                    m.d.sync += drain.eq(drain + 1)
-                    with m.If(drain == UPD_DRAIN - 1):
-                        m.d.sync += drain.eq(0)
+                    with after_cycles(UPD_DRAIN, f"upd{i}_drain"):
                         leave(i)
             with m.State("NEXT_T"):
                 # zero-cycle decision folded into the previous state would need the next
