@@ -56,7 +56,7 @@ from ticketforge.rtl.cycles import ACC_DRAIN, COUNTERS, POOL_DRAIN, UPD_DRAIN, c
 from ticketforge.rtl.neuron import NeuronUpdate
 from ticketforge.rtl.program import LANE_FIELDS, Program, map_graph
 
-__all__ = ["Accelerator", "status_map", "u_range", "bram18_blocks", "MEMORY_STYLES"]
+__all__ = ["Accelerator", "status_map", "fan_in", "u_range", "bram18_blocks", "MEMORY_STYLES"]
 
 # How synthesis should map the memories (the `ram_style` attribute yosys' memory mapper
 # honours): "auto" lets it choose, "block" asks for block RAM, "logic" for LUTs/FFs.
@@ -140,6 +140,12 @@ def _step_chw(m: Module, c, y, x, h: int, w: int) -> None:
         m.d.sync += x.eq(x + 1)
 
 
+def fan_in(g: Graph, l) -> int:
+    """The largest number of kept synapses into one neuron of weighted layer ``l``."""
+    mask = g.tensor(l, "mask")
+    return int(mask.reshape(len(mask), -1).sum(1).max(initial=0))
+
+
 def u_range(g: Graph, l, max_in: int) -> tuple[int, int]:
     """Bounds of the pre-leaked membrane U of neuron layer ``l`` at any point of an
     accumulate phase, for event values up to ``max_in``.  V (after the reset) lies in
@@ -151,8 +157,7 @@ def u_range(g: Graph, l, max_in: int) -> tuple[int, int]:
     n = l.neuron
     thr, bias = g.tensor(l, "threshold"), g.tensor(l, "bias")
     vhi = n.vmax - (min(int(thr.min(initial=0)), 0) if n.reset == "soft" else 0)
-    fan = int(g.tensor(l, "mask").reshape(len(g.tensor(l, "mask")), -1).sum(1).max(initial=0))
-    span = max_in * fan << l.input_shift
+    span = max_in * fan_in(g, l) << l.input_shift
     return (min(n.vmin, 0) + int(bias.min(initial=0)) - span, max(vhi, 0) + int(bias.max(initial=0)) + span)
 
 
@@ -250,9 +255,9 @@ class Accelerator(wiring.Component):
         for i, l in enumerate(g.layers):
             if not l.has_weights:
                 continue
-            fan = int(g.tensor(l, "mask").reshape(len(g.tensor(l, "mask")), -1).sum(1).max(initial=0))
             if l.kind == "output":
-                self.score_bits = _sbits(-(max_in * fan * g.T), max_in * fan * g.T)
+                top = max_in * fan_in(g, l) * g.T
+                self.score_bits = _sbits(-top, top)
                 continue
             self.acc_need[i] = max(l.neuron.membrane_bits + 1, _sbits(*u_range(g, l, max_in)))
             max_in = 1
@@ -301,9 +306,8 @@ class Accelerator(wiring.Component):
         self.n_rows, self.n_rowptr = r_acc, rp_acc
         max_words = max([int(lps[i].word_counts.max()) if len(lps[i].word_ptr) else 0 for i in self.weighted] + [1])
         # one row-pointer word per source: the first word row, and how many words each PE reads
-        # (uniform rows, program.py: one count for every PE)
-        counts = ["n"] if prog.uniform_rows else [f"n{p}" for p in range(P)]
-        self.rp = Fields(start=_bits(max(r_acc - 1, 0)), **{n: _bits(max_words) for n in counts})
+        self.rp = Fields(start=_bits(max(r_acc - 1, 0)),
+                         **{n: _bits(max_words) for n in dict.fromkeys(self._count_field(p) for p in range(P))})
         self.word_count_bits = _bits(max_words)
         # a stored synapse word (program.WORD_FIELDS): a group rank / slot chunk and W-bit
         # mask, signs (and zero flags when dense) of its candidate synapses
@@ -345,6 +349,11 @@ class Accelerator(wiring.Component):
             if l.kind != "flatten":
                 self.counter_index[i] = k
                 k += len(COUNTERS)
+
+    def _count_field(self, p: int) -> str:
+        """The row-pointer field holding PE p's word count: one for every PE with uniform
+        rows (program._uniform_rows), else one per PE."""
+        return "n" if self.prog.uniform_rows else f"n{p}"
 
     def _membrane_split(self) -> tuple[int, list[int]]:
         """(low width, wide layers): the membrane memory is ``low`` bits wide for every
@@ -405,8 +414,7 @@ class Accelerator(wiring.Component):
             lp = self.prog.layers[i]
             for (start, _), counts in zip(lp.word_ptr, lp.word_counts):
                 words.append(self.rp.pack(start=self.rbase[i] + int(start),
-                                          **({"n": int(counts[0])} if self.prog.uniform_rows else
-                                             {f"n{p}": int(c) for p, c in enumerate(counts)})))
+                                          **{self._count_field(p): int(c) for p, c in enumerate(counts)}))
         return words or [0]
 
     def _pe_words(self, p: int):
@@ -618,8 +626,8 @@ class Accelerator(wiring.Component):
                     m.d.comb += rp_r.addr.eq(self.rpbase[i] + idx)
         m.d.sync += ev2.eq(ev1r)
         for p, f in enumerate(ffs):
-            n_p = "n" if self.prog.uniform_rows else f"n{p}"
-            m.d.comb += [f.w_data.eq(Cat(ev2, self.rp.get(rp_r.data, "start"), self.rp.get(rp_r.data, n_p))),
+            m.d.comb += [f.w_data.eq(Cat(ev2, self.rp.get(rp_r.data, "start"),
+                                         self.rp.get(rp_r.data, self._count_field(p)))),
                          f.w_en.eq(v2)]
 
         # ---------------- per-PE row streams: each PE walks its own words of its head event,

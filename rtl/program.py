@@ -222,13 +222,7 @@ def map_graph(g: Graph, P: int, dense: bool = False) -> Program:
         else:
             lp = LayerProgram(l.name, l.kind, l)
         layers.append(lp)
-    # Implicit word addresses when storing the holes as empty words costs fewer bits than
-    # storing an address in every word (a hole costs its PE one cycle per event)
-    stats = [_word_stats(d) for d in dicts.values()]
-    rows, filled = sum(s[0] for s in stats), sum(s[1] for s in stats)
-    abits = max(1, max((s[2] for s in stats), default=0).bit_length())
-    wbits = 3 * W if dense else 2 * W
-    implicit = filled * wbits < rows * (wbits + abits)
+    implicit = _implicit_addresses(list(dicts.values()), W, dense)
     for lp in layers:
         if lp.name in dicts:
             _words(lp, P, dicts[lp.name], implicit)
@@ -289,6 +283,16 @@ def _word_dicts(lp: LayerProgram, P: int, place) -> list[list[dict[int, list[int
             per_pe.append(wd)
         out.append(per_pe)
     return out
+
+
+def _implicit_addresses(layer_dicts: list, W: int, dense: bool) -> bool:
+    """Implicit word addresses when storing the holes as empty words costs fewer bits than
+    storing an address in every word (a hole costs its PE one cycle per event)."""
+    stats = [_word_stats(d) for d in layer_dicts]
+    rows, filled = sum(s[0] for s in stats), sum(s[1] for s in stats)
+    abits = max(1, max((s[2] for s in stats), default=0).bit_length())
+    wbits = 3 * W if dense else 2 * W
+    return filled * wbits < rows * (wbits + abits)
 
 
 def _word_stats(dicts) -> tuple[int, int, int]:
