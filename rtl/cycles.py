@@ -39,7 +39,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from ticketforge.model.ir.golden import GoldenResult, conv_accumulate, or_pool, run
+from ticketforge.model.ir.golden import GoldenResult, or_pool, run
 from ticketforge.errors import ConfigError
 from ticketforge.model.ir.schema import Graph
 from ticketforge.rtl.program import Program, map_graph
@@ -190,21 +190,27 @@ def _stream_run(seqs: list[np.ndarray], lanes: np.ndarray, depth: int) -> np.nda
     return np.where(E > 0, finish.max(1), 1)
 
 
-def _accumulates(l, g: Graph, active: np.ndarray, dense: bool) -> np.ndarray:
-    """Accumulates the PEs perform, per image, summed over T: an event into a neuron with a
-    slot over a synapse with a lane (dense: every synapse, every neuron, every event)."""
-    n, T = active.shape[:2]
-    flat = active.reshape((n * T,) + active.shape[2:]).astype(np.int64)
+def _fan_out(l, g: Graph, dense: bool) -> np.ndarray:
+    """Per input position (the layer's ``in_shape``), how many accumulates one event there
+    causes: the kept synapses (dense: all) from it into neurons with a slot (the output
+    layer and dense: all neurons).  An image's accumulates are then its events weighted by
+    this map, one dot product instead of a convolution per image and timestep."""
     mask = g.tensor(l, "mask").astype(np.int64)
     if dense:
         mask = np.ones_like(mask)
-    if l.kind == "conv":
-        fan = conv_accumulate(flat, mask, l.stride, l.padding)            # [N*T, O, Ho, Wo]
-    else:
-        fan = flat @ mask.T
-    if l.kind != "output" and not dense:
-        fan = fan * g.tensor(l, "neuron_mask").astype(np.int64)[None]
-    return fan.reshape(n, -1).sum(1)
+    live = (np.ones(l.out_shape, np.int64) if dense or l.kind == "output"
+            else g.tensor(l, "neuron_mask").astype(np.int64))
+    if l.kind != "conv":
+        return live @ mask                                             # [in]
+    C, H, W = l.in_shape
+    _, Ho, Wo = l.out_shape
+    k, s, p = mask.shape[-1], l.stride, l.padding
+    fan = np.zeros((C, H + 2 * p, W + 2 * p), np.int64)
+    for ky in range(k):
+        for kx in range(k):
+            # the event at padded (c, y*s+ky, x*s+kx) reaches neuron (o, y, x) over tap (ky, kx)
+            fan[:, ky:ky + s * Ho:s, kx:kx + s * Wo:s] += np.einsum("oyx,oc->cyx", live, mask[:, :, ky, kx])
+    return fan[:, p:p + H, p:p + W]
 
 
 def cycle_model(g: Graph, images: np.ndarray, P: int, dense: bool = False,
@@ -249,9 +255,10 @@ def cycle_model(g: Graph, images: np.ndarray, P: int, dense: bool = False,
             # a weight read is one synapse word read by one PE (its lanes come out of it)
             words = _lanes_of_positions(lp, l.in_shape, lp.word_counts).sum(1)
             cnt["weight_reads"] += (events.reshape(n, T, -1) * words).reshape(n, -1).sum(1)
-            acc = _accumulates(l, g, events, dense)
+            fan = _fan_out(l, g, dense).reshape(-1)
+            acc = events.reshape(n, -1) @ np.tile(fan, T)
             cnt["accumulates"] += acc
-            layer_syn = _accumulates(l, g, x != 0, False)
+            layer_syn = acc if not dense else (x != 0).reshape(n, -1) @ np.tile(_fan_out(l, g, False).reshape(-1), T)
             syn += layer_syn
             ideal[l.name] += layer_syn
             if l.kind != "output":
