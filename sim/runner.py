@@ -26,7 +26,7 @@ from ticketforge.rtl.cycles import COUNTERS, cycle_model
 from ticketforge.rtl.emit import TOP
 from ticketforge.rtl.program import map_graph
 
-__all__ = ["SIMULATORS", "SimError", "SimMismatch", "simulator_version", "write_job", "run_sim"]
+__all__ = ["SIMULATORS", "SimError", "SimMismatch", "simulator_version", "write_job", "run_sim", "spread_traced"]
 
 SIMULATORS = ("icarus", "verilator")
 TB_MODULE = "ticketforge.sim.tb"
@@ -196,6 +196,27 @@ def _progress_bar(futures, jobs: list[Path], total: int, simulator: str, poll_s:
         bar.update(done_images() - bar.n)
 
 
+def _shard_bounds(n: int, jobs: int) -> np.ndarray:
+    """Where the contiguous shards of ``n`` images start and end, ``jobs`` of them."""
+    jobs = max(1, min(int(jobs), n))
+    return np.linspace(0, n, jobs + 1).astype(int)
+
+
+def spread_traced(k: int, n: int, jobs: int) -> list[int]:
+    """``k`` of ``n`` images to trace, the first images of each shard in turn: a traced
+    image wakes Python every cycle (~20 s for one vgg9_binw image), so each simulator
+    process takes its share instead of the first one taking them all."""
+    bounds = _shard_bounds(n, jobs)
+    picks: list[int] = []
+    for offset in range(n):
+        for a, b in zip(bounds[:-1], bounds[1:]):
+            if len(picks) < k and a + offset < b:
+                picks.append(int(a + offset))
+        if len(picks) >= min(k, n):
+            break
+    return sorted(picks)
+
+
 def run_sim(rtl_dir: Path, g: Graph, images: np.ndarray, out_dir: Path, simulator: str = "icarus",
             labels: np.ndarray | None = None, traced: list[int] = (), progress: bool = False,
             stop_at_first_mismatch: bool = True, jobs: int = 1, log=print) -> dict:
@@ -212,8 +233,8 @@ def run_sim(rtl_dir: Path, g: Graph, images: np.ndarray, out_dir: Path, simulato
     pes, dense, trace_port = man["params"]["pes"], man["params"]["dense"], man["params"]["trace"]
     fifo_depth = man["params"]["fifo_depth"]
     traced = [i for i in traced if i < len(images)] if trace_port else []
-    jobs = max(1, min(int(jobs), len(images)))
-    bounds = np.linspace(0, len(images), jobs + 1).astype(int)
+    bounds = _shard_bounds(len(images), jobs)
+    jobs = len(bounds) - 1
     shards = [(int(a), int(b), out_dir / (f"job{k}" if jobs > 1 else "job")) for k, (a, b) in
               enumerate(zip(bounds[:-1], bounds[1:]))]
     t0 = time.perf_counter()

@@ -9,7 +9,7 @@ import pytest
 from ticketforge.model.ir import random_images, save_graph
 from ticketforge.model.ir.random import random_graph
 from ticketforge.rtl.emit import write_rtl
-from ticketforge.sim.runner import SimError, SimMismatch, run_sim, simulator_version
+from ticketforge.sim.runner import SimError, SimMismatch, run_sim, simulator_version, spread_traced
 
 # 50 random binary IRs: pruned neurons, empty layers, saturating membranes, all leak and
 # reset kinds, strides, pools (the same generator and cases as tests/test_rtl_accel.py)
@@ -72,3 +72,12 @@ def test_missing_simulator_names_the_fix(monkeypatch):
         simulator_version("icarus")
     with pytest.raises(SimError, match="unknown simulator 'modelsim'"):
         simulator_version("modelsim")
+
+
+def test_traced_images_are_spread_over_the_simulator_processes():
+    assert spread_traced(2, 1000, 2) == [0, 500]
+    assert spread_traced(3, 1000, 2) == [0, 1, 500]
+    assert spread_traced(2, 1000, 1) == [0, 1]
+    assert spread_traced(4, 3, 2) == [0, 1, 2]          # more wanted than images: all of them
+    assert spread_traced(3, 3, 8) == [0, 1, 2]          # more processes than images
+    assert spread_traced(0, 10, 2) == []

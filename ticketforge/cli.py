@@ -64,7 +64,8 @@ def _add_sim_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--jobs", type=int, default=os.cpu_count() or 1,
                    help="simulator processes sharing the images (default: one per core)")
     p.add_argument("--trace-images", type=int, default=2,
-                   help="how many of them also get their per-layer spike trains checked (default 2)")
+                   help="how many of them also get their per-layer spike trains checked (default 2; "
+                        "the first image of each simulator process in turn)")
 
 
 def _add_hls_args(p: argparse.ArgumentParser) -> None:
@@ -259,7 +260,7 @@ def cmd_rtl(args) -> int:
 
 def cmd_sim(args) -> int:
     from ticketforge.model.ir import IRError, load_graph
-    from ticketforge.sim.runner import run_sim
+    from ticketforge.sim.runner import run_sim, spread_traced
 
     cfg = _load(args)
     root = Path(args.build_dir) / cfg.name
@@ -271,7 +272,7 @@ def cmd_sim(args) -> int:
     images, labels, integer = _test_split(root, args.images)   # the input quantizer's codes of the test split
     n = len(images)
     res = run_sim(rtldir, g, images, root / "sim", args.simulator, labels=labels,
-                  traced=list(range(min(args.trace_images, n))), progress=not args.quiet, jobs=args.jobs,
+                  traced=spread_traced(args.trace_images, n, args.jobs), progress=not args.quiet, jobs=args.jobs,
                   log=lambda s, **k: print(s, **k) if not args.quiet else None)
     res["accuracy_integer_ir"] = integer
     res["inputs"] = _digests(_sim_inputs(root))
