@@ -264,3 +264,21 @@ def test_shipped_vgg9_binw_ir_golden_equals_torch_integer_model():
         assert np.array_equal(spikes[name], gold.spikes[name]), name
         assert np.array_equal(v[f"spikes/{name}"], gold.spikes[name]), name
     assert (gold.predictions == v["labels"]).mean() >= 0.5
+
+
+def test_conv_accumulate_equals_the_definition_on_both_paths():
+    """Few channels take the im2col GEMM, many the per-tap GEMMs: both equal a direct sum."""
+    from numpy.lib.stride_tricks import sliding_window_view
+
+    from ticketforge.model.ir.golden import conv_accumulate
+
+    rng = np.random.default_rng(1)
+    for _ in range(200):
+        c, k, s = int(rng.integers(1, 9)), int(rng.integers(1, 4)), int(rng.integers(1, 3))
+        p, h, w_ = int(rng.integers(0, k)), int(rng.integers(k, 10)), int(rng.integers(k, 10))
+        x = rng.integers(-3, 4, (int(rng.integers(1, 4)), c, h, w_))
+        w = rng.integers(-2, 3, (int(rng.integers(1, 5)), c, k, k))
+        win = sliding_window_view(np.pad(x, ((0, 0), (0, 0), (p, p), (p, p))), (k, k), axis=(2, 3))[:, :, ::s, ::s]
+        want = np.einsum("ncyxij,ocij->noyx", win, w)
+        got = conv_accumulate(x, w, s, p, bound=3 * 2 * c * k * k)
+        assert got.shape == want.shape and (got == want).all(), (c, k, s, p, h, w_)
