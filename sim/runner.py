@@ -33,7 +33,8 @@ TB_MODULE = "ticketforge.sim.tb"
 SIM_TOP = "ticketforge_sim"
 # a regression of at least this many simulated cycles (the cycle model's count) gets the
 # profile-guided Verilator build; the environment variable overrides it (0: always)
-PGO_MIN_CYCLES = int(os.environ.get("TICKETFORGE_PGO_MIN_CYCLES", 500_000_000))
+PGO_MIN_CYCLES = 500_000_000
+PGO_ENV = "TICKETFORGE_PGO_MIN_CYCLES"
 CLOCK_PERIOD_NS = 10
 
 
@@ -259,6 +260,16 @@ def _profile_guided_build(build, build_args: list[str], rtl_dir: Path, out_dir: 
     stamp.write_text(json.dumps(want))
 
 
+def pgo_min_cycles() -> int:
+    """PGO_MIN_CYCLES, or the environment's override."""
+    value = os.environ.get(PGO_ENV, str(PGO_MIN_CYCLES))
+    try:
+        return int(value)
+    except ValueError:
+        raise SimError(f"{PGO_ENV}={value!r} is not a whole number of simulated cycles "
+                       f"(0: always build the Verilator model profile-guided; unset: {PGO_MIN_CYCLES})") from None
+
+
 def _shard_bounds(n: int, jobs: int) -> np.ndarray:
     """Where the contiguous shards of ``n`` images start and end, ``jobs`` of them."""
     jobs = max(1, min(int(jobs), n))
@@ -291,6 +302,7 @@ def run_sim(rtl_dir: Path, g: Graph, images: np.ndarray, out_dir: Path, simulato
     from cocotb_tools.runner import get_runner
 
     version = simulator_version(simulator)
+    pgo_threshold = pgo_min_cycles() if simulator == "verilator" else None    # a bad override fails now
     rtl_dir, out_dir = Path(rtl_dir), Path(out_dir)
     man = json.loads((rtl_dir / "manifest.json").read_text())
     pes, dense, trace_port = man["params"]["pes"], man["params"]["dense"], man["params"]["trace"]
@@ -349,7 +361,7 @@ def run_sim(rtl_dir: Path, g: Graph, images: np.ndarray, out_dir: Path, simulato
                            f"{_parse_fail(out_dir / f'build-{simulator}.log')}") from None
 
     expected_cycles = sum(int(np.load(job / "job.npz")["cycles"].sum()) for _, _, job in shards)
-    if simulator == "verilator" and expected_cycles >= PGO_MIN_CYCLES:
+    if pgo_threshold is not None and expected_cycles >= pgo_threshold:
         log(f"[sim] building {rtl_dir / 'top.v'} with {version}, profile-guided ({expected_cycles / 1e6:.0f}M "
             f"cycles to simulate)", flush=True)
 

@@ -81,3 +81,10 @@ def test_traced_images_are_spread_over_the_simulator_processes():
     assert spread_traced(4, 3, 2) == [0, 1, 2]          # more wanted than images: all of them
     assert spread_traced(3, 3, 8) == [0, 1, 2]          # more processes than images
     assert spread_traced(0, 10, 2) == []
+
+
+def test_a_malformed_profile_guided_threshold_names_the_variable(tmp_path, monkeypatch):
+    monkeypatch.setenv("TICKETFORGE_PGO_MIN_CYCLES", "lots")
+    # refused before any work: there is not even a design in tmp_path
+    with pytest.raises(SimError, match=r"TICKETFORGE_PGO_MIN_CYCLES='lots' is not a whole number"):
+        run_sim(tmp_path / "rtl", None, np.zeros((1, 4)), tmp_path / "sim", "verilator")
