@@ -94,3 +94,32 @@ def test_position_classes_give_every_pe_two_groups():
     assert GROUPS_PER_PE == 2
     assert position_classes(64, 64) == (1, 2) and position_classes(128, 64) == (1, 1)
     assert position_classes(32, 64) == (2, 2) and position_classes(64, 16) == (1, 1)
+
+
+def test_cycle_overhead_bench_splits_the_whole_gap(tmp_path):
+    """bench/cycle_overhead.py (which reads the cycle model's own pieces) on the shipped
+    vgg9_binw IR: its cycles are the model's and each part of the gap sits where it should."""
+    import json
+    import shutil
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    from ticketforge.model.ir import load_graph
+
+    root = Path(__file__).parent.parent
+    ir = tmp_path / "ir"
+    shutil.copytree(root / "tests" / "data" / "vgg9_binw_ir", ir)
+    g = load_graph(ir)
+    codes = random_images(g, 2, 7)
+    np.savez(ir / "test_inputs.npz", codes=codes, labels=np.zeros(2, np.int64))
+    out = subprocess.run([sys.executable, str(root / "bench" / "cycle_overhead.py"), str(ir), "--images", "2"],
+                         capture_output=True, text=True, check=True).stdout.splitlines()
+    summary = json.loads(out[-1])
+    model = cycle_model(g, codes, 16)
+    assert summary["cycles_per_image"] == pytest.approx(np.mean([c.total for c in model]), abs=0.1)
+    gap = summary["gap"]
+    assert gap["pe_imbalance"] >= 0 and gap["fifo_credit"] >= 0 and gap["pools"] > 0
+    # the rest holds what no other part counts, LOAD's one cycle per pixel among it
+    assert gap["rest"] >= int(np.prod(g.input.shape))
+    assert len(out) == 1 + sum(l.has_weights for l in g.layers)
