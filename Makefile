@@ -9,13 +9,14 @@ MODEL  ?= vgg9_binw
 # pytest workers: the default suite is CPU bound; 2 cores on the project machines.
 PYTEST_ARGS ?=
 
-.PHONY: setup test test-slow hw train eval clean help
+.PHONY: setup test test-slow test-portable hw train eval clean help
 
 help:
 	@echo "make hw MODEL=vgg9_binw   run the flow for one config (see README)"
 	@echo "   HLS=1 [BASELINE=vgg9_bnn]  ... with the hls4ml C-simulation stage (and the BNN baseline)"
 	@echo "make test                 set up .venv and run the default test suite"
 	@echo "make test-slow            the slow, marked checks (full trainings, full splits)"
+	@echo "make test-portable        the float-sensitive tests under every torch CPU kernel set and 1, 2 threads"
 
 setup: $(STAMP)
 
@@ -51,6 +52,19 @@ test-slow: setup
 
 # The main job: model -> quantize -> rtl -> sim (Verilator, whole test split) -> synth (the
 # config's [hw] board) -> report; a stage whose inputs did not change is kept.
+# Float results differ between machines by rounding: torch picks its vector kernels by CPU
+# (ATEN_CPU_CAPABILITY) and splits reductions by thread count.  Run the tests that compare
+# float implementations (marker float_sensitive) under each setting this CPU can run.
+PORTABLE_CAPS := default $(shell grep -qw avx2 /proc/cpuinfo 2>/dev/null && echo avx2) \
+                 $(shell grep -qw avx512f /proc/cpuinfo 2>/dev/null && echo avx512)
+test-portable: setup
+	@set -e; for cap in $(PORTABLE_CAPS); do for threads in 1 2; do \
+	  export ATEN_CPU_CAPABILITY=$$cap OMP_NUM_THREADS=$$threads; \
+	  echo "== ATEN_CPU_CAPABILITY=$$cap, $$threads thread(s): torch uses" \
+	    "$$($(PY) -c 'import torch; print(torch.backends.cpu.get_cpu_capability(), torch.get_num_threads())')"; \
+	  $(PY) -m pytest -q -m float_sensitive $(PYTEST_ARGS); \
+	done; done
+
 hw: setup
 	$(PY) -m ticketforge hw --config $(MODEL) $(if $(HLS),--hls) $(if $(BASELINE),--baseline $(BASELINE))
 

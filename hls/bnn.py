@@ -98,15 +98,25 @@ def run_bnn_csim(export_dir: Path, out_dir: Path, name: str, jobs: int = 2, back
     scores = np.concatenate([p["scores"] for p in parts])
     bre, labels = ref["brevitas_scores"].astype(np.float64), ref["labels"]
     brevitas = json.loads((export_dir / "brevitas.json").read_text())
+    # float rounding can flip a decision within NEAR_TIE of its threshold (ticketforge.model.margins)
+    settled = ref["activation_margin"] > brevitas["near_tie_margin"]
+    clear = settled & (ref["score_gap"] > brevitas["near_tie_margin"])
+    rel = np.abs(scores - bre).max(1) / np.maximum(np.abs(bre).max(1), 1e-30)
     res = {
         "name": name, "images": int(len(scores)), "precision": BNN_PRECISION, "io_type": "io_stream",
         "accuracy_torch": brevitas["accuracy_torch"], "accuracy_brevitas": brevitas["accuracy_brevitas"],
         "accuracy_hls": float(np.mean(scores.argmax(1) == labels)),
         "prediction_agreement_hls_brevitas": float(np.mean(scores.argmax(1) == bre.argmax(1))),
+        "prediction_agreement_hls_brevitas_clear": float(np.mean((scores.argmax(1) == bre.argmax(1))[clear]))
+                                                   if clear.any() else None,
         "prediction_agreement_brevitas_torch": brevitas["prediction_agreement_brevitas_torch"],
+        "prediction_agreement_brevitas_torch_clear": brevitas["prediction_agreement_brevitas_torch_clear"],
+        "near_tie_margin": brevitas["near_tie_margin"], "images_settled": int(settled.sum()),
+        "images_clear": int(clear.sum()),
         "score_max_abs_diff": float(np.abs(scores - bre).max()),
         # relative to the image's largest |score|: float32 rounding of alpha * integer is ~1e-7
-        "score_max_rel_diff": float((np.abs(scores - bre).max(1) / np.maximum(np.abs(bre).max(1), 1e-30)).max()),
+        "score_max_rel_diff": float(rel.max()),
+        "score_max_rel_diff_settled": float(rel[settled].max(initial=0.0)),
         "images_scores_identical": int(np.all(scores == bre, axis=1).sum()),
         "seconds": {"convert_compile": round(compile_s, 2), "csim": round(run_s, 2)}, "jobs": jobs,
     }

@@ -30,6 +30,7 @@ from torch import nn
 from ticketforge.model.brevitas_view import PixelQuant, calibrate, quant_copy
 from ticketforge.model.config import ConfigError
 from ticketforge.model.layers import MaskedLayer
+from ticketforge.model.margins import decision_margins
 from ticketforge.model.neurons import BinaryStep
 from ticketforge.model.zoo import NeuronGate, TicketNet
 
@@ -87,7 +88,15 @@ class BrevitasBNN(nn.Module):
 def export_bnn(net: TicketNet, train_images: torch.Tensor, test_images: torch.Tensor, labels: np.ndarray,
                out_dir: Path) -> dict:
     """Write ``bnn.onnx`` (QONNX) and ``reference.npz`` (test images in [0, 1], brevitas'
-    scores, the torch network's scores, labels); return the measured agreement."""
+    scores, the torch network's scores, labels, each image's decision margins); return the
+    measured agreement.
+
+    Two float implementations agree only up to rounding, so the agreement is also given over
+    the images whose every 0/1 activation and top-two score gap is clear of the near-tie
+    margin (``*_clear``, `ticketforge.model.margins`).  The margins are those of the torch
+    network on the input as brevitas quantizes it, i.e. of the decisions brevitas (and the
+    hls4ml C simulation) makes; where test images are off the input quantizer's grid, torch
+    itself sees other inputs and its agreement also counts that quantization."""
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     view = BrevitasBNN(net)
@@ -96,6 +105,8 @@ def export_bnn(net: TicketNet, train_images: torch.Tensor, test_images: torch.Te
     with torch.no_grad():
         bre = torch.cat([view(test_images[i:i + 500]) for i in range(0, len(test_images), 500)]).numpy()
         ref = torch.cat([net(test_images[i:i + 500]) for i in range(0, len(test_images), 500)]).numpy()
+        quantized = view.input_quant(test_images)
+    margins = decision_margins(net, quantized)
     onnx_path = out_dir / "bnn.onnx"
     with contextlib.redirect_stdout(io.StringIO()):
         export_qonnx(view, input_t=test_images[:1], export_path=str(onnx_path))
@@ -106,10 +117,15 @@ def export_bnn(net: TicketNet, train_images: torch.Tensor, test_images: torch.Te
         onnx.save_model(onnx.load(str(onnx_path)), str(onnx_path), save_as_external_data=False)
         side.unlink()
     np.savez_compressed(out_dir / "reference.npz", images=test_images.numpy(), brevitas_scores=bre,
-                        torch_scores=ref, labels=labels)
+                        torch_scores=ref, labels=labels, activation_margin=margins.activation,
+                        score_gap=margins.score_gap)
+    agree = bre.argmax(1) == ref.argmax(1)
+    clear = margins.clear()
     res = {"accuracy_torch": float(np.mean(ref.argmax(1) == labels)),
            "accuracy_brevitas": float(np.mean(bre.argmax(1) == labels)),
-           "prediction_agreement_brevitas_torch": float(np.mean(bre.argmax(1) == ref.argmax(1))),
+           "prediction_agreement_brevitas_torch": float(np.mean(agree)),
+           "prediction_agreement_brevitas_torch_clear": float(np.mean(agree[clear])) if clear.any() else None,
+           **margins.summary(),
            "input_scale": float(view.input_quant.act_quant.scale())}
     (out_dir / "brevitas.json").write_text(json.dumps(res, indent=1))
     return res

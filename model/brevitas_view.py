@@ -58,8 +58,12 @@ class UnrolledLIF(nn.Module):
         self.v_reset = node.v_reset
 
     def forward(self, x_seq: torch.Tensor) -> torch.Tensor:
+        return self.charge_and_fire(x_seq)[1]
+
+    def charge_and_fire(self, x_seq: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """The charged membranes H (before the threshold compare) and the spikes, ``[T, ...]``."""
         v = torch.zeros_like(x_seq[0])
-        out = []
+        hs, out = [], []
         for x in x_seq:
             if self.v_reset is None:
                 h = v - v / self.tau + x
@@ -67,8 +71,9 @@ class UnrolledLIF(nn.Module):
                 h = v - (v - self.v_reset) / self.tau + x
             s = (h >= self.v_threshold).to(x.dtype)
             v = h - s * self.v_threshold if self.v_reset is None else h * (1 - s) + self.v_reset * s
+            hs.append(h)
             out.append(s)
-        return torch.stack(out)
+        return torch.stack(hs), torch.stack(out)
 
 
 class _Seq(nn.Module):

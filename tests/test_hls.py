@@ -114,14 +114,25 @@ def test_unknown_backend_is_refused():
         register("Quartus")
 
 
+@pytest.mark.float_sensitive
 def test_bnn_baseline_through_brevitas_qonnx_and_hls4ml_matches_brevitas(tmp_path):
     """A small BNN-BinAct MLP (untrained weights, non-trivial batch-norm statistics):
-    brevitas -> QONNX -> hls4ml C simulation gives brevitas' scores."""
+    brevitas -> QONNX -> hls4ml C simulation gives brevitas' scores.
+
+    brevitas, torch and hls4ml's fixed point are three implementations that agree up to
+    rounding: an activation input within rounding of 0 flips with the order of additions,
+    and so may the argmax of two nearly equal scores.  Every comparison is therefore made on
+    the images whose decisions are all clear of ``NEAR_TIE`` (1e-4, 36x the largest float32
+    rounding measured by bench/float_margins.py), measured in float64, and the test asks
+    for enough such images that it cannot pass vacuously.  The inputs lie on brevitas' 8-bit
+    input grid (k/255, with a 255 so that the calibrated scale is 1/255): off the grid,
+    brevitas quantizes the input and torch does not, a real difference, not rounding."""
     import torch
 
     from ticketforge.hls.bnn import run_bnn_csim
     from ticketforge.model.bnn_qonnx import export_bnn
     from ticketforge.model.config import load_config
+    from ticketforge.model.margins import NEAR_TIE, decision_margins
     from ticketforge.model.zoo import build_model
 
     cfg = load_config("mlp_binw_digits", {"model.variant": "bnn"})
@@ -133,19 +144,29 @@ def test_bnn_baseline_through_brevitas_qonnx_and_hls4ml_matches_brevitas(tmp_pat
             m.running_var.uniform_(0.5, 2)
     net.eval()
     rng = np.random.default_rng(0)
-    images = torch.from_numpy(rng.integers(0, 17, (40, 1, 8, 8))).float() / 16
+    codes = rng.integers(0, 256, (40, 1, 8, 8))
+    codes[0, 0, 0, 0] = 255
+    images = torch.from_numpy(codes).float() / 255
     labels = rng.integers(0, 10, 40)
     info = export_bnn(net, images, images, labels, tmp_path / "export")
-    assert info["prediction_agreement_brevitas_torch"] == 1.0
+    assert info["input_scale"] == np.float32(1 / 255)
+    margins = decision_margins(net, images)
+    settled, clear = margins.settled(), margins.clear()
+    assert info["near_tie_margin"] == NEAR_TIE
+    assert (info["images_settled"], info["images_clear"]) == (settled.sum(), clear.sum())
+    assert settled.sum() >= 36 and clear.sum() >= 20, margins.summary()
+    ref = np.load(tmp_path / "export" / "reference.npz")
+    bre, tor = ref["brevitas_scores"], ref["torch_scores"]
+    assert np.array_equal(bre[clear].argmax(1), tor[clear].argmax(1))
+    assert info["prediction_agreement_brevitas_torch_clear"] == 1.0
     res = run_bnn_csim(tmp_path / "export", tmp_path / "hls", "tiny_bnn", jobs=1, progress=False)
-    assert res["images"] == 40
-    assert res["score_max_rel_diff"] < 1e-6, res     # equal up to float32 rounding of the outputs
+    assert res["images"] == 40 and res["images_settled"] == settled.sum()
     scores = np.load(tmp_path / "hls" / "scores.npy")
-    ref = np.load(tmp_path / "export" / "reference.npz")["brevitas_scores"]
-    top2 = np.sort(ref, axis=1)[:, -2:]
-    clear = top2[:, 1] - top2[:, 0] > 1e-3 * np.abs(ref).max()   # an untrained net has tied classes
-    assert clear.sum() >= 10
-    assert np.array_equal(scores[clear].argmax(1), ref[clear].argmax(1))
+    # equal up to float32 rounding of the outputs wherever no activation is near a tie
+    rel = np.abs(scores - bre).max(1) / np.abs(bre).max(1)
+    assert rel[settled].max() < 1e-6 and res["score_max_rel_diff_settled"] == rel[settled].max(), res
+    assert np.array_equal(scores[clear].argmax(1), bre[clear].argmax(1))
+    assert res["prediction_agreement_hls_brevitas_clear"] == 1.0
 
 
 def test_cli_refuses_bad_hls_requests_before_any_work(tmp_path, capsys):

@@ -78,21 +78,31 @@ def test_quantize_without_ticket_is_clear(tmp_path, root):
     assert r.returncode == 2 and "ticketforge train" in r.stderr
 
 
+@pytest.mark.float_sensitive
 def test_nir_roundtrip_of_a_small_network(tmp_path):
+    """The NIR import is another float implementation of the network: its LIF spikes equal
+    the ticket's wherever no membrane is within rounding of the threshold, so scores are
+    compared on the images whose decisions are clear of NEAR_TIE (ticketforge.model.margins,
+    measured in float64), and there must be enough of them."""
+    from ticketforge.model.margins import decision_margins
+
     torch.manual_seed(0)
     net = build_model(ModelConfig(arch="mlp", variant="binw", r_p=0.4, T=4, lam=0.9), (1, 28, 28), 10)
     for _ in range(3):
         net(torch.rand(16, 1, 28, 28))              # BatchNorm statistics
     net.eval()
-    x = torch.rand(5, 1, 28, 28)
+    x = torch.rand(32, 1, 28, 28)
     seq_in = x.unsqueeze(0).repeat(4, 1, 1, 1, 1)
     with torch.no_grad():
         ref = net(x)
+    margins = decision_margins(net, x)
+    settled, clear = torch.from_numpy(margins.settled()), torch.from_numpy(margins.clear())
+    assert settled.sum() >= 24 and clear.sum() >= 20, margins.summary()
     export_nir(net, tmp_path / "m.nir")
     back = import_nir(tmp_path / "m.nir")
     out = run_imported(back, seq_in).mean(0)
-    assert torch.allclose(out, ref, atol=1e-5)       # float export: float tolerance
-    assert torch.equal(out.argmax(1), ref.argmax(1))
+    assert torch.allclose(out[settled], ref[settled], atol=1e-5)       # float export: float tolerance
+    assert torch.equal(out[clear].argmax(1), ref[clear].argmax(1))
 
 
 def test_nir_names_the_unsupported_layer():
