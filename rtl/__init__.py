@@ -4,8 +4,9 @@ integer IR.  Depends on the IR only, never on torch.
 - `program`: the mapping of an IR onto P PEs (slots, compressed synapse rows, lookups);
 - `cycles`: the exact cycle and status-counter model;
 - `neuron`: the PE's integer LIF update datapath;
+- `popcount_lane`: one lane of the bit-parallel datapath studied in docs/DATAPATH.md;
 - `accel`: the accelerator (an Amaranth ``wiring.Component``);
 - `simulate`: running it in Amaranth's simulator;
 - `emit` / `lint`: ``build/<name>/rtl/top.v`` and the Verilator lint gate.
 """
-__all__ = ["program", "cycles", "neuron", "accel", "simulate", "emit", "lint"]
+__all__ = ["program", "cycles", "neuron", "popcount_lane", "accel", "simulate", "emit", "lint"]

@@ -45,7 +45,7 @@ from ticketforge.model.ir.schema import Graph
 from ticketforge.rtl.program import Program, map_graph
 
 __all__ = ["STATUS_LATENCY", "LOAD_EXTRA", "READ_LATENCY", "ACC_DRAIN", "UPD_DRAIN", "POOL_DRAIN", "SWEEP_DRAIN", "COUNTERS",
-           "MIN_FIFO_DEPTH", "ImageCycles", "cycle_model", "default_fifo_depth", "check_fifo_depth"]
+           "MIN_FIFO_DEPTH", "ImageCycles", "cycle_model", "layer_inputs", "default_fifo_depth", "check_fifo_depth"]
 
 STATUS_LATENCY = 2        # status_addr -> status_data: both registered (not counted in any image's cycles)
 LOAD_EXTRA = 1            # the registered pixel stream: a pixel is written the cycle after it is taken
@@ -73,7 +73,7 @@ class ImageCycles:
     ideal_per_layer: dict[str, float] = field(default_factory=dict)     # the bound's share of each layer
 
 
-def _inputs_per_layer(g: Graph, images: np.ndarray, spikes: dict[str, np.ndarray]):
+def layer_inputs(g: Graph, images: np.ndarray, spikes: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
     """For each layer, its input per timestep: [N, T, *in_shape] (0/1 or pixel codes)."""
     n = len(images)
     x = np.broadcast_to(images[:, None], (n, g.T) + images.shape[1:])
@@ -223,7 +223,7 @@ def cycle_model(g: Graph, images: np.ndarray, P: int, dense: bool = False,
     depth = check_fifo_depth(default_fifo_depth(P) if fifo_depth is None else fifo_depth)
     images = np.asarray(images).astype(np.int64)
     gold = gold if gold is not None else run(g, images, trace=True)
-    ins = _inputs_per_layer(g, images, gold.spikes)
+    ins = layer_inputs(g, images, gold.spikes)
     n, T = len(images), g.T
     order = _event_order(g, prog, images, gold.spikes, dense)
     per_layer = {l.name: np.zeros(n, np.int64) for l in g.layers}
