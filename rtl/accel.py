@@ -186,19 +186,28 @@ class Accelerator(wiring.Component):
     ``trace_valid`` bit p set when PE p emitted a spike this cycle, ``trace_event`` its
     (c, y, x) packed as ``event_fields``, ``trace_layer`` and ``trace_t``)."""
 
-    def __init__(self, graph: Graph, pes: int, dense: bool = False, trace: bool = False,
-                 memory_style: str = "auto", fifo_depth: int | None = None):
-        self._MustUse__silence = True       # a refused configuration is not an unused design
+    def __new__(cls, graph: Graph, pes: int, dense: bool = False, trace: bool = False,
+                memory_style: str = "auto", fifo_depth: int | None = None):
+        # The configuration is checked and mapped before the Elaboratable exists: Amaranth
+        # warns about every elaboratable that is created and never elaborated, and a
+        # refused configuration would otherwise leave one behind.
         if memory_style not in MEMORY_STYLES:
             raise ValueError(f"memory_style must be one of {', '.join(MEMORY_STYLES)}, got {memory_style!r}")
-        self.memory_style = memory_style
         if not isinstance(graph, Graph):
             raise TypeError(f"graph must be an ticketforge IR Graph, got {type(graph).__name__}")
         if not isinstance(dense, bool) or not isinstance(trace, bool):
             raise TypeError(f"dense and trace must be bools, got {dense!r}, {trace!r}")
+        prog = map_graph(graph, pes, dense)
+        depth = check_fifo_depth(default_fifo_depth(pes) if fifo_depth is None else fifo_depth)
+        self = super().__new__(cls, src_loc_at=1)           # (the warning's location: the caller)
+        self.prog, self.fifo_depth = prog, depth
+        return self
+
+    def __init__(self, graph: Graph, pes: int, dense: bool = False, trace: bool = False,
+                 memory_style: str = "auto", fifo_depth: int | None = None):
+        self.prog: Program            # mapped, and fifo_depth checked, in __new__
+        self.memory_style = memory_style
         self.graph = g = graph
-        self.prog: Program = map_graph(g, pes, dense)
-        self.fifo_depth = check_fifo_depth(default_fifo_depth(pes) if fifo_depth is None else fifo_depth)
         self.P, self.dense, self.trace = pes, dense, trace
         self._plan()
         sig = {
@@ -212,7 +221,6 @@ class Accelerator(wiring.Component):
             sig.update({"trace_valid": Out(pes), "trace_event": Out(pes * self.ev_xyz.width),
                         "trace_layer": Out(range(len(g.layers))), "trace_t": Out(range(max(2, g.T)))})
         super().__init__(sig)
-        self._MustUse__silence = False
 
     # ---------------------------------------------------------------- static plan
     def _plan(self) -> None:

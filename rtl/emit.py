@@ -87,12 +87,12 @@ def write_rtl(ir_dir: Path, out_dir: Path, pes: int = 16, dense: bool = False, t
     acc = Accelerator(g, pes, dense=dense, trace=trace, memory_style=memory_style, fifo_depth=fifo_depth)
     progress(f"[rtl] {g.provenance.get('config', {}).get('name', ir_dir.name)}: {pes} PEs"
              f"{' (dense)' if dense else ''}; elaborating and emitting Verilog through yosys", flush=True)
-    # One elaboration, two forms: RTLIL for synthesis (yosys reads the memories' contents
+    # Two forms of the one design: RTLIL for synthesis (yosys reads the memories' contents
     # as single constants in seconds, where the Verilog's 10^6 `initial` statements take
-    # it tens of minutes) and Verilog for the simulators, converted from the same text.
+    # it tens of minutes) and Verilog for the simulators.  Each public converter elaborates
+    # the design itself; the generator is deterministic, so both describe the same netlist.
     core_il = rtlil.convert(acc, name=CORE, emit_src=False)
-    # (`_convert_rtlil_text` is what amaranth.back.verilog.convert runs after elaborating)
-    text = verilog._convert_rtlil_text(core_il) + reset_wrapper(acc)
+    text = verilog.convert(acc, name=CORE, emit_src=False) + reset_wrapper(acc)
     mems = acc.memories
     out_dir.mkdir(parents=True, exist_ok=True)
     (out_dir / "top.v").write_text("`timescale 1ns/1ps\n" + text)
