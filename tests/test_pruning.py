@@ -161,7 +161,12 @@ def test_prune_cli_methods(tiny_cfg, root, method):
     if method == "et-imp":
         assert 2 <= p["t_early"] <= 4 and set(map(int, p["normalised_kl"])) == {2, 3}
     if method == "eb":
-        assert p["eb_epoch"] is not None or len(p["distances"]) >= 1
+        # one distance per searched epoch after the first eb_window (1) of at most eb_max_epochs (3);
+        # the search stops at the first distance under eb_tau, and that epoch is the ticket's
+        from ticketforge.model.config import PruneConfig
+        tau, d = PruneConfig().eb_tau, p["distances"]
+        assert len(d) == (p["eb_epoch"] or 3) - 1 and d, d
+        assert all(x >= tau for x in d[:-1]) and (d[-1] < tau) == (p["eb_epoch"] is not None), (d, p["eb_epoch"])
 
 
 def test_dynsnn_on_a_binw_ticket(tiny_cfg, root):
@@ -174,7 +179,12 @@ def test_dynsnn_on_a_binw_ticket(tiny_cfg, root):
     m = json.loads((build / "tiny_binw" / "prune-dynsnn" / "metrics.json").read_text())
     assert m["prune"]["neurons_removed_fraction"] >= 0.3
     assert m["live_neurons"] < m["neurons"]
-    assert m["prune"]["synapse_sparsity"] == pytest.approx(0.0, abs=0.01) or m["variant"] == "binw"
+    # DynSNN removes neurons, not synapses: the ticket's own masks stay as they were
+    import numpy as np
+    z = np.load(build / "tiny_binw" / "ticket" / "ticket.npz")
+    masks = [z[k] for k in z.files if k.endswith(".mask")]
+    kept = sum(int(mk.sum()) for mk in masks) / sum(mk.size for mk in masks)
+    assert masks and m["prune"]["synapse_sparsity"] == pytest.approx(1 - kept, abs=1e-9)
     # the neuron masks survive a reload and reach the IR
     r = run_cli("quantize", "--config", str(binw), "--ticket", str(build / "tiny_binw" / "prune-dynsnn"),
                 "--build-dir", str(build), cwd=root)
