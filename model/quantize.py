@@ -29,10 +29,25 @@ from ticketforge.model.ticket import load_ticket
 from ticketforge.model.train import evaluate
 from ticketforge.model.zoo import NeuronGate, TicketNet
 
-__all__ = ["lower", "quantize_ticket", "VECTOR_IMAGES", "CALIBRATION_IMAGES"]
+__all__ = ["lower", "quantize_ticket", "lowering_digest", "LOWERING_SOURCES", "VECTOR_IMAGES", "CALIBRATION_IMAGES"]
 
 VECTOR_IMAGES = 8            # images in vectors.npz, with every layer's spikes
 CALIBRATION_IMAGES = 1000    # training images for input statistics and membrane widths
+
+
+_MODEL = Path(__file__).parent
+# The code that decides what IR a ticket becomes: this module, the brevitas view, the zoo's
+# layers and neurons, and the IR package (schema, passes, golden interpreter, io).
+LOWERING_SOURCES = (_MODEL / "quantize.py", _MODEL / "brevitas_view.py", _MODEL / "layers.py",
+                    _MODEL / "neurons.py", _MODEL / "zoo.py", *sorted((_MODEL / "ir").glob("*.py")))
+
+
+def lowering_digest(sources=None) -> str:
+    """sha256 over the lowering's sources: an IR made by other code is stale."""
+    h = hashlib.sha256()
+    for f in sources or LOWERING_SOURCES:
+        h.update(Path(f).name.encode() + Path(f).read_bytes())
+    return h.hexdigest()
 
 
 def _sha256(path: Path) -> str:
@@ -215,6 +230,7 @@ def quantize_ticket(ticket_dir: Path, out_dir: Path, data_dir: str | None = None
         "outputs": {f: _sha256(out_dir / f) for f in ("graph.json", "tensors.npz", "vectors.npz", TEST_INPUTS_FILE)},
         "versions": _versions(), "seconds": time.perf_counter() - t0,
         "params": {"precision_bits": precision_bits, "data_dir": data_dir},
+        "code": lowering_digest(),
     }
     (out_dir / "manifest.json").write_text(json.dumps(manifest, indent=2))
     return metrics

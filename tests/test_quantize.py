@@ -173,3 +173,23 @@ def test_missing_test_inputs_is_a_clear_error(tmp_path):
     from ticketforge.model.ir import IRError, load_test_inputs
     with pytest.raises(IRError, match="re-run `ticketforge quantize`"):
         load_test_inputs(tmp_path)
+
+
+def test_the_ir_is_stale_after_other_precision_bits_or_lowering_code(tiny_ir, tmp_path, monkeypatch):
+    """`hw` keeps the quantize stage only for the same ticket, --precision-bits, data folder
+    and lowering code (an edit to model/ir/passes.py among it)."""
+    from ticketforge.cli import quantize_fresh
+    from ticketforge.model import quantize as q
+
+    ir, _ = tiny_ir
+    tdir = ir.parent / "ticket"
+    assert quantize_fresh(ir, tdir, 8, None)
+    assert not quantize_fresh(ir, tdir, 6, None)
+    assert not quantize_fresh(ir, tdir, 8, str(tmp_path))
+    passes = next(f for f in q.LOWERING_SOURCES if f.name == "passes.py" and f.parent.name == "ir")
+    edited = tmp_path / "passes.py"
+    edited.write_text(passes.read_text() + "\n# an edit\n")
+    sources = tuple(edited if f == passes else f for f in q.LOWERING_SOURCES)
+    assert q.lowering_digest(sources) != q.lowering_digest()
+    monkeypatch.setattr(q, "LOWERING_SOURCES", sources)
+    assert not quantize_fresh(ir, tdir, 8, None)

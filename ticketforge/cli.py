@@ -22,6 +22,11 @@ from ticketforge.errors import TicketforgeError
 __all__ = ["main", "build_parser"]
 
 
+def _add_precision_arg(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--precision-bits", type=int, default=8,
+                   help="bits of threshold precision per channel when integerizing (default 8)")
+
+
 def _add_config_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--config", required=True,
                    help="MODEL name (model/configs/<name>.toml) or path to a .toml file")
@@ -101,8 +106,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("quantize", help="lower a ticket to the integer hardware IR: build/<name>/ir/")
     _add_config_args(p)
     p.add_argument("--ticket", default=None, help="ticket folder (default: build/<name>/ticket)")
-    p.add_argument("--precision-bits", type=int, default=8,
-                   help="bits of threshold precision per channel when integerizing (default 8)")
+    _add_precision_arg(p)
     p = sub.add_parser("rtl", help="generate the accelerator's Verilog from the IR: build/<name>/rtl/")
     _add_config_args(p)
     _add_rtl_args(p)
@@ -124,6 +128,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_hls_args(p)
     p = sub.add_parser("hw", help="the main job: model -> quantize -> rtl -> sim -> synth [-> hls] -> report")
     _add_config_args(p)
+    _add_precision_arg(p)
     _add_rtl_args(p)
     _add_sim_args(p)
     _add_synth_args(p)
@@ -307,6 +312,17 @@ def _stage_fresh(folder: Path, inputs: dict[str, Path], record: str = "manifest.
     rec = json.loads(man.read_text())
     now = _digests(inputs)
     return bool(now) and rec.get("inputs", {}) == now and all(rec.get(k) == v for k, v in (expect or {}).items())
+
+
+def quantize_fresh(irdir: Path, tdir: Path, precision_bits: int, data_dir: str | None) -> bool:
+    """The quantize stage's IR is kept when it was made from this ticket, with these
+    parameters, by this lowering code (``model.quantize.lowering_digest``)."""
+    from ticketforge.model.quantize import lowering_digest
+
+    return _stage_fresh(irdir, {"model.pt": tdir / "model.pt", "ticket.json": tdir / "ticket.json"},
+                        expect={"params": {"precision_bits": precision_bits, "data_dir": data_dir},
+                                "code": lowering_digest()},
+                        outputs=("test_inputs.npz",))
 
 
 def _sim_inputs(root: Path) -> dict[str, Path]:
@@ -509,7 +525,7 @@ def cmd_hw(args) -> int:
         return {k: v for k, v in have.items() if k in keys} == {k: v for k, v in cfg.to_dict().items() if k in keys}
 
     def quantize() -> int:
-        args.ticket, args.precision_bits = None, 8
+        args.ticket = None
         return cmd_quantize(args)
 
     from ticketforge.rtl.emit import generator_digest
@@ -538,10 +554,9 @@ def cmd_hw(args) -> int:
 
     steps = [
         ("model", model_fresh, f"{tdir} was made from this exact config", "ticket search", lambda: cmd_train(args)),
-        ("quantize", lambda: _stage_fresh(irdir, {"model.pt": tdir / "model.pt", "ticket.json": tdir / "ticket.json"},
-                                          outputs=("test_inputs.npz",)),
-         f"{irdir} is up to date with the ticket", "brevitas view, BN folding, integer IR, golden interpreter",
-         quantize),
+        ("quantize", lambda: quantize_fresh(irdir, tdir, args.precision_bits, cfg.data.data_dir or None),
+         f"{irdir} is up to date with the ticket, --precision-bits and the lowering code",
+         "brevitas view, BN folding, integer IR, golden interpreter", quantize),
         ("rtl", lambda: _stage_fresh(rtldir, {"graph.json": irdir / "graph.json", "tensors.npz": irdir / "tensors.npz"},
                                      expect={"params": rtl_params, "generator": generator_digest()}),
          f"{rtldir} is up to date with the IR", "Amaranth accelerator -> Verilog, verilator lint",
