@@ -11,7 +11,7 @@ N of the mnist5k test split, the split the IR was made from):
   read and write per accumulate.  Cycles and counters are the exact cycle model
   (`rtl/cycles.py`, proven equal to the RTL); energy is the report's estimate
   (`deploy/energy.py`) over the generator's own memory inventory.
-- ``word`` (issue direction a): the same event-driven dataflow, but all kept taps of one
+- ``word`` (direction a): the same event-driven dataflow, but all kept taps of one
   synapse word in one cycle (membranes banked by (y mod k, x mod k), so a word's taps never
   collide).  Cycles: the ideal bound of that datapath, (weight words read + neuron updates)
   / P.  Its memory events are today's, so its energy is today's.
