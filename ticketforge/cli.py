@@ -118,6 +118,13 @@ def build_parser() -> argparse.ArgumentParser:
                                      "board: build/<name>/synth/<board>/")
     _add_config_args(p)
     _add_synth_args(p)
+    p = sub.add_parser("board", help="run the test split on a flashed board over its serial port and check "
+                                     "every answer against the golden model and the cycle model: build/<name>/board/")
+    _add_config_args(p)
+    p.add_argument("--port", required=True, help="the board's serial port, e.g. /dev/ttyUSB0")
+    p.add_argument("--images", default="all", help="test images to run: a number or 'all' (default)")
+    p.add_argument("--baud", type=int, default=115200, help="the link's baud rate (default 115200, as built)")
+    p.add_argument("--timeout", type=float, default=5.0, help="seconds to wait for an image's answer (default 5)")
     p = sub.add_parser("hls", help="the IR as an hls4ml project with the spiking extension; g++ C simulation "
                                    "against the golden model: build/<name>/hls/")
     _add_config_args(p)
@@ -395,6 +402,30 @@ def _test_split(root: Path, images: str):
     return codes[:n], labels[:n], integer
 
 
+def cmd_board(args) -> int:
+    from tqdm import tqdm
+
+    from ticketforge.deploy.host import validate_on_board
+    from ticketforge.model.ir import IRError
+
+    cfg = _load(args)
+    root = Path(args.build_dir) / cfg.name
+    man = root / "rtl" / "manifest.json"
+    if not (root / "ir" / "graph.json").is_file() or not man.is_file():
+        raise IRError(f"{root} has no IR and RTL to check the board against: run `make hw MODEL={cfg.name}` "
+                      f"(or `ticketforge synth --config {cfg.name} --bitstream`) first")
+    codes, _, _ = _test_split(root, args.images)
+    params = json.loads(man.read_text())["params"]
+    with tqdm(total=len(codes), desc=f"[board] {args.port}", unit="image", dynamic_ncols=True) as bar:
+        res = validate_on_board(root / "ir", args.port, pes=params["pes"], fifo_depth=params.get("fifo_depth"),
+                                images=len(codes), baud=args.baud, timeout_s=args.timeout,
+                                out_dir=root / "board", progress=lambda done, total: bar.update(1))
+    print(f"[{cfg.name}] board on {args.port}: {res['images_identical']}/{res['images']} images identical to the "
+          f"golden model and the cycle model; accuracy {res['accuracy_board']:.4f} (golden "
+          f"{res['accuracy_golden']:.4f}); {res['images_per_second']} images/s -> {root / 'board' / 'results.json'}")
+    return 0 if res["board_matches_golden"] else 1
+
+
 def cmd_hls(args) -> int:
     from ticketforge.hls.csim import run_csim
     from ticketforge.model.ir import IRError, load_graph
@@ -666,7 +697,7 @@ def cmd_configs(_args) -> int:
     return 0
 
 
-_COMMANDS = {"train": cmd_train, "eval": cmd_eval, "prune": cmd_prune, "sweep": cmd_sweep, "quantize": cmd_quantize, "rtl": cmd_rtl, "sim": cmd_sim, "synth": cmd_synth, "hls": cmd_hls, "hw": cmd_hw,
+_COMMANDS = {"train": cmd_train, "eval": cmd_eval, "prune": cmd_prune, "sweep": cmd_sweep, "quantize": cmd_quantize, "rtl": cmd_rtl, "sim": cmd_sim, "synth": cmd_synth, "board": cmd_board, "hls": cmd_hls, "hw": cmd_hw,
              "configs": cmd_configs}
 
 
