@@ -28,6 +28,7 @@ from ticketforge.model.layers import masked_layers
 from ticketforge.model.ticket import load_ticket
 from ticketforge.model.train import evaluate
 from ticketforge.model.zoo import NeuronGate, TicketNet
+from ticketforge.records import clear_record, write_record
 
 __all__ = ["lower", "quantize_ticket", "lowering_digest", "LOWERING_SOURCES", "VECTOR_IMAGES", "CALIBRATION_IMAGES"]
 
@@ -163,6 +164,7 @@ def _to_float(images: np.ndarray, pixel_max: int) -> torch.Tensor:
 def quantize_ticket(ticket_dir: Path, out_dir: Path, data_dir: str | None = None,
                     precision_bits: int = 8, progress=print) -> dict:
     t0 = time.perf_counter()
+    clear_record(Path(out_dir) / "manifest.json")      # the stage's record: removed first, written last
     warnings.filterwarnings("ignore", message="fast_hadamard_transform")
     net, cfg, meta = load_ticket(ticket_dir)
     net.eval()
@@ -232,7 +234,7 @@ def quantize_ticket(ticket_dir: Path, out_dir: Path, data_dir: str | None = None
         "params": {"precision_bits": precision_bits, "data_dir": data_dir},
         "code": lowering_digest(),
     }
-    (out_dir / "manifest.json").write_text(json.dumps(manifest, indent=2))
+    write_record(out_dir / "manifest.json", manifest, indent=2)
     return metrics
 
 

@@ -14,7 +14,6 @@ seeded generators, and evaluation runs in a fixed order.
 """
 from __future__ import annotations
 
-import json
 import sys
 import time
 from pathlib import Path
@@ -31,6 +30,7 @@ from ticketforge.model.energy import energy_report, measure_activity
 from ticketforge.model.layers import masked_layers
 from ticketforge.model.ticket import load_ticket, save_ticket, ticket_dir_for
 from ticketforge.model.zoo import TicketNet, build_model
+from ticketforge.records import clear_record, write_record
 
 __all__ = ["train", "fit", "prepare", "write_ticket", "evaluate", "batches", "activity_and_energy"]
 
@@ -176,6 +176,7 @@ def prepare(cfg: RunConfig) -> tuple[Dataset, TicketNet, torch.Generator]:
 def write_ticket(net: TicketNet, ds: Dataset, cfg: RunConfig, out_dir: Path, history: list[dict],
                  search_seconds: float, extra: dict | None = None) -> dict:
     """Save the ticket folder and its metrics.json (accuracy, sparsity, firing, energy)."""
+    clear_record(out_dir / "metrics.json")              # the stage's record: removed first, written last
     test_acc, test_correct = evaluate(net, ds.test, ds.pixel_max, cfg.data.eval_batch_size)
     ae = activity_and_energy(net, ds, cfg)
     meta = save_ticket(net, cfg, out_dir, _dataset_facts(ds), extra=extra)
@@ -198,8 +199,7 @@ def write_ticket(net: TicketNet, ds: Dataset, cfg: RunConfig, out_dir: Path, his
         "firing_rate": ae["firing_rate"], "energy": ae["energy"],
         **(extra or {}),
     }
-    out_dir.mkdir(parents=True, exist_ok=True)
-    (out_dir / "metrics.json").write_text(json.dumps(metrics, indent=2))
+    write_record(out_dir / "metrics.json", metrics, indent=2)
     return metrics
 
 

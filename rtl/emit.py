@@ -26,6 +26,7 @@ from amaranth.back import rtlil, verilog
 from amaranth.lib import wiring
 
 from ticketforge.model.ir import load_graph
+from ticketforge.records import clear_record, write_record
 from ticketforge.rtl.accel import Accelerator
 from ticketforge.rtl import cycles
 from ticketforge.rtl.lint import LintError, lint
@@ -82,6 +83,7 @@ def write_rtl(ir_dir: Path, out_dir: Path, pes: int = 16, dense: bool = False, t
     Raises LintError, after writing everything, when Verilator reports a warning that
     `lint.EXPLAINED` does not cover."""
     ir_dir, out_dir = Path(ir_dir), Path(out_dir)
+    clear_record(out_dir / "manifest.json")            # the stage's record: removed first, written last
     g = load_graph(ir_dir)
     t0 = time.perf_counter()
     acc = Accelerator(g, pes, dense=dense, trace=trace, memory_style=memory_style, fifo_depth=fifo_depth)
@@ -121,7 +123,7 @@ def write_rtl(ir_dir: Path, out_dir: Path, pes: int = 16, dense: bool = False, t
     if run_lint:
         progress("[rtl] verilator --lint-only -Wall", flush=True)
         manifest["lint"] = lint(out_dir / "top.v", TOP)
-    (out_dir / "manifest.json").write_text(json.dumps(manifest, indent=1))
+    write_record(out_dir / "manifest.json", manifest)
     if run_lint and manifest["lint"]["unexplained"]:
         bad = manifest["lint"]["unexplained"]
         raise LintError(f"Verilator reports {len(bad)} unexplained warning(s) on {out_dir / 'top.v'}, first: "

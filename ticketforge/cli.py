@@ -18,6 +18,7 @@ import time
 from pathlib import Path
 
 from ticketforge.errors import TicketforgeError
+from ticketforge.records import clear_record, write_record
 
 __all__ = ["main", "build_parser"]
 
@@ -288,13 +289,14 @@ def cmd_sim(args) -> int:
     g = load_graph(root / "ir")
     images, labels, integer = _test_split(root, args.images)   # the input quantizer's codes of the test split
     n = len(images)
+    clear_record(root / "sim" / "results.json")        # the stage's record: removed first, written last
     res = run_sim(rtldir, g, images, root / "sim", args.simulator, labels=labels,
                   traced=spread_traced(args.trace_images, n, args.jobs), progress=not args.quiet, jobs=args.jobs,
                   log=lambda s, **k: print(s, **k) if not args.quiet else None)
     res["accuracy_integer_ir"] = integer
     res["inputs"] = _digests(_sim_inputs(root))
     res["params"] = {"simulator": args.simulator, "images": str(args.images)}
-    (root / "sim" / "results.json").write_text(json.dumps(res, indent=1))
+    write_record(root / "sim" / "results.json", res)
     print(f"[{cfg.name}] {args.simulator}: {res['agree']}/{res['images_run']} images identical to the golden "
           f"model (scores, cycles, counters; spike trains on {len(res['traced_images'])}); RTL accuracy "
           f"{res['accuracy_rtl']:.4f}" + (f" (integer IR {integer:.4f})" if integer is not None else "")
@@ -352,6 +354,7 @@ def _synth_one(cfg, root: Path, board_name: str, bitstream: bool, quiet: bool) -
     board = get_board(board_name)
     rtldir = root / "rtl"
     out = root / "synth" / board.name
+    clear_record(root / "synth" / f"{board.name}.json")   # the stage's record: removed first, written last
     log = (lambda s, **k: None) if quiet else print
     if board.name in PLATFORMS:
         g = load_graph(root / "ir")
@@ -362,7 +365,7 @@ def _synth_one(cfg, root: Path, board_name: str, bitstream: bool, quiet: bool) -
         r["fmax_mhz"] = None
     r["inputs"] = _digests(_synth_inputs(root))
     r["params"] = {"bitstream": bitstream}
-    (root / "synth" / f"{board.name}.json").write_text(json.dumps(r, indent=1))
+    write_record(root / "synth" / f"{board.name}.json", r)
     return r
 
 
@@ -705,8 +708,16 @@ def main(argv: list[str] | None = None) -> int:
     # torch prints a "Triton not available" notice at import on CPU-only machines
     os.environ.setdefault("TORCH_LOGS", "-all")
     args = build_parser().parse_args(argv)
+    from ticketforge.interrupt import Interrupted, children_end_with_us
+
     try:
-        return _COMMANDS[args.command](args)
+        with children_end_with_us():
+            return _COMMANDS[args.command](args)
     except TicketforgeError as e:
         print(f"ticketforge {args.command}: error: {e}", file=sys.stderr)
         return 2
+    except Interrupted as e:
+        print(f"\nticketforge {args.command}: stopped by {e}; every process it started has ended. A stage "
+              "records its inputs last, so the stages that finished are kept and the interrupted one is "
+              "redone by the next run.", file=sys.stderr)
+        return 128 + e.signum
