@@ -83,3 +83,17 @@ def _comm(pid: int) -> str:
             return f.read().strip()
     except OSError:
         return ""
+
+
+def test_a_second_run_on_a_busy_build_folder_is_refused_naming_the_holder(tmp_path, root):
+    from ticketforge.buildlock import BuildBusyError, build_lock
+
+    with build_lock(tmp_path / "b" / "vgg9_binw", "hw"):
+        r = run_cli("quantize", "--config", "vgg9_binw", "--build-dir", str(tmp_path / "b"), cwd=root)
+        assert r.returncode == 2 and f"is in use by process {os.getpid()} (`ticketforge hw`)" in r.stderr, r.stderr
+        with pytest.raises(BuildBusyError, match="in use"):
+            with build_lock(tmp_path / "b" / "vgg9_binw", "rtl"):
+                pass
+    # released with its holder; a refused command on a fresh folder leaves nothing behind
+    r = run_cli("quantize", "--config", "vgg9_binw", "--build-dir", str(tmp_path / "c"), cwd=root)
+    assert r.returncode == 2 and "ticketforge train" in r.stderr and not (tmp_path / "c").exists()

@@ -704,6 +704,21 @@ _COMMANDS = {"train": cmd_train, "eval": cmd_eval, "prune": cmd_prune, "sweep": 
              "configs": cmd_configs}
 
 
+# the commands that write into build/<name>/ (eval and configs only read)
+_WRITERS = ("train", "prune", "sweep", "quantize", "rtl", "sim", "synth", "board", "hls", "hw")
+
+
+def _lock_for(args):
+    """The build folder's lock for a command that writes into it (ticketforge/buildlock.py)."""
+    from contextlib import nullcontext
+
+    from ticketforge.buildlock import build_lock
+
+    if args.command not in _WRITERS:
+        return nullcontext()
+    return build_lock(Path(args.build_dir) / _load(args).name, args.command)
+
+
 def main(argv: list[str] | None = None) -> int:
     # torch prints a "Triton not available" notice at import on CPU-only machines
     os.environ.setdefault("TORCH_LOGS", "-all")
@@ -711,7 +726,7 @@ def main(argv: list[str] | None = None) -> int:
     from ticketforge.interrupt import Interrupted, children_end_with_us
 
     try:
-        with children_end_with_us():
+        with children_end_with_us(), _lock_for(args):
             return _COMMANDS[args.command](args)
     except TicketforgeError as e:
         print(f"ticketforge {args.command}: error: {e}", file=sys.stderr)
