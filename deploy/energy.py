@@ -18,6 +18,8 @@ from __future__ import annotations
 
 import math
 
+from ticketforge.errors import StageMissingError
+
 __all__ = ["ADD_PJ", "SRAM_64B_PJ", "add_pj", "sram_pj", "hardware_events_energy"]
 
 # M. Horowitz, "Computing's energy problem (and what we can do about it)", ISSCC 2014,
@@ -56,7 +58,8 @@ def _memory(memories: list[dict], name: str) -> dict:
     for m in memories:
         if m["name"] == name:
             return m
-    raise KeyError(f"no memory named {name!r} in the rtl manifest")
+    raise StageMissingError(f"the rtl manifest has no memory named {name!r}: it was made by another generator; "
+                            "re-run `ticketforge rtl` (or `make hw`)")
 
 
 def hardware_events_energy(counters_per_image: dict[str, dict[str, float]], rtl_manifest: dict) -> dict:

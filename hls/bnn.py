@@ -24,7 +24,7 @@ import numpy as np
 
 from ticketforge.hls.csim import parallel_chunks
 from ticketforge.hls.from_ir import HLS_PART
-from ticketforge.model.ir.schema import IRError
+from ticketforge.errors import StageMissingError
 
 __all__ = ["BNN_PRECISION", "qonnx_to_hls", "run_bnn_csim"]
 
@@ -59,7 +59,7 @@ def qonnx_to_hls(onnx_path: Path, out_dir: Path, backend: str = "Vitis"):
     import hls4ml
 
     if not Path(onnx_path).is_file():
-        raise IRError(f"{onnx_path} is missing: export the baseline first (`ticketforge hls --baseline ...`)")
+        raise StageMissingError(f"{onnx_path} is missing: export the baseline first (`ticketforge hls --baseline ...`)")
     model = _prepared_qonnx(Path(onnx_path))
     with redirect_stdout(StringIO()), warnings.catch_warnings():   # hls4ml narrates every layer
         warnings.simplefilter("ignore")
@@ -86,7 +86,7 @@ def run_bnn_csim(export_dir: Path, out_dir: Path, name: str, jobs: int = 2, back
     export_dir, out_dir = Path(export_dir), Path(out_dir)
     ref_path = export_dir / "reference.npz"
     if not ref_path.is_file():
-        raise IRError(f"{ref_path} is missing: export the baseline first (`ticketforge hls --baseline {name}`)")
+        raise StageMissingError(f"{ref_path} is missing: export the baseline first (`ticketforge hls --baseline {name}`)")
     ref = np.load(ref_path)
     t0 = time.perf_counter()
     hm = qonnx_to_hls(export_dir / "bnn.onnx", out_dir / "project", backend=backend)

@@ -17,7 +17,8 @@ import numpy as np
 
 from ticketforge.hls.from_ir import HLS_PART, build_model, loop_work, traced_layers
 from ticketforge.model.ir import golden
-from ticketforge.model.ir.schema import Graph, IRError
+from ticketforge.errors import UsageError
+from ticketforge.model.ir.schema import Graph
 
 __all__ = ["run_csim", "write_project", "parallel_chunks", "CHUNK"]
 
@@ -112,7 +113,7 @@ def run_csim(g: Graph, images: np.ndarray, labels: np.ndarray, out_dir: Path, jo
     """C-simulate `images` ([N, C, H, W] input codes) on the hls4ml project written to
     `out_dir`/project; returns the result (the caller records it) and saves `scores.npy`."""
     if len(images) == 0:
-        raise IRError("no images to simulate")
+        raise UsageError("no images to simulate")
     out_dir = Path(out_dir)
     t0 = time.perf_counter()
     model = write_project(g, out_dir / "project", backend=backend)

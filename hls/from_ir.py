@@ -17,7 +17,8 @@ import numpy as np
 from hls4ml.model.graph import ModelGraph
 
 from ticketforge.hls.extension import SpikePool, SpikingLIF, register
-from ticketforge.model.ir.schema import Graph, IRError, Layer
+from ticketforge.errors import UnsupportedError
+from ticketforge.model.ir.schema import Graph, Layer
 
 __all__ = ["HLS_PART", "layer_list", "build_model", "traced_layers", "loop_work"]
 
@@ -93,7 +94,7 @@ def layer_list(g: Graph) -> list[dict]:
             spiking, max_in = True, 1
         elif l.kind == "pool":
             if not spiking:
-                raise IRError(f"layer {l.name!r} (pool): the HLS path pools spikes only; put a conv layer "
+                raise UnsupportedError(f"layer {l.name!r} (pool): the HLS path pools spikes only; put a conv layer "
                               "before the first pool")
             pc, ph, pw = l.in_shape
             layers.append({"class_name": "SpikePool", "name": l.name, "T": g.T, "c": pc, "in_h": ph, "in_w": pw,
@@ -102,7 +103,7 @@ def layer_list(g: Graph) -> list[dict]:
             continue                               # [T][C][H][W] is already flat in C, H, W order
         elif l.kind == "output":
             if not spiking:
-                raise IRError(f"layer {l.name!r} (output): the HLS readout reads spikes; the IR has no "
+                raise UnsupportedError(f"layer {l.name!r} (output): the HLS readout reads spikes; the IR has no "
                               "neuron layer before it")
             wt = g.tensor(l, "weight").astype(np.int64)
             start, taps, tap_w = _taps(wt)
@@ -114,10 +115,10 @@ def layer_list(g: Graph) -> list[dict]:
                            "score_bits": _signed_bits(bound),
                            "tables": {"tap_start": start, "taps": taps, "tap_w": tap_w}})
         else:
-            raise IRError(f"layer {l.name!r}: kind {l.kind!r} has no HLS implementation "
+            raise UnsupportedError(f"layer {l.name!r}: kind {l.kind!r} has no HLS implementation "
                           "(the HLS path takes conv, linear, pool, flatten, output)")
     if layers[-1]["class_name"] != "SpikeReadout":
-        raise IRError("the IR's last layer must be the output readout for the HLS path")
+        raise UnsupportedError("the IR's last layer must be the output readout for the HLS path")
     return layers
 
 

@@ -20,6 +20,7 @@ from torch import nn
 
 from ticketforge.model.brevitas_view import BrevitasView, UnrolledLIF, _Seq, weight_bits_for
 from ticketforge.model.data import Dataset, load_dataset
+from ticketforge.errors import UnsupportedError
 from ticketforge.model.ir import (LOWERING_PASSES, Graph, InputSpec, IRError, Layer, Neuron, run,
                                   save_graph, size_membranes, validate)
 from ticketforge.model.ir.io import TEST_INPUTS_FILE
@@ -92,13 +93,13 @@ def lower(net: TicketNet, view: BrevitasView, cfg, input_shape, provenance: dict
             attrs.update(v_threshold=vmod.v_threshold, lam=1.0 - 1.0 / vmod.tau)
             reset = "soft" if vmod.v_reset is None else "hard"
             if vmod.v_reset not in (None, 0.0):
-                raise IRError(f"layer {fields['name']!r}: reset to {vmod.v_reset} (only 0 or soft reset map)")
+                raise UnsupportedError(f"layer {fields['name']!r}: reset to {vmod.v_reset} (only 0 or soft reset map)")
             layers.append(Layer(**fields, neuron=Neuron(reset=reset), tensors=refs, attrs=attrs))
             pending = None
             in_scale = 1.0                  # spikes from here on
             continue
         if not isinstance(vmod, _Seq):
-            raise IRError(f"layer body.{i} ({type(vmod).__name__}) is not mappable")
+            raise UnsupportedError(f"layer body.{i} ({type(vmod).__name__}) is not mappable")
         subs = list(vmod.body)
         tsubs = list(tmod)
         q, tq = subs[0], tsubs[0]
@@ -138,12 +139,12 @@ def lower(net: TicketNet, view: BrevitasView, cfg, input_shape, provenance: dict
         shape = out
         if last:
             if len(subs) != 1 or kind != "linear":
-                raise IRError(f"layer {name!r}: the readout must be a plain linear layer")
+                raise UnsupportedError(f"layer {name!r}: the readout must be a plain linear layer")
             layers.append(Layer(**fields, tensors=refs))
             continue
         bn = subs[1] if len(subs) > 1 else None
         if not isinstance(bn, nn.modules.batchnorm._BatchNorm):
-            raise IRError(f"layer {name!r}: a hidden conv/linear must be followed by BatchNorm")
+            raise UnsupportedError(f"layer {name!r}: a hidden conv/linear must be followed by BatchNorm")
         for role, t in (("bn_mean", bn.running_mean), ("bn_var", bn.running_var)) + \
                 ((("bn_gamma", bn.weight), ("bn_beta", bn.bias)) if bn.affine else ()):
             refs[role] = f"{name}.{role}"
@@ -169,7 +170,7 @@ def quantize_ticket(ticket_dir: Path, out_dir: Path, data_dir: str | None = None
     net, cfg, meta = load_ticket(ticket_dir)
     net.eval()
     if cfg.model.variant not in ("binw", "slt", "snn"):
-        raise IRError(f"variant {cfg.model.variant!r} cannot be lowered to the hardware IR: it takes "
+        raise UnsupportedError(f"variant {cfg.model.variant!r} cannot be lowered to the hardware IR: it takes "
                       "spiking tickets (binw, slt, snn); ann and bnn are model-stage baselines")
     ds: Dataset = load_dataset(cfg.data.dataset, data_dir or cfg.data.data_dir)
     view = BrevitasView(net)

@@ -51,7 +51,8 @@ from functools import cached_property
 
 import numpy as np
 
-from ticketforge.model.ir.schema import Graph, IRError, Layer
+from ticketforge.errors import UnsupportedError, UsageError
+from ticketforge.model.ir.schema import Graph, Layer
 
 __all__ = ["LayerProgram", "Program", "map_graph", "MAX_PES", "LANE_FIELDS", "WORD_FIELDS", "GROUPS_PER_PE",
            "position_classes", "place_groups", "word_bits"]
@@ -183,20 +184,20 @@ def place_groups(cout: int, classes: int, P: int) -> tuple[np.ndarray, np.ndarra
 
 def _check(g: Graph, P: int) -> None:
     if isinstance(P, bool) or not isinstance(P, int) or not 1 <= P <= MAX_PES:
-        raise IRError(f"number of PEs must be an integer in [1, {MAX_PES}], got {P!r}")
+        raise UsageError(f"number of PEs must be an integer in [1, {MAX_PES}], got {P!r}")
     prev = None
     for i, l in enumerate(g.layers):
         if l.has_weights and l.weight_bits != 2:
-            raise IRError(f"layer {l.name!r}: weight_bits {l.weight_bits}; the event-driven "
+            raise UnsupportedError(f"layer {l.name!r}: weight_bits {l.weight_bits}; the event-driven "
                           "accelerator adds +-event values and takes binary weights only (weight_bits 2)")
         if l.kind == "conv" and not _is_pow2(l.stride):
-            raise IRError(f"layer {l.name!r}: stride {l.stride}; the accelerator takes power-of-two strides")
+            raise UnsupportedError(f"layer {l.name!r}: stride {l.stride}; the accelerator takes power-of-two strides")
         if l.kind == "pool":
             if not _is_pow2(l.kernel):
-                raise IRError(f"layer {l.name!r}: pool kernel {l.kernel}; the accelerator takes "
+                raise UnsupportedError(f"layer {l.name!r}: pool kernel {l.kernel}; the accelerator takes "
                               "power-of-two pool kernels")
             if prev is None or prev.kind != "conv":
-                raise IRError(f"layer {l.name!r}: a pool must follow a conv layer (it OR-merges that "
+                raise UnsupportedError(f"layer {l.name!r}: a pool must follow a conv layer (it OR-merges that "
                               f"layer's spikes), it follows {prev.name if prev else 'the input'!r}")
         prev = l if l.kind != "flatten" else prev
 
@@ -229,11 +230,11 @@ def map_graph(g: Graph, P: int, dense: bool = False) -> Program:
     uniform = _uniform_rows([lp for lp in layers if lp.name in dicts])
     rows = sum(len(lp.lanes) for lp in layers if lp.lanes is not None)
     if rows > MAX_ROWS:
-        raise IRError(f"the synapse store needs {rows} rows, over the limit of {MAX_ROWS}; use more PEs "
+        raise UnsupportedError(f"the synapse store needs {rows} rows, over the limit of {MAX_ROWS}; use more PEs "
                       "or a sparser ticket")
     for lp in layers:
         if lp.slots and lp.update_cycles > MAX_SLOTS_PER_PE:
-            raise IRError(f"layer {lp.name!r}: {lp.update_cycles} neurons on one PE, over the limit of "
+            raise UnsupportedError(f"layer {lp.name!r}: {lp.update_cycles} neurons on one PE, over the limit of "
                           f"{MAX_SLOTS_PER_PE}; use more PEs")
     return Program(P, dense, layers, W, implicit, uniform)
 

@@ -2,7 +2,8 @@
 import numpy as np
 import pytest
 
-from ticketforge.model.ir import IRError, random_graph, random_images, run, validate
+from ticketforge.errors import UnsupportedError, UsageError
+from ticketforge.model.ir import random_graph, random_images, run, validate
 from ticketforge.model.ir.schema import Graph, InputSpec, Layer, Neuron
 from ticketforge.rtl.cycles import ACC_DRAIN, LOAD_EXTRA, READ_LATENCY, UPD_DRAIN, cycle_model
 from ticketforge.rtl.program import map_graph
@@ -43,7 +44,7 @@ def test_hand_computed_cycles():
 def test_model_properties_on_random_irs(seed):
     g = random_graph(seed)
     if any(l.has_weights and l.weight_bits != 2 for l in g.layers):
-        with pytest.raises(IRError, match="binary weights only"):
+        with pytest.raises(UnsupportedError, match="binary weights only"):
             map_graph(g, 4)
         return
     x = random_images(g, 3, seed)
@@ -67,7 +68,7 @@ def test_pruned_neurons_get_no_slot():
 
 
 def test_bad_pe_count():
-    with pytest.raises(IRError, match="number of PEs"):
+    with pytest.raises(UsageError, match="number of PEs"):
         map_graph(_tiny(), 0)
 
 

@@ -12,7 +12,8 @@ from ticketforge.hls.csim import run_csim
 from ticketforge.hls.from_ir import layer_list
 from ticketforge.model.ir import golden
 from ticketforge.model.ir.random import random_graph, random_images
-from ticketforge.model.ir.schema import IRError, Layer
+from ticketforge.errors import UnsupportedError
+from ticketforge.model.ir.schema import Layer
 
 
 def _features(g) -> set[str]:
@@ -103,7 +104,7 @@ def test_a_pool_before_any_neuron_layer_is_refused_with_its_name():
     c, h, w = conv.in_shape
     pool = Layer("early_pool", "pool", (c, h, w), (c, h // 2, w // 2), kernel=2, stride=2)
     bad = dataclasses.replace(g, layers=(pool,) + g.layers)
-    with pytest.raises(IRError, match="early_pool"):
+    with pytest.raises(UnsupportedError, match="early_pool"):
         layer_list(bad)
 
 

@@ -7,6 +7,7 @@ import pytest
 
 from ticketforge.deploy.board_build import _commands, parse_nextpnr_report
 from ticketforge.deploy.energy import add_pj, hardware_events_energy, sram_pj
+from ticketforge.errors import StageMissingError
 from ticketforge.deploy.report import REQUIRED_KEYS, ReportError, _get, build_report, model_cycles, write_report
 from ticketforge.model.ir import random_images
 from ticketforge.model.ir.random import random_graph
@@ -31,7 +32,7 @@ def _manifest():
 def test_hardware_events_energy_sums_counters_times_prices():
     e = hardware_events_energy({"fc": {"accumulates": 1000, "weight_reads": 10}}, _manifest())
     assert e["uj"] == pytest.approx((1000 * 0.05 + 10 * 10.0) * 1e-6)
-    with pytest.raises(KeyError, match="rows"):
+    with pytest.raises(StageMissingError, match="no memory named .pe0_rows.*re-run `ticketforge rtl`"):
         hardware_events_energy({}, {"membrane_bits": 8, "memories": []})
 
 

@@ -4,7 +4,8 @@ on random binary-weight IRs from the fuzz generator."""
 import numpy as np
 import pytest
 
-from ticketforge.model.ir import IRError, random_images, run
+from ticketforge.errors import UnsupportedError, UsageError
+from ticketforge.model.ir import random_images, run
 from ticketforge.model.ir.random import random_graph
 from ticketforge.rtl.accel import Accelerator, bram18_blocks
 from ticketforge.rtl.cycles import MIN_FIFO_DEPTH, cycle_model
@@ -85,14 +86,14 @@ def test_the_seeds_cover_the_hard_cases():
 
 def test_constructor_checks_name_the_problem():
     g = random_graph(3, binary=True)
-    with pytest.raises(IRError, match="number of PEs"):
+    with pytest.raises(UsageError, match="number of PEs"):
         Accelerator(g, 0)
-    with pytest.raises(IRError, match=r"got 'x'"):
+    with pytest.raises(UsageError, match=r"got 'x'"):
         Accelerator(g, "x")
     with pytest.raises(TypeError, match="dense and trace"):
         Accelerator(g, 4, dense="yes")
     g4 = random_graph(2)                               # seed 2 has a 4-bit readout
-    with pytest.raises(IRError, match=r"layer 'out': weight_bits 4"):
+    with pytest.raises(UnsupportedError, match=r"layer 'out': weight_bits 4"):
         Accelerator(g4, 4)
 
 

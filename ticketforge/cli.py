@@ -17,7 +17,7 @@ import sys
 import time
 from pathlib import Path
 
-from ticketforge.errors import TicketforgeError
+from ticketforge.errors import StageMissingError, TicketforgeError, UsageError
 from ticketforge.records import clear_record, write_record
 
 __all__ = ["main", "build_parser"]
@@ -256,7 +256,6 @@ def _resolve_rtl_args(args, cfg) -> None:
 
 
 def cmd_rtl(args) -> int:
-    from ticketforge.model.ir import IRError
     from ticketforge.rtl.emit import write_rtl
 
     cfg = _load(args)
@@ -264,7 +263,7 @@ def cmd_rtl(args) -> int:
     root = Path(args.build_dir) / cfg.name
     out = root / ("rtl-dense" if args.dense else "rtl")
     if not (root / "ir" / "graph.json").is_file():
-        raise IRError(f"no IR in {root / 'ir'}: run `ticketforge quantize --config {cfg.name}` first "
+        raise StageMissingError(f"no IR in {root / 'ir'}: run `ticketforge quantize --config {cfg.name}` first "
                       f"(or `make hw MODEL={cfg.name}`)")
     m = write_rtl(root / "ir", out, pes=args.pes, dense=args.dense, trace=args.trace, memory_style=args.memory_style,
                   fifo_depth=args.fifo_depth, progress=lambda s, **k: print(s, **k) if not args.quiet else None)
@@ -277,14 +276,14 @@ def cmd_rtl(args) -> int:
 
 
 def cmd_sim(args) -> int:
-    from ticketforge.model.ir import IRError, load_graph
+    from ticketforge.model.ir import load_graph
     from ticketforge.sim.runner import run_sim, spread_traced
 
     cfg = _load(args)
     root = Path(args.build_dir) / cfg.name
     rtldir = root / "rtl"
     if not (rtldir / "top.v").is_file():
-        raise IRError(f"no Verilog in {rtldir}: run `ticketforge rtl --config {cfg.name}` first "
+        raise StageMissingError(f"no Verilog in {rtldir}: run `ticketforge rtl --config {cfg.name}` first "
                       f"(or `make hw MODEL={cfg.name}`)")
     g = load_graph(root / "ir")
     images, labels, integer = _test_split(root, args.images)   # the input quantizer's codes of the test split
@@ -393,12 +392,12 @@ def cmd_synth(args) -> int:
 def _test_split(root: Path, images: str):
     """The IR's test input codes and labels (the first `images` of them: 'all' or a count) and
     the IR's integer accuracy when they are the whole split (else None)."""
-    from ticketforge.model.ir import IRError, load_test_inputs
+    from ticketforge.model.ir import load_test_inputs
 
     codes, labels = load_test_inputs(root / "ir")
     n = len(codes) if images == "all" else int(images) if str(images).isdigit() else -1
     if not 1 <= n <= len(codes):
-        raise IRError(f"--images must be 'all' or 1..{len(codes)}, got {images!r}")
+        raise UsageError(f"--images must be 'all' or 1..{len(codes)}, got {images!r}")
     metrics = root / "ir" / "metrics.json"
     integer = json.loads(metrics.read_text()).get("accuracy_integer") \
         if metrics.is_file() and n == len(codes) else None
@@ -409,13 +408,12 @@ def cmd_board(args) -> int:
     from tqdm import tqdm
 
     from ticketforge.deploy.host import validate_on_board
-    from ticketforge.model.ir import IRError
 
     cfg = _load(args)
     root = Path(args.build_dir) / cfg.name
     man = root / "rtl" / "manifest.json"
     if not (root / "ir" / "graph.json").is_file() or not man.is_file():
-        raise IRError(f"{root} has no IR and RTL to check the board against: run `make hw MODEL={cfg.name}` "
+        raise StageMissingError(f"{root} has no IR and RTL to check the board against: run `make hw MODEL={cfg.name}` "
                       f"(or `ticketforge synth --config {cfg.name} --bitstream`) first")
     codes, _, _ = _test_split(root, args.images)
     params = json.loads(man.read_text())["params"]
@@ -431,15 +429,15 @@ def cmd_board(args) -> int:
 
 def cmd_hls(args) -> int:
     from ticketforge.hls.csim import run_csim
-    from ticketforge.model.ir import IRError, load_graph
+    from ticketforge.model.ir import load_graph
 
     cfg = _load(args)
     if args.jobs < 1:
-        raise IRError(f"--jobs must be at least 1, got {args.jobs}")
+        raise UsageError(f"--jobs must be at least 1, got {args.jobs}")
     bcfg = _baseline_config(args.baseline) if args.baseline else None    # a bad name fails now, not later
     root = Path(args.build_dir) / cfg.name
     if not (root / "ir" / "graph.json").is_file():
-        raise IRError(f"no IR in {root / 'ir'}: run `ticketforge quantize --config {cfg.name}` first")
+        raise StageMissingError(f"no IR in {root / 'ir'}: run `ticketforge quantize --config {cfg.name}` first")
     g = load_graph(root / "ir")
     images, labels, integer = _test_split(root, args.images)
     res = run_csim(g, images, labels, root / "hls", jobs=args.jobs, backend=args.backend, progress=not args.quiet)

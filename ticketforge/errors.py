@@ -1,6 +1,7 @@
 """Errors the flow raises for bad input; the CLI prints them without a traceback."""
 
-__all__ = ["TicketforgeError", "ConfigError", "DatasetError", "TicketError"]
+__all__ = ["TicketforgeError", "ConfigError", "DatasetError", "TicketError", "UsageError", "StageMissingError",
+           "UnsupportedError"]
 
 
 class TicketforgeError(Exception):
@@ -17,3 +18,18 @@ class DatasetError(TicketforgeError):
 
 class TicketError(TicketforgeError):
     """A ticket folder is missing or does not match the config that loads it."""
+
+
+class UsageError(TicketforgeError, ValueError):
+    """A command-line option or an API argument has a bad value; the message shows the value
+    and what is allowed."""
+
+
+class StageMissingError(TicketforgeError):
+    """A stage's input, an earlier stage's output, is missing: the message names the command
+    that makes it."""
+
+
+class UnsupportedError(TicketforgeError):
+    """A well-formed input that a back end cannot take (a capability limit): the message names
+    the layer and what the back end takes."""
