@@ -123,7 +123,10 @@ def main() -> int:
             b = counts["binary"]
             sims = [s for s in ("icarus", "verilator") if binary and b < getattr(args, s)]
             amaranth = binary and b < args.amaranth
-            problems = soak_one(seed, amaranth, sims, Path(tmp))
+            try:
+                problems = soak_one(seed, amaranth, sims, Path(tmp))
+            except Exception as e:          # a crash is a finding too: name it and go on
+                problems = [f"{type(e).__name__}: {e}"]
             counts["irs"] += 1
             counts["binary"] += binary
             counts["amaranth"] += amaranth

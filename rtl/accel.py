@@ -314,7 +314,11 @@ class Accelerator(wiring.Component):
         self.n_rows, self.n_rowptr = r_acc, rp_acc
         max_words = max([int(lps[i].word_counts.max()) if len(lps[i].word_ptr) else 0 for i in self.weighted] + [1])
         # one row-pointer word per source: the first word row, and how many words each PE reads
-        self.rp = Fields(start=_bits(max(r_acc - 1, 0)),
+        # (a source with no words on any PE may point one past the layer's last row, so the
+        # field holds the largest start stored, not the last row)
+        max_start = max([self.rbase[i] + int(lps[i].word_ptr[:, 0].max()) for i in self.weighted
+                         if len(lps[i].word_ptr)] + [0])
+        self.rp = Fields(start=_bits(max_start),
                          **{n: _bits(max_words) for n in dict.fromkeys(self._count_field(p) for p in range(P))})
         self.word_count_bits = _bits(max_words)
         # a stored synapse word (program.WORD_FIELDS): a group rank / slot chunk and W-bit
