@@ -132,8 +132,13 @@ class BoardTop(Elaboratable):
     not the UART's (10^3 times slower than the pixel port)."""
 
     def __init__(self, core, pixels: int, classes: int, clk_hz: float, baud: int = 115200,
-                 uart=None):
+                 uart=None, pll=None):
+        """``pll``: a `deploy.pll.PllSetting`; the core then runs at its output frequency
+        (which ``clk_hz`` must be) instead of the board's oscillator."""
         self.core, self.pixels, self.classes = core, pixels, classes
+        if pll is not None and abs(pll.f_out_hz - clk_hz) > 1:
+            raise ValueError(f"clk_hz {clk_hz} is not the PLL's output frequency {pll.f_out_hz}")
+        self.pll = pll
         self.divisor = int(round(clk_hz / baud))
         self.uart = uart                        # None: rx/tx signals below (simulation)
         self.rx, self.tx = Signal(init=1), Signal(init=1)
@@ -141,6 +146,10 @@ class BoardTop(Elaboratable):
     def elaborate(self, platform):
         m = Module()
         m.submodules.core = core = self.core
+        if self.pll is not None and platform is not None:
+            from ticketforge.deploy.pll import PllClock
+
+            m.submodules.pll = PllClock(self.pll)
         m.submodules.urx = urx = UartRx(self.divisor)
         m.submodules.utx = utx = UartTx(self.divisor)
         if self.uart is None and platform is not None:

@@ -97,11 +97,13 @@ def _board_entry(r: dict, cycles_mean: float) -> dict:
     fmax = r.get("fmax_mhz")
     e = {"fits": r["fits"], "device": r["device"], "luts": res.get("luts"), "ffs": res.get("ffs"),
          "brams": res.get("brams"), "dsps": res.get("dsps"), "fmax_mhz": fmax,
-         "latency_us": round(cycles_mean / fmax, 1) if fmax else None,
+         # the latency at the clock the core runs at on the board (the PLL's output, or the
+         # board's oscillator), only when the placed design meets it; and at Fmax, for reference
+         "latency_us": round(cycles_mean / r["clock_mhz"], 1)
+         if r.get("clock_mhz") and fmax and r.get("meets_board_clock", True) else None,
+         "latency_us_at_fmax": round(cycles_mean / fmax, 1) if fmax else None,
          "clock_mhz": r.get("clock_mhz"), "meets_board_clock": r.get("meets_board_clock"),
-         # only a design that meets the board's clock runs at it
-         "latency_us_at_board_clock": round(cycles_mean / r["clock_mhz"], 1)
-         if r.get("clock_mhz") and r.get("meets_board_clock", True) else None,
+         "board_clock_mhz": r.get("board_clock_mhz", r.get("clock_mhz")), "pll": r.get("pll"),
          "utilisation": r.get("utilisation"), "over": r.get("over") or {}, "estimate": r.get("estimate", False),
          "design": r.get("design", "core only (yosys synthesis)"), "seconds": r.get("seconds")}
     if not r["fits"]:
@@ -261,14 +263,17 @@ def _markdown(rep: dict, figs) -> str:
              f"| energy per image: hardware events (estimate) | {e['hardware_events']:.4f} uJ |",
              f"| on-chip memory | {rep['rtl']['memory_bits'] / 1e6:.2f} Mbit in {rep['rtl']['memories']} memories |",
              "", "## Boards", "",
-             "| board | device | fits | LUTs | FFs | BRAMs | DSPs | Fmax MHz | latency us (at Fmax) | note |",
-             "|---|---|---|---|---|---|---|---|---|---|"]
+             "| board | device | fits | LUTs | FFs | BRAMs | DSPs | Fmax MHz | core clock MHz | latency us | note |",
+             "|---|---|---|---|---|---|---|---|---|---|---|"]
     for b, r in rep["boards"].items():
         note = r.get("why_no_fmax", "") or r["design"]
         if r.get("meets_board_clock") is False:
-            note += f"; Fmax below the board's {r['clock_mhz']:g} MHz clock"
+            note += f"; Fmax below the core's {r['clock_mhz']:g} MHz clock"
+        if r.get("pll"):
+            note += f"; core clock from the PLL ({r['board_clock_mhz']:g} MHz oscillator)"
         lines.append(f"| {b} | {r['device']} | {r['fits']} | {_fmt(r['luts'])} | {_fmt(r['ffs'])} | "
-                     f"{_fmt(r['brams'])} | {_fmt(r['dsps'])} | {_fmt(r['fmax_mhz'])} | {_fmt(r['latency_us'])} | {note} |")
+                     f"{_fmt(r['brams'])} | {_fmt(r['dsps'])} | {_fmt(r['fmax_mhz'])} | {_fmt(r.get('clock_mhz'))} | "
+                     f"{_fmt(r['latency_us'])} | {note} |")
     lines += ["", "## Stage seconds", "", "| stage | s |", "|---|---|"]
     lines += [f"| {k} | {v:.1f} |" for k, v in rep["stage_seconds"].items()]
     if "hls" in rep:

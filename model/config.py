@@ -163,11 +163,16 @@ class HwConfig:
     board: str = "ulx3s"          # deploy/boards.py; `ticketforge synth --board` overrides
     pes: int = 16                 # processing elements of the accelerator
     fifo_depth: int | None = None  # each PE's event FIFO; None: the generator's default, 2 x pes
+    # the core's clock on the board from the FPGA's PLL (the highest it makes at or below
+    # this, MHz); None: the board's oscillator (deploy/pll.py)
+    clock_mhz: float | None = None
 
     def __post_init__(self) -> None:
         _check_range("hw.pes", self.pes, 1, 1024)
         if self.fifo_depth is not None:
             _check_range("hw.fifo_depth", self.fifo_depth, 4, 1024)
+        if self.clock_mhz is not None:
+            _check_range("hw.clock_mhz", self.clock_mhz, 1, 400)
 
 
 @dataclass(frozen=True)

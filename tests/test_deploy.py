@@ -48,19 +48,43 @@ def test_tiny_design_synthesises_and_fits_the_up5k(tmp_path):
     assert json.loads((tmp_path / "synth" / "stat.json").read_text())["design"]["num_cells_by_type"]
 
 
-@pytest.mark.parametrize("board, cells, bitstream, constraints, pins, n_pins", [
-    ("icebreaker", "ICESTORM_LC", "board.bin", "board.pcf", "set_io", 3),        # clock, uart rx/tx
-    ("ulx3s", "TRELLIS_COMB", "board.bit", "board.lpf", "LOCATE COMP", 5)])     # + the uart's rts/dtr
-def test_board_build_places_routes_and_packs(tmp_path, board, cells, bitstream, constraints, pins, n_pins):
+@pytest.mark.parametrize("board, cells, bitstream, constraints, pins, n_pins, mhz, pll_cell", [
+    ("icebreaker", "ICESTORM_LC", "board.bin", "board.pcf", "set_io", 3, 15.0, "ICESTORM_PLL"),  # clock, uart rx/tx
+    ("ulx3s", "TRELLIS_COMB", "board.bit", "board.lpf", "LOCATE COMP", 5, 40.0, "EHXPLLL")])     # + uart rts/dtr
+def test_board_build_places_routes_and_packs_with_the_pll(tmp_path, board, cells, bitstream, constraints, pins,
+                                                          n_pins, mhz, pll_cell):
+    """The board design with the core clocked from the FPGA's PLL (the oscillator path is the
+    hw flow test's): placed, routed and timed against the PLL's clock, and packed."""
     from ticketforge.deploy.board_build import build_board
     g = random_graph(3, binary=True)
     save_graph(g, tmp_path / "ir")
     write_rtl(tmp_path / "ir", tmp_path / "rtl", pes=2, run_lint=False, progress=lambda *a, **k: None)
     r = build_board(tmp_path / "rtl", get_board(board), tmp_path / "b", pixels=int(np.prod(g.input.shape)),
-                    classes=g.layers[-1].out_shape[0], bitstream=True, log=lambda *a, **k: None)
+                    classes=g.layers[-1].out_shape[0], bitstream=True, log=lambda *a, **k: None, clock_mhz=mhz)
     assert r["fits"] and r["fmax_mhz"] > 0 and r["placed"][cells]["used"] > 0
+    assert r["placed"][pll_cell]["used"] == 1 and r["clock_mhz"] == mhz and r["pll"]["family"] == get_board(board).family
+    (clock,) = r["clocks"].values()                          # nextpnr timed the core against the PLL's output
+    assert clock["constraint_mhz"] == pytest.approx(mhz, rel=1e-3) and r["meets_board_clock"]
     assert (tmp_path / "b" / bitstream).stat().st_size > 50_000
     assert (tmp_path / "b" / constraints).read_text().count(pins) == n_pins
+
+
+def test_pll_settings_follow_each_familys_limits():
+    from ticketforge.deploy.pll import ecp5_pll, ice40_pll
+    from ticketforge.errors import UnsupportedError
+    for target in (21e6, 28e6, 40e6, 55.5e6, 100e6):
+        s = ecp5_pll(25e6, target)
+        d = s.dividers
+        assert s.f_out_hz <= target and s.f_out_hz == 25e6 * d["CLKFB_DIV"] / d["CLKI_DIV"]
+        assert 3.125e6 <= 25e6 / d["CLKI_DIV"] <= 400e6 and 400e6 <= s.f_out_hz * d["CLKOP_DIV"] <= 800e6
+    assert ecp5_pll(25e6, 40e6).f_out_hz == 40e6 and ecp5_pll(25e6, 28e6).f_out_hz == 25e6   # 28.125 is over
+    for target in (9e6, 15e6, 16.1e6, 30e6):
+        s = ice40_pll(12e6, target)
+        d = s.dividers
+        assert s.f_out_hz <= target and s.f_out_hz == 12e6 * (d["DIVF"] + 1) / ((d["DIVR"] + 1) * 2 ** d["DIVQ"])
+        assert 533e6 <= 12e6 / (d["DIVR"] + 1) * (d["DIVF"] + 1) <= 1066e6
+    with pytest.raises(UnsupportedError, match="no iCE40 PLL setting gives at most 5.00 MHz"):
+        ice40_pll(12e6, 5e6)
 
 
 def test_fit_hint_names_what_the_design_needs(tmp_path):

@@ -373,12 +373,12 @@ def _synth_one(cfg, root: Path, board_name: str, bitstream: bool, quiet: bool) -
     if board.name in PLATFORMS:
         g = load_graph(root / "ir")
         r = build_board(rtldir, board, out, pixels=math.prod(g.input.shape), classes=g.layers[-1].out_shape[0],
-                        bitstream=bitstream, log=log)
+                        bitstream=bitstream, log=log, clock_mhz=cfg.hw.clock_mhz)
     else:
         r = synthesize(rtldir, board, out, log=log)
         r["fmax_mhz"] = None
     r["inputs"] = _digests(_synth_inputs(root))
-    r["params"] = {"bitstream": bitstream}
+    r["params"] = {"bitstream": bitstream, "clock_mhz": cfg.hw.clock_mhz}
     write_record(root / "synth" / f"{board.name}.json", r)
     return r
 
@@ -584,7 +584,7 @@ def cmd_hw(args) -> int:
 
     def synth_fresh() -> bool:
         if _stage_fresh(root / "synth", _synth_inputs(root), f"{board}.json",
-                        expect={"params": {"bitstream": args.bitstream}}):
+                        expect={"params": {"bitstream": args.bitstream, "clock_mhz": cfg.hw.clock_mhz}}):
             synth.update(json.loads((root / "synth" / f"{board}.json").read_text()))
             return True
         return False
@@ -658,7 +658,7 @@ def cmd_hw(args) -> int:
     print(f"[{cfg.name}] RTL == golden on {rep['images_checked']} images: {rep['rtl_matches_golden']}; accuracy "
           f"float {rep['accuracy']['float']:.4f}, integer {rep['accuracy']['integer']:.4f}, RTL "
           f"{rep['accuracy']['rtl']:.4f}; {rep['cycles']['per_image_mean']:.0f} cycles/image; "
-          f"{board}: fits {b['fits']}, Fmax {b['fmax_mhz']} MHz, latency {b['latency_us']} us; "
+          f"{board}: fits {b['fits']}, Fmax {b['fmax_mhz']} MHz, latency {b['latency_us']} us at {b['clock_mhz']} MHz; "
           f"wall {rep['run_seconds']:.0f} s")
     return 0
 
