@@ -77,8 +77,8 @@ def _cell_models(family: str, out_dir: Path) -> tuple[Path, ...]:
 
 
 def _include_dirs(family: str, out_dir: Path) -> tuple[Path, ...]:
-    """The prepared copies first, then yosys' folder."""
-    return ((out_dir / "cells",) if family == "ecp5" else ()) + (_share() / family,)
+    """The prepared copies first, then yosys' folder (absolute: the simulator runs elsewhere)."""
+    return ((Path(out_dir).resolve() / "cells",) if family == "ecp5" else ()) + (_share() / family,)
 
 
 def synth_netlist(rtl_dir: Path, out_dir: Path, family: str) -> Netlist:
@@ -87,7 +87,7 @@ def synth_netlist(rtl_dir: Path, out_dir: Path, family: str) -> Netlist:
     if family not in NETLIST_FAMILIES:
         raise UnsupportedError(f"netlist simulation for {family!r}: no cell models here; it runs for "
                                f"{', '.join(NETLIST_FAMILIES)} (the iCEBreaker and the ULX3S)")
-    rtl_dir, out_dir = Path(rtl_dir), Path(out_dir)
+    rtl_dir, out_dir = Path(rtl_dir), Path(out_dir).resolve()
     for f in ("core.il", "synth_top.v"):
         if not (rtl_dir / f).is_file():
             raise StageMissingError(f"{rtl_dir / f} is missing: run `ticketforge rtl` (or `make hw`) first")
