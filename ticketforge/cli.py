@@ -292,11 +292,12 @@ def cmd_sim(args) -> int:
     images, labels, integer = _test_split(root, args.images)   # the input quantizer's codes of the test split
     n = len(images)
     netlist, sim_dir = None, root / "sim"
-    if args.netlist:
+    board_netlist = getattr(args, "netlist", None)      # (`hw` runs this stage on the RTL only)
+    if board_netlist:
         from ticketforge.deploy.boards import get_board
         from ticketforge.deploy.netlist import synth_netlist
 
-        board = get_board(args.netlist)
+        board = get_board(board_netlist)
         sim_dir = root / f"sim-netlist-{board.name}"
         if not args.quiet:
             print(f"[sim] synthesizing {rtldir} for {board.name} ({board.family}) into a netlist", flush=True)
@@ -308,9 +309,10 @@ def cmd_sim(args) -> int:
                   log=lambda s, **k: print(s, **k) if not args.quiet else None, netlist=netlist)
     res["accuracy_integer_ir"] = integer
     res["inputs"] = _digests(_sim_inputs(root))
-    res["params"] = {"simulator": args.simulator, "images": str(args.images), "netlist": args.netlist}
+    res["params"] = {"simulator": args.simulator, "images": str(args.images),
+                     **({"netlist": board_netlist} if board_netlist else {})}   # (what `hw` compares)
     write_record(sim_dir / "results.json", res)
-    what = f"{args.netlist} netlist on {args.simulator}" if netlist else args.simulator
+    what = f"{board_netlist} netlist on {args.simulator}" if netlist else args.simulator
     print(f"[{cfg.name}] {what}: {res['agree']}/{res['images_run']} images identical to the golden "
           f"model (scores, cycles, counters; spike trains on {len(res['traced_images'])}); RTL accuracy "
           f"{res['accuracy_rtl']:.4f}" + (f" (integer IR {integer:.4f})" if integer is not None else "")
