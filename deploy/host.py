@@ -9,8 +9,6 @@ numpy and pyserial only: no torch, no Amaranth, so it runs on any host with the 
 """
 from __future__ import annotations
 
-import json
-import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,6 +16,7 @@ from pathlib import Path
 import numpy as np
 
 from ticketforge.deploy.boards import BoardError
+from ticketforge.records import write_record
 
 __all__ = ["BoardLink", "BoardAnswer", "validate_on_board", "BAUD", "DEFAULT_TIMEOUT_S"]
 
@@ -133,9 +132,5 @@ def validate_on_board(ir_dir: Path, port: str, pes: int, fifo_depth: int | None 
            "images_per_second": round(len(codes) / seconds, 2) if seconds > 0 else None,
            "mismatches": mismatches[:20]}
     if out_dir is not None:
-        out_dir = Path(out_dir)
-        out_dir.mkdir(parents=True, exist_ok=True)
-        tmp = out_dir / f".results.json.{os.getpid()}"
-        tmp.write_text(json.dumps(res, indent=1))
-        os.replace(tmp, out_dir / "results.json")          # whole or absent
+        write_record(Path(out_dir) / "results.json", res)  # whole or absent
     return res

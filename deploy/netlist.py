@@ -20,6 +20,7 @@ from pathlib import Path
 
 from ticketforge.deploy.synth import SYNTH, yosys_cmd
 from ticketforge.errors import StageMissingError, UnsupportedError
+from ticketforge.records import clear_record, write_record
 
 __all__ = ["Netlist", "synth_netlist", "NETLIST_FAMILIES"]
 
@@ -101,7 +102,7 @@ def synth_netlist(rtl_dir: Path, out_dir: Path, family: str) -> Netlist:
         if rec.get("inputs") == inputs and rec.get("family") == family:
             return Netlist(out_dir / "netlist.v", family, models, defines, rec.get("cells", {}),
                            _include_dirs(family, out_dir))
-    stamp.unlink(missing_ok=True)
+    clear_record(stamp)
     t0 = time.perf_counter()
     # copies under relative names: the yowasp (WebAssembly) yosys sees the working directory
     for f in ("core.il", "synth_top.v"):
@@ -114,6 +115,6 @@ def synth_netlist(rtl_dir: Path, out_dir: Path, family: str) -> Netlist:
         raise UnsupportedError(f"yosys could not synthesize {rtl_dir} for {family}: see {out_dir / 'netlist.log'}: "
                                f"{(r.stderr or r.stdout)[-1000:]}")
     cells = json.loads((out_dir / "stat.json").read_text())["design"]["num_cells_by_type"]
-    stamp.write_text(json.dumps({"inputs": inputs, "family": family, "cells": cells, "synth_options": synth_opts,
-                                 "seconds": round(time.perf_counter() - t0, 1)}, indent=1))
+    write_record(stamp, {"inputs": inputs, "family": family, "cells": cells, "synth_options": synth_opts,
+                         "seconds": round(time.perf_counter() - t0, 1)})
     return Netlist(out_dir / "netlist.v", family, models, defines, cells, _include_dirs(family, out_dir))

@@ -40,3 +40,20 @@ lr = 0.01
 weight_decay = 0.0
 seed = {seed}
 """
+
+
+def uart_frame(byte: int) -> list[int]:
+    """The line levels of one 8N1 byte: start bit, 8 data bits (LSB first), stop bit."""
+    return [0] + [(byte >> k) & 1 for k in range(8)] + [1]
+
+
+async def uart_byte(ctx, tx, div: int) -> int:
+    """Decode one 8N1 byte from `tx` in an Amaranth testbench, called on the first cycle of
+    its start bit (`div` clock cycles per bit): each bit is sampled mid-bit."""
+    await ctx.tick().repeat(div // 2)
+    byte = 0
+    for k in range(8):
+        await ctx.tick().repeat(div)
+        byte |= ctx.get(tx) << k
+    await ctx.tick().repeat(div)
+    return byte

@@ -4,6 +4,8 @@ import numpy as np
 import pytest
 from amaranth.sim import Simulator
 
+from conftest import uart_byte, uart_frame
+
 from ticketforge.deploy.board_top import BoardTop, CoreInstance, UartRx
 from ticketforge.model.ir import random_images, run
 from ticketforge.model.ir.random import random_graph
@@ -25,7 +27,7 @@ def _board_run(g, images, P=2):
     async def host(ctx):
         for n, img in enumerate(images):
             for byte in img.reshape(-1).tolist():
-                for bit in [0] + [(byte >> k) & 1 for k in range(8)] + [1]:
+                for bit in uart_frame(byte):
                     ctx.set(top.rx, bit)
                     await ctx.tick().repeat(DIV)
             while len(received) < per_image * (n + 1):      # one image at a time
@@ -34,13 +36,7 @@ def _board_run(g, images, P=2):
     async def listener(ctx):
         while len(received) < per_image * len(images):   # decode the tx line mid-bit
             await ctx.tick().until(top.tx == 0)
-            await ctx.tick().repeat(DIV // 2)
-            byte = 0
-            for k in range(8):
-                await ctx.tick().repeat(DIV)
-                byte |= ctx.get(top.tx) << k
-            await ctx.tick().repeat(DIV)
-            received.append(byte)
+            received.append(await uart_byte(ctx, top.tx, DIV))
 
     sim = Simulator(top)
     sim.add_clock(1e-6)

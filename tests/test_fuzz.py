@@ -12,7 +12,7 @@ import pytest
 from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
-from ticketforge.errors import ConfigError, TicketforgeError
+from ticketforge.errors import ConfigError
 from ticketforge.model.config import build_config, load_config, parse_overrides
 from ticketforge.model.ir import load_graph, run, save_graph
 from ticketforge.model.ir.io import graph_to_dict

@@ -11,6 +11,8 @@ import numpy as np
 import pytest
 from amaranth.sim import Simulator
 
+from conftest import uart_byte, uart_frame
+
 from ticketforge.deploy.board_top import BoardTop
 from ticketforge.deploy.boards import BoardError
 from ticketforge.deploy.host import BoardLink, validate_on_board
@@ -50,7 +52,7 @@ class SimulatedBoard:
                     await ctx.tick().repeat(256)
                     continue
                 for byte in data:
-                    for bit in [0] + [(byte >> k) & 1 for k in range(8)] + [1]:
+                    for bit in uart_frame(byte):
                         ctx.set(top.rx, bit)
                         await ctx.tick().repeat(DIV)
 
@@ -59,13 +61,7 @@ class SimulatedBoard:
                 await ctx.tick()                    # polled, so that the bench ends with the host
                 if ctx.get(top.tx):
                     continue
-                await ctx.tick().repeat(DIV // 2)
-                byte = 0
-                for k in range(8):
-                    await ctx.tick().repeat(DIV)
-                    byte |= ctx.get(top.tx) << k
-                await ctx.tick().repeat(DIV)
-                os.write(self.master, bytes([byte]))
+                os.write(self.master, bytes([await uart_byte(ctx, top.tx, DIV)]))
 
         sim = Simulator(top)
         sim.add_clock(1e-6)

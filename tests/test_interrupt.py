@@ -1,5 +1,4 @@
 """Ctrl-C and SIGTERM end a run and every process it started."""
-import json
 import os
 import signal
 import subprocess

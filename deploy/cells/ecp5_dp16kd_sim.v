@@ -135,10 +135,7 @@ module DP16KD(
     end
   end
 
-  // one port: its row, the word's place in it, a read of the word (in the low bits)
-  function [9:0] row_of(input integer w, input [13:0] ad);
-    row_of = ad[13:4];
-  endfunction
+  // a port's word: its place in the row (word_in_row), read out into the low bits, placed back
   function integer word_in_row(input integer w, input [13:0] ad);
     word_in_row = w == 18 ? 0 : (ad[3:0] >> lsb(w));
   endfunction
@@ -163,42 +160,38 @@ module DP16KD(
   wire clk_a = CLKAMUX == "INV" ? ~CLKA : CLKA;
   wire clk_b = CLKBMUX == "INV" ? ~CLKB : CLKB;
 
-  always @(posedge clk_a) begin : port_a
-    reg [9:0] r; integer n; reg [17:0] m, old;
-    r = row_of(DATA_WIDTH_A, ada); n = word_in_row(DATA_WIDTH_A, ada);
-    old = mem[r];
-    if (RESETMODE == "SYNC" && RSTA) lat_a <= 0;
-    else if (CEA && sel_a) begin
-      if (WEA) begin
-        m = wmask(DATA_WIDTH_A, n, ada[1:0]);
-        m = (old & ~m) | (place(DATA_WIDTH_A, dia, n) & m);
-        mem[r] <= m;                      // after both ports have read: a read sees the old row
-        if (WRITEMODE_A == "WRITETHROUGH") lat_a <= read_word(DATA_WIDTH_A, m, n);
-        else if (WRITEMODE_A == "READBEFOREWRITE") lat_a <= read_word(DATA_WIDTH_A, old, n);
-      end else
-        lat_a <= read_word(DATA_WIDTH_A, old, n);
+  // the row after a port's write of its word (byte enables in 18-bit mode)
+  function [17:0] written_row(input integer w, input [13:0] ad, input [17:0] di, input [17:0] old);
+    reg [17:0] m;
+    begin
+      m = wmask(w, word_in_row(w, ad), ad[1:0]);
+      written_row = (old & ~m) | (place(w, di, word_in_row(w, ad)) & m);
     end
-    if (RESETMODE == "SYNC" && RSTA) reg_a <= 0;
-    else if (OCEA) reg_a <= lat_a;
-  end
+  endfunction
+  // a port's output latch after the edge
+  function [17:0] next_latch(input integer w, input [8*16-1:0] writemode, input [13:0] ad, input en, input we,
+                             input rst, input [17:0] old, input [17:0] row, input [17:0] lat);
+    next_latch = rst ? 18'd0 : !en ? lat : !we ? read_word(w, old, word_in_row(w, ad)) :
+                 writemode == "WRITETHROUGH" ? read_word(w, row, word_in_row(w, ad)) :
+                 writemode == "READBEFOREWRITE" ? read_word(w, old, word_in_row(w, ad)) : lat;   // NORMAL: kept
+  endfunction
 
+  wire rst_a = RESETMODE == "SYNC" && RSTA, rst_b = RESETMODE == "SYNC" && RSTB;
+  always @(posedge clk_a) begin : port_a
+    reg [17:0] old, row;
+    old = mem[ada[13:4]];
+    row = written_row(DATA_WIDTH_A, ada, dia, old);
+    if (CEA && sel_a && WEA && !rst_a) mem[ada[13:4]] <= row;   // after both ports read: a read sees the old row
+    lat_a <= next_latch(DATA_WIDTH_A, WRITEMODE_A, ada, CEA && sel_a, WEA, rst_a, old, row, lat_a);
+    reg_a <= rst_a ? 18'd0 : OCEA ? lat_a : reg_a;
+  end
   always @(posedge clk_b) begin : port_b
-    reg [9:0] r; integer n; reg [17:0] m, old;
-    r = row_of(DATA_WIDTH_B, adb); n = word_in_row(DATA_WIDTH_B, adb);
-    old = mem[r];
-    if (RESETMODE == "SYNC" && RSTB) lat_b <= 0;
-    else if (CEB && sel_b) begin
-      if (WEB) begin
-        m = wmask(DATA_WIDTH_B, n, adb[1:0]);
-        m = (old & ~m) | (place(DATA_WIDTH_B, dib, n) & m);
-        mem[r] <= m;                      // after both ports have read: a read sees the old row
-        if (WRITEMODE_B == "WRITETHROUGH") lat_b <= read_word(DATA_WIDTH_B, m, n);
-        else if (WRITEMODE_B == "READBEFOREWRITE") lat_b <= read_word(DATA_WIDTH_B, old, n);
-      end else
-        lat_b <= read_word(DATA_WIDTH_B, old, n);
-    end
-    if (RESETMODE == "SYNC" && RSTB) reg_b <= 0;
-    else if (OCEB) reg_b <= lat_b;
+    reg [17:0] old, row;
+    old = mem[adb[13:4]];
+    row = written_row(DATA_WIDTH_B, adb, dib, old);
+    if (CEB && sel_b && WEB && !rst_b) mem[adb[13:4]] <= row;
+    lat_b <= next_latch(DATA_WIDTH_B, WRITEMODE_B, adb, CEB && sel_b, WEB, rst_b, old, row, lat_b);
+    reg_b <= rst_b ? 18'd0 : OCEB ? lat_b : reg_b;
   end
 
   always @(posedge RSTA) if (RESETMODE == "ASYNC") begin lat_a <= 0; reg_a <= 0; end
