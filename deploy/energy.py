@@ -62,9 +62,35 @@ def _memory(memories: list[dict], name: str) -> dict:
                             "re-run `ticketforge rtl` (or `make hw`)")
 
 
+def _bitpar_prices(rtl_manifest: dict) -> dict[str, float]:
+    """pJ per counted event of the bitpar datapath (rtl/bitpar/cycles.py COUNTERS).
+
+    A *step* reads one source word (a spike bitmap, T x 32 bits) and one weight row (every
+    lane's +1 and -1 words) and does, per lane and timestep, two 32-bit popcounts and one
+    accumulate.  An n-bit popcount is priced as n full adders, i.e. n / 8 8-bit adds (an
+    8-bit ripple-carry add is 8 full adders).  A neuron update is a leak add and a threshold
+    compare in registers (no membrane memory).  A word written is a read, OR and write of
+    the destination bitmap word plus the group table's row read for that (position, group)."""
+    mems = rtl_manifest["memories"]
+    bp = rtl_manifest["bitpar"]
+    buf, weights, groups = _memory(mems, "buf0"), _memory(mems, "weights"), _memory(mems, "groups")
+    steps = _memory(mems, "steps")
+    popcount = 2 * bp["word"] / 8 * add_pj(8)
+    lane_step = bp["T"] * (popcount + add_pj(bp["acc_bits"]))
+    return {
+        "steps": sram_pj(buf["depth"], buf["width"]) + sram_pj(weights["depth"], weights["width"])
+        + sram_pj(steps["depth"], steps["width"]) + bp["lanes"] * lane_step,
+        "neuron_updates": 2 * add_pj(rtl_manifest["membrane_bits"]),
+        "spikes": 0.0,
+        "words_written": 2 * sram_pj(buf["depth"], buf["width"]) + sram_pj(groups["depth"], groups["width"]),
+    }
+
+
 def hardware_events_energy(counters_per_image: dict[str, dict[str, float]], rtl_manifest: dict) -> dict:
     """Energy per image (uJ) from the per-layer counters (mean per image) and the memory
     inventory of the rtl stage's manifest.  Returns the total and per layer, by event."""
+    if rtl_manifest.get("params", {}).get("datapath") == "bitpar":
+        return _priced(counters_per_image, _bitpar_prices(rtl_manifest))
     mems = rtl_manifest["memories"]
     acc_bits = rtl_manifest["membrane_bits"]
     rows = _memory(mems, "pe0_rows")      # a weight read is one synapse word of one PE's column
@@ -80,6 +106,10 @@ def hardware_events_energy(counters_per_image: dict[str, dict[str, float]], rtl_
         "neuron_updates": sram_pj(params["depth"], params["width"]) + 2 * add_pj(acc_bits),
         "spikes": sram_pj(spikes["depth"], spikes["width"]) if spikes else 0.0,
     }
+    return _priced(counters_per_image, price)
+
+
+def _priced(counters_per_image: dict[str, dict[str, float]], price: dict[str, float]) -> dict:
     layers = {}
     for layer, cnt in counters_per_image.items():
         per = {k: cnt.get(k, 0) * price[k] * 1e-6 for k in price}

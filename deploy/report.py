@@ -41,17 +41,25 @@ def _read(path: Path, stage: str) -> dict:
     return json.loads(path.read_text())
 
 
-def _chunk_cycles(g, part: np.ndarray, pes: int, fifo_depth: int | None):
+def _chunk_cycles(g, part: np.ndarray, pes: int, fifo_depth: int | None, datapath: str = "lane"):
     from ticketforge.model.ir import run
-    from ticketforge.rtl.cycles import cycle_model
+    from ticketforge.rtl.datapath import cycle_model
 
     gold = run(g, part, trace=True)
-    return (cycle_model(g, part, pes, gold=gold, fifo_depth=fifo_depth),
-            cycle_model(g, part, pes, dense=True, gold=gold, fifo_depth=fifo_depth))
+    return (cycle_model(g, part, pes, datapath, gold=gold, fifo_depth=fifo_depth),
+            cycle_model(g, part, pes, datapath, dense=True, gold=gold, fifo_depth=fifo_depth))
+
+
+def one_synapse_bound(g, images: np.ndarray, pes: int) -> float:
+    """Mean over ``images`` of the one-synapse-per-PE bound, (unmasked synaptic events + live
+    neuron updates) / P: the floor of the lane datapath on ``pes`` PEs."""
+    from ticketforge.rtl.cycles import cycle_model
+
+    return float(np.mean([c.ideal_bound for c in cycle_model(g, images, pes)]))
 
 
 def model_cycles(g, images: np.ndarray, pes: int, chunk: int = 100, jobs: int = 1,
-                 fifo_depth: int | None = None) -> dict:
+                 fifo_depth: int | None = None, datapath: str = "lane") -> dict:
     """Mean per-layer cycles (sparse and dense), ideal bound, over ``images``, from the
     cycle model (chunked: the golden interpreter's traces of a chunk at a time; chunks on
     `jobs` processes)."""
@@ -62,9 +70,9 @@ def model_cycles(g, images: np.ndarray, pes: int, chunk: int = 100, jobs: int = 
 
         with ProcessPoolExecutor(max_workers=jobs, mp_context=mp.get_context("fork")) as pool:
             done = list(pool.map(_chunk_cycles, [g] * len(parts), parts, [pes] * len(parts),
-                                 [fifo_depth] * len(parts)))
+                                 [fifo_depth] * len(parts), [datapath] * len(parts)))
     else:
-        done = [_chunk_cycles(g, part, pes, fifo_depth) for part in parts]
+        done = [_chunk_cycles(g, part, pes, fifo_depth, datapath) for part in parts]
     sparse = [c for s, _ in done for c in s]
     dense = [c for _, d in done for c in d]
     names = [k for k in sparse[0].per_layer if k != "flatten"]
@@ -77,15 +85,16 @@ def model_cycles(g, images: np.ndarray, pes: int, chunk: int = 100, jobs: int = 
                               "ideal": mean([c.ideal_per_layer[k] for c in sparse])} for k in names}}
 
 
-def cycles_from_sim(g, sim: dict, image: np.ndarray, pes: int, fifo_depth: int | None = None) -> dict:
+def cycles_from_sim(g, sim: dict, image: np.ndarray, pes: int, fifo_depth: int | None = None,
+                    datapath: str = "lane") -> dict:
     """`model_cycles`'s figures from the sim stage's ``cycle_model`` section (the sparse
     per-layer means and the ideal bound, computed there for every simulated image) and one
     dense run: the dense design meets the same events on every image, so one image gives
     its cycles exactly."""
-    from ticketforge.rtl.cycles import cycle_model
+    from ticketforge.rtl.datapath import cycle_model
 
     cm = sim["cycle_model"]
-    dense = cycle_model(g, image[None], pes, dense=True, fifo_depth=fifo_depth)[0]
+    dense = cycle_model(g, image[None], pes, datapath, dense=True, fifo_depth=fifo_depth)[0]
     return {"images": cm["images"], "per_image_mean": cm["per_image_mean"], "ideal_bound_mean": cm["ideal_bound_mean"],
             "dense_per_image_mean": float(dense.total),
             "per_layer": {k: {"sparse": v["sparse"], "dense": float(dense.per_layer[k]), "ideal": v["ideal"]}
@@ -141,7 +150,10 @@ def build_report(root: Path, name: str, cycles: dict, synth: dict[str, dict], st
                    "fifo_depth": rtl["params"].get("fifo_depth"),
                    "over_ideal": cyc_mean / cycles["ideal_bound_mean"],
                    "dense_over_sparse": cycles["dense_per_image_mean"] / cyc_mean,
-                   "model_images": cycles["images"], "per_layer": cycles["per_layer"]},
+                   "model_images": cycles["images"], "per_layer": cycles["per_layer"],
+                   "datapath": rtl["params"].get("datapath", "lane"),
+                   "bound_one_synapse_per_pe": cycles.get("bound_one_synapse_per_pe",
+                                                          cycles["ideal_bound_mean"])},
         "energy_uj_per_image": {"theoretical_sop": ticket["energy"]["energy_uj"], "hardware_events": hw["uj"],
                                 "hardware_events_per_layer": {k: v["uj"] for k, v in hw["layers"].items()},
                                 "hardware_events_by_event_uj": {k: v["by_event_uj"] for k, v in hw["layers"].items()},

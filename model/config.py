@@ -161,14 +161,22 @@ class PruneConfig:
 class HwConfig:
     """What `make hw` builds after the model stage (the rtl/sim/synth stages' defaults)."""
     board: str = "ulx3s"          # deploy/boards.py; `ticketforge synth --board` overrides
-    pes: int = 16                 # processing elements of the accelerator
-    fifo_depth: int | None = None  # each PE's event FIFO; None: the generator's default, 2 x pes
+    # the accelerator's datapath (rtl/datapath.py): "lane" (event driven, one synapse per PE
+    # per cycle) or "bitpar" (bit-parallel, layer-major; pes is then its lane count, 1-32)
+    datapath: str = "lane"
+    pes: int = 16                 # processing elements (lane: PEs; bitpar: lanes)
+    fifo_depth: int | None = None  # each PE's event FIFO (lane only); None: the generator's default, 2 x pes
     # the core's clock on the board from the FPGA's PLL (the highest it makes at or below
     # this, MHz); None: the board's oscillator (deploy/pll.py)
     clock_mhz: float | None = None
 
     def __post_init__(self) -> None:
+        if self.datapath not in ("lane", "bitpar"):
+            raise ConfigError(f"hw.datapath must be one of lane, bitpar, got {self.datapath!r}")
         _check_range("hw.pes", self.pes, 1, 1024)
+        if self.datapath == "bitpar" and self.pes not in (1, 2, 4, 8, 16, 32):
+            raise ConfigError(f"hw.pes is the lane count of the bitpar datapath: one of 1, 2, 4, 8, 16, 32 "
+                              f"(they divide a 32-bit spike word), got {self.pes}")
         if self.fifo_depth is not None:
             _check_range("hw.fifo_depth", self.fifo_depth, 4, 1024)
         if self.clock_mhz is not None:

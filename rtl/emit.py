@@ -29,6 +29,7 @@ from ticketforge.model.ir import load_graph
 from ticketforge.records import clear_record, write_record
 from ticketforge.rtl.accel import Accelerator
 from ticketforge.rtl import cycles
+from ticketforge.rtl.datapath import accelerator
 from ticketforge.rtl.lint import LintError, lint
 
 __all__ = ["TOP", "CORE", "write_rtl", "reset_wrapper", "generator_digest"]
@@ -44,9 +45,18 @@ def _digest(path: Path) -> str:
 def generator_digest() -> str:
     """sha256 over the generator's own sources: a stage built by other code is stale."""
     h = hashlib.sha256()
-    for f in sorted(Path(__file__).parent.glob("*.py")):
-        h.update(f.name.encode() + f.read_bytes())
+    here = Path(__file__).parent
+    for f in sorted(here.glob("*.py")) + sorted((here / "bitpar").glob("*.py")):
+        h.update(str(f.relative_to(here)).encode() + f.read_bytes())
     return h.hexdigest()
+
+
+def _cycle_constants(datapath: str) -> dict:
+    if datapath == "bitpar":
+        from ticketforge.rtl.bitpar import cycles as bc
+
+        return {k: getattr(bc, k) for k in ("LAYER_SETUP", "GROUP_SETUP", "DRAIN", "WRITE_BACK", "DONE")}
+    return {k: getattr(cycles, k) for k in ("READ_LATENCY", "ACC_DRAIN", "UPD_DRAIN", "POOL_DRAIN", "SWEEP_DRAIN")}
 
 
 def reset_wrapper(acc: Accelerator, debug_ports: bool = True) -> str:
@@ -78,7 +88,7 @@ def reset_wrapper(acc: Accelerator, debug_ports: bool = True) -> str:
 
 def write_rtl(ir_dir: Path, out_dir: Path, pes: int = 16, dense: bool = False, trace: bool = True,
               run_lint: bool = True, memory_style: str = "auto", fifo_depth: int | None = None,
-              progress=print) -> dict:
+              progress=print, datapath: str = "lane") -> dict:
     """Generate, write and (``run_lint``) lint the accelerator for the IR in ``ir_dir``.
     Raises LintError, after writing everything, when Verilator reports a warning that
     `lint.EXPLAINED` does not cover."""
@@ -86,8 +96,9 @@ def write_rtl(ir_dir: Path, out_dir: Path, pes: int = 16, dense: bool = False, t
     clear_record(out_dir / "manifest.json")            # the stage's record: removed first, written last
     g = load_graph(ir_dir)
     t0 = time.perf_counter()
-    acc = Accelerator(g, pes, dense=dense, trace=trace, memory_style=memory_style, fifo_depth=fifo_depth)
-    progress(f"[rtl] {g.provenance.get('config', {}).get('name', ir_dir.name)}: {pes} PEs"
+    acc = accelerator(g, pes, datapath, dense=dense, trace=trace, memory_style=memory_style, fifo_depth=fifo_depth)
+    unit = "lanes (bitpar)" if datapath == "bitpar" else "PEs"
+    progress(f"[rtl] {g.provenance.get('config', {}).get('name', ir_dir.name)}: {pes} {unit}"
              f"{' (dense)' if dense else ''}; elaborating and emitting Verilog through yosys", flush=True)
     # Two forms of the one design: RTLIL for synthesis (yosys reads the memories' contents
     # as single constants in seconds, where the Verilog's 10^6 `initial` statements take
@@ -105,21 +116,23 @@ def write_rtl(ir_dir: Path, out_dir: Path, pes: int = 16, dense: bool = False, t
         "stage": "rtl",
         "inputs": {"graph.json": _digest(ir_dir / "graph.json"), "tensors.npz": _digest(ir_dir / "tensors.npz")},
         "params": {"pes": pes, "dense": dense, "trace": trace, "memory_style": memory_style,
-                   "fifo_depth": acc.fifo_depth},
+                   "fifo_depth": acc.fifo_depth, "datapath": datapath},
         "top": TOP,
         "generator": generator_digest(),
         "files": ["top.v", "core.il", "synth_top.v", "interface.json", "manifest.json"],
         "amaranth": amaranth.__version__,
-        "membrane_bits": acc.acc_bits,
+        "membrane_bits": acc.acc_bits if datapath == "lane" else acc.u_bits,
         "score_bits": acc.score_bits,
         "memories": mems,
         "memory_bits": sum(m["bits"] for m in mems),
         "status": [{"address": a, "layer": layer, "counter": c} for a, (layer, c) in enumerate(acc.status)],
         "trace_fields": {"widths": acc.ev_xyz.widths, "offsets": acc.ev_xyz.offsets, "width": acc.ev_xyz.width},
-        "cycle_model": {k: getattr(cycles, k) for k in ("READ_LATENCY", "ACC_DRAIN", "UPD_DRAIN",
-                                                         "POOL_DRAIN", "SWEEP_DRAIN")},
+        "cycle_model": _cycle_constants(datapath),
         "seconds": round(time.perf_counter() - t0, 2),
     }
+    if datapath == "bitpar":
+        # what the energy estimate prices a step with (deploy/energy.py)
+        manifest["bitpar"] = {"lanes": pes, "T": g.T, "acc_bits": acc.acc_bits, "word": 32}
     if run_lint:
         progress("[rtl] verilator --lint-only -Wall", flush=True)
         manifest["lint"] = lint(out_dir / "top.v", TOP)

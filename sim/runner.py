@@ -22,7 +22,7 @@ import numpy as np
 
 from ticketforge.errors import TicketforgeError, UsageError
 from ticketforge.model.ir import Graph, run
-from ticketforge.rtl.cycles import COUNTERS, cycle_model
+from ticketforge.rtl.datapath import counter_names, cycle_model, status_layers as model_status_layers
 from ticketforge.rtl.emit import TOP
 from ticketforge.rtl.program import map_graph
 
@@ -71,22 +71,24 @@ def simulator_version(sim: str) -> str:
 
 
 def write_job(g: Graph, images: np.ndarray, pes: int, dense: bool, traced: list[int], job: Path,
-              trace_port: bool, chunk: int = 100, progress=None, fifo_depth: int | None = None) -> dict:
+              trace_port: bool, chunk: int = 100, progress=None, fifo_depth: int | None = None,
+              datapath: str = "lane") -> dict:
     """Reference results for `images` into job.json / job.npz (chunked: the traced golden
     run of 1,000 VGG images would not fit in memory at once)."""
-    prog = map_graph(g, pes, dense)
+    prog = map_graph(g, pes, dense) if datapath == "lane" else None
     scores, cycles, counters, layer_cycles, layer_ideal, ideal = [], [], [], [], [], []
-    status_layers = [l.name for l in g.layers if l.kind != "flatten"]     # also the cycle model's layers
+    status_layers = model_status_layers(g, datapath)     # also the cycle model's layers
+    names = counter_names(datapath)
     traced_spikes: dict[str, list] = {}
     n = len(images)
     for s in range(0, n, chunk):
         part = images[s:s + chunk]
         gold = run(g, part, trace=True)
-        model = cycle_model(g, part, pes, dense=dense, gold=gold, prog=prog, fifo_depth=fifo_depth)
+        model = cycle_model(g, part, pes, datapath, dense=dense, gold=gold, prog=prog, fifo_depth=fifo_depth)
         scores.append(gold.scores)
         for mdl in model:
             cycles.append(mdl.total)
-            counters.append([mdl.total] + [mdl.counters[name][c] for name in status_layers for c in COUNTERS])
+            counters.append([mdl.total] + [mdl.counters[name][c] for name in status_layers for c in names])
             layer_cycles.append([mdl.per_layer[name] for name in status_layers])
             layer_ideal.append([mdl.ideal_per_layer[name] for name in status_layers])
             ideal.append(mdl.ideal_bound)
@@ -112,8 +114,8 @@ def write_job(g: Graph, images: np.ndarray, pes: int, dense: bool, traced: list[
             "T": g.T, "pes": pes, "trace": trace_port}
 
 
-def _write_job_star(args: tuple, fifo_depth: int | None) -> dict:
-    return write_job(*args, fifo_depth=fifo_depth)
+def _write_job_star(args: tuple, fifo_depth: int | None, datapath: str = "lane") -> dict:
+    return write_job(*args, fifo_depth=fifo_depth, datapath=datapath)
 
 
 def _top_ports(rtl_dir: Path, trace: bool = True) -> list[tuple[str, str, int]]:
@@ -308,6 +310,7 @@ def run_sim(rtl_dir: Path, g: Graph, images: np.ndarray, out_dir: Path, simulato
             raise UsageError(f"a synthesized netlist is simulated on icarus (with the cell models), not {simulator}")
         trace_port = False                      # synth_top.v, which synthesis reads, has no debug port
     fifo_depth = man["params"]["fifo_depth"]
+    datapath = man["params"].get("datapath", "lane")
     traced = [i for i in traced if i < len(images)] if trace_port else []
     bounds = _shard_bounds(len(images), jobs)
     jobs = len(bounds) - 1
@@ -322,9 +325,9 @@ def run_sim(rtl_dir: Path, g: Graph, images: np.ndarray, out_dir: Path, simulato
         from concurrent.futures import ProcessPoolExecutor
 
         with ProcessPoolExecutor(max_workers=len(shards), mp_context=mp.get_context("fork")) as pool:
-            metas = list(pool.map(_write_job_star, job_args, [fifo_depth] * len(shards)))
+            metas = list(pool.map(_write_job_star, job_args, [fifo_depth] * len(shards), [datapath] * len(shards)))
     else:
-        metas = [write_job(*job_args[0], fifo_depth=fifo_depth)]
+        metas = [write_job(*job_args[0], fifo_depth=fifo_depth, datapath=datapath)]
     for (a, b, job), meta in zip(shards, metas):
         _write_job_meta(job, meta, man, progress, stop_at_first_mismatch)
     ref_s = time.perf_counter() - t0
@@ -372,7 +375,7 @@ def run_sim(rtl_dir: Path, g: Graph, images: np.ndarray, out_dir: Path, simulato
             f"cycles to simulate)", flush=True)
 
         def profile_run(job: Path) -> None:
-            meta = write_job(g, images[:1], pes, dense, [], job, trace_port, fifo_depth=fifo_depth)
+            meta = write_job(g, images[:1], pes, dense, [], job, trace_port, fifo_depth=fifo_depth, datapath=datapath)
             _write_job_meta(job, meta, man, False, True)
             _run_testbench(simulator, build_dir, job, out_dir / "run-verilator-profile.log")
 
@@ -444,6 +447,7 @@ def run_sim(rtl_dir: Path, g: Graph, images: np.ndarray, out_dir: Path, simulato
                                              "ideal": float(data["layer_ideal"][:n_run, k].mean())}
                                       for k, name in enumerate(metas[0]["model_layers"])} if n_run else {}},
         "simulator": simulator, "simulator_version": version, "pes": pes, "fifo_depth": fifo_depth, "dense": dense,
+        "datapath": datapath,
         "wall_seconds": {"reference": round(ref_s, 2), "build": round(build_s, 2), "run": round(run_s, 2),
                          "testbench_loop": round(r["wall_seconds"], 2)},
         "processes": jobs,

@@ -40,6 +40,10 @@ def _add_config_args(p: argparse.ArgumentParser) -> None:
 
 
 def _add_rtl_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--datapath", choices=("lane", "bitpar"), default=None,
+                   help="the accelerator's datapath: lane (event driven, one synapse per PE per cycle) or "
+                        "bitpar (bit-parallel, layer-major; --pes is its lane count); default: the config's "
+                        "hw.datapath")
     p.add_argument("--pes", type=int, default=None,
                    help="processing elements of the accelerator (default: the config's hw.pes, 16)")
     p.add_argument("--fifo-depth", type=int, default=None,
@@ -252,6 +256,18 @@ def _resolve_rtl_args(args, cfg) -> None:
 
     # `is None`, not `or`: an explicit 0 is bad input to refuse, not a request for the default
     args.pes = cfg.hw.pes if args.pes is None else args.pes
+    args.datapath = getattr(args, "datapath", None) or cfg.hw.datapath
+    if args.datapath == "bitpar":
+        from ticketforge.rtl.bitpar.plan import LANES
+
+        if args.pes not in LANES:
+            raise ConfigError(f"--pes is the lane count of the bitpar datapath: one of "
+                              f"{', '.join(map(str, LANES))}, got {args.pes}")
+        if args.fifo_depth is not None:
+            raise ConfigError("--fifo-depth is a parameter of the lane datapath; the bitpar datapath has no "
+                              "event FIFOs")
+        args.fifo_depth = None
+        return
     if not 1 <= args.pes <= MAX_PES:
         raise ConfigError(f"--pes must be in [1, {MAX_PES}], got {args.pes}")
     depth = cfg.hw.fifo_depth if args.fifo_depth is None else args.fifo_depth
@@ -269,9 +285,12 @@ def cmd_rtl(args) -> int:
         raise StageMissingError(f"no IR in {root / 'ir'}: run `ticketforge quantize --config {cfg.name}` first "
                       f"(or `make hw MODEL={cfg.name}`)")
     m = write_rtl(root / "ir", out, pes=args.pes, dense=args.dense, trace=args.trace, memory_style=args.memory_style,
-                  fifo_depth=args.fifo_depth, progress=lambda s, **k: print(s, **k) if not args.quiet else None)
+                  fifo_depth=args.fifo_depth, progress=lambda s, **k: print(s, **k) if not args.quiet else None,
+                  datapath=args.datapath)
     lint = m.get("lint", {})
-    print(f"[{cfg.name}] RTL -> {out / 'top.v'}: {args.pes} PEs ({args.fifo_depth}-entry event FIFOs), membranes {m['membrane_bits']} bits, "
+    what = (f"{args.pes} bitpar lanes" if args.datapath == "bitpar" else
+            f"{args.pes} PEs ({args.fifo_depth}-entry event FIFOs)")
+    print(f"[{cfg.name}] RTL -> {out / 'top.v'}: {what}, membranes {m['membrane_bits']} bits, "
           f"{len(m['memories'])} memories, {m['memory_bits'] / 8192:.1f} KiB; verilator lint: "
           f"{sum(lint.get('explained', {}).values())} explained warnings, "
           f"{len(lint.get('unexplained', []))} unexplained ({m['seconds']:.1f} s)")
@@ -580,7 +599,7 @@ def cmd_hw(args) -> int:
     from ticketforge.rtl.emit import generator_digest
     rtldir = root / ("rtl-dense" if args.dense else "rtl")
     rtl_params = {"pes": args.pes, "dense": args.dense, "trace": args.trace, "memory_style": args.memory_style,
-                  "fifo_depth": args.fifo_depth}
+                  "fifo_depth": args.fifo_depth, "datapath": args.datapath}
     board = args.board or cfg.hw.board
     synth: dict = {}
 
@@ -672,17 +691,25 @@ def _report(cfg, root: Path, synth: dict, seconds: dict) -> dict:
 
     sim = json.loads((root / "sim" / "results.json").read_text())
     cache = root / "sim" / "cycle_model.json"
-    key = {"inputs": sim["inputs"], "images": sim["images_run"], "pes": sim["pes"], "fifo_depth": sim.get("fifo_depth")}
+    datapath = sim.get("datapath", "lane")
+    key = {"inputs": sim["inputs"], "images": sim["images_run"], "pes": sim["pes"], "fifo_depth": sim.get("fifo_depth"),
+           "datapath": datapath}
     if cache.is_file() and json.loads(cache.read_text()).get("key") == key:
         cycles = json.loads(cache.read_text())["cycles"]
     else:
         g = load_graph(root / "ir")
         codes, _ = load_test_inputs(root / "ir")
         if sim.get("cycle_model", {}).get("images") == sim["images_run"] and sim["images_run"]:
-            cycles = cycles_from_sim(g, sim, codes[0], sim["pes"], fifo_depth=sim.get("fifo_depth"))
+            cycles = cycles_from_sim(g, sim, codes[0], sim["pes"], fifo_depth=sim.get("fifo_depth"),
+                                     datapath=datapath)
         else:                               # a results.json from before the sim stage kept them
             cycles = model_cycles(g, codes[:sim["images_run"]], sim["pes"], jobs=os.cpu_count() or 1,
-                                  fifo_depth=sim.get("fifo_depth"))
+                                  fifo_depth=sim.get("fifo_depth"), datapath=datapath)
+        if datapath == "bitpar":
+            # the one-synapse-per-PE floor on the same P, beside this datapath's own bound
+            from ticketforge.deploy.report import one_synapse_bound
+
+            cycles["bound_one_synapse_per_pe"] = one_synapse_bound(g, codes[:sim["images_run"]], sim["pes"])
         cache.write_text(json.dumps({"key": key, "cycles": cycles}, indent=1))
     return build_report(root, cfg.name, cycles, synth, {k: round(v, 1) for k, v in seconds.items()},
                         hls=_hls_section(root))

@@ -1,0 +1,535 @@
+"""The bit-parallel, layer-major accelerator (``bitpar``), generated with Amaranth from an IR.
+
+The same outside as `rtl.accel.Accelerator` (``start``, the ``pixels`` stream, the
+``scores`` stream, ``done``, the status block, the optional spike-trace port), so the
+testbench, the board top and the host driver take either.  Inside (`plan.py` for the
+dataflow, `cycles.py` for the exact schedule):
+
+- ``pixels``: the image, C-H-W order, one pixel per address;
+- ``buf0`` / ``buf1``: two spike bitmaps; a layer reads one and writes the other, so only
+  one layer's spikes are alive beside its input.  No membrane memory: a position's
+  membranes live in the lanes' registers over its T timesteps;
+- ``groups``: per (layer, group) its first step and step count, and its lanes' bias and
+  threshold; ``keep``: per (layer, position, group) the live-lane word, for layers with
+  pruned neurons only; ``steps`` / ``weights``: one row per step: the tap offset and
+  source word offset, and every lane's +1 / -1 synapse words.
+
+The step pipeline: step row read -> source address and bounds -> source word and weights ->
+popcounts -> accumulators (`lanes.LaneArray`).  The update runs the IR's integer LIF
+(`rtl.neuron.NeuronUpdate`) once per timestep for every lane, and the spikes go to the
+bitmap word of the position (ORed into the pooled word when a pool follows).
+
+Status: address 0 is the cycle count of the last image, then `cycles.COUNTERS` for every
+weighted layer, in layer order.
+"""
+from __future__ import annotations
+
+import numpy as np
+from amaranth import Array, C, Cat, Const, Module, Mux, Signal, signed, unsigned
+from amaranth.lib import data, stream, wiring
+from amaranth.lib.memory import Memory
+from amaranth.lib.wiring import In, Out
+
+from ticketforge.errors import UsageError
+from ticketforge.model.ir.schema import Graph, Neuron
+from ticketforge.rtl.bitpar.cycles import COUNTERS, DRAIN
+from ticketforge.rtl.bitpar.lanes import LaneArray, weight_layout
+from ticketforge.rtl.bitpar.plan import WORD, BitparPlan, plan_graph
+from ticketforge.rtl.neuron import NeuronUpdate
+
+__all__ = ["BitparAccelerator", "status_map"]
+
+COUNTER_BITS = 32
+MEMORY_STYLES = ("auto", "block", "logic")
+SMALL_ROM_BITS = 2048
+
+
+def _bits(n: int) -> int:
+    return max(1, int(n).bit_length())
+
+
+def _sbits(lo: int, hi: int) -> int:
+    return max(_bits(max(hi, 0)), _bits(max(-lo - 1, 0))) + 1
+
+
+def status_map(plan: BitparPlan) -> list[tuple[str, str]]:
+    return [("", "cycles")] + [(lp.name, c) for lp in plan.layers for c in COUNTERS]
+
+
+class _XYZ:
+    """The trace port's event fields (c, y, x), least significant first: the layout the
+    testbench decodes from the rtl manifest's ``trace_fields``."""
+
+    def __init__(self, c: int, y: int, x: int):
+        self.widths = {"c": c, "y": y, "x": x}
+        self.offsets = {"c": 0, "y": c, "x": c + y}
+        self.width = c + y + x
+
+
+class BitparAccelerator(wiring.Component):
+    """Parameters: the integer IR ``graph`` (binary weights), ``lanes`` (output channels per
+    cycle, `plan.LANES`), ``trace`` for the spike-trace port (one entry per lane),
+    ``memory_style`` (how synthesis should map the memories)."""
+
+    def __new__(cls, graph: Graph, lanes: int, trace: bool = False, memory_style: str = "auto",
+                dense: bool = False):
+        if memory_style not in MEMORY_STYLES:
+            raise UsageError(f"memory_style must be one of {', '.join(MEMORY_STYLES)}, got {memory_style!r}")
+        if not isinstance(graph, Graph):
+            raise TypeError(f"graph must be a ticketforge IR Graph, got {type(graph).__name__}")
+        if not isinstance(trace, bool) or not isinstance(dense, bool):
+            raise TypeError(f"trace and dense must be bools, got {trace!r}, {dense!r}")
+        plan = plan_graph(graph, lanes, dense)
+        self = super().__new__(cls, src_loc_at=1)
+        self.plan = plan
+        return self
+
+    def __init__(self, graph: Graph, lanes: int, trace: bool = False, memory_style: str = "auto",
+                 dense: bool = False):
+        self.plan: BitparPlan
+        g = self.graph = graph
+        self.L, self.P, self.trace, self.memory_style = lanes, lanes, trace, memory_style
+        self.dense = dense
+        self.fifo_depth = None          # no event FIFOs in this datapath
+        self._sizes()
+        sig = {
+            "pixels": In(stream.Signature(unsigned(g.input.bits))),
+            "scores": Out(stream.Signature(signed(self.score_bits))),
+            "start": In(1), "busy": Out(1), "done": Out(1),
+            "status_addr": In(range(max(2, len(self.status)))),
+            "status_data": Out(COUNTER_BITS),
+        }
+        if trace:
+            sig.update({"trace_valid": Out(lanes), "trace_event": Out(lanes * self.ev_xyz.width),
+                        "trace_layer": Out(range(len(g.layers))), "trace_t": Out(range(max(2, g.T)))})
+        super().__init__(sig)
+
+    # ------------------------------------------------------------ sizes and tables
+    def _sizes(self) -> None:
+        g, plan, L = self.graph, self.plan, self.L
+        max_in = (1 << g.input.bits) - 1
+        acc_need, u_need = [], []
+        from ticketforge.rtl.accel import fan_in, u_range
+        for lp in plan.layers:
+            l = g.layers[lp.index]
+            fi = max(1, fan_in(g, l))
+            top = fi * (max_in if lp.first else 1)
+            acc_need.append(_sbits(-top, top))
+            if lp.kind == "output":
+                self.score_bits = _sbits(-top * g.T, top * g.T)
+            else:
+                u_need.append(max(l.neuron.membrane_bits + 1, _sbits(*u_range(g, l, max_in if lp.first else 1))))
+        self.acc_bits = max(acc_need + [WORD.bit_length() + 2, g.input.bits + 2])
+        self.u_bits = max(u_need)
+        self.status = status_map(plan)
+        shapes = [g.input.shape] + [l.out_shape for l in g.layers if l.kind in ("conv", "linear")]
+        cmax = max(s[0] for s in shapes)
+        hmax = max(s[1] if len(s) == 3 else 1 for s in shapes)
+        wmax = max(s[2] if len(s) == 3 else 1 for s in shapes)
+        self.ev_xyz = _XYZ(_bits(cmax - 1), _bits(hmax - 1), _bits(wmax - 1))
+        # step rows and group table, stacked over the layers
+        self.step_base, self.group_base, self.keep_base = [], [], []
+        rows, groups, keeps = [], [], []
+        for lp in plan.layers:
+            self.group_base.append(len(groups))
+            self.step_base.append(len(rows))
+            self.keep_base.append(len(keeps))
+            for grp, srows in enumerate(lp.steps):
+                groups.append((len(rows), len(srows), grp))
+                rows += srows
+            if lp.keep is not None:
+                keeps += [int(v) for v in lp.keep.reshape(-1)]
+        self.rows, self.group_rows, self.keep_words = rows, groups, keeps
+        offs = [r.off for r in rows] + [0]
+        dd = [abs(r.dy) for r in rows] + [abs(r.dx) for r in rows] + [0]
+        self.off_bits = _sbits(min(offs), max(offs))
+        self.d_bits = _bits(max(dd)) + 1
+        self.step_layout = data.StructLayout({"off": signed(self.off_bits), "dy": signed(self.d_bits),
+                                              "dx": signed(self.d_bits)})
+        self.param_bits = self.u_bits
+        self.group_layout = data.StructLayout({
+            "start": _bits(max(len(rows), 1)), "count": _bits(max((len(s) for lp in plan.layers for s in lp.steps),
+                                                                    default=1)),
+            "bias": data.ArrayLayout(signed(self.param_bits), L),
+            "thr": data.ArrayLayout(signed(self.param_bits), L)})
+        self.configs: list[Neuron] = []
+        for lp in plan.layers:
+            n = g.layers[lp.index].neuron
+            if n is not None and n not in self.configs:
+                self.configs.append(n)
+        self.memories = []
+
+    def _group_init(self):
+        out = []
+        for lp in self.plan.layers:
+            for grp in range(lp.groups):
+                start, count, _ = self.group_rows[self.group_base[self.plan.layers.index(lp)] + grp]
+                bias, thr = [], []
+                for lane in range(self.L):
+                    o = grp * self.L + lane
+                    ok = lp.kind != "output" and o < lp.out_channels
+                    bias.append(int(lp.bias[o]) if ok else 0)
+                    thr.append(int(lp.threshold[o]) if ok else 1)
+                out.append({"start": start, "count": count, "bias": bias, "thr": thr})
+        return out
+
+    # ------------------------------------------------------------ hardware
+    def elaborate(self, platform):
+        m = Module()
+        g, plan, L, T = self.graph, self.plan, self.L, self.graph.T
+        layers = plan.layers
+        NL = len(layers)
+        K = g.layers[-1].out_shape[0]
+        self.memories = []
+
+        def mk(name, shape, depth, init=(), rom=False):
+            width = Shape_width(shape)
+            style = self.memory_style
+            if style == "auto" and rom and width * max(1, depth) <= SMALL_ROM_BITS:
+                style = "logic"
+            attrs = {} if style == "auto" else {"ram_style": style}
+            mem = Memory(shape=shape, depth=max(1, depth), init=list(init), attrs=attrs)
+            m.submodules[name] = mem
+            self.memories.append({"name": name, "width": width, "depth": max(1, depth),
+                                  "bits": width * max(1, depth), "style": style, "rom": rom})
+            return mem
+
+        # ---------------- memories
+        n_pix = int(np.prod(g.input.shape))
+        pix = mk("pixels", unsigned(g.input.bits), n_pix)
+        pix_w, pix_r = pix.write_port(), pix.read_port()
+        BW = T * WORD
+        gran = T * L
+        bufs = [mk(f"buf{b}", unsigned(BW), plan.buffer_depth) for b in range(2)]
+        buf_w = [b.write_port(granularity=gran) for b in bufs]
+        buf_r = [b.read_port() for b in bufs]
+        steps = mk("steps", self.step_layout, len(self.rows),
+                   [{"off": r.off, "dy": r.dy, "dx": r.dx} for r in self.rows], rom=True)
+        step_r = steps.read_port()
+        wl = weight_layout(L)
+        weights = mk("weights", wl, len(self.rows),
+                     [[{"pos": p, "neg": q} for p, q in zip(r.pos, r.neg)] for r in self.rows], rom=True)
+        weight_r = weights.read_port()
+        groups = mk("groups", self.group_layout, len(self.group_rows), self._group_init(), rom=True)
+        group_r = groups.read_port()
+        has_keep = bool(self.keep_words)
+        if has_keep:
+            keepm = mk("keep", unsigned(L), len(self.keep_words), self.keep_words, rom=True)
+            keep_r = keepm.read_port()
+
+        lanes = m.submodules.lanes = LaneArray(L, T, self.acc_bits, g.input.bits)
+
+        # ---------------- per-layer constants, indexed by the current layer
+        def table(values, shape=None):
+            vals = [int(v) for v in values]
+            shape = shape or (signed(_sbits(min(vals), max(vals))) if min(vals) < 0 else unsigned(_bits(max(vals))))
+            return Array(Const(v, shape) for v in vals)
+
+        cur = Signal(range(max(2, NL)))
+        Ho = table([lp.out_hw[0] for lp in layers])[cur]
+        Wo = table([lp.out_hw[1] for lp in layers])[cur]
+        G = table([lp.groups for lp in layers])[cur]
+        Hs = table([lp.src_shape[1] for lp in layers])[cur]
+        Ws = table([lp.src_shape[2] for lp in layers])[cur]
+        stride = [lp.stride for lp in layers]
+        # source base address steps: along x, along y (per output row), per layer
+        sx_step = table([lp.stride * lp.src_chunks for lp in layers])[cur]
+        sy_step = table([lp.stride * lp.src_shape[2] * lp.src_chunks for lp in layers])[cur]
+        s_start = 0
+        pool = table([lp.pool for lp in layers])[cur]
+        is_pool = table([int(lp.pool > 0) for lp in layers])[cur]
+        Hp_rows = table([(lp.out_hw[0] // lp.pool * lp.pool) if lp.pool else lp.out_hw[0] for lp in layers])[cur]
+        Wp_cols = table([(lp.out_hw[1] // lp.pool * lp.pool) if lp.pool else lp.out_hw[1] for lp in layers])[cur]
+        dx_step = table([lp.dst_chunks for lp in layers])[cur]                     # per pooled column
+        dy_step = table([lp.dst_hw[1] * lp.dst_chunks for lp in layers])[cur]      # per pooled row
+        first = table([int(lp.first) for lp in layers])[cur]
+        is_out = table([int(lp.kind == "output") for lp in layers])[cur]
+        rbuf = table([lp.read_buf for lp in layers])[cur]
+        gbase = table(self.group_base)[cur]
+        kbase = table(self.keep_base)[cur]
+        lkeep = table([int(lp.keep is not None) for lp in layers])[cur]
+        cfg = table([self.configs.index(g.layers[lp.index].neuron) if lp.kind != "output" else 0
+                     for lp in layers])[cur]
+        shift = [lp.input_shift for lp in layers]
+        layer_index = table([lp.index for lp in layers])[cur]
+        last_group_chunk = WORD // L          # groups per bitmap chunk
+
+        # ---------------- position and group state
+        y = Signal(range(max(2, max(lp.out_hw[0] for lp in layers) + 1)))
+        x = Signal(range(max(2, max(lp.out_hw[1] for lp in layers) + 1)))
+        ys = Signal(range(max(2, max(lp.out_hw[0] * lp.stride for lp in layers) + 1)))      # y * stride
+        xs = Signal(range(max(2, max(lp.out_hw[1] * lp.stride for lp in layers) + 1)))
+        addr_max = max(plan.buffer_depth, n_pix) * 4 + 4
+        src_row = Signal(range(addr_max))
+        src_base = Signal(range(addr_max))
+        ry = Signal(range(33))
+        rx = Signal(range(33))
+        dst_row = Signal(range(addr_max))
+        dst_col = Signal(range(addr_max))
+        grp = Signal(range(max(2, max(lp.groups for lp in layers) + 1)))
+        kaddr = Signal(range(max(2, len(self.keep_words) + 1)))
+        step = Signal(range(max(2, len(self.rows) + 1)))
+        left = Signal(range(max(2, len(self.rows) + 1)))
+        drain = Signal(range(DRAIN + 1))
+        t = Signal(range(max(2, T)))
+        keep = Signal(L)
+        U = [Signal(signed(self.u_bits), name=f"u{lane}") for lane in range(L)]
+        thr = [Signal(signed(self.param_bits), name=f"thr{lane}") for lane in range(L)]
+        bias = [Signal(signed(self.param_bits), name=f"bias{lane}") for lane in range(L)]
+        spk = [Signal(T, name=f"spk{lane}") for lane in range(L)]
+        scores = [Signal(signed(self.score_bits), name=f"score{k}") for k in range(K)]
+        out_i = Signal(range(max(2, K)))
+        load_i = Signal(range(max(2, n_pix)))
+        cycles = Signal(COUNTER_BITS)
+        counters = [[Signal(COUNTER_BITS, name=f"{lp.name}_{c}") for c in COUNTERS] for lp in layers]
+        cnt_now = {c: Signal(range(L + 2), name=f"inc_{c}") for c in COUNTERS}
+
+        # ---------------- step pipeline: S0 address -> S1 row -> S2 word -> lanes
+        v1, v2 = Signal(), Signal()
+        s1_step = Signal.like(step)
+        issue = Signal()
+        m.d.comb += [step_r.addr.eq(step)]
+        m.d.sync += [v1.eq(issue), s1_step.eq(step)]
+        row = step_r.data
+        iy = Signal(signed(ys.shape().width + self.d_bits + 1))
+        ix = Signal(signed(xs.shape().width + self.d_bits + 1))
+        m.d.comb += [iy.eq(ys + row.dy), ix.eq(xs + row.dx)]
+        inb = Signal()
+        m.d.comb += inb.eq((iy >= 0) & (iy < Hs) & (ix >= 0) & (ix < Ws))
+        src_addr = Signal(signed(len(src_base) + self.off_bits + 1))
+        m.d.comb += src_addr.eq(src_base + row.off)
+        m.d.comb += [weight_r.addr.eq(s1_step), pix_r.addr.eq(src_addr)]
+        m.d.sync += v2.eq(v1 & inb)
+        # source bitmap read address: the source address during steps, else the write-back's
+        wb_addr = Signal(range(addr_max))
+        for b in range(2):
+            m.d.comb += buf_r[b].addr.eq(Mux(rbuf == b, src_addr, wb_addr))
+        src_word = Mux(rbuf, buf_r[1].data, buf_r[0].data)
+        m.d.comb += [lanes.spikes.eq(src_word), lanes.pixel.eq(pix_r.data), lanes.weights.eq(weight_r.data),
+                     lanes.first.eq(first), lanes.add.eq(v2)]
+        m.d.comb += cnt_now["steps"].eq(issue)
+
+        # ---------------- neuron update: all lanes, one timestep per cycle
+        upd = Signal()
+        fire = Signal(L)
+        for lane in range(L):
+            acc_t = Array(lanes.acc[lane][tt] for tt in range(T))[t]
+            shifted = Array(acc_t.as_signed() << s for s in shift)[cur]
+            # u stays within u_bits: accel.u_range bounds U plus every partial sum
+            u = Signal(signed(self.u_bits), name=f"u_in{lane}")
+            m.d.comb += u.eq(U[lane] + shifted)
+            spikes, nexts = [], []
+            for ci, n in enumerate(self.configs):
+                nu = NeuronUpdate(n, self.u_bits)
+                m.submodules[f"nu{lane}_{ci}"] = nu
+                m.d.comb += [nu.u.eq(u), nu.threshold.eq(thr[lane]), nu.bias.eq(bias[lane]),
+                             nu.keep.eq(keep[lane]), nu.last.eq(0)]
+                spikes.append(nu.spike)
+                nexts.append(nu.u_next)
+            m.d.comb += fire[lane].eq(Array(spikes)[cfg])
+            with m.If(upd & ~is_out):
+                m.d.sync += [U[lane].eq(Array(nexts)[cfg]), spk[lane].eq(spk[lane] | (fire[lane] << t))]
+
+        def popcount_signal(v):
+            total = C(0, 1)
+            for i in range(len(v)):
+                total = total + v[i]
+            return total
+        m.d.comb += [cnt_now["neuron_updates"].eq(Mux(upd & ~is_out, popcount_signal(keep), 0)),
+                     cnt_now["spikes"].eq(Mux(upd & ~is_out, popcount_signal(fire), 0))]
+
+        # the readout: scores[g*L + l] = sum over t of the lane's accumulators
+        for k in range(K):
+            gk, lk = divmod(k, L)
+            total = sum(lanes.acc[lk][tt].as_signed() for tt in range(T))
+            with m.If(upd & is_out & (grp == gk)):
+                m.d.sync += scores[k].eq(total)
+
+        # ---------------- write-back: read the bitmap word, OR (pooled), write
+        wb_write = Signal()
+        first_in_window = Signal()
+        wb_keep = Signal()          # the position is inside the pooled area
+        sub = Signal(range(max(2, last_group_chunk)))
+        chunk = Signal(range(max(2, max(lp.dst_chunks for lp in layers) + 1)))
+        m.d.comb += wb_addr.eq(dst_row + dst_col + chunk)
+        granule = Signal(gran)
+        m.d.comb += granule.eq(Cat(*[Cat(spk[lane][tt] for lane in range(L)) for tt in range(T)]))
+        old = Mux(rbuf, buf_r[0].data, buf_r[1].data)      # the destination is the other buffer
+        old_granule = Array(old[j * gran:(j + 1) * gran] for j in range(WORD // L))[sub]
+        new_granule = Mux(is_pool & ~first_in_window, old_granule | granule, granule)
+        for b in range(2):
+            m.d.comb += [buf_w[b].addr.eq(wb_addr), buf_w[b].data.eq(Cat(*[new_granule] * (WORD // L)))]
+            m.d.comb += buf_w[b].en.eq(Mux(wb_write & wb_keep & (rbuf != b), 1 << sub, 0))
+        m.d.comb += cnt_now["words_written"].eq(wb_write & wb_keep)
+
+        # ---------------- control
+        clear_counters = Signal()
+        m.d.comb += [self.busy.eq(0), self.done.eq(0), self.pixels.ready.eq(0), self.scores.valid.eq(0),
+                     self.scores.payload.eq(Array(scores)[out_i]), issue.eq(0), upd.eq(0), wb_write.eq(0),
+                     lanes.clear.eq(0), pix_w.en.eq(0), pix_w.addr.eq(load_i), pix_w.data.eq(self.pixels.payload),
+                     group_r.addr.eq(gbase + grp)]
+        if has_keep:
+            m.d.comb += keep_r.addr.eq(kaddr)
+        m.d.comb += [first_in_window.eq((ry == 0) & (rx == 0)),
+                     wb_keep.eq((y < Hp_rows) & (x < Wp_cols))]
+
+        def next_layer_setup():
+            m.d.sync += [y.eq(0), x.eq(0), ys.eq(0), xs.eq(0), src_row.eq(0), src_base.eq(0), ry.eq(0), rx.eq(0),
+                         dst_row.eq(0), dst_col.eq(0), grp.eq(0), sub.eq(0), chunk.eq(0)]
+
+        def advance():
+            """To the next group, position or layer after a (position, group) is done."""
+            last_grp = grp == G - 1
+            m.d.sync += kaddr.eq(kaddr + lkeep)
+            with m.If(~last_grp):
+                m.d.sync += grp.eq(grp + 1)
+                with m.If(sub == last_group_chunk - 1):
+                    m.d.sync += [sub.eq(0), chunk.eq(chunk + 1)]
+                with m.Else():
+                    m.d.sync += sub.eq(sub + 1)
+                m.next = "GREAD"
+            with m.Else():
+                m.d.sync += [grp.eq(0), sub.eq(0), chunk.eq(0)]
+                last_x, last_y = x == Wo - 1, y == Ho - 1
+                with m.If(~last_x):
+                    m.d.sync += [x.eq(x + 1), xs.eq(Array(C(s) for s in stride)[cur] + xs),
+                                 src_base.eq(src_base + sx_step)]
+                    with m.If(rx == pool - 1):
+                        m.d.sync += [rx.eq(0), dst_col.eq(dst_col + dx_step)]
+                    with m.Elif(is_pool):
+                        m.d.sync += rx.eq(rx + 1)
+                    with m.Else():
+                        m.d.sync += dst_col.eq(dst_col + dx_step)
+                    m.next = "GREAD"
+                with m.Elif(~last_y):
+                    m.d.sync += [x.eq(0), xs.eq(0), rx.eq(0), dst_col.eq(0), y.eq(y + 1),
+                                 ys.eq(Array(C(s) for s in stride)[cur] + ys),
+                                 src_row.eq(src_row + sy_step), src_base.eq(src_row + sy_step)]
+                    with m.If(ry == pool - 1):
+                        m.d.sync += [ry.eq(0), dst_row.eq(dst_row + dy_step)]
+                    with m.Elif(is_pool):
+                        m.d.sync += ry.eq(ry + 1)
+                    with m.Else():
+                        m.d.sync += dst_row.eq(dst_row + dy_step)
+                    m.next = "GREAD"
+                with m.Else():
+                    next_layer_setup()
+                    with m.If(cur == NL - 1):
+                        m.d.sync += out_i.eq(0)
+                        m.next = "OUT"
+                    with m.Else():
+                        m.d.sync += cur.eq(cur + 1)
+                        m.next = "LSETUP"
+
+        with m.FSM():
+            with m.State("IDLE"):
+                with m.If(self.start):
+                    m.d.sync += load_i.eq(0)
+                    m.d.comb += clear_counters.eq(1)
+                    m.next = "LOAD"
+            with m.State("LOAD"):
+                m.d.comb += [self.busy.eq(1), self.pixels.ready.eq(1), pix_w.en.eq(self.pixels.valid)]
+                with m.If(self.pixels.valid):
+                    m.d.sync += load_i.eq(load_i + 1)
+                    with m.If(load_i == n_pix - 1):
+                        m.d.sync += [cur.eq(0), kaddr.eq(0)]
+                        next_layer_setup()
+                        m.next = "LSETUP"
+            with m.State("LSETUP"):
+                m.d.comb += self.busy.eq(1)
+                m.d.sync += kaddr.eq(kbase)
+                m.next = "GREAD"
+            with m.State("GREAD"):
+                m.d.comb += self.busy.eq(1)
+                m.next = "GLATCH"
+            with m.State("GLATCH"):
+                m.d.comb += [self.busy.eq(1), lanes.clear.eq(1)]
+                gr = group_r.data
+                kw = Signal(L)
+                full = Const((1 << L) - 1, L)
+                valid_lanes = Signal(L)
+                m.d.comb += valid_lanes.eq(Mux(grp == G - 1,
+                                               Array(Const((1 << (lp.out_channels - (lp.groups - 1) * L)) - 1, L)
+                                                     for lp in layers)[cur], full))
+                m.d.comb += kw.eq(Mux(lkeep, keep_r.data if has_keep else 0, valid_lanes))
+                m.d.sync += [step.eq(gr.start), left.eq(gr.count), keep.eq(kw), t.eq(0)]
+                for lane in range(L):
+                    # a position starts from V = 0: U = leak(0) + bias = bias
+                    m.d.sync += [U[lane].eq(gr.bias[lane]), bias[lane].eq(gr.bias[lane]),
+                                 thr[lane].eq(gr.thr[lane]), spk[lane].eq(0)]
+                with m.If(~kw.any() & ~is_out & (not self.dense)):
+                    m.next = "WBREAD"
+                with m.Elif(gr.count == 0):
+                    m.next = "UPD"
+                with m.Else():
+                    m.next = "STEP"
+            with m.State("STEP"):
+                m.d.comb += [self.busy.eq(1), issue.eq(1)]
+                m.d.sync += [step.eq(step + 1), left.eq(left - 1)]
+                with m.If(left == 1):
+                    m.d.sync += drain.eq(DRAIN - 1)
+                    m.next = "DRAIN"
+            with m.State("DRAIN"):
+                m.d.comb += self.busy.eq(1)
+                m.d.sync += drain.eq(drain - 1)
+                with m.If(drain == 0):
+                    m.next = "UPD"
+            with m.State("UPD"):
+                m.d.comb += [self.busy.eq(1), upd.eq(1)]
+                m.d.sync += t.eq(t + 1)
+                with m.If(is_out):
+                    advance()
+                with m.Elif(t == T - 1):
+                    m.next = "WBREAD"
+            with m.State("WBREAD"):
+                m.d.comb += self.busy.eq(1)
+                m.next = "WBWRITE"
+            with m.State("WBWRITE"):
+                m.d.comb += [self.busy.eq(1), wb_write.eq(1)]
+                advance()
+            with m.State("OUT"):
+                m.d.comb += [self.busy.eq(1), self.scores.valid.eq(1)]
+                with m.If(self.scores.ready):
+                    m.d.sync += out_i.eq(out_i + 1)
+                    with m.If(out_i == K - 1):
+                        m.next = "DONE"
+            with m.State("DONE"):
+                m.d.comb += [self.busy.eq(1), self.done.eq(1)]
+                m.next = "IDLE"
+
+        # ---------------- counters and status
+        with m.If(clear_counters):
+            m.d.sync += [cycles.eq(0)] + [c.eq(0) for cs in counters for c in cs]
+        with m.Else():
+            with m.If(self.busy):
+                m.d.sync += cycles.eq(cycles + 1)
+            for li, cs in enumerate(counters):
+                with m.If(cur == li):
+                    for j, c in enumerate(COUNTERS):
+                        m.d.sync += cs[j].eq(cs[j] + cnt_now[c])
+        status_words = [cycles] + [c for cs in counters for c in cs]
+        addr_q = Signal.like(self.status_addr)
+        m.d.sync += [addr_q.eq(self.status_addr), self.status_data.eq(Array(status_words)[addr_q])]
+
+        # ---------------- trace: every lane's spike of this update cycle
+        if self.trace:
+            xyz = self.ev_xyz
+            m.d.comb += [self.trace_valid.eq(Mux(upd & ~is_out, fire, 0)), self.trace_layer.eq(layer_index),
+                         self.trace_t.eq(t)]
+            for lane in range(L):
+                c = grp * L + lane
+                word = Cat(c[:xyz.widths["c"]] if len(c) >= xyz.widths["c"] else Cat(c, C(0, xyz.widths["c"] - len(c))),
+                           _fit(y, xyz.widths["y"]), _fit(x, xyz.widths["x"]))
+                m.d.comb += self.trace_event[lane * xyz.width:(lane + 1) * xyz.width].eq(word)
+        return m
+
+def _fit(v, width):
+    return v[:width] if len(v) >= width else Cat(v, C(0, width - len(v)))
+
+
+def Shape_width(shape) -> int:
+    from amaranth import Shape
+    from amaranth.lib.data import Layout
+    if isinstance(shape, Layout):
+        return shape.size
+    return Shape.cast(shape).width

@@ -1,0 +1,73 @@
+"""The bitpar datapath's lanes: ``L`` output channels, each with one accumulator per timestep,
+fed one step (a spike word of T x 32 bits, or one pixel) per cycle.
+
+Two registered stages, so that the popcount tree and the accumulator's carry chain are not
+one path (timing on the ECP5)::
+
+    cycle n   (add)      pc[l][t] <- first ? (pos_l[0] - neg_l[0]) * pixel
+                                            : popcount(s_t & pos_l) - popcount(s_t & neg_l)
+    cycle n+1 (add_q)    acc[l][t] <- acc[l][t] + pc[l][t]
+
+``clear`` zeroes every accumulator (it wins over a pending add, which the caller never
+issues at the same time).  The spike word's bit of (t, channel) is `plan.bit_index`.
+"""
+from __future__ import annotations
+
+from amaranth import C, Cat, Module, Mux, Signal, signed, unsigned
+from amaranth.lib import data, wiring
+from amaranth.lib.wiring import In, Out
+
+from ticketforge.rtl.bitpar.plan import WORD, bit_index
+from ticketforge.rtl.popcount_lane import popcount
+
+__all__ = ["LaneArray", "weight_layout"]
+
+
+def weight_layout(L: int) -> data.ArrayLayout:
+    """One step's weights: per lane a word of +1 synapses and a word of -1 synapses."""
+    return data.ArrayLayout(data.StructLayout({"pos": WORD, "neg": WORD}), L)
+
+
+class LaneArray(wiring.Component):
+    """``L`` lanes x ``T`` timesteps of ``acc_bits``-bit signed accumulators; ``pixel_bits``
+    wide pixels for the first layer."""
+
+    def __init__(self, L: int, T: int, acc_bits: int, pixel_bits: int = 8):
+        for name, v, lo in (("L", L, 1), ("T", T, 1), ("pixel_bits", pixel_bits, 1)):
+            if not isinstance(v, int) or v < lo:
+                raise ValueError(f"{name} must be an integer >= {lo}, got {v!r}")
+        need = max(WORD.bit_length(), pixel_bits) + 2
+        if not isinstance(acc_bits, int) or acc_bits < need:
+            raise ValueError(f"acc_bits must be an integer >= {need}, got {acc_bits!r}")
+        self.L, self.T, self.acc_bits, self.pixel_bits = L, T, acc_bits, pixel_bits
+        super().__init__({
+            "spikes": In(T * WORD),
+            "pixel": In(unsigned(pixel_bits)),
+            "weights": In(weight_layout(L)),
+            "first": In(1),
+            "add": In(1),
+            "clear": In(1),
+            "acc": Out(data.ArrayLayout(data.ArrayLayout(signed(acc_bits), T), L)),
+        })
+
+    def elaborate(self, platform):
+        m = Module()
+        L, T = self.L, self.T
+        pc_bits = max(WORD.bit_length(), self.pixel_bits) + 2
+        add_q = Signal()
+        m.d.sync += add_q.eq(self.add & ~self.clear)
+        for t in range(T):
+            s_t = Cat(self.spikes[bit_index(T, L, t, cc)] for cc in range(WORD))
+            for lane in range(L):
+                w = self.weights[lane]
+                pc = Signal(signed(pc_bits), name=f"pc_{lane}_{t}")
+                px = Cat(self.pixel, C(0, 1)).as_signed()      # zero-extended: pixels are unsigned
+                word = popcount(s_t & w.pos) - popcount(s_t & w.neg)
+                pix = Mux(w.pos[0], px, Mux(w.neg[0], -px, 0))
+                m.d.sync += pc.eq(Mux(self.first, pix, word))
+                acc = self.acc[lane][t]
+                with m.If(self.clear):
+                    m.d.sync += acc.eq(0)
+                with m.Elif(add_q):
+                    m.d.sync += acc.eq(acc + pc)
+        return m

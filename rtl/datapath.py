@@ -1,0 +1,69 @@
+"""The accelerator's datapaths, one name each, behind one set of calls: the flow (rtl, sim,
+report, board) asks for "the accelerator of this IR with these parameters" and its cycle
+model, and never imports a datapath's modules itself.
+
+- ``lane``: event driven, one kept synapse per PE per cycle, membranes in block RAM, every
+  layer once per timestep (`rtl.accel`, `rtl.cycles`); ``pes`` PEs;
+- ``bitpar``: bit-parallel and layer-major, a 32-synapse word per lane and timestep per
+  cycle, membranes in registers, a layer over all T before the next (`rtl.bitpar`);
+  ``pes`` is its lane count (1-32).
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from ticketforge.errors import UsageError
+from ticketforge.model.ir.schema import Graph
+
+__all__ = ["DATAPATHS", "check_datapath", "accelerator", "cycle_model", "counter_names", "status_layers"]
+
+DATAPATHS = ("lane", "bitpar")
+
+
+def check_datapath(name: str) -> str:
+    if name not in DATAPATHS:
+        raise UsageError(f"datapath must be one of {', '.join(DATAPATHS)}, got {name!r}")
+    return name
+
+
+def accelerator(g: Graph, pes: int, datapath: str = "lane", dense: bool = False, trace: bool = False,
+                memory_style: str = "auto", fifo_depth: int | None = None):
+    """The Amaranth component of the IR ``g`` on the named datapath."""
+    if check_datapath(datapath) == "bitpar":
+        from ticketforge.rtl.bitpar.accel import BitparAccelerator
+
+        return BitparAccelerator(g, pes, trace=trace, memory_style=memory_style, dense=dense)
+    from ticketforge.rtl.accel import Accelerator
+
+    return Accelerator(g, pes, dense=dense, trace=trace, memory_style=memory_style, fifo_depth=fifo_depth)
+
+
+def cycle_model(g: Graph, images: np.ndarray, pes: int, datapath: str = "lane", dense: bool = False, gold=None,
+                fifo_depth: int | None = None, prog=None):
+    """The exact cycles and status counters of each image on the named datapath."""
+    if check_datapath(datapath) == "bitpar":
+        from ticketforge.rtl.bitpar.cycles import cycle_model as bitpar_model
+        from ticketforge.rtl.bitpar.plan import plan_graph
+
+        return bitpar_model(plan_graph(g, pes, dense), images, gold)
+    from ticketforge.rtl.cycles import cycle_model as lane_model
+
+    return lane_model(g, images, pes, dense=dense, gold=gold, prog=prog, fifo_depth=fifo_depth)
+
+
+def counter_names(datapath: str = "lane") -> tuple[str, ...]:
+    """The status block's counters per layer, in address order."""
+    if check_datapath(datapath) == "bitpar":
+        from ticketforge.rtl.bitpar.cycles import COUNTERS
+
+        return COUNTERS
+    from ticketforge.rtl.cycles import COUNTERS
+
+    return COUNTERS
+
+
+def status_layers(g: Graph, datapath: str = "lane") -> list[str]:
+    """The layers the status block (and the cycle model's per-layer figures) covers."""
+    if check_datapath(datapath) == "bitpar":
+        return [l.name for l in g.layers if l.has_weights]
+    return [l.name for l in g.layers if l.kind != "flatten"]

@@ -1,0 +1,165 @@
+"""The bitpar accelerator in Amaranth simulation against the golden interpreter (scores and
+every layer's spike trains, through the trace port) and its cycle model (total cycles and
+every status counter), on random binary-weight IRs; its lanes against a reference model;
+and the refusals of what it cannot take."""
+import numpy as np
+import pytest
+from amaranth.sim import Simulator
+
+from ticketforge.errors import UnsupportedError, UsageError
+from ticketforge.model.ir import load_graph, random_images, run
+from ticketforge.model.ir.random import random_graph
+from ticketforge.rtl.bitpar.accel import BitparAccelerator
+from ticketforge.rtl.bitpar.cycles import cycle_model, static_cycles
+from ticketforge.rtl.bitpar.lanes import LaneArray
+from ticketforge.rtl.bitpar.plan import WORD, bit_index, plan_graph
+from ticketforge.rtl.simulate import simulate
+
+SEEDS = range(12)
+DENSE_SEEDS = (3, 7, 12)
+
+
+def _lanes(seed: int) -> int:
+    return (1, 2, 4, 8, 32)[seed % 5]
+
+
+def _check(seed: int, L: int, dense: bool = False, n_images: int = 2):
+    g = random_graph(seed, binary=True)
+    images = random_images(g, n_images, seed)
+    acc = BitparAccelerator(g, L, trace=True, dense=dense)
+    rtl = simulate(acc, images)
+    gold = run(g, images, trace=True)
+    model = cycle_model(acc.plan, images, gold, with_lane_bound=False)
+    for i, (r, mdl) in enumerate(zip(rtl, model)):
+        where = f"random IR seed {seed}, {L} lanes, dense {dense}, image {i}"
+        assert r.scores == gold.scores[i].tolist(), where
+        for name, spikes in r.spikes.items():
+            diff = np.argwhere(spikes != gold.spikes[name][i])
+            assert not len(diff), f"{where}: layer {name} first spike mismatch at (t, neuron) {diff[0].tolist()}"
+        assert r.cycles == mdl.total, where
+        assert r.counters == mdl.counters, where
+
+
+@pytest.mark.parametrize("seed", SEEDS)
+def test_random_ir_equals_golden_and_cycle_model(seed):
+    _check(seed, _lanes(seed))
+
+
+@pytest.mark.parametrize("seed", DENSE_SEEDS)
+def test_dense_variant_equals_golden_and_cycle_model(seed):
+    _check(seed, _lanes(seed), dense=True)
+
+
+def test_a_pruned_position_costs_no_step_and_the_dense_variant_runs_it():
+    """A layer with pruned neurons: its dead (position, group)s run no step; the dense plan
+    runs every one and stores every tap, so it is never faster."""
+    for seed in range(200):
+        g = random_graph(seed, binary=True)
+        sp, de = plan_graph(g, 1), plan_graph(g, 1, dense=True)
+        if any(lp.keep is not None and not lp.live(1).all() for lp in sp.layers):
+            break
+    else:
+        pytest.fail("no random IR with a dead (position, group) in 200 seeds")
+    a, b = static_cycles(sp), static_cycles(de)
+    assert sum(v["counters"]["steps"] for v in a.values()) < sum(v["counters"]["steps"] for v in b.values())
+    assert sum(v["cycles"] for v in a.values()) < sum(v["cycles"] for v in b.values())
+
+
+def test_shipped_vgg9_plan_counts():
+    """The shipped vgg9_binw IR on 32 lanes: the cycles are fixed by the plan (no data term),
+    one step per kept (tap, 32-channel word) of each lane group."""
+    g = load_graph("tests/data/vgg9_binw_ir")
+    plan = plan_graph(g, 32)
+    st = static_cycles(plan)
+    assert [len(s) for s in plan.layers[1].steps] == [9]            # conv2: 32 -> 32, one word per tap
+    assert [len(s) for s in plan.layers[3].steps] == [18, 18]        # conv4: 64 -> 64, two words per tap
+    images = random_images(g, 2, 0)
+    res = cycle_model(plan, images, with_lane_bound=False)
+    assert res[0].total == res[1].total == 784 + sum(v["cycles"] for v in st.values()) + 10 + 1
+
+
+def test_bit_index_is_a_permutation():
+    for T in (1, 3, 4):
+        for L in (1, 4, 32):
+            idx = {bit_index(T, L, t, c) for t in range(T) for c in range(WORD)}
+            assert idx == set(range(T * WORD))
+
+
+class LanesModel:
+    """The reference of LaneArray: popcounts registered one cycle, accumulated the next."""
+
+    def __init__(self, L, T, bits):
+        self.L, self.T, self.bits = L, T, bits
+        self.acc = [[0] * T for _ in range(L)]
+        self.pending = None
+
+    def step(self, spikes, pixel, pos, neg, first, add, clear):
+        if clear:
+            self.acc = [[0] * self.T for _ in range(self.L)]
+        elif self.pending is not None:
+            for lane in range(self.L):
+                for t in range(self.T):
+                    v = self.acc[lane][t] + self.pending[lane][t]
+                    lo, span = -(1 << (self.bits - 1)), 1 << self.bits
+                    self.acc[lane][t] = (v - lo) % span + lo
+        self.pending = None
+        if add and not clear:
+            pc = []
+            for lane in range(self.L):
+                row = []
+                for t in range(self.T):
+                    s = sum(((spikes >> bit_index(self.T, self.L, t, c)) & 1) << c for c in range(WORD))
+                    if first:
+                        row.append(pixel if pos[lane] & 1 else -pixel if neg[lane] & 1 else 0)
+                    else:
+                        row.append(bin(s & pos[lane]).count("1") - bin(s & neg[lane]).count("1"))
+                pc.append(row)
+            self.pending = pc
+        return [row[:] for row in self.acc]
+
+
+@pytest.mark.parametrize("L,T", [(1, 1), (4, 3), (8, 2)])
+def test_lane_array_equals_the_model(L, T):
+    rng = np.random.default_rng(L * 10 + T)
+    bits = 16
+    dut = LaneArray(L, T, bits)
+    model = LanesModel(L, T, bits)
+    n = 120
+
+    def word(b):
+        return int.from_bytes(rng.bytes(24), "little") & ((1 << b) - 1)
+
+    async def bench(ctx):
+        for k in range(n):
+            spikes, pixel = word(T * WORD), int(rng.integers(0, 256))
+            pos = [word(WORD) for _ in range(L)]
+            neg = [word(WORD) & ~p for p in pos]
+            first, add, clear = bool(rng.random() < 0.3), bool(rng.random() < 0.8), bool(rng.random() < 0.05)
+            ctx.set(dut.spikes, spikes)
+            ctx.set(dut.pixel, pixel)
+            ctx.set(dut.weights, [{"pos": p, "neg": q} for p, q in zip(pos, neg)])
+            ctx.set(dut.first, first)
+            ctx.set(dut.add, add)
+            ctx.set(dut.clear, clear)
+            await ctx.tick()
+            want = model.step(spikes, pixel, pos, neg, first, add, clear)
+            got = [[ctx.get(dut.acc[lane][t]) for t in range(T)] for lane in range(L)]
+            assert got == want, f"cycle {k}"
+
+    sim = Simulator(dut)
+    sim.add_clock(1e-8)
+    sim.add_testbench(bench)
+    sim.run()
+
+
+@pytest.mark.filterwarnings("ignore:.*created but never used")
+def test_what_it_cannot_take_is_refused_by_name():
+    g = random_graph(1, binary=True)
+    with pytest.raises(UsageError, match="lanes must be one of 1, 2, 4, 8, 16, 32 .* got 3"):
+        BitparAccelerator(g, 3)
+    multi = next(random_graph(s) for s in range(100)
+                 if any(l.has_weights and l.weight_bits != 2 for l in random_graph(s).layers))
+    with pytest.raises(UnsupportedError, match="binary weights"):
+        BitparAccelerator(multi, 4)
+    with pytest.raises(ValueError, match="acc_bits must be an integer >= 10, got 4"):
+        LaneArray(2, 2, 4)
