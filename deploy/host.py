@@ -96,19 +96,20 @@ class BoardLink:
 
 def validate_on_board(ir_dir: Path, port: str, pes: int, fifo_depth: int | None = None, images: int | None = None,
                       baud: int = BAUD, timeout_s: float = DEFAULT_TIMEOUT_S, out_dir: Path | None = None,
-                      progress=None) -> dict:
+                      progress=None, datapath: str = "lane") -> dict:
     """Run the IR's test split (or its first `images`) on the board behind `port`; compare every
     image's scores with the golden interpreter and its cycles with the cycle model of the
-    design with `pes` PEs.  Writes ``results.json`` into `out_dir` (atomically) if given."""
+    design with `pes` PEs (lanes, for the bitpar datapath).  Writes ``results.json`` into
+    `out_dir` (atomically) if given."""
     from ticketforge.model.ir import load_graph, load_test_inputs, run
-    from ticketforge.rtl.cycles import cycle_model
+    from ticketforge.rtl.datapath import cycle_model
 
     g = load_graph(ir_dir)
     codes, labels = load_test_inputs(ir_dir)
     if images is not None:
         codes, labels = codes[:images], labels[:images]
     gold = run(g, codes)
-    expected_cycles = [c.total for c in cycle_model(g, codes, pes, fifo_depth=fifo_depth)]
+    expected_cycles = [c.total for c in cycle_model(g, codes, pes, datapath, fifo_depth=fifo_depth)]
     classes = g.layers[-1].out_shape[0]
     mismatches, board_scores, board_cycles = [], [], []
     t0 = time.perf_counter()

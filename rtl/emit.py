@@ -55,7 +55,7 @@ def _cycle_constants(datapath: str) -> dict:
     if datapath == "bitpar":
         from ticketforge.rtl.bitpar import cycles as bc
 
-        return {k: getattr(bc, k) for k in ("LAYER_SETUP", "GROUP_SETUP", "DRAIN", "WRITE_BACK", "DONE")}
+        return {k: getattr(bc, k) for k in ("LAYER_SETUP", "KEEP_READ", "PIPE", "DONE")}
     return {k: getattr(cycles, k) for k in ("READ_LATENCY", "ACC_DRAIN", "UPD_DRAIN", "POOL_DRAIN", "SWEEP_DRAIN")}
 
 

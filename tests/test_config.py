@@ -34,6 +34,8 @@ def test_overrides_dotted_and_bare():
     ("model.r_p=1.5", ["model.r_p", "1.5"]),
     ("model.lam=1.0", ["model.lam"]),
     ("weights=1", ["weights"]),
+    ("hw.datapath=systolic", ["hw.datapath", "lane", "bitpar"]),
+    ("hw.pes=12", ["hw.pes", "bitpar", "12"]),
 ])
 def test_bad_overrides_name_the_key_and_allowed_values(override, words):
     with pytest.raises(ConfigError) as e:

@@ -94,16 +94,13 @@ class LanesModel:
         self.pending = None
 
     def step(self, spikes, pixel, pos, neg, first, add, clear):
-        if clear:
-            self.acc = [[0] * self.T for _ in range(self.L)]
-        elif self.pending is not None:
-            for lane in range(self.L):
-                for t in range(self.T):
-                    v = self.acc[lane][t] + self.pending[lane][t]
-                    lo, span = -(1 << (self.bits - 1)), 1 << self.bits
-                    self.acc[lane][t] = (v - lo) % span + lo
+        """The accumulators after this cycle's inputs, and this cycle's ``total``."""
+        lo, span = -(1 << (self.bits - 1)), 1 << self.bits
+        total = [[(self.acc[lane][t] + (self.pending[lane][t] if self.pending else 0) - lo) % span + lo
+                  for t in range(self.T)] for lane in range(self.L)]
+        self.acc = [[0] * self.T for _ in range(self.L)] if clear else total
         self.pending = None
-        if add and not clear:
+        if add:
             pc = []
             for lane in range(self.L):
                 row = []
@@ -115,7 +112,7 @@ class LanesModel:
                         row.append(bin(s & pos[lane]).count("1") - bin(s & neg[lane]).count("1"))
                 pc.append(row)
             self.pending = pc
-        return [row[:] for row in self.acc]
+        return total, [row[:] for row in self.acc]
 
 
 @pytest.mark.parametrize("L,T", [(1, 1), (4, 3), (8, 2)])
@@ -141,10 +138,10 @@ def test_lane_array_equals_the_model(L, T):
             ctx.set(dut.first, first)
             ctx.set(dut.add, add)
             ctx.set(dut.clear, clear)
+            total, acc = model.step(spikes, pixel, pos, neg, first, add, clear)
+            assert [[ctx.get(dut.total[lane][t]) for t in range(T)] for lane in range(L)] == total, f"cycle {k}"
             await ctx.tick()
-            want = model.step(spikes, pixel, pos, neg, first, add, clear)
-            got = [[ctx.get(dut.acc[lane][t]) for t in range(T)] for lane in range(L)]
-            assert got == want, f"cycle {k}"
+            assert [[ctx.get(dut.acc[lane][t]) for t in range(T)] for lane in range(L)] == acc, f"cycle {k}"
 
     sim = Simulator(dut)
     sim.add_clock(1e-8)

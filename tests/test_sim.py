@@ -88,3 +88,21 @@ def test_a_malformed_profile_guided_threshold_names_the_variable(tmp_path, monke
     # refused before any work: there is not even a design in tmp_path
     with pytest.raises(SimError, match=r"TICKETFORGE_PGO_MIN_CYCLES='lots' is not a whole number"):
         run_sim(tmp_path / "rtl", None, np.zeros((1, 4)), tmp_path / "sim", "verilator")
+
+
+@pytest.mark.parametrize("seed", (1000, 1001, 1003, 1004))
+def test_random_ir_on_the_bitpar_datapath_on_icarus_equals_golden(seed, tmp_path):
+    """The bitpar accelerator's Verilog: scores, traced spike trains, cycles and every counter
+    (bench/soak.py --datapath bitpar runs many more)."""
+    g = random_graph(seed, binary=True)
+    save_graph(g, tmp_path / "ir")
+    lanes = (1, 2, 4, 8, 32)[seed % 5]
+    write_rtl(tmp_path / "ir", tmp_path / "rtl", pes=lanes, run_lint=seed == 1000, progress=lambda *a, **k: None,
+              datapath="bitpar")
+    x = random_images(g, 2, seed)
+    try:
+        r = run_sim(tmp_path / "rtl", g, x, tmp_path / "sim", "icarus", traced=[0, 1], log=lambda *a, **k: None)
+    except SimMismatch as e:
+        pytest.fail(f"random IR seed {seed} ({lanes} bitpar lanes): {e}")
+    assert r["rtl_matches_golden"] and r["agree"] == 2 and r["cycles_equal_model"] and r["datapath"] == "bitpar"
+    assert r["traced_images"] == [0, 1]

@@ -456,7 +456,8 @@ def cmd_board(args) -> int:
     with tqdm(total=len(codes), desc=f"[board] {args.port}", unit="image", dynamic_ncols=True) as bar:
         res = validate_on_board(root / "ir", args.port, pes=params["pes"], fifo_depth=params.get("fifo_depth"),
                                 images=len(codes), baud=args.baud, timeout_s=args.timeout,
-                                out_dir=root / "board", progress=lambda done, total: bar.update(1))
+                                out_dir=root / "board", progress=lambda done, total: bar.update(1),
+                                datapath=params.get("datapath", "lane"))
     print(f"[{cfg.name}] board on {args.port}: {res['images_identical']}/{res['images']} images identical to the "
           f"golden model and the cycle model; accuracy {res['accuracy_board']:.4f} (golden "
           f"{res['accuracy_golden']:.4f}); {res['images_per_second']} images/s -> {root / 'board' / 'results.json'}")

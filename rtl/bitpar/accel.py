@@ -26,13 +26,13 @@ from __future__ import annotations
 
 import numpy as np
 from amaranth import Array, C, Cat, Const, Module, Mux, Signal, signed, unsigned
-from amaranth.lib import data, stream, wiring
+from amaranth.lib import data, fifo, stream, wiring
 from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
 
 from ticketforge.errors import UsageError
 from ticketforge.model.ir.schema import Graph, Neuron
-from ticketforge.rtl.bitpar.cycles import COUNTERS, DRAIN
+from ticketforge.rtl.bitpar.cycles import COUNTERS
 from ticketforge.rtl.bitpar.lanes import LaneArray, weight_layout
 from ticketforge.rtl.bitpar.plan import WORD, BitparPlan, plan_graph
 from ticketforge.rtl.neuron import NeuronUpdate
@@ -235,7 +235,6 @@ class BitparAccelerator(wiring.Component):
         # source base address steps: along x, along y (per output row), per layer
         sx_step = table([lp.stride * lp.src_chunks for lp in layers])[cur]
         sy_step = table([lp.stride * lp.src_shape[2] * lp.src_chunks for lp in layers])[cur]
-        s_start = 0
         pool = table([lp.pool for lp in layers])[cur]
         is_pool = table([int(lp.pool > 0) for lp in layers])[cur]
         Hp_rows = table([(lp.out_hw[0] // lp.pool * lp.pool) if lp.pool else lp.out_hw[0] for lp in layers])[cur]
@@ -254,7 +253,18 @@ class BitparAccelerator(wiring.Component):
         layer_index = table([lp.index for lp in layers])[cur]
         last_group_chunk = WORD // L          # groups per bitmap chunk
 
-        # ---------------- position and group state
+        # per (layer, group): step count, in logic (the sequencer needs the next group's
+        # count in the cycle it issues the current group's last step); the groups' steps
+        # are stored one after another, so a group's first row is the previous one's end
+        counts = Array(Array(Const(len(s), unsigned(_bits(max((len(x) for l2 in layers for x in l2.steps), default=1))))
+                             for s in lp.steps) for lp in layers)
+        step_base = table(self.step_base)[cur]
+        valid_lanes = Array(Const((1 << (lp.out_channels - (lp.groups - 1) * L)) - 1, L) for lp in layers)[cur]
+        full = Const((1 << L) - 1, L)
+        D_live = T + 3            # handoff -> fetch, T updates, write-back read, write
+        D_dead, D_out = 3, 2
+
+        # ---------------- A: the step sequencer (position, group, step)
         y = Signal(range(max(2, max(lp.out_hw[0] for lp in layers) + 1)))
         x = Signal(range(max(2, max(lp.out_hw[1] for lp in layers) + 1)))
         ys = Signal(range(max(2, max(lp.out_hw[0] * lp.stride for lp in layers) + 1)))      # y * stride
@@ -267,129 +277,194 @@ class BitparAccelerator(wiring.Component):
         dst_row = Signal(range(addr_max))
         dst_col = Signal(range(addr_max))
         grp = Signal(range(max(2, max(lp.groups for lp in layers) + 1)))
+        sub = Signal(range(max(2, last_group_chunk)))
+        chunk = Signal(range(max(2, max(lp.dst_chunks for lp in layers) + 1)))
         kaddr = Signal(range(max(2, len(self.keep_words) + 1)))
-        step = Signal(range(max(2, len(self.rows) + 1)))
-        left = Signal(range(max(2, len(self.rows) + 1)))
-        drain = Signal(range(DRAIN + 1))
-        t = Signal(range(max(2, T)))
-        keep = Signal(L)
-        U = [Signal(signed(self.u_bits), name=f"u{lane}") for lane in range(L)]
-        thr = [Signal(signed(self.param_bits), name=f"thr{lane}") for lane in range(L)]
-        bias = [Signal(signed(self.param_bits), name=f"bias{lane}") for lane in range(L)]
-        spk = [Signal(T, name=f"spk{lane}") for lane in range(L)]
-        scores = [Signal(signed(self.score_bits), name=f"score{k}") for k in range(K)]
-        out_i = Signal(range(max(2, K)))
+        gstart = Signal(range(max(2, len(self.rows) + 1)))
+        k = Signal(range(max(2, max((len(s) for lp in layers for s in lp.steps), default=1) + 1)))
+        since = Signal(range(D_live + 2))            # cycles since the last group's last step
+        d_prev = Signal(range(D_live + 1))           # what that group holds B for
+        fresh = Signal()                             # the keep word is on keep_r.data this cycle
+        keep_reg = Signal(L)
         load_i = Signal(range(max(2, n_pix)))
-        cycles = Signal(COUNTER_BITS)
-        counters = [[Signal(COUNTER_BITS, name=f"{lp.name}_{c}") for c in COUNTERS] for lp in layers]
-        cnt_now = {c: Signal(range(L + 2), name=f"inc_{c}") for c in COUNTERS}
+        out_i = Signal(range(max(2, K)))
 
-        # ---------------- step pipeline: S0 address -> S1 row -> S2 word -> lanes
-        v1, v2 = Signal(), Signal()
-        s1_step = Signal.like(step)
+        keep_now = Signal(L)
+        if has_keep:
+            m.d.comb += keep_now.eq(Mux(lkeep, Mux(fresh, keep_r.data, keep_reg), Mux(grp == G - 1, valid_lanes, full)))
+        else:
+            m.d.comb += keep_now.eq(Mux(grp == G - 1, valid_lanes, full))
+        with m.If(fresh):
+            m.d.sync += keep_reg.eq(keep_now)
+        count = Signal.like(counts[0][0])
+        m.d.comb += count.eq(counts[cur][grp])
+        dead = Signal()
+        m.d.comb += dead.eq(~keep_now.any() & ~is_out & (not self.dense))
+        null = Signal()
+        m.d.comb += null.eq(dead | (count == 0))
+        is_last = Signal()
+        m.d.comb += is_last.eq(null | (k == count - 1))
+        may_issue = Signal()
+        m.d.comb += may_issue.eq(~is_last | (since >= d_prev))
+
+        # tags of a group, queued when its last step is issued and taken when that step
+        # reaches the accumulators (up to 4 groups are in flight in the 3-stage pipeline)
+        wb_addr_a = Signal(range(addr_max))
+        m.d.comb += wb_addr_a.eq(dst_row + dst_col + chunk)
+        tag_layout = data.StructLayout({
+            "grp": len(grp), "keep": L, "dead": 1, "wb_addr": len(wb_addr_a), "sub": len(sub),
+            "first_in_window": 1, "wb_keep": 1, "y": len(y), "x": len(x)})
+        tags = m.submodules.tags = fifo.SyncFIFO(width=tag_layout.size, depth=4)
+        tag_in = Signal(tag_layout)
+        m.d.comb += [tag_in.grp.eq(grp), tag_in.keep.eq(keep_now), tag_in.dead.eq(dead), tag_in.wb_addr.eq(wb_addr_a),
+                     tag_in.sub.eq(sub), tag_in.first_in_window.eq((ry == 0) & (rx == 0)),
+                     tag_in.wb_keep.eq((y < Hp_rows) & (x < Wp_cols)), tag_in.y.eq(y), tag_in.x.eq(x),
+                     tags.w_data.eq(tag_in)]
+
+        # ---------------- the step pipeline: S0 issue -> S1 row -> S2 word -> S3 accumulate
         issue = Signal()
-        m.d.comb += [step_r.addr.eq(step)]
-        m.d.sync += [v1.eq(issue), s1_step.eq(step)]
+        v1, last1, v2, last2, last3 = Signal(), Signal(), Signal(), Signal(), Signal()
+        s1_row = Signal.like(gstart)
+        s1_ys, s1_xs, s1_base = Signal.like(ys), Signal.like(xs), Signal.like(src_base)
+        m.d.comb += step_r.addr.eq(gstart + k)
+        m.d.sync += [v1.eq(issue & ~null), last1.eq(issue & is_last), s1_row.eq(gstart + k),
+                     s1_ys.eq(ys), s1_xs.eq(xs), s1_base.eq(src_base)]
         row = step_r.data
-        iy = Signal(signed(ys.shape().width + self.d_bits + 1))
-        ix = Signal(signed(xs.shape().width + self.d_bits + 1))
-        m.d.comb += [iy.eq(ys + row.dy), ix.eq(xs + row.dx)]
+        iy = Signal(signed(len(ys) + self.d_bits + 1))
+        ix = Signal(signed(len(xs) + self.d_bits + 1))
+        m.d.comb += [iy.eq(s1_ys + row.dy), ix.eq(s1_xs + row.dx)]
         inb = Signal()
         m.d.comb += inb.eq((iy >= 0) & (iy < Hs) & (ix >= 0) & (ix < Ws))
         src_addr = Signal(signed(len(src_base) + self.off_bits + 1))
-        m.d.comb += src_addr.eq(src_base + row.off)
-        m.d.comb += [weight_r.addr.eq(s1_step), pix_r.addr.eq(src_addr)]
-        m.d.sync += v2.eq(v1 & inb)
-        # source bitmap read address: the source address during steps, else the write-back's
+        m.d.comb += src_addr.eq(s1_base + row.off)
+        m.d.comb += [weight_r.addr.eq(s1_row), pix_r.addr.eq(src_addr)]
+        m.d.sync += [v2.eq(v1 & inb), last2.eq(last1), last3.eq(last2)]
         wb_addr = Signal(range(addr_max))
         for b in range(2):
             m.d.comb += buf_r[b].addr.eq(Mux(rbuf == b, src_addr, wb_addr))
         src_word = Mux(rbuf, buf_r[1].data, buf_r[0].data)
-        m.d.comb += [lanes.spikes.eq(src_word), lanes.pixel.eq(pix_r.data), lanes.weights.eq(weight_r.data),
-                     lanes.first.eq(first), lanes.add.eq(v2)]
-        m.d.comb += cnt_now["steps"].eq(issue)
+        handoff = Signal()
+        m.d.comb += [handoff.eq(last3), lanes.spikes.eq(src_word), lanes.pixel.eq(pix_r.data),
+                     lanes.weights.eq(weight_r.data), lanes.first.eq(first), lanes.add.eq(v2),
+                     lanes.clear.eq(handoff), tags.r_en.eq(handoff)]
 
-        # ---------------- neuron update: all lanes, one timestep per cycle
+        # ---------------- B: update and write-back of the group handed on
+        snap = [[Signal(signed(self.acc_bits), name=f"snap{lane}_{tt}") for tt in range(T)] for lane in range(L)]
+        tb = Signal(tag_layout)
+        with m.If(handoff):
+            m.d.sync += tb.eq(tags.r_data)
+            for lane in range(L):
+                m.d.sync += [snap[lane][tt].eq(lanes.total[lane][tt]) for tt in range(T)]
+        t = Signal(range(max(2, T)))
+        U = [Signal(signed(self.u_bits), name=f"u{lane}") for lane in range(L)]
+        spk = [Signal(T, name=f"spk{lane}") for lane in range(L)]
+        scores = [Signal(signed(self.score_bits), name=f"score{kk}") for kk in range(K)]
+        m.d.comb += group_r.addr.eq(gbase + tb.grp)
+        gr = group_r.data
         upd = Signal()
         fire = Signal(L)
         for lane in range(L):
-            acc_t = Array(lanes.acc[lane][tt] for tt in range(T))[t]
-            shifted = Array(acc_t.as_signed() << s for s in shift)[cur]
+            acc_t = Array(snap[lane])[t]
+            shifted = Array(acc_t << s for s in shift)[cur]
+            # a position starts from V = 0, so U = leak(0) + bias = bias at t = 0;
             # u stays within u_bits: accel.u_range bounds U plus every partial sum
             u = Signal(signed(self.u_bits), name=f"u_in{lane}")
-            m.d.comb += u.eq(U[lane] + shifted)
+            m.d.comb += u.eq(Mux(t == 0, gr.bias[lane], U[lane]) + shifted)
             spikes, nexts = [], []
             for ci, n in enumerate(self.configs):
                 nu = NeuronUpdate(n, self.u_bits)
                 m.submodules[f"nu{lane}_{ci}"] = nu
-                m.d.comb += [nu.u.eq(u), nu.threshold.eq(thr[lane]), nu.bias.eq(bias[lane]),
-                             nu.keep.eq(keep[lane]), nu.last.eq(0)]
+                m.d.comb += [nu.u.eq(u), nu.threshold.eq(gr.thr[lane]), nu.bias.eq(gr.bias[lane]),
+                             nu.keep.eq(tb.keep[lane]), nu.last.eq(0)]
                 spikes.append(nu.spike)
                 nexts.append(nu.u_next)
-            m.d.comb += fire[lane].eq(Array(spikes)[cfg])
+            m.d.comb += fire[lane].eq(Array(spikes)[cfg] if spikes else 0)
             with m.If(upd & ~is_out):
-                m.d.sync += [U[lane].eq(Array(nexts)[cfg]), spk[lane].eq(spk[lane] | (fire[lane] << t))]
+                m.d.sync += [U[lane].eq(Array(nexts)[cfg] if nexts else 0),
+                             spk[lane].eq(Mux(t == 0, 0, spk[lane]) | (fire[lane] << t))]
+        for kk in range(K):
+            gk, lk = divmod(kk, L)
+            with m.If(upd & is_out & (tb.grp == gk)):
+                m.d.sync += scores[kk].eq(sum(snap[lk][tt] for tt in range(T)))
 
-        def popcount_signal(v):
-            total = C(0, 1)
-            for i in range(len(v)):
-                total = total + v[i]
-            return total
-        m.d.comb += [cnt_now["neuron_updates"].eq(Mux(upd & ~is_out, popcount_signal(keep), 0)),
-                     cnt_now["spikes"].eq(Mux(upd & ~is_out, popcount_signal(fire), 0))]
-
-        # the readout: scores[g*L + l] = sum over t of the lane's accumulators
-        for k in range(K):
-            gk, lk = divmod(k, L)
-            total = sum(lanes.acc[lk][tt].as_signed() for tt in range(T))
-            with m.If(upd & is_out & (grp == gk)):
-                m.d.sync += scores[k].eq(total)
-
-        # ---------------- write-back: read the bitmap word, OR (pooled), write
         wb_write = Signal()
-        first_in_window = Signal()
-        wb_keep = Signal()          # the position is inside the pooled area
-        sub = Signal(range(max(2, last_group_chunk)))
-        chunk = Signal(range(max(2, max(lp.dst_chunks for lp in layers) + 1)))
-        m.d.comb += wb_addr.eq(dst_row + dst_col + chunk)
         granule = Signal(gran)
-        m.d.comb += granule.eq(Cat(*[Cat(spk[lane][tt] for lane in range(L)) for tt in range(T)]))
+        m.d.comb += [wb_addr.eq(tb.wb_addr),
+                     granule.eq(Mux(tb.dead, 0, Cat(*[Cat(spk[lane][tt] for lane in range(L)) for tt in range(T)])))]
         old = Mux(rbuf, buf_r[0].data, buf_r[1].data)      # the destination is the other buffer
-        old_granule = Array(old[j * gran:(j + 1) * gran] for j in range(WORD // L))[sub]
-        new_granule = Mux(is_pool & ~first_in_window, old_granule | granule, granule)
+        old_granule = Array(old[j * gran:(j + 1) * gran] for j in range(WORD // L))[tb.sub]
+        new_granule = Mux(is_pool & ~tb.first_in_window, old_granule | granule, granule)
         for b in range(2):
             m.d.comb += [buf_w[b].addr.eq(wb_addr), buf_w[b].data.eq(Cat(*[new_granule] * (WORD // L)))]
-            m.d.comb += buf_w[b].en.eq(Mux(wb_write & wb_keep & (rbuf != b), 1 << sub, 0))
-        m.d.comb += cnt_now["words_written"].eq(wb_write & wb_keep)
+            m.d.comb += buf_w[b].en.eq(Mux(wb_write & tb.wb_keep & (rbuf != b), 1 << tb.sub, 0))
 
-        # ---------------- control
+        b_idle = Signal()
+        with m.FSM(name="b"):
+            with m.State("IDLE"):
+                m.d.comb += b_idle.eq(1)
+                with m.If(handoff):
+                    m.next = "FETCH"
+            with m.State("FETCH"):                  # the group's bias and thresholds are read
+                m.d.sync += t.eq(0)
+                with m.If(tb.dead & ~is_out):
+                    m.next = "WBREAD"
+                with m.Else():
+                    m.next = "UPD"
+            with m.State("UPD"):
+                m.d.comb += upd.eq(1)
+                m.d.sync += t.eq(t + 1)
+                with m.If(is_out):
+                    m.next = "IDLE"
+                    with m.If(handoff):
+                        m.next = "FETCH"
+                with m.Elif(t == T - 1):
+                    m.next = "WBREAD"
+            with m.State("WBREAD"):
+                m.next = "WBWRITE"
+            with m.State("WBWRITE"):
+                m.d.comb += wb_write.eq(1)
+                m.next = "IDLE"
+                with m.If(handoff):
+                    m.next = "FETCH"
+
+        # ---------------- A's control
         clear_counters = Signal()
+        cycles = Signal(COUNTER_BITS)
+        counters = [[Signal(COUNTER_BITS, name=f"{lp.name}_{c}") for c in COUNTERS] for lp in layers]
+        cnt_now = {c: Signal(range(L + 2), name=f"inc_{c}") for c in COUNTERS}
+        pipe_empty = Signal()
+        m.d.comb += pipe_empty.eq(~last1 & ~last2 & ~last3 & b_idle)
         m.d.comb += [self.busy.eq(0), self.done.eq(0), self.pixels.ready.eq(0), self.scores.valid.eq(0),
-                     self.scores.payload.eq(Array(scores)[out_i]), issue.eq(0), upd.eq(0), wb_write.eq(0),
-                     lanes.clear.eq(0), pix_w.en.eq(0), pix_w.addr.eq(load_i), pix_w.data.eq(self.pixels.payload),
-                     group_r.addr.eq(gbase + grp)]
+                     self.scores.payload.eq(Array(scores)[out_i]), issue.eq(0), tags.w_en.eq(0),
+                     pix_w.en.eq(0), pix_w.addr.eq(load_i), pix_w.data.eq(self.pixels.payload)]
         if has_keep:
             m.d.comb += keep_r.addr.eq(kaddr)
-        m.d.comb += [first_in_window.eq((ry == 0) & (rx == 0)),
-                     wb_keep.eq((y < Hp_rows) & (x < Wp_cols))]
+        with m.If(since != D_live + 1):
+            m.d.sync += since.eq(since + 1)
+        m.d.sync += fresh.eq(0)
 
-        def next_layer_setup():
+        def layer_start():
             m.d.sync += [y.eq(0), x.eq(0), ys.eq(0), xs.eq(0), src_row.eq(0), src_base.eq(0), ry.eq(0), rx.eq(0),
-                         dst_row.eq(0), dst_col.eq(0), grp.eq(0), sub.eq(0), chunk.eq(0)]
+                         dst_row.eq(0), dst_col.eq(0), grp.eq(0), sub.eq(0), chunk.eq(0), k.eq(0),
+                         since.eq(D_live + 1), d_prev.eq(0)]
 
-        def advance():
-            """To the next group, position or layer after a (position, group) is done."""
+        def next_group():
+            """After a group's last step: the next group, position or layer."""
             last_grp = grp == G - 1
-            m.d.sync += kaddr.eq(kaddr + lkeep)
+            m.d.sync += [kaddr.eq(kaddr + lkeep), k.eq(0), gstart.eq(gstart + count)]
+            nxt = "KREAD" if has_keep else "ISSUE"
             with m.If(~last_grp):
                 m.d.sync += grp.eq(grp + 1)
                 with m.If(sub == last_group_chunk - 1):
                     m.d.sync += [sub.eq(0), chunk.eq(chunk + 1)]
                 with m.Else():
                     m.d.sync += sub.eq(sub + 1)
-                m.next = "GREAD"
+                m.next = "ISSUE"
+                if has_keep:
+                    with m.If(lkeep):
+                        m.next = "KREAD"
             with m.Else():
-                m.d.sync += [grp.eq(0), sub.eq(0), chunk.eq(0)]
+                m.d.sync += [grp.eq(0), sub.eq(0), chunk.eq(0), gstart.eq(step_base)]
                 last_x, last_y = x == Wo - 1, y == Ho - 1
                 with m.If(~last_x):
                     m.d.sync += [x.eq(x + 1), xs.eq(Array(C(s) for s in stride)[cur] + xs),
@@ -400,7 +475,6 @@ class BitparAccelerator(wiring.Component):
                         m.d.sync += rx.eq(rx + 1)
                     with m.Else():
                         m.d.sync += dst_col.eq(dst_col + dx_step)
-                    m.next = "GREAD"
                 with m.Elif(~last_y):
                     m.d.sync += [x.eq(0), xs.eq(0), rx.eq(0), dst_col.eq(0), y.eq(y + 1),
                                  ys.eq(Array(C(s) for s in stride)[cur] + ys),
@@ -411,17 +485,15 @@ class BitparAccelerator(wiring.Component):
                         m.d.sync += ry.eq(ry + 1)
                     with m.Else():
                         m.d.sync += dst_row.eq(dst_row + dy_step)
-                    m.next = "GREAD"
+                with m.If(last_x & last_y):
+                    m.next = "LWAIT"
                 with m.Else():
-                    next_layer_setup()
-                    with m.If(cur == NL - 1):
-                        m.d.sync += out_i.eq(0)
-                        m.next = "OUT"
-                    with m.Else():
-                        m.d.sync += cur.eq(cur + 1)
-                        m.next = "LSETUP"
+                    m.next = "ISSUE"
+                    if has_keep:
+                        with m.If(lkeep):
+                            m.next = "KREAD"
 
-        with m.FSM():
+        with m.FSM(name="a"):
             with m.State("IDLE"):
                 with m.If(self.start):
                     m.d.sync += load_i.eq(0)
@@ -432,61 +504,38 @@ class BitparAccelerator(wiring.Component):
                 with m.If(self.pixels.valid):
                     m.d.sync += load_i.eq(load_i + 1)
                     with m.If(load_i == n_pix - 1):
-                        m.d.sync += [cur.eq(0), kaddr.eq(0)]
-                        next_layer_setup()
+                        m.d.sync += cur.eq(0)
                         m.next = "LSETUP"
             with m.State("LSETUP"):
                 m.d.comb += self.busy.eq(1)
-                m.d.sync += kaddr.eq(kbase)
-                m.next = "GREAD"
-            with m.State("GREAD"):
+                layer_start()
+                m.d.sync += [kaddr.eq(kbase), gstart.eq(step_base)]
+                m.next = "ISSUE"
+                if has_keep:
+                    with m.If(lkeep):
+                        m.next = "KREAD"
+            with m.State("KREAD"):                  # the group's keep word (layers with pruned neurons)
                 m.d.comb += self.busy.eq(1)
-                m.next = "GLATCH"
-            with m.State("GLATCH"):
-                m.d.comb += [self.busy.eq(1), lanes.clear.eq(1)]
-                gr = group_r.data
-                kw = Signal(L)
-                full = Const((1 << L) - 1, L)
-                valid_lanes = Signal(L)
-                m.d.comb += valid_lanes.eq(Mux(grp == G - 1,
-                                               Array(Const((1 << (lp.out_channels - (lp.groups - 1) * L)) - 1, L)
-                                                     for lp in layers)[cur], full))
-                m.d.comb += kw.eq(Mux(lkeep, keep_r.data if has_keep else 0, valid_lanes))
-                m.d.sync += [step.eq(gr.start), left.eq(gr.count), keep.eq(kw), t.eq(0)]
-                for lane in range(L):
-                    # a position starts from V = 0: U = leak(0) + bias = bias
-                    m.d.sync += [U[lane].eq(gr.bias[lane]), bias[lane].eq(gr.bias[lane]),
-                                 thr[lane].eq(gr.thr[lane]), spk[lane].eq(0)]
-                with m.If(~kw.any() & ~is_out & (not self.dense)):
-                    m.next = "WBREAD"
-                with m.Elif(gr.count == 0):
-                    m.next = "UPD"
-                with m.Else():
-                    m.next = "STEP"
-            with m.State("STEP"):
-                m.d.comb += [self.busy.eq(1), issue.eq(1)]
-                m.d.sync += [step.eq(step + 1), left.eq(left - 1)]
-                with m.If(left == 1):
-                    m.d.sync += drain.eq(DRAIN - 1)
-                    m.next = "DRAIN"
-            with m.State("DRAIN"):
+                m.d.sync += fresh.eq(1)
+                m.next = "ISSUE"
+            with m.State("ISSUE"):
                 m.d.comb += self.busy.eq(1)
-                m.d.sync += drain.eq(drain - 1)
-                with m.If(drain == 0):
-                    m.next = "UPD"
-            with m.State("UPD"):
-                m.d.comb += [self.busy.eq(1), upd.eq(1)]
-                m.d.sync += t.eq(t + 1)
-                with m.If(is_out):
-                    advance()
-                with m.Elif(t == T - 1):
-                    m.next = "WBREAD"
-            with m.State("WBREAD"):
+                with m.If(may_issue):
+                    m.d.comb += issue.eq(1)
+                    m.d.sync += k.eq(k + 1)
+                    with m.If(is_last):
+                        m.d.comb += tags.w_en.eq(1)
+                        m.d.sync += [since.eq(1), d_prev.eq(Mux(is_out, D_out, Mux(dead, D_dead, D_live)))]
+                        next_group()
+            with m.State("LWAIT"):                  # the layer's last write-back is done
                 m.d.comb += self.busy.eq(1)
-                m.next = "WBWRITE"
-            with m.State("WBWRITE"):
-                m.d.comb += [self.busy.eq(1), wb_write.eq(1)]
-                advance()
+                with m.If(pipe_empty):
+                    with m.If(cur == NL - 1):
+                        m.d.sync += out_i.eq(0)
+                        m.next = "OUT"
+                    with m.Else():
+                        m.d.sync += cur.eq(cur + 1)
+                        m.next = "LSETUP"
             with m.State("OUT"):
                 m.d.comb += [self.busy.eq(1), self.scores.valid.eq(1)]
                 with m.If(self.scores.ready):
@@ -496,6 +545,17 @@ class BitparAccelerator(wiring.Component):
             with m.State("DONE"):
                 m.d.comb += [self.busy.eq(1), self.done.eq(1)]
                 m.next = "IDLE"
+
+        def popcount_signal(v):
+            total = C(0, 1)
+            for i in range(len(v)):
+                total = total + v[i]
+            return total
+
+        m.d.comb += [cnt_now["steps"].eq(issue & ~null),
+                     cnt_now["neuron_updates"].eq(Mux(upd & ~is_out, popcount_signal(tb.keep), 0)),
+                     cnt_now["spikes"].eq(Mux(upd & ~is_out, popcount_signal(fire), 0)),
+                     cnt_now["words_written"].eq(wb_write & tb.wb_keep)]
 
         # ---------------- counters and status
         with m.If(clear_counters):
@@ -517,9 +577,8 @@ class BitparAccelerator(wiring.Component):
             m.d.comb += [self.trace_valid.eq(Mux(upd & ~is_out, fire, 0)), self.trace_layer.eq(layer_index),
                          self.trace_t.eq(t)]
             for lane in range(L):
-                c = grp * L + lane
-                word = Cat(c[:xyz.widths["c"]] if len(c) >= xyz.widths["c"] else Cat(c, C(0, xyz.widths["c"] - len(c))),
-                           _fit(y, xyz.widths["y"]), _fit(x, xyz.widths["x"]))
+                c = tb.grp * L + lane
+                word = Cat(_fit(c, xyz.widths["c"]), _fit(tb.y, xyz.widths["y"]), _fit(tb.x, xyz.widths["x"]))
                 m.d.comb += self.trace_event[lane * xyz.width:(lane + 1) * xyz.width].eq(word)
         return m
 

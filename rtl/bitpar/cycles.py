@@ -1,26 +1,37 @@
 """Exact cycle and counter model of the bitpar accelerator (`accel.py`).
 
-Schedule per image (``busy`` cycles, the status block's cycle counter):
+The accelerator is two machines joined by a queue of group tags:
 
-- ``LOAD``: one cycle per pixel taken (the host keeps ``valid`` high);
-- per weighted layer: ``LAYER_SETUP``, then per output position (raster order) and lane
-  group: ``GROUP_SETUP`` (group table and keep word read, then latched) and
+- **A**, the step sequencer, walks a layer's output positions (raster order) and lane
+  groups and issues one step per cycle into a 3-stage pipeline (step row -> source word
+  and weights -> popcounts -> accumulators).  A group's steps follow the previous group's
+  without a gap.  A group with no step, or a *dead* one (no live neuron, DynSNN), issues
+  one empty step.  In a layer with pruned neurons each group first reads its keep word
+  (``KEEP_READ``, one cycle).
+- **B** takes a group's sums when its last step reaches the accumulators (the handoff) and
+  runs: fetch (bias and thresholds), T updates (the readout: one, summing its T
+  accumulators into the scores), then the write-back (the bitmap word read, ORed with the
+  group's spikes when a pool follows, written).  A dead group skips the updates.  B holds
+  a group ``hold_cycles``: T + 3 (live), 3 (dead), 2 (readout).
 
-  - a live (position, group): its steps, one per cycle, then ``DRAIN`` when it has any,
-    then the update: T cycles (one LIF update per timestep, all lanes at once; the
-    readout: one cycle that sums its T accumulators into the scores);
-  - a dead one (no live neuron): nothing;
+A issues a group's last step no earlier than the previous group's hold after the previous
+group's last step, so a handoff never finds B busy.  Schedule per image (``busy`` cycles,
+the status block's cycle counter):
 
-  then, for a conv or linear layer, ``WRITE_BACK`` (read the bitmap word, OR, write);
+- ``LOAD``: one cycle per pixel (the host keeps ``valid`` high);
+- per weighted layer: ``LAYER_SETUP``, then the groups as above; the layer ends the last
+  group's hold + ``PIPE`` cycles after its last step (the last write is done before the
+  next layer reads);
 - ``OUT``: one cycle per class score; then ``DONE``.
 
-There is no data-dependent term: the cycles of an image are fixed by the plan.  The
-counters that depend on the data are the spikes.
+No term depends on the data: an image's cycles are fixed by the plan.  The counters that
+depend on the data are the spikes.
 
-Ideal bound of this datapath, per image: the steps whose source word exists (a kernel tap
-that falls in the padding reads nothing useful) plus the update cycles, over the live
-(position, group)s.  ``bound_one_synapse_per_pe`` is the earlier datapath's bound on the
-same P = L: (unmasked synaptic events + live neuron updates) / L.
+Ideal bound of this datapath, per image and layer: the busier of its two units over the
+live (position, group)s: the step pipeline (the steps whose source word exists: a kernel
+tap in the padding reads nothing useful) or the update unit (T cycles a group, the
+readout one).  ``lane_bound`` (``with_lane_bound``) is the lane datapath's bound on
+P = L PEs, (unmasked synaptic events + live neuron updates) / L, for comparison.
 """
 from __future__ import annotations
 
@@ -30,15 +41,21 @@ from ticketforge.model.ir.golden import GoldenResult, run
 from ticketforge.rtl.bitpar.plan import BitparPlan, LayerPlan
 from ticketforge.rtl.cycles import ImageCycles, cycle_model as lane_cycle_model
 
-__all__ = ["COUNTERS", "LAYER_SETUP", "GROUP_SETUP", "DRAIN", "WRITE_BACK", "DONE", "cycle_model",
-           "static_cycles", "in_bounds_steps"]
+__all__ = ["COUNTERS", "LAYER_SETUP", "KEEP_READ", "PIPE", "DONE", "hold_cycles", "cycle_model",
+           "static_cycles", "in_bounds_steps", "layer_cycles"]
 
 COUNTERS = ("steps", "neuron_updates", "spikes", "words_written")
 LAYER_SETUP = 1
-GROUP_SETUP = 2
-DRAIN = 3
-WRITE_BACK = 2
+KEEP_READ = 1             # per group, in a layer with pruned neurons
+PIPE = 4                  # last step issued -> its handoff (3 stages), and B back to idle
 DONE = 1
+
+
+def hold_cycles(T: int, kind: str, dead: bool) -> int:
+    """How long B holds a group: fetch + T updates + write-back read and write."""
+    if kind == "output":
+        return 2
+    return 3 if dead else T + 3
 
 
 def in_bounds_steps(lp: LayerPlan) -> np.ndarray:
@@ -59,27 +76,43 @@ def in_bounds_steps(lp: LayerPlan) -> np.ndarray:
     return out
 
 
+def layer_cycles(plan: BitparPlan, lp: LayerPlan) -> int:
+    """The layer's cycles, LAYER_SETUP to the end of its wait, replaying A's issue rule."""
+    T = plan.T
+    live = lp.live(plan.L)
+    counts = [len(s) for s in lp.steps]
+    kread = KEEP_READ if lp.keep is not None else 0
+    t = LAYER_SETUP                      # the cycle A may issue next (LAYER_SETUP is cycle 0)
+    last, d_prev = -(1 << 30), 0
+    for p in range(lp.positions):
+        for g in range(lp.groups):
+            t += kread
+            dead = not live[p, g] and lp.kind != "output"
+            n = 1 if dead or counts[g] == 0 else counts[g]
+            t += n - 1
+            last = max(t, last + d_prev)
+            d_prev = hold_cycles(T, lp.kind, dead)
+            t = last + 1
+    return last + 1 + d_prev + PIPE
+
+
 def _layer_static(plan: BitparPlan, lp: LayerPlan) -> dict:
     T, L = plan.T, plan.L
     live = lp.live(L)
     n = np.array([len(r) for r in lp.steps], np.int64)[None, :]          # [1, G]
     upd = 1 if lp.kind == "output" else T
-    wb = 0 if lp.kind == "output" else WRITE_BACK
-    per = GROUP_SETUP + np.where(live, n + DRAIN * (n > 0) + upd, 0) + wb
-    cycles = LAYER_SETUP + int(per.sum())
-    ideal = float(np.where(live, in_bounds_steps(lp) + upd, 0).sum())
+    # the two units each group passes through, each one per cycle: the step pipeline (its
+    # in-bounds steps) and the update (T timesteps; the readout one); they overlap
+    ideal = float(max(np.where(live, in_bounds_steps(lp), 0).sum(), upd * live.sum()))
     counters = {"steps": int(np.where(live, n, 0).sum()), "neuron_updates": 0, "spikes": 0, "words_written": 0}
     if lp.kind != "output":
         keeps = sum(bin(lp.keep_word(L, p, g)).count("1") for p in range(lp.positions) for g in range(lp.groups)) \
             if lp.keep is not None else lp.positions * lp.out_channels
         counters["neuron_updates"] = T * keeps
         Ho, Wo = lp.out_hw
-        if lp.pool:
-            kept = (Ho // lp.pool * lp.pool) * (Wo // lp.pool * lp.pool)
-        else:
-            kept = Ho * Wo
+        kept = (Ho // lp.pool * lp.pool) * (Wo // lp.pool * lp.pool) if lp.pool else Ho * Wo
         counters["words_written"] = kept * lp.groups
-    return {"cycles": cycles, "ideal": ideal, "counters": counters}
+    return {"cycles": layer_cycles(plan, lp), "ideal": ideal, "counters": counters}
 
 
 def static_cycles(plan: BitparPlan) -> dict[str, dict]:
@@ -89,7 +122,7 @@ def static_cycles(plan: BitparPlan) -> dict[str, dict]:
 
 
 def cycle_model(plan: BitparPlan, images: np.ndarray, gold: GoldenResult | None = None,
-                with_lane_bound: bool = True) -> list[ImageCycles]:
+                with_lane_bound: bool = False) -> list[ImageCycles]:
     """Cycles and status counters of each image (pixel codes [N, C, H, W])."""
     g = plan.graph
     images = np.asarray(images)

@@ -6,10 +6,13 @@ one path (timing on the ECP5)::
 
     cycle n   (add)      pc[l][t] <- first ? (pos_l[0] - neg_l[0]) * pixel
                                             : popcount(s_t & pos_l) - popcount(s_t & neg_l)
-    cycle n+1 (add_q)    acc[l][t] <- acc[l][t] + pc[l][t]
+    cycle n+1            total[l][t] = acc[l][t] + (add in cycle n ? pc[l][t] : 0)
+                         acc[l][t] <- clear ? 0 : total[l][t]
 
-``clear`` zeroes every accumulator (it wins over a pending add, which the caller never
-issues at the same time).  The spike word's bit of (t, channel) is `plan.bit_index`.
+``total`` (combinational) is the sum including the step in the accumulate stage, so a
+``clear`` in the cycle of a group's last step hands that group's sums on (the caller
+registers ``total``) and starts the next group from 0 without a gap.  The spike word's bit
+of (t, channel) is `plan.bit_index`.
 """
 from __future__ import annotations
 
@@ -48,6 +51,7 @@ class LaneArray(wiring.Component):
             "add": In(1),
             "clear": In(1),
             "acc": Out(data.ArrayLayout(data.ArrayLayout(signed(acc_bits), T), L)),
+            "total": Out(data.ArrayLayout(data.ArrayLayout(signed(acc_bits), T), L)),
         })
 
     def elaborate(self, platform):
@@ -55,7 +59,7 @@ class LaneArray(wiring.Component):
         L, T = self.L, self.T
         pc_bits = max(WORD.bit_length(), self.pixel_bits) + 2
         add_q = Signal()
-        m.d.sync += add_q.eq(self.add & ~self.clear)
+        m.d.sync += add_q.eq(self.add)
         for t in range(T):
             s_t = Cat(self.spikes[bit_index(T, L, t, cc)] for cc in range(WORD))
             for lane in range(L):
@@ -65,9 +69,7 @@ class LaneArray(wiring.Component):
                 word = popcount(s_t & w.pos) - popcount(s_t & w.neg)
                 pix = Mux(w.pos[0], px, Mux(w.neg[0], -px, 0))
                 m.d.sync += pc.eq(Mux(self.first, pix, word))
-                acc = self.acc[lane][t]
-                with m.If(self.clear):
-                    m.d.sync += acc.eq(0)
-                with m.Elif(add_q):
-                    m.d.sync += acc.eq(acc + pc)
+                acc, total = self.acc[lane][t], self.total[lane][t]
+                m.d.comb += total.eq(acc + Mux(add_q, pc, 0))
+                m.d.sync += acc.eq(Mux(self.clear, 0, total))
         return m
