@@ -2,6 +2,7 @@
 
     .venv/bin/python bench/soak.py --irs 10000                       # golden, torch integer model, cycle model
     .venv/bin/python bench/soak.py --irs 200 --amaranth 50 --icarus 20 --verilator 5
+    .venv/bin/python bench/soak.py --datapath bitpar --irs 100 --amaranth 50 --icarus 50
 
 For each seed (``--start`` on): a random IR (`ticketforge.model.ir.random`; every other seed
 with binary weights, the ones the accelerator takes) and 3 random images:
@@ -13,6 +14,8 @@ with binary weights, the ones the accelerator takes) and 3 random images:
   golden scores and the cycle model's cycles;
 - the first ``--icarus`` / ``--verilator`` binary IRs: the Verilog through the cocotb
   regression (`ticketforge.sim.runner.run_sim`), equal to golden and the cycle model.
+With ``--datapath bitpar`` the accelerator is the bit-parallel one (`rtl/bitpar`), at a lane
+count from 1 to 16 by seed, and the Amaranth check also compares every status counter.
 A failure prints the seed and what differed, and the run goes on; the summary counts them.
 """
 from __future__ import annotations
@@ -60,7 +63,44 @@ def _synaptic_events(g, images, gold) -> np.ndarray:
     return total
 
 
-def soak_one(seed: int, amaranth: bool, simulators: list[str], tmp: Path) -> list[str]:
+def _bitpar_hw(seed: int, g, images, gold, amaranth: bool, simulators: list[str], tmp: Path) -> list[str]:
+    """The bitpar accelerator on one binary IR: Amaranth simulation and the Verilog regression
+    against golden and its own cycle model."""
+    from ticketforge.rtl.bitpar.accel import BitparAccelerator
+    from ticketforge.rtl.bitpar.cycles import cycle_model as bitpar_model
+    from ticketforge.rtl.bitpar.plan import plan_graph
+    from ticketforge.rtl.simulate import simulate
+
+    L = (1, 2, 4, 8, 16)[seed // 2 % 5]
+    problems = []
+    model = bitpar_model(plan_graph(g, L), images, gold)
+    if amaranth:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            rtl = simulate(BitparAccelerator(g, L), images)
+        for i, r in enumerate(rtl):
+            if list(r.scores) != gold.scores[i].tolist() or r.cycles != model[i].total \
+                    or r.counters != model[i].counters:
+                problems.append(f"Amaranth simulation image {i}: scores {list(r.scores)} vs {gold.scores[i].tolist()}, "
+                                f"cycles {r.cycles} vs {model[i].total}, counters equal "
+                                f"{r.counters == model[i].counters} ({L} bitpar lanes)")
+    for sim in simulators:
+        from ticketforge.rtl.emit import write_rtl
+        from ticketforge.sim.runner import SimMismatch, run_sim
+
+        d = tmp / f"{sim}-{seed}"
+        save_graph(g, d / "ir")
+        write_rtl(d / "ir", d / "rtl", pes=L, run_lint=False, progress=lambda *a, **k: None, datapath="bitpar")
+        try:
+            r = run_sim(d / "rtl", g, images, d / "sim", sim, traced=[0], log=lambda *a, **k: None)
+            if not (r["rtl_matches_golden"] and r["cycles_equal_model"]):
+                problems.append(f"{sim}: results differ from golden or the cycle model ({L} bitpar lanes)")
+        except SimMismatch as e:
+            problems.append(f"{sim}: {e}")
+    return problems
+
+
+def soak_one(seed: int, amaranth: bool, simulators: list[str], tmp: Path, datapath: str = "lane") -> list[str]:
     """The problems found on one seed (empty: all equal)."""
     binary = seed % 2 == 0
     g = random_graph(seed, binary=binary)
@@ -74,6 +114,8 @@ def soak_one(seed: int, amaranth: bool, simulators: list[str], tmp: Path) -> lis
                  if not np.array_equal(spikes[k], gold.spikes[k])]
     if not binary:
         return problems
+    if datapath == "bitpar":
+        return problems + _bitpar_hw(seed, g, images, gold, amaranth, simulators, tmp)
     P = 1 + seed % 8
     model = cycle_model(g, images, P, gold=gold)
     acc = np.array([sum(c.counters[l]["accumulates"] for l in c.counters) for c in model])
@@ -113,6 +155,7 @@ def main() -> int:
     ap.add_argument("--amaranth", type=int, default=0, help="of the binary ones, how many in Amaranth simulation")
     ap.add_argument("--icarus", type=int, default=0, help="... how many through the cocotb regression on Icarus")
     ap.add_argument("--verilator", type=int, default=0, help="... on Verilator (one build each)")
+    ap.add_argument("--datapath", choices=("lane", "bitpar"), default="lane", help="the accelerator (default lane)")
     args = ap.parse_args()
     failures: dict[int, list[str]] = {}
     counts = {"irs": 0, "binary": 0, "amaranth": 0, "icarus": 0, "verilator": 0}
@@ -124,7 +167,7 @@ def main() -> int:
             sims = [s for s in ("icarus", "verilator") if binary and b < getattr(args, s)]
             amaranth = binary and b < args.amaranth
             try:
-                problems = soak_one(seed, amaranth, sims, Path(tmp))
+                problems = soak_one(seed, amaranth, sims, Path(tmp), args.datapath)
             except Exception as e:          # a crash is a finding too: name it and go on
                 problems = [f"{type(e).__name__}: {e}"]
             counts["irs"] += 1
@@ -137,7 +180,7 @@ def main() -> int:
                 tqdm.write(f"seed {seed}: " + "; ".join(problems))
     secs = time.perf_counter() - t0
     print(f"{counts['irs']} random IRs ({counts['binary']} binary) through golden = torch integer model and the "
-          f"cycle model; {counts['amaranth']} in Amaranth simulation, {counts['icarus']} on Icarus, "
+          f"{args.datapath} cycle model; {counts['amaranth']} in Amaranth simulation, {counts['icarus']} on Icarus, "
           f"{counts['verilator']} on Verilator: {len(failures)} with a mismatch, in {secs:.0f} s"
           + (f"; failing seeds {sorted(failures)[:20]}" if failures else ""))
     return 1 if failures else 0

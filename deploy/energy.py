@@ -9,8 +9,9 @@ included: we have no measured figure for these boards' static power at our utili
 
 Every constant's source is next to it.  The SRAM figures are for 64-bit words; an access
 of a narrower word is scaled by width / 64 (an approximation: bit-line energy scales with
-the bits read, the decoder's share does not), and sizes between the reference points are
-interpolated in log(size).  A memory smaller than 8 KB is priced as an 8 KB one (the
+the bits read, the decoder's share does not), a wider word is that many 64-bit banks (each
+priced at its own size), and sizes between the reference points are interpolated in
+log(size).  A memory smaller than 8 KB is priced as an 8 KB one (the
 smallest reference point): for the small per-PE memories of small designs this is an
 upper bound, not an extrapolation we cannot source.
 """
@@ -49,8 +50,11 @@ def add_pj(bits: int) -> float:
 
 
 def sram_pj(depth: int, width: int) -> float:
-    """Energy of one access of a ``width``-bit word in a ``depth`` x ``width`` SRAM."""
-    size_bytes = max(1, depth * width // 8)
+    """Energy of one access of a ``width``-bit word in a ``depth`` x ``width`` SRAM.  A memory
+    wider than 64 bits is priced as 64-bit banks side by side, each an SRAM of ``depth`` x 64
+    bits: that is how a wide memory is built (the reference figures are for 64-bit words,
+    and an FPGA block RAM is at most 36 bits wide), not one array of the whole size."""
+    size_bytes = max(1, depth * min(width, 64) // 8)
     return _interp(SRAM_64B_PJ, size_bytes) * width / 64
 
 

@@ -45,3 +45,27 @@ def test_energy_formula_first_layer_mac_others_ac():
     assert list(fire.values())[0] == acts[1].input_rate
     ann = energy_report(acts, 1, spiking=False)
     assert ann["energy_pj"] == pytest.approx(4.6 * (784 * 340 + 340 * 10))
+
+
+def test_a_wide_memory_is_priced_as_64_bit_banks():
+    from ticketforge.deploy.energy import sram_pj
+
+    # a 1,024-bit word of a 900-deep memory: 16 banks of 900 x 64 bits (7.2 KB each, priced
+    # as the smallest reference point), not one 115 KB array
+    assert sram_pj(900, 1024) == pytest.approx(16 * sram_pj(900, 64))
+    assert sram_pj(900, 64) == pytest.approx(10.0)
+    assert sram_pj(1 << 20, 32) == pytest.approx(sram_pj(1 << 20, 64) / 2)
+
+
+def test_bitpar_prices_come_from_its_memories():
+    from ticketforge.deploy.energy import hardware_events_energy
+
+    mems = [{"name": n, "depth": d, "width": w} for n, d, w in
+            (("buf0", 784, 128), ("weights", 900, 1024), ("groups", 23, 600), ("steps", 900, 20))]
+    man = {"params": {"datapath": "bitpar"}, "memories": mems, "membrane_bits": 18,
+           "bitpar": {"lanes": 16, "T": 4, "acc_bits": 14, "word": 32}}
+    e = hardware_events_energy({"conv": {"steps": 1000, "neuron_updates": 0, "spikes": 5, "words_written": 0}}, man)
+    step = e["pj_per_event"]["steps"]
+    assert step > 16 * 10.0                     # at least the 16 lanes' weight banks
+    assert e["uj"] == pytest.approx(1000 * step * 1e-6)
+    assert e["pj_per_event"]["spikes"] == 0.0   # a spike is a bit of the written word
