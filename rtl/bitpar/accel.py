@@ -34,7 +34,7 @@ from ticketforge.errors import UsageError
 from ticketforge.model.ir.schema import Graph, Neuron
 from ticketforge.rtl.bitpar.cycles import COUNTERS
 from ticketforge.rtl.bitpar.lanes import LaneArray, weight_layout
-from ticketforge.rtl.bitpar.plan import WORD, BitparPlan, plan_graph
+from ticketforge.rtl.bitpar.plan import WORD, BitparPlan, bit_index, plan_graph
 from ticketforge.rtl.neuron import NeuronUpdate
 
 __all__ = ["BitparAccelerator", "status_map"]
@@ -196,8 +196,13 @@ class BitparAccelerator(wiring.Component):
 
         # ---------------- memories
         n_pix = int(np.prod(g.input.shape))
-        pix = mk("pixels", unsigned(g.input.bits), n_pix)
-        pix_w, pix_r = pix.write_port(), pix.read_port()
+        planes = layers[0].planes       # a linear first layer reads 32-pixel words by bit plane
+        if planes:
+            pix = mk("pixels", unsigned(WORD * planes), -(-n_pix // WORD))
+            pix_w, pix_r = pix.write_port(granularity=planes), pix.read_port()
+        else:
+            pix = mk("pixels", unsigned(g.input.bits), n_pix)
+            pix_w, pix_r = pix.write_port(), pix.read_port()
         BW = T * WORD
         gran = T * L
         bufs = [mk(f"buf{b}", unsigned(BW), plan.buffer_depth) for b in range(2)]
@@ -217,7 +222,7 @@ class BitparAccelerator(wiring.Component):
             keepm = mk("keep", unsigned(L), len(self.keep_words), self.keep_words, rom=True)
             keep_r = keepm.read_port()
 
-        lanes = m.submodules.lanes = LaneArray(L, T, self.acc_bits, g.input.bits)
+        lanes = m.submodules.lanes = LaneArray(L, T, self.acc_bits, g.input.bits, planes)
 
         # ---------------- per-layer constants, indexed by the current layer
         def table(values, shape=None):
@@ -241,7 +246,7 @@ class BitparAccelerator(wiring.Component):
         Wp_cols = table([(lp.out_hw[1] // lp.pool * lp.pool) if lp.pool else lp.out_hw[1] for lp in layers])[cur]
         dx_step = table([lp.dst_chunks for lp in layers])[cur]                     # per pooled column
         dy_step = table([lp.dst_hw[1] * lp.dst_chunks for lp in layers])[cur]      # per pooled row
-        first = table([int(lp.first) for lp in layers])[cur]
+        first = table([int(lp.first and not lp.planes) for lp in layers])[cur]     # one pixel a step
         is_out = table([int(lp.kind == "output") for lp in layers])[cur]
         rbuf = table([lp.read_buf for lp in layers])[cur]
         gbase = table(self.group_base)[cur]
@@ -303,12 +308,18 @@ class BitparAccelerator(wiring.Component):
         null = Signal()
         m.d.comb += null.eq(dead | (count == 0))
         is_last = Signal()
-        m.d.comb += is_last.eq(null | (k == count - 1))
+        if planes:
+            plane = Signal(range(max(2, planes)))
+            plane_last = Signal()
+            m.d.comb += [plane_last.eq((plane == planes - 1) | (cur != 0)),
+                         is_last.eq(null | ((k == count - 1) & plane_last))]
+        else:
+            m.d.comb += is_last.eq(null | (k == count - 1))
         may_issue = Signal()
         m.d.comb += may_issue.eq(~is_last | (since >= d_prev))
 
         # tags of a group, queued when its last step is issued and taken when that step
-        # reaches the accumulators (up to 4 groups are in flight in the 3-stage pipeline)
+        # reaches the accumulators (at most 3 are in flight in the 4-stage pipeline: last steps are >= 2 cycles apart)
         wb_addr_a = Signal(range(addr_max))
         m.d.comb += wb_addr_a.eq(dst_row + dst_col + chunk)
         tag_layout = data.StructLayout({
@@ -321,9 +332,13 @@ class BitparAccelerator(wiring.Component):
                      tag_in.wb_keep.eq((y < Hp_rows) & (x < Wp_cols)), tag_in.y.eq(y), tag_in.x.eq(x),
                      tags.w_data.eq(tag_in)]
 
-        # ---------------- the step pipeline: S0 issue -> S1 row -> S2 word -> S3 accumulate
+        # ---------------- the step pipeline: S0 issue -> S1 row -> S2 word -> S3 registered
+        # word -> S4 popcounts -> accumulate.  S3 is there for timing: a block RAM's output
+        # fans out to every lane's popcount tree, and without the register its clock-to-out
+        # and that routing were the ECP5's critical path (36 MHz for 16 lanes)
         issue = Signal()
         v1, last1, v2, last2, last3 = Signal(), Signal(), Signal(), Signal(), Signal()
+        v3, last4 = Signal(), Signal()
         s1_row = Signal.like(gstart)
         s1_ys, s1_xs, s1_base = Signal.like(ys), Signal.like(xs), Signal.like(src_base)
         m.d.comb += step_r.addr.eq(gstart + k)
@@ -338,14 +353,31 @@ class BitparAccelerator(wiring.Component):
         src_addr = Signal(signed(len(src_base) + self.off_bits + 1))
         m.d.comb += src_addr.eq(s1_base + row.off)
         m.d.comb += [weight_r.addr.eq(s1_row), pix_r.addr.eq(src_addr)]
-        m.d.sync += [v2.eq(v1 & inb), last2.eq(last1), last3.eq(last2)]
+        m.d.sync += [v2.eq(v1 & inb), last2.eq(last1), last3.eq(last2), v3.eq(v2), last4.eq(last3)]
+        if planes:
+            s1_plane, s2_plane, s3_plane = Signal.like(plane), Signal.like(plane), Signal.like(plane)
+            m.d.sync += [s1_plane.eq(plane), s2_plane.eq(s1_plane), s3_plane.eq(s2_plane)]
         wb_addr = Signal(range(addr_max))
         for b in range(2):
             m.d.comb += buf_r[b].addr.eq(Mux(rbuf == b, src_addr, wb_addr))
         src_word = Mux(rbuf, buf_r[1].data, buf_r[0].data)
         handoff = Signal()
-        m.d.comb += [handoff.eq(last3), lanes.spikes.eq(src_word), lanes.pixel.eq(pix_r.data),
-                     lanes.weights.eq(weight_r.data), lanes.first.eq(first), lanes.add.eq(v2),
+        if planes:
+            # bit plane b of the 32 pixels of the word, as every timestep's spike word
+            pw = pix_r.data
+            bits_b = Signal(WORD)
+            m.d.comb += bits_b.eq(Array(Cat(pw[j * planes + b] for j in range(WORD)) for b in range(planes))[s2_plane])
+            where = {bit_index(T, L, tt, cc): cc for tt in range(T) for cc in range(WORD)}
+            plane_word = Cat(bits_b[where[i]] for i in range(T * WORD))
+            src_word = Mux(cur == 0, plane_word, src_word)
+            m.d.comb += lanes.plane.eq(s3_plane)
+        word_q, pixel_q = Signal(T * WORD), Signal.like(pix_r.data if not planes else self.pixels.payload)
+        weights_q = Signal(weight_layout(L))
+        m.d.sync += [word_q.eq(src_word), weights_q.eq(weight_r.data)]
+        if not planes:
+            m.d.sync += pixel_q.eq(pix_r.data)
+        m.d.comb += [handoff.eq(last4), lanes.spikes.eq(word_q), lanes.pixel.eq(pixel_q),
+                     lanes.weights.eq(weights_q), lanes.first.eq(first), lanes.add.eq(v3),
                      lanes.clear.eq(handoff), tags.r_en.eq(handoff)]
 
         # ---------------- B: update and write-back of the group handed on
@@ -366,8 +398,6 @@ class BitparAccelerator(wiring.Component):
         for lane in range(L):
             acc_t = Array(snap[lane])[t]
             shifted = Array(acc_t << s for s in shift)[cur]
-            # a position starts from V = 0, so U = leak(0) + bias = bias at t = 0;
-            # u stays within u_bits: accel.u_range bounds U plus every partial sum
             u = Signal(signed(self.u_bits), name=f"u_in{lane}")
             m.d.comb += u.eq(Mux(t == 0, gr.bias[lane], U[lane]) + shifted)
             spikes, nexts = [], []
@@ -433,7 +463,7 @@ class BitparAccelerator(wiring.Component):
         counters = [[Signal(COUNTER_BITS, name=f"{lp.name}_{c}") for c in COUNTERS] for lp in layers]
         cnt_now = {c: Signal(range(L + 2), name=f"inc_{c}") for c in COUNTERS}
         pipe_empty = Signal()
-        m.d.comb += pipe_empty.eq(~last1 & ~last2 & ~last3 & b_idle)
+        m.d.comb += pipe_empty.eq(~last1 & ~last2 & ~last3 & ~last4 & b_idle)
         m.d.comb += [self.busy.eq(0), self.done.eq(0), self.pixels.ready.eq(0), self.scores.valid.eq(0),
                      self.scores.payload.eq(Array(scores)[out_i]), issue.eq(0), tags.w_en.eq(0),
                      pix_w.en.eq(0), pix_w.addr.eq(load_i), pix_w.data.eq(self.pixels.payload)]
@@ -500,7 +530,12 @@ class BitparAccelerator(wiring.Component):
                     m.d.comb += clear_counters.eq(1)
                     m.next = "LOAD"
             with m.State("LOAD"):
-                m.d.comb += [self.busy.eq(1), self.pixels.ready.eq(1), pix_w.en.eq(self.pixels.valid)]
+                m.d.comb += [self.busy.eq(1), self.pixels.ready.eq(1)]
+                if planes:      # pixel i is byte lane i mod 32 of word i / 32
+                    m.d.comb += [pix_w.en.eq(Mux(self.pixels.valid, 1 << load_i[:5], 0)),
+                                 pix_w.addr.eq(load_i[5:]), pix_w.data.eq(Cat(*[self.pixels.payload] * WORD))]
+                else:
+                    m.d.comb += pix_w.en.eq(self.pixels.valid)
                 with m.If(self.pixels.valid):
                     m.d.sync += load_i.eq(load_i + 1)
                     with m.If(load_i == n_pix - 1):
@@ -522,7 +557,13 @@ class BitparAccelerator(wiring.Component):
                 m.d.comb += self.busy.eq(1)
                 with m.If(may_issue):
                     m.d.comb += issue.eq(1)
-                    m.d.sync += k.eq(k + 1)
+                    if planes:
+                        with m.If(plane_last):
+                            m.d.sync += [k.eq(k + 1), plane.eq(0)]
+                        with m.Else():
+                            m.d.sync += plane.eq(plane + 1)
+                    else:
+                        m.d.sync += k.eq(k + 1)
                     with m.If(is_last):
                         m.d.comb += tags.w_en.eq(1)
                         m.d.sync += [since.eq(1), d_prev.eq(Mux(is_out, D_out, Mux(dead, D_dead, D_live)))]

@@ -3,8 +3,8 @@
 The accelerator is two machines joined by a queue of group tags:
 
 - **A**, the step sequencer, walks a layer's output positions (raster order) and lane
-  groups and issues one step per cycle into a 3-stage pipeline (step row -> source word
-  and weights -> popcounts -> accumulators).  A group's steps follow the previous group's
+  groups and issues one step per cycle into a 4-stage pipeline (step row -> source word
+  and weights -> registered word -> popcounts -> accumulators).  A group's steps follow the previous group's
   without a gap.  A group with no step, or a *dead* one (no live neuron, DynSNN), issues
   one empty step.  In a layer with pruned neurons each group first reads its keep word
   (``KEEP_READ``, one cycle).
@@ -47,12 +47,13 @@ __all__ = ["COUNTERS", "LAYER_SETUP", "KEEP_READ", "PIPE", "DONE", "hold_cycles"
 COUNTERS = ("steps", "neuron_updates", "spikes", "words_written")
 LAYER_SETUP = 1
 KEEP_READ = 1             # per group, in a layer with pruned neurons
-PIPE = 4                  # last step issued -> its handoff (3 stages), and B back to idle
+PIPE = 5                  # last step issued -> its handoff (4 stages), and B back to idle
 DONE = 1
 
 
 def hold_cycles(T: int, kind: str, dead: bool) -> int:
-    """How long B holds a group: fetch + T updates + write-back read and write."""
+    """How long B holds a group: fetch, T updates, write-back read and write (a dead group:
+    fetch and the write-back; the readout: fetch and one update)."""
     if kind == "output":
         return 2
     return 3 if dead else T + 3
@@ -60,6 +61,8 @@ def hold_cycles(T: int, kind: str, dead: bool) -> int:
 
 def in_bounds_steps(lp: LayerPlan) -> np.ndarray:
     """[positions, groups]: steps whose source position lies inside the source."""
+    if lp.planes:
+        return np.array(lp.issues, np.int64)[None, :].repeat(lp.positions, 0)
     Ho, Wo = lp.out_hw
     _, H, W = lp.src_shape
     out = np.zeros((lp.positions, lp.groups), np.int64)
@@ -80,7 +83,7 @@ def layer_cycles(plan: BitparPlan, lp: LayerPlan) -> int:
     """The layer's cycles, LAYER_SETUP to the end of its wait, replaying A's issue rule."""
     T = plan.T
     live = lp.live(plan.L)
-    counts = [len(s) for s in lp.steps]
+    counts = lp.issues
     kread = KEEP_READ if lp.keep is not None else 0
     t = LAYER_SETUP                      # the cycle A may issue next (LAYER_SETUP is cycle 0)
     last, d_prev = -(1 << 30), 0
@@ -99,7 +102,7 @@ def layer_cycles(plan: BitparPlan, lp: LayerPlan) -> int:
 def _layer_static(plan: BitparPlan, lp: LayerPlan) -> dict:
     T, L = plan.T, plan.L
     live = lp.live(L)
-    n = np.array([len(r) for r in lp.steps], np.int64)[None, :]          # [1, G]
+    n = np.array(lp.issues, np.int64)[None, :]                           # [1, G]
     upd = 1 if lp.kind == "output" else T
     # the two units each group passes through, each one per cycle: the step pipeline (its
     # in-bounds steps) and the update (T timesteps; the readout one); they overlap

@@ -16,7 +16,7 @@ of (t, channel) is `plan.bit_index`.
 """
 from __future__ import annotations
 
-from amaranth import C, Cat, Module, Mux, Signal, signed, unsigned
+from amaranth import Array, C, Cat, Module, Mux, Signal, signed, unsigned
 from amaranth.lib import data, wiring
 from amaranth.lib.wiring import In, Out
 
@@ -33,17 +33,22 @@ def weight_layout(L: int) -> data.ArrayLayout:
 
 class LaneArray(wiring.Component):
     """``L`` lanes x ``T`` timesteps of ``acc_bits``-bit signed accumulators; ``pixel_bits``
-    wide pixels for the first layer."""
+    wide pixels for the first layer.  ``planes`` > 0 adds a ``plane`` input (a bit plane's
+    steps): the popcount difference is shifted left by it."""
 
-    def __init__(self, L: int, T: int, acc_bits: int, pixel_bits: int = 8):
+    def __init__(self, L: int, T: int, acc_bits: int, pixel_bits: int = 8, planes: int = 0):
         for name, v, lo in (("L", L, 1), ("T", T, 1), ("pixel_bits", pixel_bits, 1)):
             if not isinstance(v, int) or v < lo:
                 raise ValueError(f"{name} must be an integer >= {lo}, got {v!r}")
+        if not isinstance(planes, int) or not 0 <= planes <= 16:
+            raise ValueError(f"planes must be an integer in [0, 16], got {planes!r}")
         need = max(WORD.bit_length(), pixel_bits) + 2
         if not isinstance(acc_bits, int) or acc_bits < need:
             raise ValueError(f"acc_bits must be an integer >= {need}, got {acc_bits!r}")
-        self.L, self.T, self.acc_bits, self.pixel_bits = L, T, acc_bits, pixel_bits
+        self.L, self.T, self.acc_bits, self.pixel_bits, self.planes = L, T, acc_bits, pixel_bits, planes
+        extra = {"plane": In(range(planes))} if planes else {}
         super().__init__({
+            **extra,
             "spikes": In(T * WORD),
             "pixel": In(unsigned(pixel_bits)),
             "weights": In(weight_layout(L)),
@@ -57,7 +62,7 @@ class LaneArray(wiring.Component):
     def elaborate(self, platform):
         m = Module()
         L, T = self.L, self.T
-        pc_bits = max(WORD.bit_length(), self.pixel_bits) + 2
+        pc_bits = max(WORD.bit_length() + max(self.planes - 1, 0), self.pixel_bits) + 2
         add_q = Signal()
         m.d.sync += add_q.eq(self.add)
         for t in range(T):
@@ -67,6 +72,10 @@ class LaneArray(wiring.Component):
                 pc = Signal(signed(pc_bits), name=f"pc_{lane}_{t}")
                 px = Cat(self.pixel, C(0, 1)).as_signed()      # zero-extended: pixels are unsigned
                 word = popcount(s_t & w.pos) - popcount(s_t & w.neg)
+                if self.planes:
+                    diff = Signal(signed(WORD.bit_length() + 1), name=f"diff_{lane}_{t}")
+                    m.d.comb += diff.eq(word)
+                    word = Array(diff << b for b in range(self.planes))[self.plane]
                 pix = Mux(w.pos[0], px, Mux(w.neg[0], -px, 0))
                 m.d.sync += pc.eq(Mux(self.first, pix, word))
                 acc, total = self.acc[lane][t], self.total[lane][t]

@@ -15,7 +15,10 @@ per step (the same at every t: direct encoding), and adds ``+-pixel``.
 
 What is skipped, statically: a step none of whose lanes keeps a synapse is not stored and
 costs no cycle (masked synapses are zeros of the AND); a (position, group) with no live
-neuron (DynSNN) runs no step and no update.  Spikes of a layer are *bitmap words*: per
+neuron (DynSNN) runs no step and no update.  A linear first layer (an MLP on pixels) reads
+the pixels as bit planes instead: a step row is a word of 32 pixels, run once per pixel
+bit b, adding ``(popcount(plane_b & pos) - popcount(plane_b & neg)) << b`` (the same rows
+serve every plane).  Spikes of a layer are *bitmap words*: per
 output position and chunk of 32 channels, ``T x 32`` bits (``bit_index``); a following OR
 pool is folded into the write (read, OR, write).
 """
@@ -73,6 +76,12 @@ class LayerPlan:
     threshold: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))
     input_shift: int = 0
     dense: bool = False       # the no-skipping reference: every (position, group) runs
+    planes: int = 0           # a linear first layer: pixel bits; each step row runs once per bit plane
+
+    @property
+    def issues(self) -> list[int]:
+        """Per group: the pipeline steps its rows take (a bit-plane row takes one per plane)."""
+        return [len(r) * max(1, self.planes) for r in self.steps]
 
     @property
     def positions(self) -> int:
@@ -181,11 +190,17 @@ def plan_graph(g: Graph, lanes: int, dense: bool = False) -> BitparPlan:
             stride = l.stride
         else:
             out_hw, stride = (1, 1), 1
-            wf = w.reshape(Co, C, H * W)                  # flatten order: c, y, x
+            if first:
+                # bit planes: a step is a word of 32 pixels (flatten order c, y, x) and runs
+                # once per pixel bit b, adding (popcount(plane_b & pos) - ...) << b
+                planes = g.input.bits
+                wf = w.reshape(Co, -1)
+                units = [(u, 0) for u in range(math.ceil(wf.shape[1] / WORD))]
+            else:
+                wf = w.reshape(Co, C, H * W)              # flatten order: c, y, x
+                units = [(u, p) for p in range(H * W) for u in range(src_chunks)]
             for grp in range(G):
                 rows = []
-                units = [(c, p) for c in range(C) for p in range(H * W)] if first else \
-                    [(u, p) for p in range(H * W) for u in range(src_chunks)]
                 for u, p in units:
                     pos, neg = [], []
                     for lane in range(L):
@@ -193,21 +208,18 @@ def plan_graph(g: Graph, lanes: int, dense: bool = False) -> BitparPlan:
                         if o >= Co:
                             pos.append(0), neg.append(0)
                             continue
-                        if first:
-                            v = int(wf[o, u, p])
-                            pos.append(int(v > 0)), neg.append(int(v < 0))
-                        else:
-                            ws = wf[o, u * WORD:(u + 1) * WORD, p]
-                            pos.append(int(sum(1 << j for j in np.flatnonzero(ws > 0))))
-                            neg.append(int(sum(1 << j for j in np.flatnonzero(ws < 0))))
+                        ws = wf[o, u * WORD:(u + 1) * WORD] if first else wf[o, u * WORD:(u + 1) * WORD, p]
+                        pos.append(int(sum(1 << j for j in np.flatnonzero(ws > 0))))
+                        neg.append(int(sum(1 << j for j in np.flatnonzero(ws < 0))))
                     if not dense and not any(pos) and not any(neg):
                         continue
-                    off = (u * H * W + p) if first else (p * src_chunks + u)
+                    off = u if first else (p * src_chunks + u)
                     rows.append(StepRow(0, 0, off, tuple(pos), tuple(neg)))
                 steps.append(rows)
         lp = LayerPlan(index=i, name=l.name, kind=l.kind, first=first, src_shape=src_shape,
                        src_chunks=src_chunks, out_hw=out_hw, stride=stride, out_channels=Co, groups=G,
-                       steps=steps, read_buf=buf, write_buf=1 - buf, input_shift=l.input_shift, dense=dense)
+                       steps=steps, read_buf=buf, write_buf=1 - buf, input_shift=l.input_shift, dense=dense,
+                       planes=g.input.bits if first and l.kind == "linear" else 0)
         if l.kind != "output":
             nxt = layers[i + 1] if i + 1 < len(layers) else None
             lp.pool = nxt.kernel if nxt is not None and nxt.kind == "pool" else 0
