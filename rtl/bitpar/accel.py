@@ -319,7 +319,7 @@ class BitparAccelerator(wiring.Component):
         m.d.comb += may_issue.eq(~is_last | (since >= d_prev))
 
         # tags of a group, queued when its last step is issued and taken when that step
-        # reaches the accumulators (at most 3 are in flight in the 4-stage pipeline: last steps are >= 2 cycles apart)
+        # reaches the accumulators (at most 2 are in flight in the 3-stage pipeline: last steps are >= 2 cycles apart)
         wb_addr_a = Signal(range(addr_max))
         m.d.comb += wb_addr_a.eq(dst_row + dst_col + chunk)
         tag_layout = data.StructLayout({
@@ -332,13 +332,9 @@ class BitparAccelerator(wiring.Component):
                      tag_in.wb_keep.eq((y < Hp_rows) & (x < Wp_cols)), tag_in.y.eq(y), tag_in.x.eq(x),
                      tags.w_data.eq(tag_in)]
 
-        # ---------------- the step pipeline: S0 issue -> S1 row -> S2 word -> S3 registered
-        # word -> S4 popcounts -> accumulate.  S3 is there for timing: a block RAM's output
-        # fans out to every lane's popcount tree, and without the register its clock-to-out
-        # and that routing were the ECP5's critical path (36 MHz for 16 lanes)
+        # ---------------- the step pipeline: S0 issue -> S1 row -> S2 word -> S3 accumulate
         issue = Signal()
         v1, last1, v2, last2, last3 = Signal(), Signal(), Signal(), Signal(), Signal()
-        v3, last4 = Signal(), Signal()
         s1_row = Signal.like(gstart)
         s1_ys, s1_xs, s1_base = Signal.like(ys), Signal.like(xs), Signal.like(src_base)
         m.d.comb += step_r.addr.eq(gstart + k)
@@ -353,10 +349,10 @@ class BitparAccelerator(wiring.Component):
         src_addr = Signal(signed(len(src_base) + self.off_bits + 1))
         m.d.comb += src_addr.eq(s1_base + row.off)
         m.d.comb += [weight_r.addr.eq(s1_row), pix_r.addr.eq(src_addr)]
-        m.d.sync += [v2.eq(v1 & inb), last2.eq(last1), last3.eq(last2), v3.eq(v2), last4.eq(last3)]
+        m.d.sync += [v2.eq(v1 & inb), last2.eq(last1), last3.eq(last2)]
         if planes:
-            s1_plane, s2_plane, s3_plane = Signal.like(plane), Signal.like(plane), Signal.like(plane)
-            m.d.sync += [s1_plane.eq(plane), s2_plane.eq(s1_plane), s3_plane.eq(s2_plane)]
+            s1_plane, s2_plane = Signal.like(plane), Signal.like(plane)
+            m.d.sync += [s1_plane.eq(plane), s2_plane.eq(s1_plane)]
         wb_addr = Signal(range(addr_max))
         for b in range(2):
             m.d.comb += buf_r[b].addr.eq(Mux(rbuf == b, src_addr, wb_addr))
@@ -370,14 +366,9 @@ class BitparAccelerator(wiring.Component):
             where = {bit_index(T, L, tt, cc): cc for tt in range(T) for cc in range(WORD)}
             plane_word = Cat(bits_b[where[i]] for i in range(T * WORD))
             src_word = Mux(cur == 0, plane_word, src_word)
-            m.d.comb += lanes.plane.eq(s3_plane)
-        word_q, pixel_q = Signal(T * WORD), Signal.like(pix_r.data if not planes else self.pixels.payload)
-        weights_q = Signal(weight_layout(L))
-        m.d.sync += [word_q.eq(src_word), weights_q.eq(weight_r.data)]
-        if not planes:
-            m.d.sync += pixel_q.eq(pix_r.data)
-        m.d.comb += [handoff.eq(last4), lanes.spikes.eq(word_q), lanes.pixel.eq(pixel_q),
-                     lanes.weights.eq(weights_q), lanes.first.eq(first), lanes.add.eq(v3),
+            m.d.comb += lanes.plane.eq(s2_plane)
+        m.d.comb += [handoff.eq(last3), lanes.spikes.eq(src_word), lanes.pixel.eq(pix_r.data),
+                     lanes.weights.eq(weight_r.data), lanes.first.eq(first), lanes.add.eq(v2),
                      lanes.clear.eq(handoff), tags.r_en.eq(handoff)]
 
         # ---------------- B: update and write-back of the group handed on
@@ -463,7 +454,7 @@ class BitparAccelerator(wiring.Component):
         counters = [[Signal(COUNTER_BITS, name=f"{lp.name}_{c}") for c in COUNTERS] for lp in layers]
         cnt_now = {c: Signal(range(L + 2), name=f"inc_{c}") for c in COUNTERS}
         pipe_empty = Signal()
-        m.d.comb += pipe_empty.eq(~last1 & ~last2 & ~last3 & ~last4 & b_idle)
+        m.d.comb += pipe_empty.eq(~last1 & ~last2 & ~last3 & b_idle)
         m.d.comb += [self.busy.eq(0), self.done.eq(0), self.pixels.ready.eq(0), self.scores.valid.eq(0),
                      self.scores.payload.eq(Array(scores)[out_i]), issue.eq(0), tags.w_en.eq(0),
                      pix_w.en.eq(0), pix_w.addr.eq(load_i), pix_w.data.eq(self.pixels.payload)]
