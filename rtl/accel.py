@@ -56,7 +56,7 @@ from ticketforge.rtl.cycles import ACC_DRAIN, COUNTERS, POOL_DRAIN, UPD_DRAIN, c
 from ticketforge.rtl.neuron import NeuronUpdate
 from ticketforge.rtl.program import LANE_FIELDS, Program, map_graph
 
-__all__ = ["Accelerator", "status_map", "fan_in", "u_range", "bram18_blocks", "MEMORY_STYLES"]
+__all__ = ["Accelerator", "core_members", "status_map", "fan_in", "u_range", "bram18_blocks", "MEMORY_STYLES"]
 
 # How synthesis should map the memories (the `ram_style` attribute yosys' memory mapper
 # honours): "auto" lets it choose, "block" asks for block RAM, "logic" for LUTs/FFs.
@@ -179,6 +179,24 @@ def status_map(g: Graph) -> list[tuple[str, str]]:
     return out
 
 
+def core_members(g: Graph, score_bits: int, status_words: int, trace_lanes: int, event_width: int,
+                 trace: bool) -> dict:
+    """The accelerator's outside, whatever its datapath: the pixel and score streams, start,
+    busy, done, the status block, and with ``trace`` the spike-trace port of ``trace_lanes``
+    lanes of ``event_width``-bit (c, y, x) events (the testbench and board top rely on it)."""
+    sig = {
+        "pixels": In(stream.Signature(unsigned(g.input.bits))),
+        "scores": Out(stream.Signature(signed(score_bits))),
+        "start": In(1), "busy": Out(1), "done": Out(1),
+        "status_addr": In(range(max(2, status_words))),
+        "status_data": Out(COUNTER_BITS),
+    }
+    if trace:
+        sig.update({"trace_valid": Out(trace_lanes), "trace_event": Out(trace_lanes * event_width),
+                    "trace_layer": Out(range(len(g.layers))), "trace_t": Out(range(max(2, g.T)))})
+    return sig
+
+
 class Accelerator(wiring.Component):
     """Parameters: the integer IR ``graph``, the number of PEs ``pes``, ``dense`` for the
     no-skipping reference, ``memory_style`` (MEMORY_STYLES), ``fifo_depth`` of each PE's
@@ -210,17 +228,7 @@ class Accelerator(wiring.Component):
         self.graph = g = graph
         self.P, self.dense, self.trace = pes, dense, trace
         self._plan()
-        sig = {
-            "pixels": In(stream.Signature(unsigned(g.input.bits))),
-            "scores": Out(stream.Signature(signed(self.score_bits))),
-            "start": In(1), "busy": Out(1), "done": Out(1),
-            "status_addr": In(range(max(2, len(self.status)))),
-            "status_data": Out(COUNTER_BITS),
-        }
-        if trace:
-            sig.update({"trace_valid": Out(pes), "trace_event": Out(pes * self.ev_xyz.width),
-                        "trace_layer": Out(range(len(g.layers))), "trace_t": Out(range(max(2, g.T)))})
-        super().__init__(sig)
+        super().__init__(core_members(g, self.score_bits, len(self.status), pes, self.ev_xyz.width, trace))
 
     # ---------------------------------------------------------------- static plan
     def _plan(self) -> None:

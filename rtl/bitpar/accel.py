@@ -26,30 +26,21 @@ from __future__ import annotations
 
 import numpy as np
 from amaranth import Array, C, Cat, Const, Module, Mux, Signal, signed, unsigned
-from amaranth.lib import data, fifo, stream, wiring
+from amaranth.lib import data, fifo, wiring
 from amaranth.lib.memory import Memory
-from amaranth.lib.wiring import In, Out
 
 from ticketforge.errors import UsageError
 from ticketforge.model.ir.schema import Graph, Neuron
 from ticketforge.rtl.bitpar.cycles import COUNTERS
 from ticketforge.rtl.bitpar.lanes import LaneArray, weight_layout
 from ticketforge.rtl.bitpar.plan import WORD, BitparPlan, bit_index, plan_graph
+from ticketforge.rtl.accel import COUNTER_BITS, _bits, _sbits, core_members, fan_in, u_range
 from ticketforge.rtl.neuron import NeuronUpdate
 
 __all__ = ["BitparAccelerator", "status_map"]
 
-COUNTER_BITS = 32
 MEMORY_STYLES = ("auto", "block", "logic")
 SMALL_ROM_BITS = 2048
-
-
-def _bits(n: int) -> int:
-    return max(1, int(n).bit_length())
-
-
-def _sbits(lo: int, hi: int) -> int:
-    return max(_bits(max(hi, 0)), _bits(max(-lo - 1, 0))) + 1
 
 
 def status_map(plan: BitparPlan) -> list[tuple[str, str]]:
@@ -92,24 +83,13 @@ class BitparAccelerator(wiring.Component):
         self.dense = dense
         self.fifo_depth = None          # no event FIFOs in this datapath
         self._sizes()
-        sig = {
-            "pixels": In(stream.Signature(unsigned(g.input.bits))),
-            "scores": Out(stream.Signature(signed(self.score_bits))),
-            "start": In(1), "busy": Out(1), "done": Out(1),
-            "status_addr": In(range(max(2, len(self.status)))),
-            "status_data": Out(COUNTER_BITS),
-        }
-        if trace:
-            sig.update({"trace_valid": Out(lanes), "trace_event": Out(lanes * self.ev_xyz.width),
-                        "trace_layer": Out(range(len(g.layers))), "trace_t": Out(range(max(2, g.T)))})
-        super().__init__(sig)
+        super().__init__(core_members(g, self.score_bits, len(self.status), lanes, self.ev_xyz.width, trace))
 
     # ------------------------------------------------------------ sizes and tables
     def _sizes(self) -> None:
         g, plan, L = self.graph, self.plan, self.L
         max_in = (1 << g.input.bits) - 1
         acc_need, u_need = [], []
-        from ticketforge.rtl.accel import fan_in, u_range
         for lp in plan.layers:
             l = g.layers[lp.index]
             fi = max(1, fan_in(g, l))

@@ -116,6 +116,19 @@ class BitparPlan:
         return max([lp.dst_hw[0] * lp.dst_hw[1] * lp.dst_chunks for lp in self.layers if lp.kind != "output"] + [1])
 
 
+def _lane_words(word_of, grp: int, L: int, Co: int) -> tuple[list[int], list[int]]:
+    """Per lane of group ``grp``: the masks of its +1 and of its -1 synapses in one step's
+    word; ``word_of(o)`` is output channel o's weights of that word (a lane past the last
+    channel has none)."""
+    pos, neg = [], []
+    for lane in range(L):
+        o = grp * L + lane
+        ws = np.atleast_1d(word_of(o)) if o < Co else np.zeros(0)
+        pos.append(int(sum(1 << int(j) for j in np.flatnonzero(ws > 0))))
+        neg.append(int(sum(1 << int(j) for j in np.flatnonzero(ws < 0))))
+    return pos, neg
+
+
 def _neuron_layers_ok(g: Graph) -> None:
     if g.input.encoding != "direct":
         raise UnsupportedError(f"the bitpar accelerator takes direct-encoded input, got {g.input.encoding!r}")
@@ -168,19 +181,9 @@ def plan_graph(g: Graph, lanes: int, dense: bool = False) -> BitparPlan:
                     for kx in range(k):
                         units = range(C) if first else range(src_chunks)
                         for u in units:
-                            pos, neg = [], []
-                            for lane in range(L):
-                                o = grp * L + lane
-                                if o >= Co:
-                                    pos.append(0), neg.append(0)
-                                    continue
-                                if first:
-                                    v = int(w[o, u, ky, kx])
-                                    pos.append(int(v > 0)), neg.append(int(v < 0))
-                                else:
-                                    ws = w[o, u * WORD:(u + 1) * WORD, ky, kx]
-                                    pos.append(int(sum(1 << j for j in np.flatnonzero(ws > 0))))
-                                    neg.append(int(sum(1 << j for j in np.flatnonzero(ws < 0))))
+                            # the first layer: one pixel's weight a step (bit 0), else a word
+                            cs = slice(u, u + 1) if first else slice(u * WORD, (u + 1) * WORD)
+                            pos, neg = _lane_words(lambda o: w[o, cs, ky, kx], grp, L, Co)
                             if not dense and not any(pos) and not any(neg):
                                 continue            # no lane keeps a synapse of this word: no step
                             dy, dx = ky - pad, kx - pad
@@ -202,15 +205,8 @@ def plan_graph(g: Graph, lanes: int, dense: bool = False) -> BitparPlan:
             for grp in range(G):
                 rows = []
                 for u, p in units:
-                    pos, neg = [], []
-                    for lane in range(L):
-                        o = grp * L + lane
-                        if o >= Co:
-                            pos.append(0), neg.append(0)
-                            continue
-                        ws = wf[o, u * WORD:(u + 1) * WORD] if first else wf[o, u * WORD:(u + 1) * WORD, p]
-                        pos.append(int(sum(1 << j for j in np.flatnonzero(ws > 0))))
-                        neg.append(int(sum(1 << j for j in np.flatnonzero(ws < 0))))
+                    cs = slice(u * WORD, (u + 1) * WORD)
+                    pos, neg = _lane_words(lambda o: wf[o, cs] if first else wf[o, cs, p], grp, L, Co)
                     if not dense and not any(pos) and not any(neg):
                         continue
                     off = u if first else (p * src_chunks + u)
