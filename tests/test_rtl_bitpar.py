@@ -30,7 +30,7 @@ def _check(seed: int, L: int, dense: bool = False, n_images: int = 2):
     acc = BitparAccelerator(g, L, trace=True, dense=dense)
     rtl = simulate(acc, images)
     gold = run(g, images, trace=True)
-    model = cycle_model(acc.plan, images, gold, with_lane_bound=False)
+    model = cycle_model(acc.plan, images, gold)
     for i, (r, mdl) in enumerate(zip(rtl, model)):
         where = f"random IR seed {seed}, {L} lanes, dense {dense}, image {i}"
         assert r.scores == gold.scores[i].tolist(), where
@@ -75,7 +75,7 @@ def test_shipped_vgg9_plan_counts():
     assert [len(s) for s in plan.layers[1].steps] == [9]            # conv2: 32 -> 32, one word per tap
     assert [len(s) for s in plan.layers[3].steps] == [18, 18]        # conv4: 64 -> 64, two words per tap
     images = random_images(g, 2, 0)
-    res = cycle_model(plan, images, with_lane_bound=False)
+    res = cycle_model(plan, images)
     assert res[0].total == res[1].total == 784 + sum(v["cycles"] for v in st.values()) + 10 + 1
 
 

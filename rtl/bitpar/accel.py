@@ -163,7 +163,7 @@ class BitparAccelerator(wiring.Component):
         self.memories = []
 
         def mk(name, shape, depth, init=(), rom=False):
-            width = Shape_width(shape)
+            width = _shape_width(shape)
             style = self.memory_style
             if style == "auto" and rom and width * max(1, depth) <= SMALL_ROM_BITS:
                 style = "logic"
@@ -598,7 +598,7 @@ def _fit(v, width):
     return v[:width] if len(v) >= width else Cat(v, C(0, width - len(v)))
 
 
-def Shape_width(shape) -> int:
+def _shape_width(shape) -> int:
     from amaranth import Shape
     from amaranth.lib.data import Layout
     if isinstance(shape, Layout):

@@ -30,8 +30,8 @@ depend on the data are the spikes.
 Ideal bound of this datapath, per image and layer: the busier of its two units over the
 live (position, group)s: the step pipeline (the steps whose source word exists: a kernel
 tap in the padding reads nothing useful) or the update unit (T cycles a group, the
-readout one).  ``lane_bound`` (``with_lane_bound``) is the lane datapath's bound on
-P = L PEs, (unmasked synaptic events + live neuron updates) / L, for comparison.
+readout one).  The report sets the lane datapath's bound on P = L PEs beside it
+(`deploy.report.one_synapse_bound`).
 """
 from __future__ import annotations
 
@@ -39,7 +39,7 @@ import numpy as np
 
 from ticketforge.model.ir.golden import GoldenResult, run
 from ticketforge.rtl.bitpar.plan import BitparPlan, LayerPlan
-from ticketforge.rtl.cycles import ImageCycles, cycle_model as lane_cycle_model
+from ticketforge.rtl.cycles import ImageCycles
 
 __all__ = ["COUNTERS", "LAYER_SETUP", "KEEP_READ", "PIPE", "DONE", "hold_cycles", "cycle_model",
            "static_cycles", "in_bounds_steps", "layer_cycles"]
@@ -124,23 +124,17 @@ def static_cycles(plan: BitparPlan) -> dict[str, dict]:
     return {lp.name: _layer_static(plan, lp) for lp in plan.layers}
 
 
-def cycle_model(plan: BitparPlan, images: np.ndarray, gold: GoldenResult | None = None,
-                with_lane_bound: bool = False) -> list[ImageCycles]:
+def cycle_model(plan: BitparPlan, images: np.ndarray, gold: GoldenResult | None = None) -> list[ImageCycles]:
     """Cycles and status counters of each image (pixel codes [N, C, H, W])."""
     g = plan.graph
     images = np.asarray(images)
-    if gold is None or (plan.layers and any(lp.kind != "output" and lp.name not in gold.spikes
-                                            for lp in plan.layers)):
+    if gold is None or not gold.spikes:             # the spike counters need the traced run
         gold = run(g, images, trace=True)
     st = static_cycles(plan)
     n_pix = int(np.prod(g.input.shape))
     K = g.layers[-1].out_shape[0]
     base = n_pix + sum(v["cycles"] for v in st.values()) + K + DONE
     ideal = sum(v["ideal"] for v in st.values())
-    lane_bounds = None
-    if with_lane_bound:
-        # the one-synapse-per-PE datapath's bound, on P = L PEs, for the report's comparison
-        lane_bounds = [c.ideal_bound for c in lane_cycle_model(g, images, plan.L, gold=gold)]
     out = []
     for i in range(len(images)):
         counters = {}
@@ -153,6 +147,5 @@ def cycle_model(plan: BitparPlan, images: np.ndarray, gold: GoldenResult | None 
                          synaptic_events=0, neuron_updates=sum(c["neuron_updates"] for c in counters.values()),
                          ideal_bound=ideal, counters=counters,
                          ideal_per_layer={k: v["ideal"] for k, v in st.items()})
-        ic.lane_bound = lane_bounds[i] if lane_bounds is not None else float("nan")
         out.append(ic)
     return out
