@@ -57,3 +57,30 @@ async def uart_byte(ctx, tx, div: int) -> int:
         byte |= ctx.get(tx) << k
     await ctx.tick().repeat(div)
     return byte
+
+
+# Test tiers, by module: `make test` runs every tier but `slow`; `make test-unit` (seconds to a
+# minute) is the quick loop while editing.  A module's tier says what it needs to run.
+TIERS = {
+    # pure Python: the model stage on tiny settings, the IR, the cycle and energy models, the
+    # report, the config and the fuzzing of every input
+    "unit": ("test_config", "test_cycles", "test_data", "test_datapath_options", "test_energy", "test_flow",
+             "test_fuzz", "test_ir", "test_margins", "test_pruning", "test_report", "test_zoo"),
+    # the generated hardware in simulation: Amaranth's simulator, cocotb on Icarus
+    "rtlsim": ("test_board_top", "test_host", "test_rtl_accel", "test_rtl_bitpar", "test_rtl_neuron",
+               "test_rtl_popcount_lane", "test_sim", "test_soak"),
+    # external tools: yosys, nextpnr, Verilator builds, g++ (hls4ml), whole `ticketforge hw` runs
+    "tools": ("test_deploy", "test_hls", "test_interrupt", "test_netlist", "test_quantize", "test_rtl_emit"),
+}
+_TIER_OF = {mod: tier for tier, mods in TIERS.items() for mod in mods}
+
+
+def pytest_collection_modifyitems(config, items):
+    for item in items:
+        mod = item.module.__name__.rsplit(".", 1)[-1]
+        if item.get_closest_marker("slow"):
+            continue
+        tier = _TIER_OF.get(mod)
+        if tier is None:
+            raise pytest.UsageError(f"{mod}.py has no test tier: add it to TIERS in tests/conftest.py")
+        item.add_marker(getattr(pytest.mark, tier))
