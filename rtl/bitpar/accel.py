@@ -234,7 +234,6 @@ class BitparAccelerator(wiring.Component):
         lkeep = table([int(lp.keep is not None) for lp in layers])[cur]
         cfg = table([self.configs.index(g.layers[lp.index].neuron) if lp.kind != "output" else 0
                      for lp in layers])[cur]
-        shift = [lp.input_shift for lp in layers]
         layer_index = table([lp.index for lp in layers])[cur]
         last_group_chunk = WORD // L          # groups per bitmap chunk
 
@@ -299,7 +298,7 @@ class BitparAccelerator(wiring.Component):
         m.d.comb += may_issue.eq(~is_last | (since >= d_prev))
 
         # tags of a group, queued when its last step is issued and taken when that step
-        # reaches the accumulators (at most 2 are in flight in the 3-stage pipeline: last steps are >= 2 cycles apart)
+        # reaches the accumulators (at most 2 are in flight in the 4-stage pipeline: last steps are >= 2 cycles apart)
         wb_addr_a = Signal(range(addr_max))
         m.d.comb += wb_addr_a.eq(dst_row + dst_col + chunk)
         tag_layout = data.StructLayout({
@@ -312,9 +311,14 @@ class BitparAccelerator(wiring.Component):
                      tag_in.wb_keep.eq((y < Hp_rows) & (x < Wp_cols)), tag_in.y.eq(y), tag_in.x.eq(x),
                      tags.w_data.eq(tag_in)]
 
-        # ---------------- the step pipeline: S0 issue -> S1 row -> S2 word -> S3 accumulate
+        # ---------------- the step pipeline: S0 issue -> S1 row -> S2 source word -> S3
+        # registered word and weights -> S4 accumulate.  The register in S3 is there for timing:
+        # the source word fans out to every lane's popcount tree, and straight from a block
+        # RAM's output (clock-to-out, then the routing to all lanes) it was the ECP5's critical
+        # path.  The weights go to one lane each: their ROM is read one stage later instead.
         issue = Signal()
         v1, last1, v2, last2, last3 = Signal(), Signal(), Signal(), Signal(), Signal()
+        v3, last4 = Signal(), Signal()
         s1_row = Signal.like(gstart)
         s1_ys, s1_xs, s1_base = Signal.like(ys), Signal.like(xs), Signal.like(src_base)
         m.d.comb += step_r.addr.eq(gstart + k)
@@ -328,11 +332,13 @@ class BitparAccelerator(wiring.Component):
         m.d.comb += inb.eq((iy >= 0) & (iy < Hs) & (ix >= 0) & (ix < Ws))
         src_addr = Signal(signed(len(src_base) + self.off_bits + 1))
         m.d.comb += src_addr.eq(s1_base + row.off)
-        m.d.comb += [weight_r.addr.eq(s1_row), pix_r.addr.eq(src_addr)]
-        m.d.sync += [v2.eq(v1 & inb), last2.eq(last1), last3.eq(last2)]
+        s2_row = Signal.like(s1_row)
+        m.d.comb += [weight_r.addr.eq(s2_row), pix_r.addr.eq(src_addr)]
+        m.d.sync += [v2.eq(v1 & inb), last2.eq(last1), last3.eq(last2), v3.eq(v2), last4.eq(last3),
+                     s2_row.eq(s1_row)]
         if planes:
-            s1_plane, s2_plane = Signal.like(plane), Signal.like(plane)
-            m.d.sync += [s1_plane.eq(plane), s2_plane.eq(s1_plane)]
+            s1_plane, s2_plane, s3_plane = Signal.like(plane), Signal.like(plane), Signal.like(plane)
+            m.d.sync += [s1_plane.eq(plane), s2_plane.eq(s1_plane), s3_plane.eq(s2_plane)]
         wb_addr = Signal(range(addr_max))
         for b in range(2):
             m.d.comb += buf_r[b].addr.eq(Mux(rbuf == b, src_addr, wb_addr))
@@ -346,29 +352,41 @@ class BitparAccelerator(wiring.Component):
             where = {bit_index(T, L, tt, cc): cc for tt in range(T) for cc in range(WORD)}
             plane_word = Cat(bits_b[where[i]] for i in range(T * WORD))
             src_word = Mux(cur == 0, plane_word, src_word)
-            m.d.comb += lanes.plane.eq(s2_plane)
-        m.d.comb += [handoff.eq(last3), lanes.spikes.eq(src_word), lanes.pixel.eq(pix_r.data),
-                     lanes.weights.eq(weight_r.data), lanes.first.eq(first), lanes.add.eq(v2),
+            m.d.comb += lanes.plane.eq(s3_plane)
+        word_q, pixel_q = Signal(T * WORD), Signal.like(pix_r.data)
+        m.d.sync += [word_q.eq(src_word), pixel_q.eq(pix_r.data)]
+        m.d.comb += [handoff.eq(last4), lanes.spikes.eq(word_q), lanes.pixel.eq(pixel_q),
+                     lanes.weights.eq(weight_r.data), lanes.first.eq(first), lanes.add.eq(v3),
                      lanes.clear.eq(handoff), tags.r_en.eq(handoff)]
 
         # ---------------- B: update and write-back of the group handed on
+        # The update path is the slowest of B's: the snapshots are a shift register (timestep
+        # t's sum is always in snap[.][0], no T-way multiplexer) and the layer's input shift
+        # and neuron configuration are registered when the layer starts (no decode of the
+        # layer index in the path).
         snap = [[Signal(signed(self.acc_bits), name=f"snap{lane}_{tt}") for tt in range(T)] for lane in range(L)]
         tb = Signal(tag_layout)
+        upd = Signal()
+        with m.If(upd):
+            for lane in range(L):
+                m.d.sync += [snap[lane][tt].eq(snap[lane][tt + 1]) for tt in range(T - 1)]
         with m.If(handoff):
             m.d.sync += tb.eq(tags.r_data)
             for lane in range(L):
                 m.d.sync += [snap[lane][tt].eq(lanes.total[lane][tt]) for tt in range(T)]
+        shifts = sorted({lp.input_shift for lp in layers})
+        b_shift = Signal(range(max(2, len(shifts))))
+        b_cfg = Signal(range(max(2, len(self.configs))))
         t = Signal(range(max(2, T)))
         U = [Signal(signed(self.u_bits), name=f"u{lane}") for lane in range(L)]
         spk = [Signal(T, name=f"spk{lane}") for lane in range(L)]
         scores = [Signal(signed(self.score_bits), name=f"score{kk}") for kk in range(K)]
         m.d.comb += group_r.addr.eq(gbase + tb.grp)
         gr = group_r.data
-        upd = Signal()
         fire = Signal(L)
         for lane in range(L):
-            acc_t = Array(snap[lane])[t]
-            shifted = Array(acc_t << s for s in shift)[cur]
+            acc_t = snap[lane][0]
+            shifted = Array(acc_t << s for s in shifts)[b_shift] if len(shifts) > 1 else acc_t << shifts[0]
             u = Signal(signed(self.u_bits), name=f"u_in{lane}")
             m.d.comb += u.eq(Mux(t == 0, gr.bias[lane], U[lane]) + shifted)
             spikes, nexts = [], []
@@ -379,9 +397,9 @@ class BitparAccelerator(wiring.Component):
                              nu.keep.eq(tb.keep[lane]), nu.last.eq(0)]
                 spikes.append(nu.spike)
                 nexts.append(nu.u_next)
-            m.d.comb += fire[lane].eq(Array(spikes)[cfg] if spikes else 0)
+            m.d.comb += fire[lane].eq(Array(spikes)[b_cfg] if spikes else 0)
             with m.If(upd & ~is_out):
-                m.d.sync += [U[lane].eq(Array(nexts)[cfg] if nexts else 0),
+                m.d.sync += [U[lane].eq(Array(nexts)[b_cfg] if nexts else 0),
                              spk[lane].eq(Mux(t == 0, 0, spk[lane]) | (fire[lane] << t))]
         for kk in range(K):
             gk, lk = divmod(kk, L)
@@ -434,7 +452,7 @@ class BitparAccelerator(wiring.Component):
         counters = [[Signal(COUNTER_BITS, name=f"{lp.name}_{c}") for c in COUNTERS] for lp in layers]
         cnt_now = {c: Signal(range(L + 2), name=f"inc_{c}") for c in COUNTERS}
         pipe_empty = Signal()
-        m.d.comb += pipe_empty.eq(~last1 & ~last2 & ~last3 & b_idle)
+        m.d.comb += pipe_empty.eq(~last1 & ~last2 & ~last3 & ~last4 & b_idle)
         m.d.comb += [self.busy.eq(0), self.done.eq(0), self.pixels.ready.eq(0), self.scores.valid.eq(0),
                      self.scores.payload.eq(Array(scores)[out_i]), issue.eq(0), tags.w_en.eq(0),
                      pix_w.en.eq(0), pix_w.addr.eq(load_i), pix_w.data.eq(self.pixels.payload)]
@@ -515,7 +533,8 @@ class BitparAccelerator(wiring.Component):
             with m.State("LSETUP"):
                 m.d.comb += self.busy.eq(1)
                 layer_start()
-                m.d.sync += [kaddr.eq(kbase), gstart.eq(step_base)]
+                m.d.sync += [kaddr.eq(kbase), gstart.eq(step_base),
+                             b_shift.eq(table([shifts.index(lp.input_shift) for lp in layers])[cur]), b_cfg.eq(cfg)]
                 m.next = "ISSUE"
                 if has_keep:
                     with m.If(lkeep):

@@ -3,8 +3,8 @@
 The accelerator is two machines joined by a queue of group tags:
 
 - **A**, the step sequencer, walks a layer's output positions (raster order) and lane
-  groups and issues one step per cycle into a 3-stage pipeline (step row -> source word
-  and weights -> popcounts -> accumulators).  A group's steps follow the previous group's
+  groups and issues one step per cycle into a 4-stage pipeline (step row -> source word
+  -> registered word and weights -> popcounts -> accumulators).  A group's steps follow the previous group's
   without a gap.  A group with no step, or a *dead* one (no live neuron, DynSNN), issues
   one empty step.  In a layer with pruned neurons each group first reads its keep word
   (``KEEP_READ``, one cycle).
@@ -47,7 +47,7 @@ __all__ = ["COUNTERS", "LAYER_SETUP", "KEEP_READ", "PIPE", "DONE", "hold_cycles"
 COUNTERS = ("steps", "neuron_updates", "spikes", "words_written")
 LAYER_SETUP = 1
 KEEP_READ = 1             # per group, in a layer with pruned neurons
-PIPE = 4                  # last step issued -> its handoff (3 stages), and B back to idle
+PIPE = 5                  # last step issued -> its handoff (4 stages), and B back to idle
 DONE = 1
 
 
