@@ -31,7 +31,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ticketforge.model.ir import load_graph, load_test_inputs, run
+from ticketforge.ir import load_graph, load_test_inputs, run
 from ticketforge.rtl import cycles as cm
 from ticketforge.rtl.program import map_graph
 

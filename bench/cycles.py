@@ -17,7 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ticketforge.model.ir import load_graph, load_test_inputs
+from ticketforge.ir import load_graph, load_test_inputs
 from ticketforge.rtl.cycles import cycle_model, default_fifo_depth
 
 

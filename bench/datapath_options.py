@@ -60,8 +60,8 @@ from pathlib import Path
 import numpy as np
 
 from ticketforge.deploy.energy import add_pj, hardware_events_energy, sram_pj
-from ticketforge.model.ir import load_graph, load_test_inputs, run
-from ticketforge.model.ir.io import TEST_INPUTS_FILE
+from ticketforge.ir import load_graph, load_test_inputs, run
+from ticketforge.ir.io import TEST_INPUTS_FILE
 from ticketforge.rtl.accel import Accelerator, bram18_blocks
 from ticketforge.rtl.cycles import cycle_model, layer_inputs
 

@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 from amaranth.hdl import UnusedElaboratable
 
-from ticketforge.model.ir import load_graph, load_test_inputs, run
+from ticketforge.ir import load_graph, load_test_inputs, run
 from ticketforge.rtl.accel import Accelerator
 from ticketforge.rtl.cycles import cycle_model, default_fifo_depth
 from ticketforge.rtl.program import map_graph

@@ -13,7 +13,7 @@ import time
 from pathlib import Path
 
 
-from ticketforge.model.ir import load_graph, run
+from ticketforge.ir import load_graph, run
 
 
 def main() -> int:

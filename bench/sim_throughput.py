@@ -7,7 +7,7 @@ measured in one run on the same Verilog (build/<name>/rtl/top.v) and the same im
 Prints one JSON line per simulator (build seconds, run seconds, simulated cycles, cycles per
 wall second) and the ratio.  The testbench loop time (between the first start and the last
 done) is what the rate uses; building is reported separately.  ``--pgo`` adds Verilator with
-the profile-guided build (`sim/runner.py`; the regression uses it from PGO_MIN_CYCLES up)
+the profile-guided build (`sim/build.py`; the regression uses it from PGO_MIN_CYCLES up)
 and its ratio to the plain build.
 """
 from __future__ import annotations
@@ -17,7 +17,7 @@ import json
 import os
 from pathlib import Path
 
-from ticketforge.model.ir import load_graph, load_test_inputs
+from ticketforge.ir import load_graph, load_test_inputs
 from ticketforge.sim.runner import PGO_ENV, run_sim
 
 

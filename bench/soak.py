@@ -4,7 +4,7 @@
     .venv/bin/python bench/soak.py --irs 200 --amaranth 50 --icarus 20 --verilator 5
     .venv/bin/python bench/soak.py --datapath bitpar --irs 100 --amaranth 50 --icarus 50
 
-For each seed (``--start`` on): a random IR (`ticketforge.model.ir.random`; every other seed
+For each seed (``--start`` on): a random IR (`ticketforge.ir.random`; every other seed
 with binary weights, the ones the accelerator takes) and 3 random images:
 - the golden interpreter equals the independent torch integer model (`model/intsim.py`) in
   scores and every layer's spike trains;
@@ -34,8 +34,8 @@ import numpy as np
 from tqdm import tqdm
 
 from ticketforge.model.intsim import torch_integer_run
-from ticketforge.model.ir import run, save_graph
-from ticketforge.model.ir.random import random_graph, random_images
+from ticketforge.ir import run, save_graph
+from ticketforge.ir.random import random_graph, random_images
 from ticketforge.rtl.cycles import cycle_model, layer_inputs
 
 

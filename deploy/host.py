@@ -101,7 +101,7 @@ def validate_on_board(ir_dir: Path, port: str, pes: int, fifo_depth: int | None 
     image's scores with the golden interpreter and its cycles with the cycle model of the
     design with `pes` PEs (lanes, for the bitpar datapath).  Writes ``results.json`` into
     `out_dir` (atomically) if given."""
-    from ticketforge.model.ir import load_graph, load_test_inputs, run
+    from ticketforge.ir import load_graph, load_test_inputs, run
     from ticketforge.rtl.datapath import cycle_model
 
     g = load_graph(ir_dir)

@@ -42,7 +42,7 @@ def _read(path: Path, stage: str) -> dict:
 
 
 def _chunk_cycles(g, part: np.ndarray, pes: int, fifo_depth: int | None, datapath: str = "lane"):
-    from ticketforge.model.ir import run
+    from ticketforge.ir import run
     from ticketforge.rtl.datapath import cycle_model
 
     gold = run(g, part, trace=True)

@@ -99,7 +99,7 @@ def closest_fit_hint(ir_dir: Path, board: Board) -> str:
     """What would fit: the on-chip memory the design needs against the board's, per PE count
     (memories are the binding resource of these designs)."""
     from amaranth.hdl import UnusedElaboratable
-    from ticketforge.model.ir import load_graph
+    from ticketforge.ir import load_graph
     from ticketforge.rtl.accel import Accelerator
 
     g = load_graph(ir_dir)

@@ -16,9 +16,9 @@ from pathlib import Path
 import numpy as np
 
 from ticketforge.hls.from_ir import HLS_PART, build_model, loop_work, traced_layers
-from ticketforge.model.ir import golden
+from ticketforge.ir import golden
 from ticketforge.errors import UsageError
-from ticketforge.model.ir.schema import Graph
+from ticketforge.ir.schema import Graph
 
 __all__ = ["run_csim", "write_project", "parallel_chunks", "CHUNK"]
 

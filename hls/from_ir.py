@@ -18,7 +18,7 @@ from hls4ml.model.graph import ModelGraph
 
 from ticketforge.hls.extension import SpikePool, SpikingLIF, register
 from ticketforge.errors import UnsupportedError
-from ticketforge.model.ir.schema import Graph, Layer
+from ticketforge.ir.schema import Graph, Layer
 
 __all__ = ["HLS_PART", "layer_list", "build_model", "traced_layers", "loop_work"]
 

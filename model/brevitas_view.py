@@ -21,7 +21,7 @@ from brevitas.quant import Int8WeightPerTensorFloat, Uint8ActPerTensorFloat
 from spikingjelly.activation_based import layer as sj_layer
 from spikingjelly.activation_based import neuron as sj_neuron
 
-from ticketforge.model.ir.schema import IRError
+from ticketforge.ir.schema import IRError
 from ticketforge.model.layers import MaskedConv2d, MaskedLayer
 from ticketforge.model.zoo import BasicBlock, NeuronGate, TicketNet
 

@@ -9,7 +9,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from ticketforge.model.ir.schema import Graph
+from ticketforge.ir.schema import Graph
 
 __all__ = ["torch_integer_run"]
 

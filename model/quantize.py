@@ -20,11 +20,12 @@ from torch import nn
 
 from ticketforge.model.brevitas_view import BrevitasView, UnrolledLIF, _Seq, weight_bits_for
 from ticketforge.model.data import Dataset, load_dataset
+from ticketforge import ir as ir_package
 from ticketforge.errors import UnsupportedError
-from ticketforge.model.ir import (LOWERING_PASSES, Graph, InputSpec, IRError, Layer, Neuron, run,
+from ticketforge.ir import (LOWERING_PASSES, Graph, InputSpec, IRError, Layer, Neuron, run,
                                   save_graph, size_membranes, validate)
-from ticketforge.model.ir.io import TEST_INPUTS_FILE
-from ticketforge.model.ir.validate import conv_out_hw
+from ticketforge.ir.io import TEST_INPUTS_FILE
+from ticketforge.ir.validate import conv_out_hw
 from ticketforge.model.layers import masked_layers
 from ticketforge.model.ticket import load_ticket
 from ticketforge.model.train import evaluate
@@ -38,10 +39,11 @@ CALIBRATION_IMAGES = 1000    # training images for input statistics and membrane
 
 
 _MODEL = Path(__file__).parent
+_IR = Path(ir_package.__file__).parent
 # The code that decides what IR a ticket becomes: this module, the brevitas view, the zoo's
 # layers and neurons, and the IR package (schema, passes, golden interpreter, io).
 LOWERING_SOURCES = (_MODEL / "quantize.py", _MODEL / "brevitas_view.py", _MODEL / "layers.py",
-                    _MODEL / "neurons.py", _MODEL / "zoo.py", *sorted((_MODEL / "ir").glob("*.py")))
+                    _MODEL / "neurons.py", _MODEL / "zoo.py", *sorted(_IR.glob("*.py")))
 
 
 def lowering_digest(sources=None) -> str:

@@ -51,7 +51,7 @@ from amaranth.lib import fifo, stream, wiring
 from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
 
-from ticketforge.model.ir.schema import Graph, IRError, Neuron
+from ticketforge.ir.schema import Graph, IRError, Neuron
 from ticketforge.rtl.cycles import ACC_DRAIN, COUNTERS, POOL_DRAIN, UPD_DRAIN, check_fifo_depth, default_fifo_depth
 from ticketforge.rtl.neuron import NeuronUpdate
 from ticketforge.rtl.program import LANE_FIELDS, Program, map_graph

@@ -39,9 +39,9 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from ticketforge.model.ir.golden import GoldenResult, or_pool, run
+from ticketforge.ir.golden import GoldenResult, or_pool, run
 from ticketforge.errors import ConfigError
-from ticketforge.model.ir.schema import Graph
+from ticketforge.ir.schema import Graph
 from ticketforge.rtl.program import Program, map_graph
 
 __all__ = ["STATUS_LATENCY", "LOAD_EXTRA", "READ_LATENCY", "ACC_DRAIN", "UPD_DRAIN", "POOL_DRAIN", "SWEEP_DRAIN", "COUNTERS",

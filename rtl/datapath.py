@@ -13,7 +13,7 @@ from __future__ import annotations
 import numpy as np
 
 from ticketforge.errors import UsageError
-from ticketforge.model.ir.schema import Graph
+from ticketforge.ir.schema import Graph
 
 __all__ = ["DATAPATHS", "check_datapath", "accelerator", "cycle_model", "counter_names", "status_layers"]
 

@@ -25,7 +25,7 @@ import amaranth
 from amaranth.back import rtlil, verilog
 from amaranth.lib import wiring
 
-from ticketforge.model.ir import load_graph
+from ticketforge.ir import load_graph
 from ticketforge.records import clear_record, write_record
 from ticketforge.rtl.accel import Accelerator
 from ticketforge.rtl import cycles

@@ -20,7 +20,7 @@ from amaranth import Mux, Module, signed
 from amaranth.lib import wiring
 from amaranth.lib.wiring import In, Out
 
-from ticketforge.model.ir.schema import LEAK_KINDS, RESETS, Neuron
+from ticketforge.ir.schema import LEAK_KINDS, RESETS, Neuron
 
 __all__ = ["NeuronUpdate"]
 

@@ -52,7 +52,7 @@ from functools import cached_property
 import numpy as np
 
 from ticketforge.errors import UnsupportedError, UsageError
-from ticketforge.model.ir.schema import Graph, Layer
+from ticketforge.ir.schema import Graph, Layer
 
 __all__ = ["LayerProgram", "Program", "map_graph", "MAX_PES", "LANE_FIELDS", "WORD_FIELDS", "GROUPS_PER_PE",
            "position_classes", "place_groups", "word_bits"]

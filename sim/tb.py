@@ -35,7 +35,7 @@ JOB_ENV = "TICKETFORGE_SIM_JOB"
 
 
 class TB:
-    """Reset of the DUT; its clock runs inside the simulation top (`runner._clocked_top`)."""
+    """Reset of the DUT; its clock runs inside the simulation top (`build.clocked_top`)."""
 
     def __init__(self, dut):
         self.dut = dut

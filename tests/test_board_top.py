@@ -7,8 +7,8 @@ from amaranth.sim import Simulator
 from conftest import uart_byte, uart_frame
 
 from ticketforge.deploy.board_top import BoardTop, CoreInstance, UartRx
-from ticketforge.model.ir import random_images, run
-from ticketforge.model.ir.random import random_graph
+from ticketforge.ir import random_images, run
+from ticketforge.ir.random import random_graph
 from ticketforge.rtl.accel import Accelerator
 from ticketforge.rtl.cycles import cycle_model
 
@@ -69,7 +69,7 @@ def test_uart_divisor_checked():
 
 def test_core_instance_takes_ports_from_interface(tmp_path):
     from ticketforge.rtl.emit import write_rtl
-    from ticketforge.model.ir import save_graph
+    from ticketforge.ir import save_graph
     g = random_graph(3, binary=True)
     save_graph(g, tmp_path / "ir")
     write_rtl(tmp_path / "ir", tmp_path / "rtl", pes=2, run_lint=False, progress=lambda *a, **k: None)

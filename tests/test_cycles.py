@@ -3,8 +3,8 @@ import numpy as np
 import pytest
 
 from ticketforge.errors import UnsupportedError, UsageError
-from ticketforge.model.ir import random_graph, random_images, run, validate
-from ticketforge.model.ir.schema import Graph, InputSpec, Layer, Neuron
+from ticketforge.ir import random_graph, random_images, run, validate
+from ticketforge.ir.schema import Graph, InputSpec, Layer, Neuron
 from ticketforge.rtl.cycles import ACC_DRAIN, LOAD_EXTRA, READ_LATENCY, UPD_DRAIN, cycle_model
 from ticketforge.rtl.program import map_graph
 
@@ -106,7 +106,7 @@ def test_cycle_overhead_bench_splits_the_whole_gap(tmp_path):
     import sys
     from pathlib import Path
 
-    from ticketforge.model.ir import load_graph
+    from ticketforge.ir import load_graph
 
     root = Path(__file__).parent.parent
     ir = tmp_path / "ir"

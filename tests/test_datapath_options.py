@@ -8,8 +8,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from ticketforge.model.ir import run
-from ticketforge.model.ir.random import random_graph, random_images
+from ticketforge.ir import run
+from ticketforge.ir.random import random_graph, random_images
 from ticketforge.rtl.cycles import layer_inputs
 
 _spec = importlib.util.spec_from_file_location(
@@ -81,7 +81,7 @@ def test_the_bench_prints_every_option_on_an_ir_folder(tmp_path):
     import subprocess
     import sys
 
-    from ticketforge.model.ir import save_graph
+    from ticketforge.ir import save_graph
     from ticketforge.rtl.cycles import cycle_model
 
     g = random_graph(7, binary=True)

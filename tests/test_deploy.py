@@ -7,8 +7,8 @@ import pytest
 
 from ticketforge.deploy.boards import BOARDS, BoardError, get_board
 from ticketforge.deploy.synth import fit_check, parse_stat, synthesize
-from ticketforge.model.ir import save_graph
-from ticketforge.model.ir.random import random_graph
+from ticketforge.ir import save_graph
+from ticketforge.ir.random import random_graph
 from ticketforge.rtl.emit import write_rtl
 
 

@@ -89,7 +89,7 @@ def test_importing_the_package_does_not_load_torch(root):
 
 def test_installed_as_one_distribution_without_bare_packages(tmp_path):
     code = ("import importlib.util as u, ticketforge.model, ticketforge.rtl, ticketforge.deploy; "
-            "assert u.find_spec('model') is None and u.find_spec('rtl') is None; "
+            "assert all(u.find_spec(bare) is None for bare in ('model', 'ir', 'rtl', 'sim', 'deploy')); "
             "print(ticketforge.model.__file__)")
     r = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, capture_output=True, text=True)
     assert r.returncode == 0, r.stderr

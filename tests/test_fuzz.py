@@ -14,10 +14,10 @@ from hypothesis import strategies as st
 
 from ticketforge.errors import ConfigError
 from ticketforge.model.config import build_config, load_config, parse_overrides
-from ticketforge.model.ir import load_graph, run, save_graph
-from ticketforge.model.ir.io import graph_to_dict
-from ticketforge.model.ir.random import random_graph, random_images
-from ticketforge.model.ir.schema import IRError
+from ticketforge.ir import load_graph, run, save_graph
+from ticketforge.ir.io import graph_to_dict
+from ticketforge.ir.random import random_graph, random_images
+from ticketforge.ir.schema import IRError
 
 FUZZ = settings(derandomize=True, deadline=None, database=None,
                 suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])

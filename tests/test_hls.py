@@ -10,10 +10,10 @@ import pytest
 
 from ticketforge.hls.csim import run_csim
 from ticketforge.hls.from_ir import layer_list
-from ticketforge.model.ir import golden
-from ticketforge.model.ir.random import random_graph, random_images
+from ticketforge.ir import golden
+from ticketforge.ir.random import random_graph, random_images
 from ticketforge.errors import UnsupportedError
-from ticketforge.model.ir.schema import Layer
+from ticketforge.ir.schema import Layer
 
 
 def _features(g) -> set[str]:

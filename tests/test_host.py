@@ -16,8 +16,8 @@ from conftest import uart_byte, uart_frame
 from ticketforge.deploy.board_top import BoardTop
 from ticketforge.deploy.boards import BoardError
 from ticketforge.deploy.host import BoardLink, validate_on_board
-from ticketforge.model.ir import random_images, run, save_graph
-from ticketforge.model.ir.random import random_graph
+from ticketforge.ir import random_images, run, save_graph
+from ticketforge.ir.random import random_graph
 from ticketforge.rtl.accel import Accelerator
 
 DIV = 4                  # clock cycles per UART bit in the simulated board (the receiver's minimum)

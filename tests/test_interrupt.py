@@ -8,7 +8,7 @@ import time
 import pytest
 
 from conftest import run_cli, tiny_template
-from ticketforge.interrupt import _alive, descendants, end_children
+from ticketforge.interrupt import alive, descendants, end_children
 
 # a child that ignores SIGTERM (as some simulators ignore SIGINT) with a grandchild of its own
 STUBBORN = ("import signal, subprocess, sys, time; signal.signal(signal.SIGTERM, signal.SIG_IGN); "
@@ -27,7 +27,7 @@ def test_end_children_ends_the_whole_tree_sigkill_after_the_grace():
     assert time.monotonic() - t0 < 5
     for k in kids:
         k.wait(timeout=5)                     # reaped: they were killed, not left running
-    assert not any(_alive(p) for p in tree)
+    assert not any(alive(p) for p in tree)
 
 
 @pytest.fixture(scope="module")
@@ -66,7 +66,7 @@ def test_ctrl_c_stops_a_regression_and_its_simulators(tiny_rtl, root):
         assert stopped_in < 15, stopped_in
         assert "stopped by SIGINT; every process it started has ended" in err and "Traceback" not in err, err
         time.sleep(0.5)
-        assert not [p for p in tree if _alive(p)], [(p, _comm(p)) for p in tree if _alive(p)]
+        assert not [p for p in tree if alive(p)], [(p, _comm(p)) for p in tree if alive(p)]
         assert not (build / cfg.stem / "sim" / "results.json").exists()      # no record of a stage not finished
     finally:
         try:
@@ -96,3 +96,50 @@ def test_a_second_run_on_a_busy_build_folder_is_refused_naming_the_holder(tmp_pa
     # released with its holder; a refused command on a fresh folder leaves nothing behind
     r = run_cli("quantize", "--config", "vgg9_binw", "--build-dir", str(tmp_path / "c"), cwd=root)
     assert r.returncode == 2 and "ticketforge train" in r.stderr and not (tmp_path / "c").exists()
+
+
+# A run that takes the build folder's lock, starts a simulator-like child working inside the
+# folder and forks a worker (which inherits the lock), then waits to be killed.
+KILLED_RUN = """
+import os, subprocess, sys, time
+from pathlib import Path
+from ticketforge.buildlock import build_lock
+folder = Path(sys.argv[1])
+with build_lock(folder, "hw"):
+    (folder / "sim").mkdir(exist_ok=True)
+    sim = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(120)"], cwd=folder / "sim")
+    worker = os.fork()
+    if worker == 0:
+        time.sleep(120)
+        os._exit(0)
+    print(sim.pid, worker, flush=True)
+    time.sleep(120)
+"""
+
+
+def test_what_a_sigkilled_run_left_in_its_folder_is_ended_by_the_next_run(tmp_path, root, capsys):
+    """kill -9 of a run cannot end its children; the next run on the folder finds them (working
+    inside it, or holding its lock) and ends them before it starts."""
+    from ticketforge.buildlock import build_lock, orphans_in
+
+    folder = tmp_path / "b" / "tiny"
+    folder.mkdir(parents=True)
+    run = subprocess.Popen([sys.executable, "-c", KILLED_RUN, str(folder)], cwd=root, stdout=subprocess.PIPE,
+                           text=True, start_new_session=True)
+    sim, worker = map(int, run.stdout.readline().split())
+    run.kill()
+    run.wait(timeout=10)
+    try:
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline and not {sim, worker} <= set(orphans_in(folder, run.pid)):
+            time.sleep(0.05)
+        assert {sim, worker} <= set(orphans_in(folder, run.pid)), "the killed run's children were not seen"
+        with build_lock(folder, "hw"):                 # the worker held the lock: taken all the same
+            assert not alive(sim) and not alive(worker)
+        assert "ended 2 process(es) left working in" in capsys.readouterr().err
+    finally:
+        for p in (sim, worker):
+            try:
+                os.kill(p, signal.SIGKILL)
+            except OSError:
+                pass

@@ -11,17 +11,17 @@ import numpy as np
 import pytest
 
 from ticketforge.model.intsim import torch_integer_run
-from ticketforge.model.ir import (IRError, compact_pruned_neurons, flip_negative_channels, fold_batchnorm,
+from ticketforge.ir import (IRError, compact_pruned_neurons, flip_negative_channels, fold_batchnorm,
                                   integerize, load_graph, random_graph, random_images, run, save_graph,
                                   validate)
-from ticketforge.model.ir.io import SCHEMA_FILE, graph_to_dict
-from ticketforge.model.ir.schema import Graph, InputSpec, Layer, Neuron
+from ticketforge.ir.io import SCHEMA_FILE, graph_to_dict
+from ticketforge.ir.schema import Graph, InputSpec, Layer, Neuron
 
 SHIPPED = Path(__file__).parent / "data" / "vgg9_binw_ir"
 
 
 def test_ir_package_is_torch_free():
-    code = "import sys, ticketforge.model.ir as ir; ir.random_graph(0); assert 'torch' not in sys.modules"
+    code = "import sys, ticketforge.ir as ir; ir.random_graph(0); assert 'torch' not in sys.modules"
     subprocess.run([sys.executable, "-c", code], check=True)
 
 
@@ -270,7 +270,7 @@ def test_conv_accumulate_equals_the_definition_on_both_paths():
     """Few channels take the im2col GEMM, many the per-tap GEMMs: both equal a direct sum."""
     from numpy.lib.stride_tricks import sliding_window_view
 
-    from ticketforge.model.ir.golden import conv_accumulate
+    from ticketforge.ir.golden import conv_accumulate
 
     rng = np.random.default_rng(1)
     for _ in range(200):

@@ -5,8 +5,8 @@ import pytest
 
 from ticketforge.deploy.netlist import synth_netlist
 from ticketforge.errors import UnsupportedError
-from ticketforge.model.ir import random_images, save_graph
-from ticketforge.model.ir.random import random_graph
+from ticketforge.ir import random_images, save_graph
+from ticketforge.ir.random import random_graph
 from ticketforge.rtl.emit import write_rtl
 from ticketforge.sim.runner import run_sim
 

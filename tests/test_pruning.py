@@ -189,7 +189,7 @@ def test_dynsnn_on_a_binw_ticket(tiny_cfg, root):
     r = run_cli("quantize", "--config", str(binw), "--ticket", str(build / "tiny_binw" / "prune-dynsnn"),
                 "--build-dir", str(build), cwd=root)
     assert r.returncode == 0, r.stderr
-    from ticketforge.model.ir import load_graph
+    from ticketforge.ir import load_graph
     g = load_graph(build / "tiny_binw" / "ir")
     kept = sum(int(g.tensor(l, "neuron_mask").sum()) for l in g.layers if l.neuron)
     assert kept == m["live_neurons"]

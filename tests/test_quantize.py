@@ -8,7 +8,7 @@ import torch
 from conftest import run_cli, tiny_template
 from ticketforge.model.config import ModelConfig
 from ticketforge.model.intsim import torch_integer_run
-from ticketforge.model.ir import load_graph, run
+from ticketforge.ir import load_graph, run
 from ticketforge.model.nir_export import NIRExportError, export_nir, folded_sequential, import_nir, run_imported
 from ticketforge.model.zoo import build_model
 
@@ -124,7 +124,7 @@ def test_hw_runs_every_stage_then_skips_them(tmp_path, root):
     assert list((build / "tinyhw" / "sim" / "pgo-profile").glob("*.gcda"))
     assert "model.nir" in json.loads((build / "tinyhw" / "ir" / "metrics.json").read_text())["nir"]
     # the test split as the hardware receives it: the codes behind the integer accuracy
-    from ticketforge.model.ir import load_graph, load_test_inputs, run
+    from ticketforge.ir import load_graph, load_test_inputs, run
     codes, labels = load_test_inputs(build / "tinyhw" / "ir")
     acc = float((run(load_graph(build / "tinyhw" / "ir"), codes).predictions == labels).mean())
     assert acc == json.loads((build / "tinyhw" / "ir" / "metrics.json").read_text())["accuracy_integer"]
@@ -170,15 +170,15 @@ def test_hw_runs_every_stage_then_skips_them(tmp_path, root):
 
 
 def test_missing_test_inputs_is_a_clear_error(tmp_path):
-    from ticketforge.model.ir import IRError, load_test_inputs
+    from ticketforge.ir import IRError, load_test_inputs
     with pytest.raises(IRError, match="re-run `ticketforge quantize`"):
         load_test_inputs(tmp_path)
 
 
 def test_the_ir_is_stale_after_other_precision_bits_or_lowering_code(tiny_ir, tmp_path, monkeypatch):
     """`hw` keeps the quantize stage only for the same ticket, --precision-bits, data folder
-    and lowering code (an edit to model/ir/passes.py among it)."""
-    from ticketforge.cli import quantize_fresh
+    and lowering code (an edit to ir/passes.py among it)."""
+    from ticketforge.cli.freshness import quantize_fresh
     from ticketforge.model import quantize as q
 
     ir, _ = tiny_ir

@@ -9,8 +9,8 @@ from ticketforge.deploy.board_build import _commands, parse_nextpnr_report
 from ticketforge.deploy.energy import add_pj, hardware_events_energy, sram_pj
 from ticketforge.errors import StageMissingError
 from ticketforge.deploy.report import REQUIRED_KEYS, ReportError, _get, build_report, model_cycles, write_report
-from ticketforge.model.ir import random_images
-from ticketforge.model.ir.random import random_graph
+from ticketforge.ir import random_images
+from ticketforge.ir.random import random_graph
 
 
 def test_energy_constants_and_interpolation():

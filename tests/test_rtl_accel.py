@@ -5,8 +5,8 @@ import numpy as np
 import pytest
 
 from ticketforge.errors import UnsupportedError, UsageError
-from ticketforge.model.ir import random_images, run
-from ticketforge.model.ir.random import random_graph
+from ticketforge.ir import random_images, run
+from ticketforge.ir.random import random_graph
 from ticketforge.rtl.accel import Accelerator, bram18_blocks
 from ticketforge.rtl.cycles import MIN_FIFO_DEPTH, cycle_model
 from ticketforge.rtl.program import map_graph
@@ -120,8 +120,8 @@ def _two_phase_graph():
     lanes an event) during the first half of the events and idle in the second, PE 1 the
     other way round.  Deep FIFOs let PE 1 start its half early; shallow ones make the
     reader wait for PE 0's credit."""
-    from ticketforge.model.ir import validate
-    from ticketforge.model.ir.schema import Graph, InputSpec, Layer, Neuron
+    from ticketforge.ir import validate
+    from ticketforge.ir.schema import Graph, InputSpec, Layer, Neuron
 
     mask = np.zeros((6, 16), np.uint8)
     mask[0::2, :8] = 1

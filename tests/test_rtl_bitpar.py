@@ -7,8 +7,8 @@ import pytest
 from amaranth.sim import Simulator
 
 from ticketforge.errors import UnsupportedError, UsageError
-from ticketforge.model.ir import load_graph, random_images, run
-from ticketforge.model.ir.random import random_graph
+from ticketforge.ir import load_graph, random_images, run
+from ticketforge.ir.random import random_graph
 from ticketforge.rtl.bitpar.accel import BitparAccelerator
 from ticketforge.rtl.bitpar.cycles import cycle_model, static_cycles
 from ticketforge.rtl.bitpar.lanes import LaneArray

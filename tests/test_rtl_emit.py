@@ -4,8 +4,8 @@ import json
 import pytest
 
 from conftest import run_cli
-from ticketforge.model.ir import save_graph
-from ticketforge.model.ir.random import random_graph
+from ticketforge.ir import save_graph
+from ticketforge.ir.random import random_graph
 from ticketforge.rtl.emit import TOP, write_rtl
 from ticketforge.rtl.lint import lint
 

@@ -5,8 +5,8 @@ import numpy as np
 import pytest
 from amaranth.sim import Simulator
 
-from ticketforge.model.ir.golden import leak
-from ticketforge.model.ir.schema import Neuron
+from ticketforge.ir.golden import leak
+from ticketforge.ir.schema import Neuron
 from ticketforge.rtl.neuron import NeuronUpdate
 
 

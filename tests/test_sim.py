@@ -6,8 +6,8 @@ import os
 import numpy as np
 import pytest
 
-from ticketforge.model.ir import random_images, save_graph
-from ticketforge.model.ir.random import random_graph
+from ticketforge.ir import random_images, save_graph
+from ticketforge.ir.random import random_graph
 from ticketforge.rtl.emit import write_rtl
 from ticketforge.sim.runner import SimError, SimMismatch, run_sim, simulator_version, spread_traced
 
@@ -38,12 +38,12 @@ def test_random_ir_on_icarus_equals_golden(seed, tmp_path):
 def test_a_wrong_reference_is_reported_with_image_layer_timestep_neuron(tmp_path, monkeypatch):
     """Feed the testbench a reference whose spikes and scores are wrong: the run must
     fail and mismatches.json must name where."""
-    import ticketforge.sim.runner as runner
+    import ticketforge.sim.jobs as sim_jobs
 
     g = random_graph(1003, binary=True)
     save_graph(g, tmp_path / "ir")
     write_rtl(tmp_path / "ir", tmp_path / "rtl", pes=3, run_lint=False, progress=lambda *a, **k: None)
-    real = runner.write_job
+    real = sim_jobs.write_job
 
     def corrupt(*a, **k):
         meta = real(*a, **k)
@@ -55,7 +55,7 @@ def test_a_wrong_reference_is_reported_with_image_layer_timestep_neuron(tmp_path
         np.savez(job / "job.npz", **d)
         return meta
 
-    monkeypatch.setattr(runner, "write_job", corrupt)
+    monkeypatch.setattr(sim_jobs, "write_job", corrupt)
     with pytest.raises(SimMismatch, match="image 0"):
         run_sim(tmp_path / "rtl", g, random_images(g, 1, 3), tmp_path / "sim", "icarus", traced=[0],
                 log=lambda *a, **k: None)

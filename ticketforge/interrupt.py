@@ -15,7 +15,7 @@ import time
 from contextlib import contextmanager
 from pathlib import Path
 
-__all__ = ["descendants", "end_children", "children_end_with_us", "Interrupted"]
+__all__ = ["alive", "descendants", "end_processes", "end_children", "children_end_with_us", "Interrupted"]
 
 GRACE_S = 2.0
 
@@ -52,7 +52,7 @@ def descendants(pid: int) -> list[int]:
     return out
 
 
-def _alive(pid: int) -> bool:
+def alive(pid: int) -> bool:
     try:
         os.kill(pid, 0)
     except OSError:
@@ -63,26 +63,32 @@ def _alive(pid: int) -> bool:
         return False
 
 
-def end_children(grace_s: float = GRACE_S) -> int:
-    """SIGTERM every descendant, SIGKILL those alive after `grace_s`; returns how many there were."""
-    pids = descendants(os.getpid())
+def end_processes(pids: list[int], grace_s: float = GRACE_S, more=None) -> None:
+    """SIGTERM each of `pids`, SIGKILL those alive after `grace_s` (and the pids ``more()``
+    returns then: processes started meanwhile)."""
     for p in pids:
         try:
             os.kill(p, signal.SIGTERM)
         except OSError:
             pass
     deadline = time.monotonic() + grace_s
-    while time.monotonic() < deadline and any(_alive(p) for p in pids):
+    while time.monotonic() < deadline and any(alive(p) for p in pids):
         time.sleep(0.05)
-    left = [p for p in pids + descendants(os.getpid()) if _alive(p)]   # (and any started meanwhile)
+    left = [p for p in pids + (more() if more else []) if alive(p)]
     for p in left:
         try:
             os.kill(p, signal.SIGKILL)
         except OSError:
             pass
     deadline = time.monotonic() + 1.0                    # SIGKILL is delivered asynchronously
-    while time.monotonic() < deadline and any(_alive(p) for p in left):
+    while time.monotonic() < deadline and any(alive(p) for p in left):
         time.sleep(0.02)
+
+
+def end_children(grace_s: float = GRACE_S) -> int:
+    """SIGTERM every descendant, SIGKILL those alive after `grace_s`; returns how many there were."""
+    pids = descendants(os.getpid())
+    end_processes(pids, grace_s, more=lambda: descendants(os.getpid()))
     return len(pids)
 
 

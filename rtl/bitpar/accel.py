@@ -30,7 +30,7 @@ from amaranth.lib import data, fifo, wiring
 from amaranth.lib.memory import Memory
 
 from ticketforge.errors import UsageError
-from ticketforge.model.ir.schema import Graph, Neuron
+from ticketforge.ir.schema import Graph, Neuron
 from ticketforge.rtl.bitpar.cycles import COUNTERS
 from ticketforge.rtl.bitpar.lanes import LaneArray, weight_layout
 from ticketforge.rtl.bitpar.plan import WORD, BitparPlan, bit_index, plan_graph
@@ -298,7 +298,7 @@ class BitparAccelerator(wiring.Component):
         m.d.comb += may_issue.eq(~is_last | (since >= d_prev))
 
         # tags of a group, queued when its last step is issued and taken when that step
-        # reaches the accumulators (at most 2 are in flight in the 4-stage pipeline: last steps are >= 2 cycles apart)
+        # reaches the accumulators (at most 3 are in flight in the 4-stage pipeline: last steps are >= 2 cycles apart)
         wb_addr_a = Signal(range(addr_max))
         m.d.comb += wb_addr_a.eq(dst_row + dst_col + chunk)
         tag_layout = data.StructLayout({

@@ -37,7 +37,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ticketforge.model.ir.golden import GoldenResult, run
+from ticketforge.ir.golden import GoldenResult, run
 from ticketforge.rtl.bitpar.plan import BitparPlan, LayerPlan
 from ticketforge.rtl.cycles import ImageCycles
 

@@ -30,7 +30,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from ticketforge.errors import UnsupportedError, UsageError
-from ticketforge.model.ir.schema import Graph
+from ticketforge.ir.schema import Graph
 
 __all__ = ["WORD", "LANES", "StepRow", "LayerPlan", "BitparPlan", "plan_graph", "bit_index"]
 

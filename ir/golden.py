@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 import numpy as np
 from numpy.lib.stride_tricks import sliding_window_view
 
-from ticketforge.model.ir.schema import Graph, IRError, Layer, Neuron
+from ticketforge.ir.schema import Graph, IRError, Layer, Neuron
 
 __all__ = ["GoldenResult", "run", "conv_accumulate", "linear_accumulate", "leak", "or_pool"]
 

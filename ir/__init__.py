@@ -3,14 +3,14 @@
 Torch-free (numpy only): every hardware backend depends on this package and nothing
 torch-side.  The integer semantics are written down in docs/IR.md.
 """
-from ticketforge.model.ir.golden import GoldenResult, run
-from ticketforge.model.ir.io import graph_from_dict, graph_to_dict, load_graph, load_test_inputs, save_graph
-from ticketforge.model.ir.passes import (LOWERING_PASSES, compact_pruned_neurons, flip_negative_channels,
+from ticketforge.ir.golden import GoldenResult, run
+from ticketforge.ir.io import graph_from_dict, graph_to_dict, load_graph, load_test_inputs, save_graph
+from ticketforge.ir.passes import (LOWERING_PASSES, compact_pruned_neurons, flip_negative_channels,
                                          fold_batchnorm, integerize, size_membranes)
-from ticketforge.model.ir.random import random_graph, random_images
-from ticketforge.model.ir.schema import (SCHEMA_ID, SCHEMA_VERSION, Graph, InputSpec, IRError, Layer,
+from ticketforge.ir.random import random_graph, random_images
+from ticketforge.ir.schema import (SCHEMA_ID, SCHEMA_VERSION, Graph, InputSpec, IRError, Layer,
                                          Neuron)
-from ticketforge.model.ir.validate import validate
+from ticketforge.ir.validate import validate
 
 __all__ = [
     "Graph", "Layer", "Neuron", "InputSpec", "IRError", "SCHEMA_ID", "SCHEMA_VERSION",

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ticketforge.model.ir.schema import (SCHEMA_ID, SCHEMA_VERSION, Graph, InputSpec, IRError, Layer,
+from ticketforge.ir.schema import (SCHEMA_ID, SCHEMA_VERSION, Graph, InputSpec, IRError, Layer,
                                          Neuron)
 
 __all__ = ["save_graph", "load_graph", "graph_to_dict", "graph_from_dict", "load_test_inputs", "SCHEMA_FILE",
@@ -69,7 +69,7 @@ def load_graph(folder: Path, validate: bool = True) -> Graph:
         raise IRError(f"{tpath}: not a readable .npz file ({e})") from None
     g = graph_from_dict(raw, tensors)
     if validate:
-        from ticketforge.model.ir.validate import validate as _validate
+        from ticketforge.ir.validate import validate as _validate
         _validate(g)
     return g
 

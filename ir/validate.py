@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ticketforge.model.ir.schema import (LAYER_KINDS, LEAK_KINDS, NEURON_KINDS, RESETS, SCHEMA_ID,
+from ticketforge.ir.schema import (LAYER_KINDS, LEAK_KINDS, NEURON_KINDS, RESETS, SCHEMA_ID,
                                          SCHEMA_VERSION, Graph, IRError, Layer)
 
 __all__ = ["validate", "conv_out_hw"]

@@ -26,7 +26,7 @@ from dataclasses import replace
 
 import numpy as np
 
-from ticketforge.model.ir.schema import Graph, IRError, Neuron
+from ticketforge.ir.schema import Graph, IRError, Neuron
 
 __all__ = ["fold_batchnorm", "flip_negative_channels", "integerize", "size_membranes",
            "compact_pruned_neurons", "choose_leak", "LOWERING_PASSES"]
@@ -133,7 +133,7 @@ def _bits_for(lo: int, hi: int) -> int:
 def size_membranes(g: Graph, images: np.ndarray, guard_bits: int = 1) -> Graph:
     """Integer -> integer with each layer's membrane width from the measured range of H
     on `images` (plus `guard_bits`), never narrower than its thresholds and biases need."""
-    from ticketforge.model.ir.golden import run
+    from ticketforge.ir.golden import run
 
     _require_stage(g, "integer", "size_membranes")
     ranges = run(g, images, measure_range=True).h_range

@@ -8,8 +8,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from ticketforge.model.ir.schema import Graph, InputSpec, Layer, Neuron
-from ticketforge.model.ir.validate import conv_out_hw, validate
+from ticketforge.ir.schema import Graph, InputSpec, Layer, Neuron
+from ticketforge.ir.validate import conv_out_hw, validate
 
 __all__ = ["random_graph", "random_images"]
 
@@ -102,7 +102,7 @@ def random_graph(seed: int, max_conv: int = 2, max_linear: int = 2, binary: bool
     layers.append(Layer("out", "output", shape, (classes,), weight_bits=wbits,
                         tensors={"weight": "out.weight", "mask": "out.mask"}))
     g = Graph(T=int(rng.integers(1, 6)), input=spec, layers=tuple(layers), tensors=tensors,
-              provenance={"generator": "ticketforge.model.ir.random", "seed": seed})
+              provenance={"generator": "ticketforge.ir.random", "seed": seed})
     return validate(g)
 
 

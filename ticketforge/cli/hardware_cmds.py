@@ -1,0 +1,271 @@
+"""The hardware-side subcommands, one stage each: rtl, sim, synth, board, hls."""
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+from ticketforge.cli.freshness import digests, hls_inputs, sim_inputs, synth_inputs
+from ticketforge.cli.model_cmds import cmd_train, load_cfg
+from ticketforge.errors import StageMissingError, UsageError
+from ticketforge.records import clear_record, write_record
+
+__all__ = ["resolve_rtl_args", "cmd_rtl", "cmd_sim", "synth_one", "cmd_synth", "load_split", "cmd_board", "cmd_hls",
+           "baseline_config"]
+
+
+def resolve_rtl_args(args, cfg) -> None:
+    """PEs and FIFO depth: the command line, else the config, else the generator's default
+    (resolved here so that the rtl stage's manifest records the number that was built)."""
+    from ticketforge.errors import ConfigError
+    from ticketforge.rtl.cycles import check_fifo_depth, default_fifo_depth
+    from ticketforge.rtl.program import MAX_PES
+
+    # `is None`, not `or`: an explicit 0 is bad input to refuse, not a request for the default
+    args.pes = cfg.hw.pes if args.pes is None else args.pes
+    args.datapath = getattr(args, "datapath", None) or cfg.hw.datapath
+    if args.datapath == "bitpar":
+        from ticketforge.rtl.bitpar.plan import LANES
+
+        if args.pes not in LANES:
+            raise ConfigError(f"--pes is the lane count of the bitpar datapath: one of "
+                              f"{', '.join(map(str, LANES))}, got {args.pes}")
+        if args.fifo_depth is not None:
+            raise ConfigError("--fifo-depth is a parameter of the lane datapath; the bitpar datapath has no "
+                              "event FIFOs")
+        args.fifo_depth = None
+        return
+    if not 1 <= args.pes <= MAX_PES:
+        raise ConfigError(f"--pes must be in [1, {MAX_PES}], got {args.pes}")
+    depth = cfg.hw.fifo_depth if args.fifo_depth is None else args.fifo_depth
+    args.fifo_depth = check_fifo_depth(default_fifo_depth(args.pes) if depth is None else depth)
+
+
+def cmd_rtl(args) -> int:
+    from ticketforge.rtl.emit import write_rtl
+
+    cfg = load_cfg(args)
+    resolve_rtl_args(args, cfg)
+    root = Path(args.build_dir) / cfg.name
+    out = root / ("rtl-dense" if args.dense else "rtl")
+    if not (root / "ir" / "graph.json").is_file():
+        raise StageMissingError(f"no IR in {root / 'ir'}: run `ticketforge quantize --config {cfg.name}` first "
+                      f"(or `make hw MODEL={cfg.name}`)")
+    m = write_rtl(root / "ir", out, pes=args.pes, dense=args.dense, trace=args.trace, memory_style=args.memory_style,
+                  fifo_depth=args.fifo_depth, progress=lambda s, **k: print(s, **k) if not args.quiet else None,
+                  datapath=args.datapath)
+    lint = m.get("lint", {})
+    what = (f"{args.pes} bitpar lanes" if args.datapath == "bitpar" else
+            f"{args.pes} PEs ({args.fifo_depth}-entry event FIFOs)")
+    print(f"[{cfg.name}] RTL -> {out / 'top.v'}: {what}, membranes {m['membrane_bits']} bits, "
+          f"{len(m['memories'])} memories, {m['memory_bits'] / 8192:.1f} KiB; verilator lint: "
+          f"{sum(lint.get('explained', {}).values())} explained warnings, "
+          f"{len(lint.get('unexplained', []))} unexplained ({m['seconds']:.1f} s)")
+    return 0
+
+
+def cmd_sim(args) -> int:
+    from ticketforge.ir import load_graph
+    from ticketforge.sim.runner import run_sim, spread_traced
+
+    cfg = load_cfg(args)
+    root = Path(args.build_dir) / cfg.name
+    rtldir = root / "rtl"
+    if not (rtldir / "top.v").is_file():
+        raise StageMissingError(f"no Verilog in {rtldir}: run `ticketforge rtl --config {cfg.name}` first "
+                      f"(or `make hw MODEL={cfg.name}`)")
+    g = load_graph(root / "ir")
+    images, labels, integer = load_split(root, args.images)   # the input quantizer's codes of the test split
+    n = len(images)
+    netlist, sim_dir = None, root / "sim"
+    board_netlist = getattr(args, "netlist", None)      # (`hw` runs this stage on the RTL only)
+    if board_netlist:
+        from ticketforge.deploy.boards import get_board
+        from ticketforge.deploy.netlist import synth_netlist
+
+        board = get_board(board_netlist)
+        sim_dir = root / f"sim-netlist-{board.name}"
+        if not args.quiet:
+            print(f"[sim] synthesizing {rtldir} for {board.name} ({board.family}) into a netlist", flush=True)
+        netlist = synth_netlist(rtldir, sim_dir / "netlist", board.family)
+        args.simulator = "icarus"
+    clear_record(sim_dir / "results.json")             # the stage's record: removed first, written last
+    res = run_sim(rtldir, g, images, sim_dir, args.simulator, labels=labels,
+                  traced=spread_traced(args.trace_images, n, args.jobs), progress=not args.quiet, jobs=args.jobs,
+                  log=lambda s, **k: print(s, **k) if not args.quiet else None, netlist=netlist)
+    res["accuracy_integer_ir"] = integer
+    res["inputs"] = digests(sim_inputs(root))
+    res["params"] = {"simulator": args.simulator, "images": str(args.images),
+                     **({"netlist": board_netlist} if board_netlist else {})}   # (what `hw` compares)
+    write_record(sim_dir / "results.json", res)
+    what = f"{board_netlist} netlist on {args.simulator}" if netlist else args.simulator
+    print(f"[{cfg.name}] {what}: {res['agree']}/{res['images_run']} images identical to the golden "
+          f"model (scores, cycles, counters; spike trains on {len(res['traced_images'])}); RTL accuracy "
+          f"{res['accuracy_rtl']:.4f}" + (f" (integer IR {integer:.4f})" if integer is not None else "")
+          + f"; cycles/image {res['cycles']['mean']:.0f}; {res['simulated_cycles_per_wall_second']:.0f} "
+          f"simulated cycles/s; run {res['wall_seconds']['run']:.0f} s -> {sim_dir / 'results.json'}")
+    return 0
+
+
+def synth_one(cfg, root: Path, board_name: str, bitstream: bool, quiet: bool) -> dict:
+    """Synthesise build/<name>/rtl for one board; writes synth/<board>.json and returns it."""
+    from ticketforge.deploy.board_build import PLATFORMS, build_board
+    from ticketforge.deploy.boards import get_board
+    from ticketforge.deploy.synth import synthesize
+    from ticketforge.ir import load_graph
+
+    board = get_board(board_name)
+    rtldir = root / "rtl"
+    out = root / "synth" / board.name
+    clear_record(root / "synth" / f"{board.name}.json")   # the stage's record: removed first, written last
+    log = (lambda s, **k: None) if quiet else print
+    if board.name in PLATFORMS:
+        g = load_graph(root / "ir")
+        r = build_board(rtldir, board, out, pixels=math.prod(g.input.shape), classes=g.layers[-1].out_shape[0],
+                        bitstream=bitstream, log=log, clock_mhz=cfg.hw.clock_mhz)
+    else:
+        r = synthesize(rtldir, board, out, log=log)
+        r["fmax_mhz"] = None
+    r["inputs"] = digests(synth_inputs(root))
+    r["params"] = {"bitstream": bitstream, "clock_mhz": cfg.hw.clock_mhz}
+    write_record(root / "synth" / f"{board.name}.json", r)
+    return r
+
+
+def cmd_synth(args) -> int:
+    from ticketforge.deploy.boards import BoardError, get_board
+    from ticketforge.deploy.synth import closest_fit_hint
+
+    cfg = load_cfg(args)
+    root = Path(args.build_dir) / cfg.name
+    board = get_board(args.board or cfg.hw.board)
+    r = synth_one(cfg, root, board.name, args.bitstream, args.quiet)
+    res = r["resources"]
+    print(f"[{cfg.name}] {board.name} ({board.device}): LUTs {res['luts']}, FFs {res['ffs']}, BRAMs {res['brams']}, "
+          f"DSPs {res['dsps']}" + (f", Fmax {r['fmax_mhz']} MHz" if r.get("fmax_mhz") else "")
+          + (f"; bitstream {r['bitstream']}" if r.get("bitstream") else "")
+          + f" -> {root / 'synth' / (board.name + '.json')}")
+    if not r["fits"]:
+        over = ", ".join(f"{k}: {v['used']} used, {v['available']} available (over by {v['over_by']})"
+                         for k, v in r["over"].items())
+        raise BoardError(f"{cfg.name} does not fit the {board.name} ({board.device}): {over}. "
+                         f"{closest_fit_hint(root / 'ir', board)}")
+    return 0
+
+
+def load_split(root: Path, images: str):
+    """The IR's test input codes and labels (the first `images` of them: 'all' or a count) and
+    the IR's integer accuracy when they are the whole split (else None)."""
+    from ticketforge.ir import load_test_inputs
+
+    codes, labels = load_test_inputs(root / "ir")
+    n = len(codes) if images == "all" else int(images) if str(images).isdigit() else -1
+    if not 1 <= n <= len(codes):
+        raise UsageError(f"--images must be 'all' or 1..{len(codes)}, got {images!r}")
+    metrics = root / "ir" / "metrics.json"
+    integer = json.loads(metrics.read_text()).get("accuracy_integer") \
+        if metrics.is_file() and n == len(codes) else None
+    return codes[:n], labels[:n], integer
+
+
+def cmd_board(args) -> int:
+    from tqdm import tqdm
+
+    from ticketforge.deploy.host import validate_on_board
+
+    cfg = load_cfg(args)
+    root = Path(args.build_dir) / cfg.name
+    man = root / "rtl" / "manifest.json"
+    if not (root / "ir" / "graph.json").is_file() or not man.is_file():
+        raise StageMissingError(f"{root} has no IR and RTL to check the board against: run `make hw MODEL={cfg.name}` "
+                      f"(or `ticketforge synth --config {cfg.name} --bitstream`) first")
+    codes, _, _ = load_split(root, args.images)
+    params = json.loads(man.read_text())["params"]
+    with tqdm(total=len(codes), desc=f"[board] {args.port}", unit="image", dynamic_ncols=True) as bar:
+        res = validate_on_board(root / "ir", args.port, pes=params["pes"], fifo_depth=params.get("fifo_depth"),
+                                images=len(codes), baud=args.baud, timeout_s=args.timeout,
+                                out_dir=root / "board", progress=lambda done, total: bar.update(1),
+                                datapath=params.get("datapath", "lane"))
+    print(f"[{cfg.name}] board on {args.port}: {res['images_identical']}/{res['images']} images identical to the "
+          f"golden model and the cycle model; accuracy {res['accuracy_board']:.4f} (golden "
+          f"{res['accuracy_golden']:.4f}); {res['images_per_second']} images/s -> {root / 'board' / 'results.json'}")
+    return 0 if res["board_matches_golden"] else 1
+
+
+def cmd_hls(args) -> int:
+    from ticketforge.hls.csim import run_csim
+    from ticketforge.ir import load_graph
+
+    cfg = load_cfg(args)
+    if args.jobs < 1:
+        raise UsageError(f"--jobs must be at least 1, got {args.jobs}")
+    bcfg = baseline_config(args.baseline) if args.baseline else None    # a bad name fails now, not later
+    root = Path(args.build_dir) / cfg.name
+    if not (root / "ir" / "graph.json").is_file():
+        raise StageMissingError(f"no IR in {root / 'ir'}: run `ticketforge quantize --config {cfg.name}` first")
+    g = load_graph(root / "ir")
+    images, labels, integer = load_split(root, args.images)
+    res = run_csim(g, images, labels, root / "hls", jobs=args.jobs, backend=args.backend, progress=not args.quiet)
+    res["inputs"] = digests(hls_inputs(root))
+    res["accuracy_integer_ir"] = integer
+    (root / "hls" / "results.json").write_text(json.dumps(res, indent=1))   # kept if the baseline fails
+    if bcfg is not None:
+        res["baseline"] = bnn_baseline(args, bcfg, root)
+        (root / "hls" / "results.json").write_text(json.dumps(res, indent=1))
+    print(f"[{cfg.name}] hls4ml {args.backend} C simulation: {res['agree']}/{res['images']} images identical to the "
+          f"golden model (scores and every layer's spike trains); accuracy {res['accuracy_hls']:.4f}"
+          + (f" (integer IR {integer:.4f})" if integer is not None else "")
+          + f"; compile {res['seconds']['write_compile']:.0f} s, C-sim {res['seconds']['csim']:.0f} s on "
+          f"{res['jobs']} processes -> {root / 'hls'}")
+    if "baseline" in res:
+        b = res["baseline"]
+        print(f"[{b['name']}] BNN-BinAct baseline, brevitas -> QONNX -> hls4ml C simulation on {b['images']} "
+              f"images: accuracy {b['accuracy_hls']:.4f} (brevitas {b['accuracy_brevitas']:.4f}, torch "
+              f"{b['accuracy_torch']:.4f}); predictions equal to brevitas' on "
+              f"{b['prediction_agreement_hls_brevitas']:.4f}, scores identical on {b['images_scores_identical']} "
+              f"images (max |difference| {b['score_max_abs_diff']:.3g})")
+    return 0 if res["matches_golden"] else 1
+
+
+def baseline_config(name: str):
+    from ticketforge.model.config import ConfigError, load_config
+
+    bcfg = load_config(name)
+    if bcfg.model.variant != "bnn":
+        raise ConfigError(f"--baseline {name}: a BNN-BinAct baseline needs a `bnn` variant config "
+                          f"(this one is {bcfg.model.variant!r}), e.g. vgg9_bnn")
+    return bcfg
+
+
+def bnn_baseline(args, bcfg, root: Path) -> dict:
+    """Train (if needed), export through brevitas and C-simulate the BNN-BinAct baseline."""
+    import argparse
+
+    from ticketforge.hls.bnn import run_bnn_csim
+    from ticketforge.model.config import ConfigError
+
+    broot = Path(args.build_dir) / bcfg.name
+    if not (broot / "ticket" / "model.pt").is_file():
+        print(f"[hls] baseline {bcfg.name}: no trained network in {broot / 'ticket'}; training it", flush=True)
+        if cmd_train(argparse.Namespace(**{**vars(args), "config": args.baseline, "overrides": []})):
+            raise ConfigError(f"training the baseline {bcfg.name} failed")
+    export_dir = broot / "bnn-qonnx"
+    digest = digests({"model.pt": broot / "ticket" / "model.pt"})["model.pt"]
+    stamp = export_dir / "brevitas.json"
+    if not (stamp.is_file() and json.loads(stamp.read_text()).get("model_sha256") == digest
+            and (export_dir / "bnn.onnx").is_file() and (export_dir / "reference.npz").is_file()):
+        import torch
+
+        from ticketforge.model.bnn_qonnx import export_bnn
+        from ticketforge.model.data import load_dataset
+        from ticketforge.model.ticket import load_ticket
+
+        net, cfg, _ = load_ticket(broot / "ticket")
+        ds = load_dataset(cfg.data.dataset, args.data_dir or cfg.data.data_dir)
+        as_float = lambda a: torch.from_numpy(a).float() / ds.pixel_max  # noqa: E731
+        print(f"[hls] baseline {bcfg.name}: brevitas model -> QONNX ({export_dir})", flush=True)
+        info = export_bnn(net, as_float(ds.train.images[:1000]), as_float(ds.test.images), ds.test.labels,
+                          export_dir)
+        stamp.write_text(json.dumps({**info, "model_sha256": digest}, indent=1))
+    return run_bnn_csim(export_dir, root / "hls" / "baseline", bcfg.name, jobs=args.jobs, backend=args.backend,
+                        progress=not args.quiet)

@@ -1,0 +1,111 @@
+"""The model-side subcommands: train, eval, prune, sweep, quantize, configs."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+__all__ = ["load_cfg", "cmd_train", "cmd_eval", "cmd_prune", "cmd_sweep", "cmd_quantize", "cmd_configs"]
+
+
+def load_cfg(args):
+    """The command's config: ``--config`` with its ``--set`` overrides and ``--data-dir``."""
+    from ticketforge.model.config import load_config, parse_overrides, with_overrides
+
+    cfg = load_config(args.config, parse_overrides(args.overrides))
+    if args.data_dir:
+        cfg = with_overrides(cfg, data={"data_dir": args.data_dir})
+    return cfg
+
+
+def cmd_train(args) -> int:
+    from ticketforge.model.train import train
+
+    cfg = load_cfg(args)
+    out = Path(args.build_dir) / cfg.name / "ticket"
+    print(f"[{cfg.name}] {cfg.model.arch}/{cfg.model.variant} on {cfg.data.dataset}: "
+          f"width {cfg.model.width}, T={cfg.model.timesteps}, r_p={cfg.model.r_p}, "
+          f"{cfg.train.epochs} epochs -> {out}", flush=True)
+    m = train(cfg, out, progress=False if args.quiet else None, build_root=Path(args.build_dir))
+    e = m["energy"]
+    print(f"[{cfg.name}] test accuracy {m['final_test_accuracy']:.4f} "
+          f"({m['test_correct']}/{m['test_images']}), search {m['search_seconds']:.1f} s, "
+          f"SOPs {e['sops_total'] / 1e6:.3f} M, energy {e['energy_uj']:.4f} uJ/image")
+    return 0
+
+
+def cmd_eval(args) -> int:
+    from ticketforge.model.data import load_dataset
+    from ticketforge.model.ticket import load_ticket
+    from ticketforge.model.train import evaluate
+
+    cfg = load_cfg(args)
+    tdir = Path(args.ticket) if args.ticket else Path(args.build_dir) / cfg.name / "ticket"
+    net, tcfg, meta = load_ticket(tdir)
+    ds = load_dataset(tcfg.data.dataset, cfg.data.data_dir or tcfg.data.data_dir)
+    acc, correct = evaluate(net, ds.test, ds.pixel_max, tcfg.data.eval_batch_size)
+    recorded = None
+    mpath = tdir / "metrics.json"
+    if mpath.is_file():
+        recorded = json.loads(mpath.read_text()).get("final_test_accuracy")
+    same = recorded is not None and acc == recorded
+    print(f"[{tcfg.name}] test accuracy {acc:.4f} ({correct}/{len(ds.test)})"
+          + (f"; recorded {recorded:.4f}: {'reproduced exactly' if same else 'DIFFERENT'}"
+             if recorded is not None else ""))
+    if recorded is not None and not same:
+        print(f"  {abs(round((acc - recorded) * len(ds.test)))} image(s) differ from training's record.  Float "
+              "results depend on the CPU's kernels and thread count (a score within rounding of a tie "
+              "flips); on the machine and settings that trained the ticket they must be equal.  From "
+              "`ticketforge quantize` on, the integer IR is exact everywhere.")
+    return 0 if recorded is None or same else 1
+
+
+def cmd_prune(args) -> int:
+    from ticketforge.model.pruning.run import prune
+
+    cfg = load_cfg(args)
+    out = Path(args.build_dir) / cfg.name / f"prune-{args.method}"
+    m = prune(cfg, args.method, out, args.sparsity, Path(args.build_dir), progress=False if args.quiet else None)
+    p = m["prune"]
+    print(f"[{cfg.name}] prune {args.method} -> {out}: test accuracy {m['final_test_accuracy']:.4f}, "
+          f"synapse sparsity {100 * p['synapse_sparsity']:.2f}%, neurons removed "
+          f"{100 * p['neurons_removed_fraction']:.2f}%, search {m['search_seconds']:.1f} s, "
+          f"energy {m['energy']['energy_uj']:.4f} uJ/image")
+    return 0
+
+
+def cmd_sweep(args) -> int:
+    from ticketforge.model.sweep import parse_grid, run_sweep
+
+    cfg = load_cfg(args)
+    out = run_sweep(cfg, parse_grid(args.grid), Path(args.build_dir), jobs=args.jobs)
+    print(f"[{cfg.name}] sweep of {len(out['points'])} points -> {Path(args.build_dir) / cfg.name / 'sweep'}")
+    for p in out["points"]:
+        print(f"  {p['overrides']}: accuracy {p['test_accuracy']:.4f}, synapse sparsity "
+              f"{100 * p['synapse_sparsity']:.1f}%, neurons removed {100 * p['neurons_removed_fraction']:.1f}%, "
+              f"{p['seconds']:.0f} s")
+    for f in out["plots"]:
+        print(f"  plot: {f}")
+    return 0
+
+
+def cmd_quantize(args) -> int:
+    from ticketforge.model.quantize import quantize_ticket
+
+    cfg = load_cfg(args)
+    tdir = Path(args.ticket) if args.ticket else Path(args.build_dir) / cfg.name / "ticket"
+    out = Path(args.build_dir) / cfg.name / "ir"
+    m = quantize_ticket(tdir, out, data_dir=cfg.data.data_dir or None, precision_bits=args.precision_bits)
+    print(f"[{cfg.name}] IR -> {out}: accuracy float {m['accuracy_float']:.4f}, integer "
+          f"{m['accuracy_integer']:.4f} on {m['images']} test images "
+          f"(golden interpreter {m['golden_seconds']:.1f} s)")
+    return 0
+
+
+def cmd_configs(_args) -> int:
+    from ticketforge.model.config import available_configs, load_config
+
+    for name in available_configs():
+        c = load_config(name)
+        print(f"{name:16s} {c.model.arch}/{c.model.variant} on {c.data.dataset}, width {c.model.width}, "
+              f"r_p {c.model.r_p}, T {c.model.timesteps}, {c.train.epochs} epochs")
+    return 0

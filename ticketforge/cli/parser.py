@@ -1,0 +1,138 @@
+"""The command line's argument parser: one subcommand per stage, and the options stages share."""
+from __future__ import annotations
+
+import argparse
+import os
+
+__all__ = ["build_parser"]
+
+
+def _add_precision_arg(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--precision-bits", type=int, default=8,
+                   help="bits of threshold precision per channel when integerizing (default 8)")
+
+
+def _add_config_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--config", required=True,
+                   help="MODEL name (model/configs/<name>.toml) or path to a .toml file")
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                   help="override a config value, e.g. --set train.epochs=3 (repeatable)")
+    p.add_argument("--data-dir", default=None,
+                   help="folder with on-disk datasets (default: $TICKETFORGE_DATA)")
+    p.add_argument("--build-dir", default="build", help="root of the build folders (default: build)")
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
+
+
+def _add_rtl_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--datapath", choices=("lane", "bitpar"), default=None,
+                   help="the accelerator's datapath: lane (event driven, one synapse per PE per cycle) or "
+                        "bitpar (bit-parallel, layer-major; --pes is its lane count); default: the config's "
+                        "hw.datapath")
+    p.add_argument("--pes", type=int, default=None,
+                   help="processing elements of the accelerator (default: the config's hw.pes, 16)")
+    p.add_argument("--fifo-depth", type=int, default=None,
+                   help="entries of each PE's event FIFO (default: the config's hw.fifo_depth, else 2 x PEs; "
+                        "deeper lets PEs with uneven work drift further apart)")
+    p.add_argument("--dense", action="store_true",
+                   help="the no-skipping reference design (written to build/<name>/rtl-dense/)")
+    p.add_argument("--memory-style", choices=("auto", "block", "logic"), default="auto",
+                   help="how synthesis maps the memories: its choice, block RAM, or logic (default auto)")
+    p.add_argument("--no-trace", dest="trace", action="store_false",
+                   help="leave out the per-PE spike-trace debug port (the cocotb regression checks spike "
+                        "trains through it)")
+
+
+def _add_synth_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--board", default=None,
+                   help="icebreaker, ulx3s (placed and routed), arty_a7, pynq_z2 (yosys estimates); "
+                        "default: the config's hw.board")
+    p.add_argument("--bitstream", action="store_true",
+                   help="also pack a bitstream (icepack / ecppack) when the design fits and is routed")
+
+
+def _add_sim_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--simulator", choices=("icarus", "verilator"), default="verilator",
+                   help="HDL simulator (default verilator)")
+    p.add_argument("--images", default="all",
+                   help="test images to run: a number or 'all' (the whole test split; default)")
+    p.add_argument("--jobs", type=int, default=os.cpu_count() or 1,
+                   help="simulator processes sharing the images (default: one per core)")
+    p.add_argument("--trace-images", type=int, default=2,
+                   help="how many of them also get their per-layer spike trains checked (default 2; "
+                        "the first image of each simulator process in turn)")
+
+
+def _add_hls_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--backend", choices=("Vitis", "Vivado"), default="Vitis",
+                   help="hls4ml backend the HLS project is written for (default Vitis)")
+    p.add_argument("--baseline", default=None, metavar="CONFIG",
+                   help="also run a BNN-BinAct config (e.g. vgg9_bnn; trained first if needed) through "
+                        "brevitas -> QONNX -> hls4ml and C-simulate it on its whole test split")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    ap = argparse.ArgumentParser(prog="ticketforge", description=__doc__.split("\n")[0])
+    sub = ap.add_subparsers(dest="command", required=True)
+    p = sub.add_parser("train", help="train a network or search a ticket; writes build/<name>/ticket/")
+    _add_config_args(p)
+    p = sub.add_parser("eval", help="reload a ticket and re-measure its test accuracy")
+    _add_config_args(p)
+    p.add_argument("--ticket", default=None, help="ticket folder (default: build/<name>/ticket)")
+    p = sub.add_parser("prune", help="prune synapses (IMP, EB, ET, baselines) or neurons (DynSNN); "
+                                     "writes build/<name>/prune-<method>/")
+    _add_config_args(p)
+    p.add_argument("--method", required=True,
+                   help="imp, eb, et-imp, et-eb, random, snip, transfer, dynsnn, dynsnn-train")
+    p.add_argument("--sparsity", type=float, default=None,
+                   help="target synapse sparsity (sets the IMP rounds), or for dynsnn the fraction "
+                        "of neurons to remove")
+    p = sub.add_parser("sweep", help="a grid of searches/pruning runs in parallel, cached; sweep-<keys>.json + plots")
+    _add_config_args(p)
+    p.add_argument("--grid", action="append", required=True, metavar="KEY=V1,V2,...",
+                   help="a grid axis, e.g. --grid r_p=0.2,0.4 --grid T=1,2,4 --grid lambda=0.5,0.99 "
+                        "--grid method=imp,et-imp --grid sparsity=0.5,0.9 (repeatable)")
+    p.add_argument("--jobs", type=int, default=2, help="parallel processes (default 2)")
+    p = sub.add_parser("quantize", help="lower a ticket to the integer hardware IR: build/<name>/ir/")
+    _add_config_args(p)
+    p.add_argument("--ticket", default=None, help="ticket folder (default: build/<name>/ticket)")
+    _add_precision_arg(p)
+    p = sub.add_parser("rtl", help="generate the accelerator's Verilog from the IR: build/<name>/rtl/")
+    _add_config_args(p)
+    _add_rtl_args(p)
+    p = sub.add_parser("sim", help="cocotb regression of build/<name>/rtl/top.v on Icarus or Verilator "
+                                   "against the golden model and the cycle model: build/<name>/sim/")
+    _add_config_args(p)
+    _add_sim_args(p)
+    p.add_argument("--netlist", default=None, metavar="BOARD",
+                   help="simulate the core as yosys synthesizes it for BOARD's family (icebreaker, ulx3s), "
+                        "with the cell models, on Icarus: build/<name>/sim-netlist-<board>/")
+    p = sub.add_parser("synth", help="synthesis, place-and-route (and --bitstream) of build/<name>/rtl for a "
+                                     "board: build/<name>/synth/<board>/")
+    _add_config_args(p)
+    _add_synth_args(p)
+    p = sub.add_parser("board", help="run the test split on a flashed board over its serial port and check "
+                                     "every answer against the golden model and the cycle model: build/<name>/board/")
+    _add_config_args(p)
+    p.add_argument("--port", required=True, help="the board's serial port, e.g. /dev/ttyUSB0")
+    p.add_argument("--images", default="all", help="test images to run: a number or 'all' (default)")
+    p.add_argument("--baud", type=int, default=115200, help="the link's baud rate (default 115200, as built)")
+    p.add_argument("--timeout", type=float, default=5.0, help="seconds to wait for an image's answer (default 5)")
+    p = sub.add_parser("hls", help="the IR as an hls4ml project with the spiking extension; g++ C simulation "
+                                   "against the golden model: build/<name>/hls/")
+    _add_config_args(p)
+    p.add_argument("--images", default="all",
+                   help="test images to C-simulate: a number or 'all' (the whole test split; default)")
+    p.add_argument("--jobs", type=int, default=os.cpu_count() or 1,
+                   help="C-simulation processes sharing the images (default: one per core)")
+    _add_hls_args(p)
+    p = sub.add_parser("hw", help="the main job: model -> quantize -> rtl -> sim -> synth [-> hls] -> report")
+    _add_config_args(p)
+    _add_precision_arg(p)
+    _add_rtl_args(p)
+    _add_sim_args(p)
+    _add_synth_args(p)
+    p.add_argument("--hls", action="store_true",
+                   help="also run the HLS stage (`ticketforge hls` on the same images) before the report")
+    _add_hls_args(p)
+    sub.add_parser("configs", help="list the shipped configs")
+    return ap
