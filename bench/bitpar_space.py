@@ -24,7 +24,7 @@ from pathlib import Path
 import numpy as np
 
 from ticketforge.deploy.energy import hardware_events_energy
-from ticketforge.model.ir import load_graph, run
+from ticketforge.ir import load_graph, run
 from ticketforge.rtl.accel import bram18_blocks
 from ticketforge.rtl.bitpar.accel import BitparAccelerator
 from ticketforge.rtl.bitpar.cycles import cycle_model
@@ -75,7 +75,7 @@ def main() -> int:
     ap.add_argument("ir", nargs="?", default=str(SHIPPED), help="an IR folder (default: the shipped vgg9_binw IR)")
     ap.add_argument("--lanes", type=int, nargs="+", default=[4, 8, 16, 32])
     ap.add_argument("--images", type=int, default=20, help="test images for the energy's spike counts (default 20)")
-    ap.add_argument("--mhz", type=float, default=25.0, help="clock for the latency column (default 25, the ULX3S's)")
+    ap.add_argument("--mhz", type=float, default=40.0, help="clock for the latency column (default 40: the ULX3S core from its PLL)")
     ap.add_argument("--yosys", action="store_true", help="also synthesize each point (synth_ecp5; minutes each)")
     args = ap.parse_args()
     g = load_graph(args.ir)
