@@ -55,9 +55,8 @@ def point(g, images, gold, L: int, yosys: bool) -> dict:
     plan = plan_graph(g, L)
     res = cycle_model(plan, images, gold)
     acc = BitparAccelerator(g, L)
-    with warnings.catch_warnings():             # elaborated for its memory inventory
-        warnings.simplefilter("ignore")
-        acc.elaborate(None)
+    acc.elaborate(None)                         # for its memory inventory (main() silences Amaranth's
+                                                # "created but never used" notes of these parts)
     manifest = {"params": {"datapath": "bitpar"}, "memories": acc.memories, "membrane_bits": acc.u_bits,
                 "bitpar": {"lanes": L, "T": g.T, "acc_bits": acc.acc_bits, "word": 32}}
     counters = {k: {c: float(np.mean([r.counters[k][c] for r in res])) for c in res[0].counters[k]}
@@ -78,6 +77,7 @@ def main() -> int:
     ap.add_argument("--mhz", type=float, default=40.0, help="clock for the latency column (default 40: the ULX3S core from its PLL)")
     ap.add_argument("--yosys", action="store_true", help="also synthesize each point (synth_ecp5; minutes each)")
     args = ap.parse_args()
+    warnings.filterwarnings("ignore", message=".*created but never used")
     g = load_graph(args.ir)
     images = _test_images(g, Path(args.ir), args.images)
     gold = run(g, images, trace=True)

@@ -62,6 +62,7 @@ board = "icebreaker"
 """
 STAGE_LINE = re.compile(r"^\[hw\] (\w+) stage: (.*)$")
 VOLATILE = re.compile(r"seconds|per_second|stages_kept")
+ORPHANS_LINE = re.compile(r"note: ended (\d+) process\(es\) left working in")
 
 
 def records(build: Path) -> dict[str, Path]:
@@ -214,25 +215,29 @@ def main() -> int:
         rc = again.finish()
         kept = again.kept()
         redone = on_disk - kept
+        # what the SIGKILLed run left running, ended by the rerun (ticketforge/buildlock.py)
+        orphans = sum(int(m.group(1)) for _, line in again.lines if (m := ORPHANS_LINE.search(line)))
         same = rc == 0 and report_digest(build) == want
         ok = hit and whole and not redone and same and ctrl_c_ok
         failures += not ok
         rows.append((k, stage, sig.name, at, ended_s, sorted(on_disk, key=STAGES.index),
-                     sorted(kept, key=STAGES.index), redone, same, ctrl_c_ok, hit))
+                     sorted(kept, key=STAGES.index), redone, same, ctrl_c_ok, hit, orphans))
         print(f"[crash] kill {k}: {sig.name} in {stage} at {at:.1f} s"
               + (f" (ended in {ended_s:.1f} s, exit and group {'ok' if ctrl_c_ok else 'NOT ok'})" if ended_s else "")
               + ("" if hit else " (MISSED: the run had ended)")
               + f"; records after the kill: {', '.join(sorted(on_disk, key=STAGES.index)) or 'none'}"
               + f"; rerun kept {', '.join(sorted(kept, key=STAGES.index)) or 'none'}"
               + (f"; REDONE {sorted(redone)}" if redone else "")
+              + (f"; the rerun ended {orphans} process(es) the killed run left" if orphans else "")
               + f"; report {'identical' if same else 'DIFFERENT (rc %s)' % rc}", flush=True)
 
     hits = {r[1] for r in rows if r[10]}
-    print("\n| kill | signal | stage | at s | stage records after the kill | kept by the rerun | report |")
-    print("|---|---|---|---|---|---|---|")
+    print("\n| kill | signal | stage | at s | stage records after the kill | kept by the rerun | "
+          "left running, ended by the rerun | report |")
+    print("|---|---|---|---|---|---|---|---|")
     for r in rows:
         print(f"| {r[0]} | {r[2]} | {r[1]} | {r[3]:.1f} | {', '.join(r[5]) or '-'} | {', '.join(r[6]) or '-'} | "
-              f"{'identical' if r[8] else 'DIFFERENT'} |")
+              f"{r[11]} | {'identical' if r[8] else 'DIFFERENT'} |")
     print(f"\n[crash] {len(rows)} kills ({sum(r[2] == 'SIGKILL' for r in rows)} SIGKILL, "
           f"{sum(r[2] == 'SIGINT' for r in rows)} SIGINT), stages hit: {', '.join(s for s in STAGES if s in hits)}; "
           f"reruns identical to the undisturbed report: {sum(r[8] for r in rows)}/{len(rows)}; finished stages "
