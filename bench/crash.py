@@ -3,7 +3,7 @@
 A tiny config (an MLP BinW ticket on the synthetic dataset, the iCEBreaker board) is run
 once undisturbed, for the reference report and each stage's duration.  Then, for each kill,
 a fresh build folder: `ticketforge hw` starts, and a random moment inside one stage (the
-stages in turn) it gets
+stages in turn; the row names the stages that were running) it gets
 
 - SIGKILL, to the process only (`kill -9 PID`: nothing can be cleaned up; its simulators
   and tools go on as orphans, which the next run ends, `ticketforge/buildlock.py`), or
@@ -109,6 +109,18 @@ class Run:
                 return t
         return None
 
+    def running(self) -> list[str]:
+        """The stages started and not yet done (or kept)."""
+        started, done = [], set()
+        for _, line in self.lines:
+            m = STAGE_LINE.match(line)
+            if m and "kept" not in m.group(2):
+                started.append(m.group(1))
+            m = re.match(r"^\[hw\] (\w+) stage done", line)
+            if m:
+                done.add(m.group(1))
+        return [s for s in started if s not in done]
+
     def kept(self) -> set[str]:
         return {m.group(1) for _, line in self.lines if (m := STAGE_LINE.match(line)) and m.group(2).endswith("kept")}
 
@@ -173,7 +185,7 @@ def main() -> int:
         sig = signal.SIGKILL if (k // len(STAGES)) % 2 == 0 else signal.SIGINT
         build = work / f"kill{k}"
         run = Run(cfg, build, a.simulator, a.images)
-        delay = rng.uniform(0.1, 0.9) * windows[stage][1]
+        delay = rng.uniform(0.1, 0.7) * windows[stage][1]
         t_start = None
         while run.proc.poll() is None and t_start is None:
             t_start = run.started(stage)
@@ -183,6 +195,7 @@ def main() -> int:
                 time.sleep(0.05)
         hit = run.proc.poll() is None
         at = time.monotonic() - run.t0
+        running = run.running()                 # what the signal interrupts
         ended_s, ctrl_c_ok = None, True
         if hit:
             if sig == signal.SIGKILL:
@@ -218,11 +231,11 @@ def main() -> int:
         # what the SIGKILLed run left running, ended by the rerun (ticketforge/buildlock.py)
         orphans = sum(int(m.group(1)) for _, line in again.lines if (m := ORPHANS_LINE.search(line)))
         same = rc == 0 and report_digest(build) == want
-        ok = hit and whole and not redone and same and ctrl_c_ok
+        ok = hit and bool(running) and whole and not redone and same and ctrl_c_ok
         failures += not ok
         rows.append((k, stage, sig.name, at, ended_s, sorted(on_disk, key=STAGES.index),
-                     sorted(kept, key=STAGES.index), redone, same, ctrl_c_ok, hit, orphans))
-        print(f"[crash] kill {k}: {sig.name} in {stage} at {at:.1f} s"
+                     sorted(kept, key=STAGES.index), redone, same, ctrl_c_ok, hit, orphans, running))
+        print(f"[crash] kill {k}: {sig.name} at {at:.1f} s, aimed at {stage}, running: {', '.join(running) or 'none'}"
               + (f" (ended in {ended_s:.1f} s, exit and group {'ok' if ctrl_c_ok else 'NOT ok'})" if ended_s else "")
               + ("" if hit else " (MISSED: the run had ended)")
               + f"; records after the kill: {', '.join(sorted(on_disk, key=STAGES.index)) or 'none'}"
@@ -231,13 +244,13 @@ def main() -> int:
               + (f"; the rerun ended {orphans} process(es) the killed run left" if orphans else "")
               + f"; report {'identical' if same else 'DIFFERENT (rc %s)' % rc}", flush=True)
 
-    hits = {r[1] for r in rows if r[10]}
-    print("\n| kill | signal | stage | at s | stage records after the kill | kept by the rerun | "
+    hits = {s for r in rows if r[10] for s in r[12]}
+    print("\n| kill | signal | stages running | at s | stage records after the kill | kept by the rerun | "
           "left running, ended by the rerun | report |")
     print("|---|---|---|---|---|---|---|---|")
     for r in rows:
-        print(f"| {r[0]} | {r[2]} | {r[1]} | {r[3]:.1f} | {', '.join(r[5]) or '-'} | {', '.join(r[6]) or '-'} | "
-              f"{r[11]} | {'identical' if r[8] else 'DIFFERENT'} |")
+        print(f"| {r[0]} | {r[2]} | {', '.join(r[12]) or '-'} | {r[3]:.1f} | {', '.join(r[5]) or '-'} | "
+              f"{', '.join(r[6]) or '-'} | {r[11]} | {'identical' if r[8] else 'DIFFERENT'} |")
     print(f"\n[crash] {len(rows)} kills ({sum(r[2] == 'SIGKILL' for r in rows)} SIGKILL, "
           f"{sum(r[2] == 'SIGINT' for r in rows)} SIGINT), stages hit: {', '.join(s for s in STAGES if s in hits)}; "
           f"reruns identical to the undisturbed report: {sum(r[8] for r in rows)}/{len(rows)}; finished stages "
