@@ -193,3 +193,29 @@ def test_the_ir_is_stale_after_other_precision_bits_or_lowering_code(tiny_ir, tm
     assert q.lowering_digest(sources) != q.lowering_digest()
     monkeypatch.setattr(q, "LOWERING_SOURCES", sources)
     assert not quantize_fresh(ir, tdir, 8, None)
+
+
+def test_hw_from_and_to_run_a_range_of_stages(tmp_path, root):
+    """--to stops after a stage (no report); --from redoes a stage and the later ones even when
+    their inputs are unchanged, and refuses when a stage before it is not up to date."""
+    cfg = tmp_path / "tinyrange.toml"
+    cfg.write_text(TINY.format(arch="mlp", variant="binw"))
+    build = tmp_path / "build"
+    hw = ("hw", "--config", str(cfg), "--build-dir", str(build), "--quiet")
+    r = run_cli(*hw, "--to", "rtl", cwd=root)
+    assert r.returncode == 0 and "stopped after the rtl stage (--to rtl); no report" in r.stdout, r.stdout + r.stderr
+    out = build / "tinyrange"
+    assert (out / "rtl" / "top.v").is_file() and not (out / "sim").exists() and not (out / "report.json").exists()
+    rtl_made = (out / "rtl" / "manifest.json").stat().st_mtime_ns
+    r = run_cli(*hw, "--from", "rtl", "--to", "rtl", cwd=root)
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert "model stage: " in r.stdout and r.stdout.count(", kept") == 2, r.stdout       # model, quantize
+    assert (out / "rtl" / "manifest.json").stat().st_mtime_ns != rtl_made                  # redone
+    # a stage before --from that is not up to date is refused by name, before anything runs
+    r = run_cli(*hw, "--from", "rtl", "--precision-bits", "6", cwd=root)
+    assert r.returncode == 2 and "the quantize stage before it is not up to date" in r.stderr, r.stderr
+    for bad, words in ((("--from", "synth", "--to", "rtl"), "--from synth comes after --to rtl"),
+                       (("--from", "hls"), "the hls stage runs with --hls only"),
+                       (("--dense", "--to", "sim"), "--dense builds model, quantize and rtl only")):
+        r = run_cli(*hw, *bad, cwd=root)
+        assert r.returncode == 2 and words in r.stderr and "Traceback" not in r.stderr, (bad, r.stderr)

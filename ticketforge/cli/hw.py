@@ -11,6 +11,8 @@ from pathlib import Path
 from ticketforge.cli.hardware_cmds import (baseline_config, cmd_hls, cmd_rtl, cmd_sim, resolve_rtl_args, synth_one,
                                          load_split)
 from ticketforge.cli.model_cmds import cmd_quantize, cmd_train, load_cfg
+from ticketforge.cli.parser import HW_STAGES
+from ticketforge.errors import StageMissingError, UsageError
 from ticketforge.cli.freshness import digests, hls_inputs, quantize_fresh, sim_inputs, stage_fresh, synth_inputs
 
 __all__ = ["cmd_hw"]
@@ -25,6 +27,7 @@ def cmd_hw(args) -> int:
     get_board(args.board or cfg.hw.board)        # an unknown board fails now, not after the simulation
     if args.hls and args.baseline:
         baseline_config(args.baseline)            # so does a wrong baseline
+    first, last = _stage_range(args)
     root = Path(args.build_dir) / cfg.name
     tdir, irdir = root / "ticket", root / "ir"
     seconds, kept = {}, []
@@ -39,10 +42,14 @@ def cmd_hw(args) -> int:
         """Keep the stage when ``fresh()`` says its inputs are unchanged, else ``run()``;
         one line each way and one with the stage's seconds."""
         t = time.perf_counter()
-        if fresh():
+        forced = first is not None and HW_STAGES.index(name) >= HW_STAGES.index(first)
+        if not forced and fresh():
             say(f"[hw] {name} stage: {kept_why}, kept")
             kept.append(name)
             rc = 0
+        elif first is not None and not forced:
+            raise StageMissingError(f"--from {first}: the {name} stage before it is not up to date; run "
+                                    f"`ticketforge hw` with --from {name}, or without --from")
         else:
             say(f"[hw] {name} stage: {doing}")
             rc = run()
@@ -111,6 +118,8 @@ def cmd_hw(args) -> int:
         if args.hls:
             steps.append(("hls", hls_fresh, f"{root / 'hls' / 'results.json'} was made from this IR",
                           f"hls4ml {args.backend} project, C simulation", lambda: cmd_hls(args)))
+    if last is not None:
+        steps = [st for st in steps if HW_STAGES.index(st[0]) <= HW_STAGES.index(last)]
     beside = None
     for k, step in enumerate(steps):
         if step[0] == "sim" and k + 1 < len(steps) and steps[k + 1][0] == "synth":
@@ -135,6 +144,9 @@ def cmd_hw(args) -> int:
             print(f"[hw] warning: {cfg.name} does not fit the {board} ({over}); the report says so")
     if args.dense:
         return 0
+    if last is not None:
+        print(f"[hw] stopped after the {last} stage (--to {last}); no report")
+        return 0
     t5 = time.perf_counter()
     print("[hw] report stage: cycle model on the simulated images, energy, plots", flush=True)
     rep = assemble_report(cfg, root, {board: synth}, seconds)
@@ -156,6 +168,19 @@ def cmd_hw(args) -> int:
           f"{board}: fits {b['fits']}, Fmax {b['fmax_mhz']} MHz, latency {b['latency_us']} us at {b['clock_mhz']} MHz; "
           f"wall {rep['run_seconds']:.0f} s")
     return 0
+
+
+def _stage_range(args) -> tuple[str | None, str | None]:
+    """``--from`` and ``--to``, checked against each other and against the stages this run has."""
+    first, last = args.from_stage, args.to_stage
+    have = ["model", "quantize", "rtl"] + ([] if args.dense else ["sim", "synth"] + (["hls"] if args.hls else []))
+    for opt, st in (("--from", first), ("--to", last)):
+        if st is not None and st not in have:
+            why = "--dense builds model, quantize and rtl only" if args.dense else "the hls stage runs with --hls only"
+            raise UsageError(f"{opt} {st}: this run has no {st} stage ({why})")
+    if first is not None and last is not None and HW_STAGES.index(first) > HW_STAGES.index(last):
+        raise UsageError(f"--from {first} comes after --to {last}")
+    return first, last
 
 
 def assemble_report(cfg, root: Path, synth: dict, seconds: dict) -> dict:

@@ -4,7 +4,10 @@ from __future__ import annotations
 import argparse
 import os
 
-__all__ = ["build_parser"]
+__all__ = ["build_parser", "HW_STAGES"]
+
+# `ticketforge hw`'s stages, in order (synth runs beside sim; hls only with --hls)
+HW_STAGES = ("model", "quantize", "rtl", "sim", "synth", "hls")
 
 
 def _add_precision_arg(p: argparse.ArgumentParser) -> None:
@@ -133,6 +136,11 @@ def build_parser() -> argparse.ArgumentParser:
     _add_synth_args(p)
     p.add_argument("--hls", action="store_true",
                    help="also run the HLS stage (`ticketforge hls` on the same images) before the report")
+    p.add_argument("--from", dest="from_stage", choices=HW_STAGES, default=None,
+                   help="redo this stage and every later one even when its inputs are unchanged; the earlier "
+                        "stages must be up to date")
+    p.add_argument("--to", dest="to_stage", choices=HW_STAGES, default=None,
+                   help="stop after this stage (no report)")
     _add_hls_args(p)
     sub.add_parser("configs", help="list the shipped configs")
     return ap
