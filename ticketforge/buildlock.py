@@ -25,10 +25,10 @@ from ticketforge.interrupt import alive, descendants, end_processes
 __all__ = ["BuildBusyError", "build_lock", "orphans_in"]
 
 
-def orphans_in(folder: Path, dead_run: int | None = None) -> list[int]:
+def orphans_in(folder: Path, dead_run: int | None = None, lock_holders: bool = True) -> list[int]:
     """Processes left by a killed run in ``folder``: orphans (adopted by PID 1, or still in
-    the process group of ``dead_run``, the killed run's pid) working inside it or holding its
-    ``.lock``, with their descendants."""
+    the process group of ``dead_run``, the killed run's pid) working inside it or (with
+    ``lock_holders``) holding its ``.lock``, with their descendants."""
     folder = Path(folder).resolve()
     lock = str(folder / ".lock")
     proc = Path("/proc")
@@ -44,7 +44,7 @@ def orphans_in(folder: Path, dead_run: int | None = None) -> list[int]:
                 continue
             cwd = Path(os.readlink(d / "cwd"))
             inside = cwd == folder or folder in cwd.parents
-            if not inside:
+            if not inside and lock_holders:
                 inside = any(os.readlink(fd) == lock for fd in (d / "fd").iterdir())
         except (OSError, ValueError):           # gone meanwhile, or not ours to look at
             continue
@@ -53,8 +53,8 @@ def orphans_in(folder: Path, dead_run: int | None = None) -> list[int]:
     return [p for r in roots for p in [r, *descendants(r)] if alive(p)]
 
 
-def _end_orphans(folder: Path, dead_run: int | None = None) -> None:
-    left = orphans_in(folder, dead_run)
+def _end_orphans(folder: Path, dead_run: int | None = None, lock_holders: bool = True) -> None:
+    left = orphans_in(folder, dead_run, lock_holders)
     if left:
         end_processes(left)
         print(f"note: ended {len(left)} process(es) left working in {folder} by a killed run "
@@ -94,8 +94,8 @@ def build_lock(folder: Path, command: str):
                                              f"({holder}): see `fuser {folder / '.lock'}`") from None
                     time.sleep(0.1)
         last = os.pread(fd, 512, 0).decode(errors="replace").split()      # the previous run, if any
-        _end_orphans(folder, int(last[1]) if len(last) > 1 and last[1].isdigit() else None)
-        # (its simulators and tools hold no lock)
+        # its simulators and tools, which hold no lock (we hold it now: no fd scan)
+        _end_orphans(folder, int(last[1]) if len(last) > 1 and last[1].isdigit() else None, lock_holders=False)
         os.ftruncate(fd, 0)
         os.pwrite(fd, f"process {os.getpid()} (`ticketforge {command}`)\n".encode(), 0)
         yield

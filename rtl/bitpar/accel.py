@@ -34,12 +34,12 @@ from ticketforge.ir.schema import Graph, Neuron
 from ticketforge.rtl.bitpar.cycles import COUNTERS
 from ticketforge.rtl.bitpar.lanes import LaneArray, weight_layout
 from ticketforge.rtl.bitpar.plan import WORD, BitparPlan, bit_index, plan_graph
-from ticketforge.rtl.accel import COUNTER_BITS, _bits, _sbits, core_members, fan_in, u_range
+from ticketforge.rtl.accel import (COUNTER_BITS, MEMORY_STYLES, _bits, _sbits, core_members, fan_in,
+                                  u_range)
 from ticketforge.rtl.neuron import NeuronUpdate
 
 __all__ = ["BitparAccelerator", "status_map"]
 
-MEMORY_STYLES = ("auto", "block", "logic")
 SMALL_ROM_BITS = 2048
 
 
@@ -471,7 +471,6 @@ class BitparAccelerator(wiring.Component):
             """After a group's last step: the next group, position or layer."""
             last_grp = grp == G - 1
             m.d.sync += [kaddr.eq(kaddr + lkeep), k.eq(0), gstart.eq(gstart + count)]
-            nxt = "KREAD" if has_keep else "ISSUE"
             with m.If(~last_grp):
                 m.d.sync += grp.eq(grp + 1)
                 with m.If(sub == last_group_chunk - 1):

@@ -159,7 +159,7 @@ def plan_graph(g: Graph, lanes: int, dense: bool = False) -> BitparPlan:
         raise UsageError(f"lanes must be one of {', '.join(map(str, LANES))} (they divide a {WORD}-bit word), "
                          f"got {lanes!r}")
     _neuron_layers_ok(g)
-    L, T = lanes, g.T
+    L = lanes
     plans: list[LayerPlan] = []
     src_shape = tuple(g.input.shape)
     src_chunks, first, buf = 1, True, 0
@@ -196,7 +196,6 @@ def plan_graph(g: Graph, lanes: int, dense: bool = False) -> BitparPlan:
             if first:
                 # bit planes: a step is a word of 32 pixels (flatten order c, y, x) and runs
                 # once per pixel bit b, adding (popcount(plane_b & pos) - ...) << b
-                planes = g.input.bits
                 wf = w.reshape(Co, -1)
                 units = [(u, 0) for u in range(math.ceil(wf.shape[1] / WORD))]
             else:

@@ -27,7 +27,7 @@ def cmd_hw(args) -> int:
     get_board(args.board or cfg.hw.board)        # an unknown board fails now, not after the simulation
     if args.hls and args.baseline:
         baseline_config(args.baseline)            # so does a wrong baseline
-    first, last = _stage_range(args)
+    first, last = args.from_stage, args.to_stage
     root = Path(args.build_dir) / cfg.name
     tdir, irdir = root / "ticket", root / "ir"
     seconds, kept = {}, []
@@ -118,6 +118,7 @@ def cmd_hw(args) -> int:
         if args.hls:
             steps.append(("hls", hls_fresh, f"{root / 'hls' / 'results.json'} was made from this IR",
                           f"hls4ml {args.backend} project, C simulation", lambda: cmd_hls(args)))
+    _check_range(args, [st[0] for st in steps])          # before any stage runs
     if last is not None:
         steps = [st for st in steps if HW_STAGES.index(st[0]) <= HW_STAGES.index(last)]
     beside = None
@@ -170,17 +171,15 @@ def cmd_hw(args) -> int:
     return 0
 
 
-def _stage_range(args) -> tuple[str | None, str | None]:
-    """``--from`` and ``--to``, checked against each other and against the stages this run has."""
+def _check_range(args, stages: list[str]) -> None:
+    """``--from`` and ``--to`` against each other and against ``stages``, this run's stages."""
     first, last = args.from_stage, args.to_stage
-    have = ["model", "quantize", "rtl"] + ([] if args.dense else ["sim", "synth"] + (["hls"] if args.hls else []))
     for opt, st in (("--from", first), ("--to", last)):
-        if st is not None and st not in have:
+        if st is not None and st not in stages:
             why = "--dense builds model, quantize and rtl only" if args.dense else "the hls stage runs with --hls only"
             raise UsageError(f"{opt} {st}: this run has no {st} stage ({why})")
     if first is not None and last is not None and HW_STAGES.index(first) > HW_STAGES.index(last):
         raise UsageError(f"--from {first} comes after --to {last}")
-    return first, last
 
 
 def assemble_report(cfg, root: Path, synth: dict, seconds: dict) -> dict:
