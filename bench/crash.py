@@ -12,8 +12,9 @@ stages in turn; the row names the stages that were running) it gets
 
 Then it is rerun undisturbed, and the bench checks:
 
-- **whole or absent**: every stage record on disk after the kill (the file `hw` compares
-  to keep a stage) parses, and the rerun keeps that stage: a finished stage is never redone;
+- **whole or absent**: every stage folder on disk after the kill holds its record
+  (`stage.json`, written into the stage's work folder before it is renamed into place,
+  `ticketforge/flow.py`), and the rerun keeps that stage: a finished stage is never redone;
 - **identical**: the rerun's report equals the undisturbed one (a digest over everything
   but wall times);
 - **Ctrl-C**: exit code 130 within 10 s, and no process of the run's group left.
@@ -38,6 +39,8 @@ import threading
 import time
 from pathlib import Path
 
+from ticketforge.flow import read_record
+
 ROOT = Path(__file__).resolve().parents[1]
 STAGES = ("model", "quantize", "rtl", "sim", "synth")
 BOARD = "icebreaker"
@@ -61,16 +64,15 @@ seed = 1
 board = "icebreaker"
 """
 STAGE_LINE = re.compile(r"^\[hw\] (\w+) stage: (.*)$")
-VOLATILE = re.compile(r"seconds|per_second|stages_kept")
+VOLATILE = re.compile(r"^(kept|finished)$|seconds|per_second|stages_kept")
 ORPHANS_LINE = re.compile(r"note: ended (\d+) process\(es\) left working in")
 
 
-def records(build: Path) -> dict[str, Path]:
-    """Each stage's record: written last, whole, by the stage (`ticketforge/records.py`)."""
+def stage_folders(build: Path) -> dict[str, Path]:
+    """Each stage's folder: whole, with its record (`ticketforge/flow.py`), or absent."""
     b = build / "crashtest"
-    return {"model": b / "ticket" / "metrics.json", "quantize": b / "ir" / "manifest.json",
-            "rtl": b / "rtl" / "manifest.json", "sim": b / "sim" / "results.json",
-            "synth": b / "synth" / f"{BOARD}.json"}
+    return {"model": b / "ticket", "quantize": b / "ir", "rtl": b / "rtl", "sim": b / "sim",
+            "synth": b / "synth" / BOARD}
 
 
 def report_digest(build: Path) -> str:
@@ -217,13 +219,12 @@ def main() -> int:
         else:
             run.finish()
         on_disk, whole = set(), True
-        for name, rec in records(build).items():
-            if rec.is_file():
-                try:
-                    json.loads(rec.read_text())
-                    on_disk.add(name)
-                except ValueError:
+        for name, folder in stage_folders(build).items():
+            if folder.exists():             # a stage's folder is whole: its record parses
+                if read_record(folder) is None:
                     whole = False
+                else:
+                    on_disk.add(name)
         again = Run(cfg, build, a.simulator, a.images)
         rc = again.finish()
         kept = again.kept()

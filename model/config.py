@@ -169,8 +169,25 @@ class HwConfig:
     # the core's clock on the board from the FPGA's PLL (the highest it makes at or below
     # this, MHz); None: the board's oscillator (deploy/pll.py)
     clock_mhz: float | None = None
+    # every other setting a hardware build depends on; the command line's options override them
+    precision_bits: int = 8       # quantize: bits of threshold precision per channel (--precision-bits)
+    memory_style: str = "auto"    # rtl: how synthesis maps the memories: auto, block, logic (--memory-style)
+    trace: bool = True            # rtl: the per-PE spike-trace debug port (--no-trace)
+    simulator: str = "verilator"  # sim: icarus or verilator (--simulator)
+    images: int | None = None     # sim and hls: test images to run; None: the whole test split (--images)
+    trace_images: int = 2         # sim: images whose every layer's spike trains are checked (--trace-images)
+    bitstream: bool = False       # synth: also pack a bitstream (--bitstream)
+    hls: bool = False             # hw: also run the hls stage (--hls)
+    hls_backend: str = "Vitis"    # hls: the hls4ml backend, Vitis or Vivado (--backend)
 
     def __post_init__(self) -> None:
+        _check_range("hw.precision_bits", self.precision_bits, 2, 16)
+        _check_choice("hw.memory_style", self.memory_style, ("auto", "block", "logic"))
+        _check_choice("hw.simulator", self.simulator, ("icarus", "verilator"))
+        if self.images is not None:
+            _check_range("hw.images", self.images, 1, None)
+        _check_range("hw.trace_images", self.trace_images, 0, None)
+        _check_choice("hw.hls_backend", self.hls_backend, ("Vitis", "Vivado"))
         if self.datapath not in ("lane", "bitpar"):
             raise ConfigError(f"hw.datapath must be one of lane, bitpar, got {self.datapath!r}")
         _check_range("hw.pes", self.pes, 1, 1024)

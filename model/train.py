@@ -96,8 +96,8 @@ def _optimizer(params, cfg: RunConfig) -> torch.optim.Optimizer:
     return torch.optim.SGD(params, lr=t.lr, momentum=t.momentum, weight_decay=t.weight_decay)
 
 
-def _start_from_ticket(net: TicketNet, cfg: RunConfig, build_root: Path) -> str:
-    src = ticket_dir_for(cfg.train.finetune_from, build_root)
+def _start_from_ticket(net: TicketNet, cfg: RunConfig, build_root: Path, load_from: Path | None = None) -> str:
+    src = Path(load_from) if load_from is not None else ticket_dir_for(cfg.train.finetune_from, build_root)
     found, found_cfg, _ = load_ticket(src)
     if (found_cfg.model.arch, found_cfg.model.variant) != (cfg.model.arch, cfg.model.variant) \
             or found_cfg.model.width != cfg.model.width:
@@ -111,7 +111,7 @@ def _start_from_ticket(net: TicketNet, cfg: RunConfig, build_root: Path) -> str:
             srcm.freeze_to_binary()
         dst.freeze_to_binary()
     net.load_state_dict(found.state_dict())
-    return str(src)
+    return str(src) if load_from is None else cfg.train.finetune_from
 
 
 def fit(net: TicketNet, ds: Dataset, cfg: RunConfig, epochs: int, gen: torch.Generator,
@@ -204,12 +204,14 @@ def write_ticket(net: TicketNet, ds: Dataset, cfg: RunConfig, out_dir: Path, his
 
 
 def train(cfg: RunConfig, out_dir: Path, progress: bool | None = None,
-          build_root: Path = Path("build")) -> dict:
+          build_root: Path = Path("build"), finetune_dir: Path | None = None) -> dict:
     """Run the config's training or ticket search and write the ticket folder `out_dir`.
-    `build_root` is where ``train.finetune_from`` names are looked up."""
+    `build_root` is where ``train.finetune_from`` names are looked up; ``finetune_dir`` reads
+    that ticket from another folder (a ticket fine-tuned in place is read from the model
+    stage's work folder, which holds it until the new one is written)."""
     t0 = time.perf_counter()
     ds, net, gen = prepare(cfg)
-    started_from = _start_from_ticket(net, cfg, build_root) if cfg.train.finetune_from else None
+    started_from = _start_from_ticket(net, cfg, build_root, finetune_dir) if cfg.train.finetune_from else None
     history = fit(net, ds, cfg, cfg.train.epochs, gen, progress)
     return write_ticket(net, ds, cfg, out_dir, history, time.perf_counter() - t0,
                         extra={"finetuned_from": started_from})

@@ -177,22 +177,28 @@ def test_missing_test_inputs_is_a_clear_error(tmp_path):
 
 def test_the_ir_is_stale_after_other_precision_bits_or_lowering_code(tiny_ir, tmp_path, monkeypatch):
     """`hw` keeps the quantize stage only for the same ticket, --precision-bits, data folder
-    and lowering code (an edit to ir/passes.py among it)."""
-    from ticketforge.cli.freshness import quantize_fresh
+    and lowering code (an edit to ir/passes.py among it), and says which one changed."""
+    import argparse
+
+    from ticketforge.cli.stages import quantize_stage
+    from ticketforge.flow import stale_reason
     from ticketforge.model import quantize as q
+    from ticketforge.model.config import load_config, with_overrides
 
     ir, _ = tiny_ir
-    tdir = ir.parent / "ticket"
-    assert quantize_fresh(ir, tdir, 8, None)
-    assert not quantize_fresh(ir, tdir, 6, None)
-    assert not quantize_fresh(ir, tdir, 8, str(tmp_path))
+    cfg = load_config(str(ir.parent.parent.parent / "tinyq.toml"))
+    args = lambda bits: argparse.Namespace(build_dir=str(ir.parent.parent), precision_bits=bits,  # noqa: E731
+                                           quiet=True)
+    assert stale_reason(quantize_stage(args(8), cfg)) is None
+    assert stale_reason(quantize_stage(args(6), cfg)) == "precision_bits 8 -> 6"
+    other_data = with_overrides(cfg, data={"data_dir": str(tmp_path)})
+    assert stale_reason(quantize_stage(args(8), other_data)) == f"data_dir None -> {tmp_path}"
     passes = next(f for f in q.LOWERING_SOURCES if f.name == "passes.py" and f.parent.name == "ir")
-    edited = tmp_path / "passes.py"
+    edited = tmp_path / "ir" / "passes.py"
+    edited.parent.mkdir()
     edited.write_text(passes.read_text() + "\n# an edit\n")
-    sources = tuple(edited if f == passes else f for f in q.LOWERING_SOURCES)
-    assert q.lowering_digest(sources) != q.lowering_digest()
-    monkeypatch.setattr(q, "LOWERING_SOURCES", sources)
-    assert not quantize_fresh(ir, tdir, 8, None)
+    monkeypatch.setattr(q, "LOWERING_SOURCES", tuple(edited if f == passes else f for f in q.LOWERING_SOURCES))
+    assert stale_reason(quantize_stage(args(8), cfg)) == "its code changed"
 
 
 def test_hw_from_and_to_run_a_range_of_stages(tmp_path, root):

@@ -8,7 +8,8 @@
 Heavy libraries are imported inside the subcommands, so ``--help`` is instant.
 
 The package: `parser` (arguments), `model_cmds` and `hardware_cmds` (one function per
-stage), `hw` (the whole flow), `freshness` (what keeps a stage); this module dispatches.
+stage), `stages` (each stage as data: inputs, settings, code, tools), `hw` (the whole flow),
+`freshness` (the files a stage reads); this module dispatches.
 """
 from __future__ import annotations
 
@@ -60,8 +61,8 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     except Interrupted as e:
         print(f"\nticketforge {args.command}: stopped by {e}; every process it started has ended. A stage "
-              "records its inputs last, so the stages that finished are kept and the interrupted one is "
-              "redone by the next run.", file=sys.stderr)
+              "runs in a work folder that is renamed into place when it is whole, so the stages that finished "
+              "are kept and the interrupted one is redone by the next run.", file=sys.stderr)
         return 128 + e.signum
     except BrokenPipeError:
         # the reader of our output went away (`ticketforge configs | head`): stop quietly,

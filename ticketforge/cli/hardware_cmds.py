@@ -2,15 +2,13 @@
 from __future__ import annotations
 
 import json
-import math
 from pathlib import Path
 
-from ticketforge.cli.freshness import digests, hls_inputs, sim_inputs, synth_inputs
+from ticketforge.cli.freshness import digests
 from ticketforge.cli.model_cmds import cmd_train, load_cfg
 from ticketforge.errors import StageMissingError, UsageError
-from ticketforge.records import clear_record, write_record
 
-__all__ = ["resolve_rtl_args", "cmd_rtl", "cmd_sim", "synth_one", "cmd_synth", "load_split", "cmd_board", "cmd_hls",
+__all__ = ["resolve_rtl_args", "cmd_rtl", "cmd_sim", "cmd_synth", "load_split", "cmd_board", "cmd_hls",
            "baseline_config"]
 
 
@@ -42,22 +40,22 @@ def resolve_rtl_args(args, cfg) -> None:
 
 
 def cmd_rtl(args) -> int:
-    from ticketforge.rtl.emit import write_rtl
+    from ticketforge.cli.stages import resolve_hw_args, rtl_stage
+    from ticketforge.flow import run_stage
 
     cfg = load_cfg(args)
-    resolve_rtl_args(args, cfg)
+    resolve_hw_args(args, cfg)
     root = Path(args.build_dir) / cfg.name
-    out = root / ("rtl-dense" if args.dense else "rtl")
     if not (root / "ir" / "graph.json").is_file():
         raise StageMissingError(f"no IR in {root / 'ir'}: run `ticketforge quantize --config {cfg.name}` first "
                       f"(or `make hw MODEL={cfg.name}`)")
-    m = write_rtl(root / "ir", out, pes=args.pes, dense=args.dense, trace=args.trace, memory_style=args.memory_style,
-                  fifo_depth=args.fifo_depth, progress=lambda s, **k: print(s, **k) if not args.quiet else None,
-                  datapath=args.datapath)
+    stage = rtl_stage(args, cfg)
+    run_stage(stage, force=True)
+    m = json.loads((stage.folder / "manifest.json").read_text())
     lint = m.get("lint", {})
     what = (f"{args.pes} bitpar lanes" if args.datapath == "bitpar" else
             f"{args.pes} PEs ({args.fifo_depth}-entry event FIFOs)")
-    print(f"[{cfg.name}] RTL -> {out / 'top.v'}: {what}, membranes {m['membrane_bits']} bits, "
+    print(f"[{cfg.name}] RTL -> {stage.folder / 'top.v'}: {what}, membranes {m['membrane_bits']} bits, "
           f"{len(m['memories'])} memories, {m['memory_bits'] / 8192:.1f} KiB; verilator lint: "
           f"{sum(lint.get('explained', {}).values())} explained warnings, "
           f"{len(lint.get('unexplained', []))} unexplained ({m['seconds']:.1f} s)")
@@ -65,86 +63,57 @@ def cmd_rtl(args) -> int:
 
 
 def cmd_sim(args) -> int:
-    from ticketforge.ir import load_graph
-    from ticketforge.sim.runner import run_sim, spread_traced
+    from ticketforge.cli.stages import resolve_hw_args, sim_stage
+    from ticketforge.flow import run_stage
 
     cfg = load_cfg(args)
+    if args.netlist and args.simulator is None:
+        args.simulator = "icarus"                      # (the netlist's simulator unless asked otherwise)
+    resolve_hw_args(args, cfg)
     root = Path(args.build_dir) / cfg.name
-    rtldir = root / "rtl"
-    if not (rtldir / "top.v").is_file():
-        raise StageMissingError(f"no Verilog in {rtldir}: run `ticketforge rtl --config {cfg.name}` first "
+    if not (root / "rtl" / "top.v").is_file():
+        raise StageMissingError(f"no Verilog in {root / 'rtl'}: run `ticketforge rtl --config {cfg.name}` first "
                       f"(or `make hw MODEL={cfg.name}`)")
-    g = load_graph(root / "ir")
-    images, labels, integer = load_split(root, args.images)   # the input quantizer's codes of the test split
-    n = len(images)
-    netlist, sim_dir = None, root / "sim"
-    board_netlist = getattr(args, "netlist", None)      # (`hw` runs this stage on the RTL only)
-    if board_netlist:
+    load_split(root, args.images)                      # a bad --images fails now
+    if args.netlist:
         from ticketforge.deploy.boards import get_board
-        from ticketforge.deploy.netlist import synth_netlist
 
-        board = get_board(board_netlist)
-        sim_dir = root / f"sim-netlist-{board.name}"
-        if not args.quiet:
-            print(f"[sim] synthesizing {rtldir} for {board.name} ({board.family}) into a netlist", flush=True)
-        netlist = synth_netlist(rtldir, sim_dir / "netlist", board.family)
-        args.simulator = "icarus"
-    clear_record(sim_dir / "results.json")             # the stage's record: removed first, written last
-    res = run_sim(rtldir, g, images, sim_dir, args.simulator, labels=labels,
-                  traced=spread_traced(args.trace_images, n, args.jobs), progress=not args.quiet, jobs=args.jobs,
-                  log=lambda s, **k: print(s, **k) if not args.quiet else None, netlist=netlist)
-    res["accuracy_integer_ir"] = integer
-    res["inputs"] = digests(sim_inputs(root))
-    res["params"] = {"simulator": args.simulator, "images": str(args.images),
-                     **({"netlist": board_netlist} if board_netlist else {})}   # (what `hw` compares)
-    write_record(sim_dir / "results.json", res)
-    what = f"{board_netlist} netlist on {args.simulator}" if netlist else args.simulator
+        get_board(args.netlist)                        # an unknown board fails now
+    stage = sim_stage(args, cfg, netlist_board=args.netlist)
+    run_stage(stage, force=True)
+    res = json.loads((stage.folder / "results.json").read_text())
+    integer = res.get("accuracy_integer_ir")
+    what = f"{args.netlist} netlist on {args.simulator}" if args.netlist else args.simulator
     print(f"[{cfg.name}] {what}: {res['agree']}/{res['images_run']} images identical to the golden "
           f"model (scores, cycles, counters; spike trains on {len(res['traced_images'])}); RTL accuracy "
           f"{res['accuracy_rtl']:.4f}" + (f" (integer IR {integer:.4f})" if integer is not None else "")
           + f"; cycles/image {res['cycles']['mean']:.0f}; {res['simulated_cycles_per_wall_second']:.0f} "
-          f"simulated cycles/s; run {res['wall_seconds']['run']:.0f} s -> {sim_dir / 'results.json'}")
+          f"simulated cycles/s; run {res['wall_seconds']['run']:.0f} s -> {stage.folder / 'results.json'}")
     return 0
 
 
-def synth_one(cfg, root: Path, board_name: str, bitstream: bool, quiet: bool) -> dict:
-    """Synthesise build/<name>/rtl for one board; writes synth/<board>.json and returns it."""
-    from ticketforge.deploy.board_build import PLATFORMS, build_board
-    from ticketforge.deploy.boards import get_board
-    from ticketforge.deploy.synth import synthesize
-    from ticketforge.ir import load_graph
-
-    board = get_board(board_name)
-    rtldir = root / "rtl"
-    out = root / "synth" / board.name
-    clear_record(root / "synth" / f"{board.name}.json")   # the stage's record: removed first, written last
-    log = (lambda s, **k: None) if quiet else print
-    if board.name in PLATFORMS:
-        g = load_graph(root / "ir")
-        r = build_board(rtldir, board, out, pixels=math.prod(g.input.shape), classes=g.layers[-1].out_shape[0],
-                        bitstream=bitstream, log=log, clock_mhz=cfg.hw.clock_mhz)
-    else:
-        r = synthesize(rtldir, board, out, log=log)
-        r["fmax_mhz"] = None
-    r["inputs"] = digests(synth_inputs(root))
-    r["params"] = {"bitstream": bitstream, "clock_mhz": cfg.hw.clock_mhz}
-    write_record(root / "synth" / f"{board.name}.json", r)
-    return r
-
-
 def cmd_synth(args) -> int:
+    from ticketforge.cli.stages import resolve_hw_args, synth_stage
     from ticketforge.deploy.boards import BoardError, get_board
     from ticketforge.deploy.synth import closest_fit_hint
+    from ticketforge.flow import run_stage
 
     cfg = load_cfg(args)
+    resolve_hw_args(args, cfg)
     root = Path(args.build_dir) / cfg.name
-    board = get_board(args.board or cfg.hw.board)
-    r = synth_one(cfg, root, board.name, args.bitstream, args.quiet)
+    board = get_board(args.board)
+    for f in ("core.il", "synth_top.v"):
+        if not (root / "rtl" / f).is_file():
+            raise StageMissingError(f"{root / 'rtl' / f} is missing: run `ticketforge rtl --config {cfg.name}` "
+                                    f"first (or `make hw MODEL={cfg.name}`)")
+    stage = synth_stage(args, cfg)
+    run_stage(stage, force=True)
+    r = json.loads((stage.folder / "synth.json").read_text())
     res = r["resources"]
     print(f"[{cfg.name}] {board.name} ({board.device}): LUTs {res['luts']}, FFs {res['ffs']}, BRAMs {res['brams']}, "
           f"DSPs {res['dsps']}" + (f", Fmax {r['fmax_mhz']} MHz" if r.get("fmax_mhz") else "")
           + (f"; bitstream {r['bitstream']}" if r.get("bitstream") else "")
-          + f" -> {root / 'synth' / (board.name + '.json')}")
+          + f" -> {stage.folder / 'synth.json'}")
     if not r["fits"]:
         over = ", ".join(f"{k}: {v['used']} used, {v['available']} available (over by {v['over_by']})"
                          for k, v in r["over"].items())
@@ -193,30 +162,28 @@ def cmd_board(args) -> int:
 
 
 def cmd_hls(args) -> int:
-    from ticketforge.hls.csim import run_csim
-    from ticketforge.ir import load_graph
+    from ticketforge.cli.stages import hls_stage, resolve_hw_args
+    from ticketforge.flow import run_stage
 
     cfg = load_cfg(args)
+    resolve_hw_args(args, cfg)
     if args.jobs < 1:
         raise UsageError(f"--jobs must be at least 1, got {args.jobs}")
-    bcfg = baseline_config(args.baseline) if args.baseline else None    # a bad name fails now, not later
+    if args.baseline:
+        baseline_config(args.baseline)                 # a bad name fails before the IR is looked for
     root = Path(args.build_dir) / cfg.name
     if not (root / "ir" / "graph.json").is_file():
         raise StageMissingError(f"no IR in {root / 'ir'}: run `ticketforge quantize --config {cfg.name}` first")
-    g = load_graph(root / "ir")
-    images, labels, integer = load_split(root, args.images)
-    res = run_csim(g, images, labels, root / "hls", jobs=args.jobs, backend=args.backend, progress=not args.quiet)
-    res["inputs"] = digests(hls_inputs(root))
-    res["accuracy_integer_ir"] = integer
-    (root / "hls" / "results.json").write_text(json.dumps(res, indent=1))   # kept if the baseline fails
-    if bcfg is not None:
-        res["baseline"] = bnn_baseline(args, bcfg, root)
-        (root / "hls" / "results.json").write_text(json.dumps(res, indent=1))
+    load_split(root, args.images)                      # a bad --images fails now
+    stage = hls_stage(args, cfg)
+    run_stage(stage, force=True)
+    res = json.loads((stage.folder / "results.json").read_text())
+    integer = res.get("accuracy_integer_ir")
     print(f"[{cfg.name}] hls4ml {args.backend} C simulation: {res['agree']}/{res['images']} images identical to the "
           f"golden model (scores and every layer's spike trains); accuracy {res['accuracy_hls']:.4f}"
           + (f" (integer IR {integer:.4f})" if integer is not None else "")
           + f"; compile {res['seconds']['write_compile']:.0f} s, C-sim {res['seconds']['csim']:.0f} s on "
-          f"{res['jobs']} processes -> {root / 'hls'}")
+          f"{res['jobs']} processes -> {stage.folder}")
     if "baseline" in res:
         b = res["baseline"]
         print(f"[{b['name']}] BNN-BinAct baseline, brevitas -> QONNX -> hls4ml C simulation on {b['images']} "
@@ -237,8 +204,9 @@ def baseline_config(name: str):
     return bcfg
 
 
-def bnn_baseline(args, bcfg, root: Path) -> dict:
-    """Train (if needed), export through brevitas and C-simulate the BNN-BinAct baseline."""
+def bnn_baseline(args, bcfg, root: Path, out_dir: Path) -> dict:
+    """Train (if needed), export through brevitas and C-simulate the BNN-BinAct baseline into
+    ``out_dir``."""
     import argparse
 
     from ticketforge.hls.bnn import run_bnn_csim
@@ -267,5 +235,5 @@ def bnn_baseline(args, bcfg, root: Path) -> dict:
         info = export_bnn(net, as_float(ds.train.images[:1000]), as_float(ds.test.images), ds.test.labels,
                           export_dir)
         stamp.write_text(json.dumps({**info, "model_sha256": digest}, indent=1))
-    return run_bnn_csim(export_dir, root / "hls" / "baseline", bcfg.name, jobs=args.jobs, backend=args.backend,
+    return run_bnn_csim(export_dir, out_dir, bcfg.name, jobs=args.jobs, backend=args.backend,
                         progress=not args.quiet)

@@ -1,5 +1,5 @@
-"""`ticketforge hw`: every stage in order, keeping a stage whose inputs did not change, then
-the report."""
+"""`ticketforge hw`: every stage in order (`ticketforge.cli.stages`), keeping a stage whose
+inputs, settings, code and tools did not change (`ticketforge.flow`), then the report."""
 from __future__ import annotations
 
 import json
@@ -8,29 +8,33 @@ import sys
 import time
 from pathlib import Path
 
-from ticketforge.cli.hardware_cmds import (baseline_config, cmd_hls, cmd_rtl, cmd_sim, resolve_rtl_args, synth_one,
-                                         load_split)
-from ticketforge.cli.model_cmds import cmd_quantize, cmd_train, load_cfg
-from ticketforge.cli.parser import HW_STAGES
-from ticketforge.errors import StageMissingError, UsageError
-from ticketforge.cli.freshness import digests, hls_inputs, quantize_fresh, sim_inputs, stage_fresh, synth_inputs
+from ticketforge.cli.freshness import digests, hls_inputs
+from ticketforge.cli.model_cmds import load_cfg
+from ticketforge.cli.stages import hw_settings, hw_stages, resolve_hw_args, synth_result
 
 __all__ = ["cmd_hw"]
 
 
 def cmd_hw(args) -> int:
-    """Run every stage in order, skipping a stage whose inputs are unchanged."""
+    """Run every stage in order, keeping a stage that is up to date."""
+    from ticketforge.cli.hardware_cmds import baseline_config
     from ticketforge.deploy.boards import get_board
+    from ticketforge.flow import run_stages
 
     cfg = load_cfg(args)
-    resolve_rtl_args(args, cfg)
-    get_board(args.board or cfg.hw.board)        # an unknown board fails now, not after the simulation
+    resolve_hw_args(args, cfg)
+    board = get_board(args.board).name           # an unknown board fails now, not after the simulation
     if args.hls and args.baseline:
         baseline_config(args.baseline)            # so does a wrong baseline
-    first, last = args.from_stage, args.to_stage
+    if args.dense and args.to_stage in ("sim", "synth", "hls"):
+        from ticketforge.errors import UsageError
+
+        raise UsageError(f"--to {args.to_stage}: --dense builds model, quantize and rtl only")
+    if not args.hls and "hls" in (args.from_stage, args.to_stage):
+        from ticketforge.errors import UsageError
+
+        raise UsageError("--from/--to hls: the hls stage runs with --hls only")
     root = Path(args.build_dir) / cfg.name
-    tdir, irdir = root / "ticket", root / "ir"
-    seconds, kept = {}, []
     t_run = time.perf_counter()
 
     def say(line: str) -> None:
@@ -38,127 +42,41 @@ def cmd_hw(args) -> int:
         sys.stdout.write(line + "\n")
         sys.stdout.flush()
 
-    def stage(name: str, fresh, kept_why: str, doing: str, run) -> int:
-        """Keep the stage when ``fresh()`` says its inputs are unchanged, else ``run()``;
-        one line each way and one with the stage's seconds."""
-        t = time.perf_counter()
-        forced = first is not None and HW_STAGES.index(name) >= HW_STAGES.index(first)
-        if not forced and fresh():
-            say(f"[hw] {name} stage: {kept_why}, kept")
-            kept.append(name)
-            rc = 0
-        elif first is not None and not forced:
-            raise StageMissingError(f"--from {first}: the {name} stage before it is not up to date; run "
-                                    f"`ticketforge hw` with --from {name}, or without --from")
-        else:
-            say(f"[hw] {name} stage: {doing}")
-            rc = run()
-        seconds[name] = time.perf_counter() - t
-        if not rc:
-            say(f"[hw] {name} stage done ({seconds[name]:.1f} s)")
-        return rc
+    def after(outcome) -> None:
+        if outcome.name == "synth":
+            r = json.loads(synth_result(root, board).read_text())
+            if not r["fits"]:
+                over = ", ".join(f"{k} {v['used']} of {v['available']}" for k, v in r["over"].items())
+                say(f"[hw] warning: {cfg.name} does not fit the {board} ({over}); the report says so")
 
-    def model_fresh() -> bool:
-        # the ticket depends on these tables only (not on [prune], which `prune` reads)
-        keys = ("name", "model", "data", "train", "energy")
-        meta = tdir / "ticket.json"
-        if not (meta.is_file() and (tdir / "metrics.json").is_file()):
-            return False
-        have = json.loads(meta.read_text()).get("config", {})
-        return {k: v for k, v in have.items() if k in keys} == {k: v for k, v in cfg.to_dict().items() if k in keys}
-
-    def quantize() -> int:
-        args.ticket = None
-        return cmd_quantize(args)
-
-    from ticketforge.rtl.emit import generator_digest
-    rtldir = root / ("rtl-dense" if args.dense else "rtl")
-    rtl_params = {"pes": args.pes, "dense": args.dense, "trace": args.trace, "memory_style": args.memory_style,
-                  "fifo_depth": args.fifo_depth, "datapath": args.datapath}
-    board = args.board or cfg.hw.board
-    synth: dict = {}
-
-    def synth_fresh() -> bool:
-        if stage_fresh(root / "synth", synth_inputs(root), f"{board}.json",
-                       expect={"params": {"bitstream": args.bitstream, "clock_mhz": cfg.hw.clock_mhz}}):
-            synth.update(json.loads((root / "synth" / f"{board}.json").read_text()))
-            return True
-        return False
-
-    def synth_run() -> int:
-        synth.update(synth_one(cfg, root, board, args.bitstream, args.quiet))
-        return 0
-
-    def hls_fresh() -> bool:
-        want = {"images": len(load_split(root, args.images)[0]), "backend": args.backend}
-        return stage_fresh(root / "hls", hls_inputs(root), "results.json", expect=want) and (
-            not args.baseline or json.loads((root / "hls" / "results.json").read_text())
-            .get("baseline", {}).get("name") == args.baseline)
-
-    steps = [
-        ("model", model_fresh, f"{tdir} was made from this exact config", "ticket search", lambda: cmd_train(args)),
-        ("quantize", lambda: quantize_fresh(irdir, tdir, args.precision_bits, cfg.data.data_dir or None),
-         f"{irdir} is up to date with the ticket, --precision-bits and the lowering code",
-         "brevitas view, BN folding, integer IR, golden interpreter", quantize),
-        ("rtl", lambda: stage_fresh(rtldir, {"graph.json": irdir / "graph.json", "tensors.npz": irdir / "tensors.npz"},
-                                    expect={"params": rtl_params, "generator": generator_digest()}),
-         f"{rtldir} is up to date with the IR", "Amaranth accelerator -> Verilog, verilator lint",
-         lambda: cmd_rtl(args)),
-    ]
     if args.dense:
         print("[hw] the dense reference design: model, quantize and rtl only (no sim, synth or report)")
-    else:
-        steps += [
-            ("sim", lambda: stage_fresh(root / "sim", sim_inputs(root), "results.json",
-                                        expect={"params": {"simulator": args.simulator, "images": str(args.images)}}),
-             f"{root / 'sim' / 'results.json'} was measured on this Verilog", f"cocotb regression on {args.simulator}",
-             lambda: cmd_sim(args)),
-            ("synth", synth_fresh, f"{root / 'synth' / f'{board}.json'} was made from this RTL", board, synth_run),
-        ]
-        if args.hls:
-            steps.append(("hls", hls_fresh, f"{root / 'hls' / 'results.json'} was made from this IR",
-                          f"hls4ml {args.backend} project, C simulation", lambda: cmd_hls(args)))
-    _check_range(args, [st[0] for st in steps])          # before any stage runs
-    if last is not None:
-        steps = [st for st in steps if HW_STAGES.index(st[0]) <= HW_STAGES.index(last)]
-    beside = None
-    for k, step in enumerate(steps):
-        if step[0] == "sim" and k + 1 < len(steps) and steps[k + 1][0] == "synth":
-            # synthesis needs only the RTL: it runs beside the simulation (one yosys process;
-            # the simulation's reference and build phases leave a core to it much of the time)
-            from concurrent.futures import ThreadPoolExecutor
+    stages = hw_stages(args, cfg)
+    if args.simulator == "verilator" and not args.dense:
+        # the Verilator build's environment is set before the synthesis thread starts, not
+        # while it runs (sim/build.py: verilator_environment)
+        from ticketforge.sim.build import verilator_environment
 
-            if args.simulator == "verilator":
-                # the Verilator build's environment is set before the synthesis thread
-                # starts, not while it runs (sim/build.py: verilator_environment)
-                from ticketforge.sim.build import verilator_environment
-
-                verilator_environment()
-            pool = ThreadPoolExecutor(1, thread_name_prefix="synth")
-            beside = pool.submit(stage, *steps[k + 1])
-            pool.shutdown(wait=False)
-        rc = beside.result() if step[0] == "synth" and beside is not None else stage(*step)
-        if rc:
-            return rc
-        if step[0] == "synth" and not synth["fits"]:
-            over = ", ".join(f"{k} {v['used']} of {v['available']}" for k, v in synth["over"].items())
-            print(f"[hw] warning: {cfg.name} does not fit the {board} ({over}); the report says so")
+        verilator_environment()
+    done = run_stages(stages, args.from_stage, args.to_stage, say=say, tag="hw", after=after)
     if args.dense:
         return 0
-    if last is not None:
-        print(f"[hw] stopped after the {last} stage (--to {last}); no report")
+    if args.to_stage is not None:
+        print(f"[hw] stopped after the {args.to_stage} stage (--to {args.to_stage}); no report")
         return 0
     t5 = time.perf_counter()
     print("[hw] report stage: cycle model on the simulated images, energy, plots", flush=True)
+    synth = json.loads(synth_result(root, board).read_text())
+    seconds = {name: o.seconds for name, o in done.items()}
     rep = assemble_report(cfg, root, {board: synth}, seconds)
     seconds["report"] = time.perf_counter() - t5
-    # a kept stage reports what it took when it ran (the previous report's figure);
-    # this run's own wall time is `run_seconds`
-    prev = json.loads((root / "report.json").read_text()).get("stage_seconds", {}) \
-        if (root / "report.json").is_file() else {}
     rep["run_seconds"] = round(time.perf_counter() - t_run, 1)      # wall time (synth overlaps sim)
-    rep["stage_seconds"] = {k: prev.get(k, round(v, 1)) if k in kept else round(v, 1) for k, v in seconds.items()}
-    rep["stages_kept"] = kept
+    # a kept stage reports what it took when it ran (its record)
+    rep["stage_seconds"] = {k: round(v, 1) for k, v in seconds.items()}
+    rep["stages_kept"] = [name for name, o in done.items() if o.kept]
+    rep["stages"] = {name: {"kept": o.kept, "seconds": round(o.seconds, 1), **o.record.get("key", {}),
+                            "finished": o.record.get("finished")} for name, o in done.items()}
+    rep["settings"] = hw_settings(args, cfg)
     from ticketforge.deploy.report import write_report
     files = write_report(rep, root)
     b = rep["boards"][board]
@@ -169,17 +87,6 @@ def cmd_hw(args) -> int:
           f"{board}: fits {b['fits']}, Fmax {b['fmax_mhz']} MHz, latency {b['latency_us']} us at {b['clock_mhz']} MHz; "
           f"wall {rep['run_seconds']:.0f} s")
     return 0
-
-
-def _check_range(args, stages: list[str]) -> None:
-    """``--from`` and ``--to`` against each other and against ``stages``, this run's stages."""
-    first, last = args.from_stage, args.to_stage
-    for opt, st in (("--from", first), ("--to", last)):
-        if st is not None and st not in stages:
-            why = "--dense builds model, quantize and rtl only" if args.dense else "the hls stage runs with --hls only"
-            raise UsageError(f"{opt} {st}: this run has no {st} stage ({why})")
-    if first is not None and last is not None and HW_STAGES.index(first) > HW_STAGES.index(last):
-        raise UsageError(f"--from {first} comes after --to {last}")
 
 
 def assemble_report(cfg, root: Path, synth: dict, seconds: dict) -> dict:

@@ -18,14 +18,16 @@ def load_cfg(args):
 
 
 def cmd_train(args) -> int:
-    from ticketforge.model.train import train
+    from ticketforge.cli.stages import model_stage
+    from ticketforge.flow import run_stage
 
     cfg = load_cfg(args)
-    out = Path(args.build_dir) / cfg.name / "ticket"
+    stage = model_stage(args, cfg)
     print(f"[{cfg.name}] {cfg.model.arch}/{cfg.model.variant} on {cfg.data.dataset}: "
           f"width {cfg.model.width}, T={cfg.model.timesteps}, r_p={cfg.model.r_p}, "
-          f"{cfg.train.epochs} epochs -> {out}", flush=True)
-    m = train(cfg, out, progress=False if args.quiet else None, build_root=Path(args.build_dir))
+          f"{cfg.train.epochs} epochs -> {stage.folder}", flush=True)
+    run_stage(stage, force=True)
+    m = json.loads((stage.folder / "metrics.json").read_text())
     e = m["energy"]
     print(f"[{cfg.name}] test accuracy {m['final_test_accuracy']:.4f} "
           f"({m['test_correct']}/{m['test_images']}), search {m['search_seconds']:.1f} s, "
@@ -89,13 +91,15 @@ def cmd_sweep(args) -> int:
 
 
 def cmd_quantize(args) -> int:
-    from ticketforge.model.quantize import quantize_ticket
+    from ticketforge.cli.stages import quantize_stage, resolve_hw_args
+    from ticketforge.flow import run_stage
 
     cfg = load_cfg(args)
-    tdir = Path(args.ticket) if args.ticket else Path(args.build_dir) / cfg.name / "ticket"
-    out = Path(args.build_dir) / cfg.name / "ir"
-    m = quantize_ticket(tdir, out, data_dir=cfg.data.data_dir or None, precision_bits=args.precision_bits)
-    print(f"[{cfg.name}] IR -> {out}: accuracy float {m['accuracy_float']:.4f}, integer "
+    resolve_hw_args(args, cfg)
+    stage = quantize_stage(args, cfg, Path(args.ticket) if args.ticket else None)
+    run_stage(stage, force=True)
+    m = json.loads((stage.folder / "metrics.json").read_text())
+    print(f"[{cfg.name}] IR -> {stage.folder}: accuracy float {m['accuracy_float']:.4f}, integer "
           f"{m['accuracy_integer']:.4f} on {m['images']} test images "
           f"(golden interpreter {m['golden_seconds']:.1f} s)")
     return 0

@@ -11,8 +11,9 @@ HW_STAGES = ("model", "quantize", "rtl", "sim", "synth", "hls")
 
 
 def _add_precision_arg(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--precision-bits", type=int, default=8,
-                   help="bits of threshold precision per channel when integerizing (default 8)")
+    p.add_argument("--precision-bits", type=int, default=None,
+                   help="bits of threshold precision per channel when integerizing (default: the config's "
+                        "hw.precision_bits, 8)")
 
 
 def _add_config_args(p: argparse.ArgumentParser) -> None:
@@ -38,36 +39,40 @@ def _add_rtl_args(p: argparse.ArgumentParser) -> None:
                         "deeper lets PEs with uneven work drift further apart)")
     p.add_argument("--dense", action="store_true",
                    help="the no-skipping reference design (written to build/<name>/rtl-dense/)")
-    p.add_argument("--memory-style", choices=("auto", "block", "logic"), default="auto",
-                   help="how synthesis maps the memories: its choice, block RAM, or logic (default auto)")
-    p.add_argument("--no-trace", dest="trace", action="store_false",
+    p.add_argument("--memory-style", choices=("auto", "block", "logic"), default=None,
+                   help="how synthesis maps the memories: its choice, block RAM, or logic (default: the "
+                        "config's hw.memory_style, auto)")
+    p.add_argument("--no-trace", dest="trace", action="store_false", default=None,
                    help="leave out the per-PE spike-trace debug port (the cocotb regression checks spike "
-                        "trains through it)")
+                        "trains through it; default: the config's hw.trace, true)")
 
 
 def _add_synth_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--board", default=None,
                    help="icebreaker, ulx3s (placed and routed), arty_a7, pynq_z2 (yosys estimates); "
                         "default: the config's hw.board")
-    p.add_argument("--bitstream", action="store_true",
-                   help="also pack a bitstream (icepack / ecppack) when the design fits and is routed")
+    p.add_argument("--bitstream", action="store_true", default=None,
+                   help="also pack a bitstream (icepack / ecppack) when the design fits and is routed "
+                        "(default: the config's hw.bitstream, false)")
 
 
 def _add_sim_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--simulator", choices=("icarus", "verilator"), default="verilator",
-                   help="HDL simulator (default verilator)")
-    p.add_argument("--images", default="all",
-                   help="test images to run: a number or 'all' (the whole test split; default)")
+    p.add_argument("--simulator", choices=("icarus", "verilator"), default=None,
+                   help="HDL simulator (default: the config's hw.simulator, verilator)")
+    p.add_argument("--images", default=None,
+                   help="test images to run: a number or 'all' (the whole test split; default: the config's "
+                        "hw.images, all)")
     p.add_argument("--jobs", type=int, default=os.cpu_count() or 1,
                    help="simulator processes sharing the images (default: one per core)")
-    p.add_argument("--trace-images", type=int, default=2,
-                   help="how many of them also get their per-layer spike trains checked (default 2; "
-                        "the first image of each simulator process in turn)")
+    p.add_argument("--trace-images", type=int, default=None,
+                   help="how many of them also get their per-layer spike trains checked (the first image "
+                        "of each simulator process in turn; default: the config's hw.trace_images, 2)")
 
 
 def _add_hls_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--backend", choices=("Vitis", "Vivado"), default="Vitis",
-                   help="hls4ml backend the HLS project is written for (default Vitis)")
+    p.add_argument("--backend", choices=("Vitis", "Vivado"), default=None,
+                   help="hls4ml backend the HLS project is written for (default: the config's hw.hls_backend, "
+                        "Vitis)")
     p.add_argument("--baseline", default=None, metavar="CONFIG",
                    help="also run a BNN-BinAct config (e.g. vgg9_bnn; trained first if needed) through "
                         "brevitas -> QONNX -> hls4ml and C-simulate it on its whole test split")
@@ -123,8 +128,9 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("hls", help="the IR as an hls4ml project with the spiking extension; g++ C simulation "
                                    "against the golden model: build/<name>/hls/")
     _add_config_args(p)
-    p.add_argument("--images", default="all",
-                   help="test images to C-simulate: a number or 'all' (the whole test split; default)")
+    p.add_argument("--images", default=None,
+                   help="test images to C-simulate: a number or 'all' (the whole test split; default: the "
+                        "config's hw.images, all)")
     p.add_argument("--jobs", type=int, default=os.cpu_count() or 1,
                    help="C-simulation processes sharing the images (default: one per core)")
     _add_hls_args(p)
@@ -134,8 +140,9 @@ def build_parser() -> argparse.ArgumentParser:
     _add_rtl_args(p)
     _add_sim_args(p)
     _add_synth_args(p)
-    p.add_argument("--hls", action="store_true",
-                   help="also run the HLS stage (`ticketforge hls` on the same images) before the report")
+    p.add_argument("--hls", action="store_true", default=None,
+                   help="also run the HLS stage (`ticketforge hls` on the same images) before the report "
+                        "(default: the config's hw.hls, false)")
     p.add_argument("--from", dest="from_stage", choices=HW_STAGES, default=None,
                    help="redo this stage and every later one even when its inputs are unchanged; the earlier "
                         "stages must be up to date")
