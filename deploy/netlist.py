@@ -19,20 +19,28 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ticketforge.deploy.synth import SYNTH, yosys_cmd
+from ticketforge.rtl.emit import TOP
 from ticketforge.errors import StageMissingError, UnsupportedError
 from ticketforge.records import clear_record, write_record
 
 __all__ = ["Netlist", "synth_netlist", "NETLIST_FAMILIES"]
 
 CELLS = Path(__file__).parent / "cells"
-# family -> (yosys' cell model file, defines it needs under Icarus, extra synth options)
+# family -> (yosys' cell model file, defines it needs under Icarus, the synthesis commands)
 NETLIST_FAMILIES = {
     # the models' port defaults (`input X = 1'b1`) are SystemVerilog that Icarus 11 refuses;
     # the netlist connects every port, so they are not needed
-    "ice40": ("ice40/cells_sim.v", ("NO_ICE40_DEFAULT_ASSIGNMENTS",), ""),
+    "ice40": ("ice40/cells_sim.v", ("NO_ICE40_DEFAULT_ASSIGNMENTS",), f"{SYNTH['ice40']} -top {TOP}"),
     # cells_sim.v and common_sim.vh both include cells_ff.vh and cells_io.vh unless
-    # NO_INCLUDES; the prepared copy includes them once
-    "ecp5": ("ecp5/cells_sim.v", ("NO_INCLUDES",), "-nodsp"),
+    # NO_INCLUDES; the prepared copy includes them once.  -nodsp: MULT18X18D has no model.
+    # LUTs are mapped by abc, not synth_ecp5's abc9: yosys 0.70's abc9 reintegration fails
+    # an assertion (rtlil.cc, GetSize(conn.first) == GetSize(conn.second)) on larger cores
+    # with every port at the top (vgg9_binw's), which the board design, with the core's
+    # ports inside it, does not meet.  Block RAM, carries, LUT RAM and flip-flops are
+    # mapped by the same synth_ecp5 steps as the board's.
+    "ecp5": ("ecp5/cells_sim.v", ("NO_INCLUDES",),
+             f"synth_ecp5 -nodsp -top {TOP} -run begin:map_luts; techmap -map +/lattice/latches_map.v; "
+             f"abc -lut 4; clean; synth_ecp5 -nodsp -top {TOP} -run map_cells:"),
 }
 
 
@@ -44,10 +52,11 @@ class Netlist:
     defines: tuple[str, ...] = ()
     cells: dict = field(default_factory=dict)
     include_dirs: tuple[Path, ...] = ()
+    synth: str = ""                 # the yosys commands that mapped it
 
     def describe(self) -> dict:
         return {"family": self.family, "verilog": str(self.verilog), "cell_models": [str(p) for p in self.cell_models],
-                "cells": self.cells}
+                "cells": self.cells, "synth": self.synth}
 
 
 def _share() -> Path:
@@ -92,22 +101,22 @@ def synth_netlist(rtl_dir: Path, out_dir: Path, family: str) -> Netlist:
     for f in ("core.il", "synth_top.v"):
         if not (rtl_dir / f).is_file():
             raise StageMissingError(f"{rtl_dir / f} is missing: run `ticketforge rtl` (or `make hw`) first")
-    model, defines, synth_opts = NETLIST_FAMILIES[family]
+    model, defines, synth_cmds = NETLIST_FAMILIES[family]
     out_dir.mkdir(parents=True, exist_ok=True)
     models = _cell_models(family, out_dir)
     stamp = out_dir / "netlist.json"
     inputs = {f: (rtl_dir / f).stat().st_mtime_ns for f in ("core.il", "synth_top.v")}
     if stamp.is_file() and (out_dir / "netlist.v").is_file():
         rec = json.loads(stamp.read_text())
-        if rec.get("inputs") == inputs and rec.get("family") == family:
+        if rec.get("inputs") == inputs and rec.get("family") == family and rec.get("synth") == synth_cmds:
             return Netlist(out_dir / "netlist.v", family, models, defines, rec.get("cells", {}),
-                           _include_dirs(family, out_dir))
+                           _include_dirs(family, out_dir), synth_cmds)
     clear_record(stamp)
     t0 = time.perf_counter()
     # copies under relative names: the yowasp (WebAssembly) yosys sees the working directory
     for f in ("core.il", "synth_top.v"):
         shutil.copyfile(rtl_dir / f, out_dir / f)
-    script = (f"read_rtlil core.il; read_verilog synth_top.v; {SYNTH[family]} {synth_opts} -top ticketforge_top; "
+    script = (f"read_rtlil core.il; read_verilog synth_top.v; {synth_cmds}; "
               "tee -q -o stat.json stat -json; write_verilog -noattr netlist.v")
     r = subprocess.run(yosys_cmd() + ["-q", "-l", "netlist.log", "-p", script], cwd=out_dir, capture_output=True,
                        text=True, timeout=3600)
@@ -115,6 +124,6 @@ def synth_netlist(rtl_dir: Path, out_dir: Path, family: str) -> Netlist:
         raise UnsupportedError(f"yosys could not synthesize {rtl_dir} for {family}: see {out_dir / 'netlist.log'}: "
                                f"{(r.stderr or r.stdout)[-1000:]}")
     cells = json.loads((out_dir / "stat.json").read_text())["design"]["num_cells_by_type"]
-    write_record(stamp, {"inputs": inputs, "family": family, "cells": cells, "synth_options": synth_opts,
+    write_record(stamp, {"inputs": inputs, "family": family, "cells": cells, "synth": synth_cmds,
                          "seconds": round(time.perf_counter() - t0, 1)})
-    return Netlist(out_dir / "netlist.v", family, models, defines, cells, _include_dirs(family, out_dir))
+    return Netlist(out_dir / "netlist.v", family, models, defines, cells, _include_dirs(family, out_dir), synth_cmds)

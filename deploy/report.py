@@ -288,6 +288,13 @@ def _markdown(rep: dict, figs) -> str:
                      f"{_fmt(r['latency_us'])} | {note} |")
     lines += ["", "## Stage seconds", "", "| stage | s |", "|---|---|"]
     lines += [f"| {k} | {v:.1f} |" for k, v in rep["stage_seconds"].items()]
+    if "netlist" in rep:
+        n = rep["netlist"]
+        bram = {k: v for k, v in n["cells"].items() if k in ("DP16KD", "SB_RAM40_4K", "SB_SPRAM256KA")}
+        lines += ["", "## Synthesized netlist", "",
+                  f"The {n['board']} ({n['family']}) netlist, {', '.join(f'{v} {k}' for k, v in bram.items()) or 'no block RAM'}, "
+                  f"on {n['simulator']} with the cell models: **{n['agree']}/{n['images']}** images identical to the "
+                  f"golden model (scores, cycles, counters); cycles equal to the model: {n['cycles_equal_model']}."]
     if "hls" in rep:
         lines += _hls_markdown(rep["hls"], a)
     lines += ["", "Energies are estimates: " + e["method"] + ".", ""]

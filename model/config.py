@@ -179,6 +179,9 @@ class HwConfig:
     bitstream: bool = False       # synth: also pack a bitstream (--bitstream)
     hls: bool = False             # hw: also run the hls stage (--hls)
     hls_backend: str = "Vitis"    # hls: the hls4ml backend, Vitis or Vivado (--backend)
+    # netlist: test images run through the board's synthesized netlist (yosys synth_<family>
+    # with the cell models) after synth, on the simulator above; 0: no netlist stage
+    netlist_images: int = 2
 
     def __post_init__(self) -> None:
         _check_range("hw.precision_bits", self.precision_bits, 2, 16)
@@ -187,6 +190,7 @@ class HwConfig:
         if self.images is not None:
             _check_range("hw.images", self.images, 1, None)
         _check_range("hw.trace_images", self.trace_images, 0, None)
+        _check_range("hw.netlist_images", self.netlist_images, 0, None)
         _check_choice("hw.hls_backend", self.hls_backend, ("Vitis", "Vivado"))
         if self.datapath not in ("lane", "bitpar"):
             raise ConfigError(f"hw.datapath must be one of lane, bitpar, got {self.datapath!r}")

@@ -47,8 +47,6 @@ def run_sim(rtl_dir: Path, g: Graph, images: np.ndarray, out_dir: Path, simulato
     man = json.loads((rtl_dir / "manifest.json").read_text())
     trace_port = man["params"]["trace"]
     if netlist is not None:
-        if simulator != "icarus":
-            raise UsageError(f"a synthesized netlist is simulated on icarus (with the cell models), not {simulator}")
         trace_port = False                      # synth_top.v, which synthesis reads, has no debug port
     traced = [i for i in traced if i < len(images)] if trace_port else []
 

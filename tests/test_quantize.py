@@ -129,7 +129,7 @@ def test_hw_runs_every_stage_then_skips_them(tmp_path, root):
     acc = float((run(load_graph(build / "tinyhw" / "ir"), codes).predictions == labels).mean())
     assert acc == json.loads((build / "tinyhw" / "ir" / "metrics.json").read_text())["accuracy_integer"]
     # the RTL and its cocotb regression on Verilator over the whole (synthetic) test split:
-    # the default suite's one Verilator build, of a trained ticket
+    # the default suite's one Verilator build of the RTL of a trained ticket
     res = json.loads((build / "tinyhw" / "sim" / "results.json").read_text())
     assert res["rtl_matches_golden"] and res["cycles_equal_model"] and res["simulator"] == "verilator"
     assert res["accuracy_rtl"] == res["accuracy_golden"]
@@ -142,6 +142,12 @@ def test_hw_runs_every_stage_then_skips_them(tmp_path, root):
     assert board["fits"] and board["fmax_mhz"] > 0 and board["latency_us"] > 0
     assert (build / "tinyhw" / "report.html").is_file() and (build / "tinyhw" / "cycles_per_layer.png").is_file()
     assert "hls" not in rep
+    # the netlist stage: the ULX3S's synthesized netlist (yosys synth_ecp5, the cell models
+    # and the project's DP16KD model) on Verilator, 2 images against the golden and cycle models
+    assert rep["netlist"]["board"] == "ulx3s" and rep["netlist"]["family"] == "ecp5", rep["netlist"]
+    assert rep["netlist"]["matches_golden"] and rep["netlist"]["agree"] == rep["netlist"]["images"] == 2
+    assert rep["netlist"]["cycles_equal_model"] and "Verilator" in rep["netlist"]["simulator"]
+    assert rep["settings"]["netlist_images"] == 2 and rep["stages"]["netlist"]["params"]["netlist"] == "ulx3s"
     # the report takes the cycle model's figures from the sim stage (and the dense design's
     # from one image): the same as running the model again on every simulated image
     from ticketforge.deploy.report import model_cycles
@@ -151,18 +157,18 @@ def test_hw_runs_every_stage_then_skips_them(tmp_path, root):
     assert (rep["cycles"]["ideal_bound_mean"], rep["cycles"]["dense_per_image_mean"], rep["cycles"]["model_images"]) \
         == (direct["ideal_bound_mean"], direct["dense_per_image_mean"], direct["images"])
     assert rep["run_seconds"] > 0
-    # with --hls: the five stages are kept, the HLS stage (hls4ml C simulation of the whole split) runs
-    # and the report gains its hls section; a rerun keeps all six
+    # with --hls: the six stages are kept, the HLS stage (hls4ml C simulation of the whole split) runs
+    # and the report gains its hls section; a rerun keeps all seven
     r = run_cli("hw", "--config", str(cfg), "--build-dir", str(build), "--quiet", "--hls", "--jobs", "1", cwd=root)
-    assert r.returncode == 0 and r.stdout.count("kept") == 5 and "hls stage: hls4ml" in r.stdout, r.stdout + r.stderr
+    assert r.returncode == 0 and r.stdout.count("kept") == 6 and "hls stage: hls4ml" in r.stdout, r.stdout + r.stderr
     with_hls = json.loads((build / "tinyhw" / "report.json").read_text())
     assert with_hls["hls"]["matches_golden"] and with_hls["hls"]["images"] == res["images_run"]
     assert "## HLS path" in (build / "tinyhw" / "report.md").read_text()
     r = run_cli("hw", "--config", str(cfg), "--build-dir", str(build), "--quiet", "--hls", cwd=root)
-    assert r.stdout.count("kept") == 6, r.stdout
+    assert r.stdout.count("kept") == 7, r.stdout
     again = json.loads((build / "tinyhw" / "report.json").read_text())
     assert again["hls"] == with_hls["hls"]
-    assert again["stages_kept"] == ["model", "quantize", "rtl", "sim", "synth", "hls"]
+    assert again["stages_kept"] == ["model", "quantize", "rtl", "sim", "synth", "netlist", "hls"]
     assert again["stage_seconds"]["sim"] == rep["stage_seconds"]["sim"]      # what it took when it ran
     # a changed config re-runs the model stage
     r = run_cli("hw", "--config", str(cfg), "--build-dir", str(build), "--quiet", "--set", "train.seed=5", cwd=root)

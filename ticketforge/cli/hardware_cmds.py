@@ -67,8 +67,6 @@ def cmd_sim(args) -> int:
     from ticketforge.flow import run_stage
 
     cfg = load_cfg(args)
-    if args.netlist and args.simulator is None:
-        args.simulator = "icarus"                      # (the netlist's simulator unless asked otherwise)
     resolve_hw_args(args, cfg)
     root = Path(args.build_dir) / cfg.name
     if not (root / "rtl" / "top.v").is_file():

@@ -26,10 +26,11 @@ def cmd_hw(args) -> int:
     board = get_board(args.board).name           # an unknown board fails now, not after the simulation
     if args.hls and args.baseline:
         baseline_config(args.baseline)            # so does a wrong baseline
-    if args.dense and args.to_stage in ("sim", "synth", "hls"):
+    if args.dense and {args.from_stage, args.to_stage} & {"sim", "synth", "netlist", "hls"}:
         from ticketforge.errors import UsageError
 
-        raise UsageError(f"--to {args.to_stage}: --dense builds model, quantize and rtl only")
+        st = args.to_stage if args.to_stage in ("sim", "synth", "netlist", "hls") else args.from_stage
+        raise UsageError(f"--from/--to {st}: --dense builds model, quantize and rtl only")
     if not args.hls and "hls" in (args.from_stage, args.to_stage):
         from ticketforge.errors import UsageError
 
@@ -77,6 +78,8 @@ def cmd_hw(args) -> int:
     rep["stages"] = {name: {"kept": o.kept, "seconds": round(o.seconds, 1), **o.record.get("key", {}),
                             "finished": o.record.get("finished")} for name, o in done.items()}
     rep["settings"] = hw_settings(args, cfg)
+    if "netlist" in done:
+        rep["netlist"] = netlist_section(next(s.folder for s in stages if s.name == "netlist"), board)
     from ticketforge.deploy.report import write_report
     files = write_report(rep, root)
     b = rep["boards"][board]
@@ -118,6 +121,17 @@ def assemble_report(cfg, root: Path, synth: dict, seconds: dict) -> dict:
         cache.write_text(json.dumps({"key": key, "cycles": cycles}, indent=1))
     return build_report(root, cfg.name, cycles, synth, {k: round(v, 1) for k, v in seconds.items()},
                         hls=hls_section(root))
+
+
+def netlist_section(folder: Path, board: str) -> dict:
+    """The `netlist` section of the report: the board's synthesized netlist against the golden
+    model and the cycle model."""
+    res = json.loads((folder / "results.json").read_text())
+    nl = res.get("netlist") or {}
+    return {"board": board, "family": nl.get("family"), "simulator": res.get("simulator_version"),
+            "images": res["images_run"], "agree": res["agree"], "matches_golden": bool(res["rtl_matches_golden"]),
+            "cycles_equal_model": bool(res.get("cycles_equal_model")), "cells": nl.get("cells", {}),
+            "synth": nl.get("synth")}
 
 
 def hls_section(root: Path) -> dict | None:

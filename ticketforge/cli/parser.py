@@ -6,8 +6,9 @@ import os
 
 __all__ = ["build_parser", "HW_STAGES"]
 
-# `ticketforge hw`'s stages, in order (synth runs beside sim; hls only with --hls)
-HW_STAGES = ("model", "quantize", "rtl", "sim", "synth", "hls")
+# `ticketforge hw`'s stages, in order (synth runs beside sim; netlist for the iCE40 and ECP5
+# boards; hls only with --hls)
+HW_STAGES = ("model", "quantize", "rtl", "sim", "synth", "netlist", "hls")
 
 
 def _add_precision_arg(p: argparse.ArgumentParser) -> None:
@@ -113,7 +114,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_sim_args(p)
     p.add_argument("--netlist", default=None, metavar="BOARD",
                    help="simulate the core as yosys synthesizes it for BOARD's family (icebreaker, ulx3s), "
-                        "with the cell models, on Icarus: build/<name>/sim-netlist-<board>/")
+                        "with the cell models: build/<name>/sim-netlist-<board>/")
     p = sub.add_parser("synth", help="synthesis, place-and-route (and --bitstream) of build/<name>/rtl for a "
                                      "board: build/<name>/synth/<board>/")
     _add_config_args(p)
@@ -140,6 +141,9 @@ def build_parser() -> argparse.ArgumentParser:
     _add_rtl_args(p)
     _add_sim_args(p)
     _add_synth_args(p)
+    p.add_argument("--netlist-images", type=int, default=None,
+                   help="test images run through the board's synthesized netlist after synth (the netlist "
+                        "stage; 0: none; default: the config's hw.netlist_images, 2)")
     p.add_argument("--hls", action="store_true", default=None,
                    help="also run the HLS stage (`ticketforge hls` on the same images) before the report "
                         "(default: the config's hw.hls, false)")

