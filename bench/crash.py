@@ -19,7 +19,7 @@ Then it is rerun undisturbed, and the bench checks:
   but wall times);
 - **Ctrl-C**: exit code 130 within 10 s, and no process of the run's group left.
 
-    .venv/bin/python bench/crash.py [--kills 10] [--seed 0] [--simulator icarus] [--images 40]
+    .venv/bin/python bench/crash.py [--kills 12] [--seed 0] [--simulator icarus] [--images 40]
 
 Prints one row per kill and a summary; exits 1 if any check failed.
 """
@@ -42,7 +42,7 @@ from pathlib import Path
 from ticketforge.flow import read_record
 
 ROOT = Path(__file__).resolve().parents[1]
-STAGES = ("model", "quantize", "rtl", "sim", "synth")
+STAGES = ("model", "quantize", "rtl", "sim", "synth", "netlist")
 BOARD = "icebreaker"
 CONFIG = """
 [model]
@@ -72,7 +72,7 @@ def stage_folders(build: Path) -> dict[str, Path]:
     """Each stage's folder: whole, with its record (`ticketforge/flow.py`), or absent."""
     b = build / "crashtest"
     return {"model": b / "ticket", "quantize": b / "ir", "rtl": b / "rtl", "sim": b / "sim",
-            "synth": b / "synth" / BOARD}
+            "synth": b / "synth" / BOARD, "netlist": b / f"sim-netlist-{BOARD}"}
 
 
 def report_digest(build: Path) -> str:
@@ -158,7 +158,7 @@ def group_alive(pgid: int) -> bool:
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--kills", type=int, default=10)
+    ap.add_argument("--kills", type=int, default=12)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--simulator", choices=("icarus", "verilator"), default="icarus")
     ap.add_argument("--images", default="40", help="test images the sim stage runs (default 40; or all)")

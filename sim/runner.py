@@ -17,7 +17,6 @@ from pathlib import Path
 
 import numpy as np
 
-from ticketforge.errors import UsageError
 from ticketforge.ir import Graph
 from ticketforge.sim import jobs as sim_jobs
 from ticketforge.sim.build import (PGO_ENV, PGO_MIN_CYCLES, SIMULATORS, SIM_TOP, build_simulation, log_tail,

@@ -53,6 +53,9 @@ def test_a_stage_is_kept_until_its_inputs_params_code_or_tools_change(made):
     # each change is named, and redoes the stage
     assert stale_reason(stage(params={"n": 2})) == "n 1 -> 2"
     assert stale_reason(stage(params={"n": 1, "m": True})) == "m unset -> True"
+    run_stage(stage(params={"n": 1, "t": {"seed": 3, "lr": 0.1}}))
+    assert stale_reason(stage(params={"n": 1, "t": {"seed": 5, "lr": 0.1}})) == "t.seed 3 -> 5"
+    run_stage(stage())
     inp.write_text("b")
     assert stale_reason(stage()) == "its input input.txt changed"
     inp.write_text("a")
@@ -65,7 +68,7 @@ def test_a_stage_is_kept_until_its_inputs_params_code_or_tools_change(made):
     assert stale_reason(stage()) is None
     (tmp / "demo" / "out.txt").unlink()
     assert stale_reason(stage()).endswith("out.txt is missing")
-    assert not run_stage(stage()).kept and len(calls) == 2
+    assert not run_stage(stage()).kept and len(calls) == 4
 
 
 def test_a_failing_stage_leaves_no_folder_and_its_work_seeds_the_next_run(made):

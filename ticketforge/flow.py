@@ -149,16 +149,26 @@ def stale_reason(stage: Stage) -> str | None:
             return f"its input {name} changed"
     if set(have.get("inputs", {})) != set(now["inputs"]):
         return "it reads other inputs now"
-    for k in sorted(set(now["params"]) | set(have.get("params", {}))):
-        old, new = have.get("params", {}).get(k, "unset"), now["params"].get(k, "unset")
-        if old != new:
-            return f"{k} {old} -> {new}"
+    changed = _first_change(have.get("params", {}), now["params"])
+    if changed:
+        return changed
     if have.get("code") != now["code"]:
         return "its code changed"
     for k in sorted(set(now["tools"]) | set(have.get("tools", {}))):
         old, new = have.get("tools", {}).get(k, "none"), now["tools"].get(k, "none")
         if old != new:
             return f"{k} {old} -> {new}"
+    return None
+
+
+def _first_change(old: dict, new: dict, prefix: str = "") -> str | None:
+    """The first setting that differs, dotted through nested tables: ``train.seed 3 -> 5``."""
+    for k in sorted(set(old) | set(new), key=str):
+        a, b = old.get(k, "unset"), new.get(k, "unset")
+        if a != b:
+            if isinstance(a, dict) and isinstance(b, dict):
+                return _first_change(a, b, f"{prefix}{k}.")
+            return f"{prefix}{k} {a} -> {b}"
     return None
 
 
