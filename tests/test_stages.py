@@ -167,3 +167,22 @@ def test_a_stage_killed_while_it_runs_is_absent_and_redone(tmp_path):
     out = run_stage(Stage("slow", tmp_path / "slow", lambda o: calls.append((o / "part2").write_text("2")),
                           outputs=("part1", "part2")))
     assert not out.kept and calls and json.loads((tmp_path / "slow" / RECORD).read_text())["stage"] == "slow"
+
+
+def test_bad_input_found_inside_a_stage_leaves_nothing_but_a_failure_keeps_its_evidence(tmp_path):
+    from ticketforge.errors import ConfigError
+
+    def refuses(out: Path):
+        raise ConfigError("bad value")              # found before anything is written
+
+    with pytest.raises(ConfigError):
+        run_stage(Stage("x", tmp_path / "x", refuses))
+    assert list(tmp_path.iterdir()) == []
+
+    def mismatches(out: Path):
+        (out / "mismatches.json").write_text("{}")
+        raise ConfigError("the RTL differs; see mismatches.json")
+
+    with pytest.raises(ConfigError):
+        run_stage(Stage("x", tmp_path / "x", mismatches))
+    assert (tmp_path / ".x.work" / "mismatches.json").is_file() and not (tmp_path / "x").exists()

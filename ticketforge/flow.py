@@ -33,7 +33,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 
-from ticketforge.errors import StageMissingError, TicketforgeError, UsageError
+from ticketforge.errors import StageMissingError, UsageError
 from ticketforge.records import write_record
 
 __all__ = ["Stage", "Outcome", "RECORD", "run_stage", "run_stages", "stale_reason", "read_record", "stage_key",
@@ -214,9 +214,11 @@ def run_stage(stage: Stage, force: bool = False, say: Callable[[str], None] | No
     work = _open_work(stage)
     try:
         summary = stage.run(work)
-    except TicketforgeError:
-        if not seeded:                  # bad input found inside the stage: leave nothing behind
-            shutil.rmtree(work, ignore_errors=True)
+    except BaseException:
+        # bad input found before the stage wrote anything leaves nothing behind; what a
+        # failed stage wrote (a regression's mismatches.json) stays in its work folder
+        if not seeded and work.is_dir() and not any(work.iterdir()):
+            work.rmdir()
         raise
     seconds = time.perf_counter() - t0
     missing = [f for f in stage.outputs if not (work / f).is_file()]

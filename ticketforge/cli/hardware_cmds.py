@@ -6,7 +6,7 @@ from pathlib import Path
 
 from ticketforge.cli.freshness import digests
 from ticketforge.cli.model_cmds import cmd_train, load_cfg
-from ticketforge.errors import StageMissingError, UsageError
+from ticketforge.errors import StageMissingError, UnsupportedError, UsageError
 
 __all__ = ["resolve_rtl_args", "cmd_rtl", "cmd_sim", "cmd_synth", "load_split", "cmd_board", "cmd_hls",
            "baseline_config"]
@@ -75,8 +75,12 @@ def cmd_sim(args) -> int:
     load_split(root, args.images)                      # a bad --images fails now
     if args.netlist:
         from ticketforge.deploy.boards import get_board
+        from ticketforge.deploy.netlist import NETLIST_FAMILIES
 
-        get_board(args.netlist)                        # an unknown board fails now
+        board = get_board(args.netlist)                # an unknown board fails now
+        if board.family not in NETLIST_FAMILIES:
+            raise UnsupportedError(f"--netlist {board.name}: no cell models for its family ({board.family}); "
+                                   f"netlists simulate for the iCE40 and ECP5 boards (icebreaker, ulx3s)")
     stage = sim_stage(args, cfg, netlist_board=args.netlist)
     run_stage(stage, force=True)
     res = json.loads((stage.folder / "results.json").read_text())

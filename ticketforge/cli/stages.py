@@ -8,13 +8,16 @@ The settings come from `resolve_hw_args` (the command line over the config's ``[
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import math
 from pathlib import Path
 
+from ticketforge.errors import ConfigError, UsageError
 from ticketforge.flow import Stage, package_version
 
 __all__ = ["resolve_hw_args", "hw_settings", "model_stage", "quantize_stage", "rtl_stage", "sim_stage",
            "synth_stage", "hls_stage", "hw_stages", "synth_result", "netlist_board"]
+
 
 def _pkg_dir(name: str) -> Path:
     import importlib
@@ -42,8 +45,6 @@ def resolve_hw_args(args: argparse.Namespace, cfg) -> None:
     (then PEs, datapath and FIFO depth through `resolve_rtl_args`)."""
     from ticketforge.cli.hardware_cmds import resolve_rtl_args
 
-    import dataclasses
-
     given = {}
     for arg, key in _HW_KEYS.items():
         if not hasattr(args, arg):
@@ -53,7 +54,11 @@ def resolve_hw_args(args: argparse.Namespace, cfg) -> None:
             setattr(args, arg, ("all" if value is None else str(value)) if arg == "images" else value)
         elif arg in ("precision_bits", "trace_images", "netlist_images"):
             given[key] = getattr(args, arg)
-    dataclasses.replace(cfg.hw, **given)      # a command-line value out of range fails as the config's would
+    for key, value in given.items():          # a command-line value out of range fails as the config's would
+        try:
+            dataclasses.replace(cfg.hw, **{key: value})
+        except ConfigError as e:
+            raise UsageError(f"--{key.replace('_', '-')} {value}: {str(e).split(': ', 1)[-1]}") from None
     if hasattr(args, "pes"):
         resolve_rtl_args(args, cfg)
 
