@@ -19,7 +19,7 @@ Then it is rerun undisturbed, and the bench checks:
   but wall times);
 - **Ctrl-C**: exit code 130 within 10 s, and no process of the run's group left.
 
-    .venv/bin/python bench/crash.py [--kills 12] [--seed 0] [--simulator icarus] [--images 40]
+    .venv/bin/python bench/crash.py [--kills 12] [--stages model,rtl,...] [--seed 0] [--simulator icarus] [--images 40]
 
 Prints one row per kill and a summary; exits 1 if any check failed.
 """
@@ -163,11 +163,16 @@ def group_alive(pgid: int) -> bool:
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--kills", type=int, default=12)
+    ap.add_argument("--stages", default=",".join(STAGES),
+                    help="the stages the kills aim at, in turn (default: every stage)")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--simulator", choices=("icarus", "verilator"), default="icarus")
     ap.add_argument("--images", default="40", help="test images the sim stage runs (default 40; or all)")
     ap.add_argument("--work", type=Path, default=None, help="work folder (default: a temporary one)")
     a = ap.parse_args()
+    targets = a.stages.split(",")
+    if not targets or any(t not in STAGES for t in targets):
+        ap.error(f"--stages: a comma-separated list of {', '.join(STAGES)}, got {a.stages!r}")
     rng = random.Random(a.seed)
     work = a.work or Path(tempfile.mkdtemp(prefix="crash-"))
     work.mkdir(parents=True, exist_ok=True)
@@ -187,8 +192,8 @@ def main() -> int:
 
     rows, failures = [], 0
     for k in range(a.kills):
-        stage = STAGES[k % len(STAGES)]
-        sig = signal.SIGKILL if (k // len(STAGES)) % 2 == 0 else signal.SIGINT
+        stage = targets[k % len(targets)]
+        sig = signal.SIGKILL if (k // len(targets)) % 2 == 0 else signal.SIGINT
         build = work / f"kill{k}"
         run = Run(cfg, build, a.simulator, a.images)
         delay = rng.uniform(0.1, 0.7) * windows[stage][1]
