@@ -11,6 +11,7 @@ from pathlib import Path
 from ticketforge.cli.freshness import digests, hls_inputs
 from ticketforge.cli.model_cmds import load_cfg
 from ticketforge.cli.stages import hw_settings, hw_stages, resolve_hw_args, synth_result
+from ticketforge.errors import UsageError
 
 __all__ = ["cmd_hw"]
 
@@ -27,13 +28,9 @@ def cmd_hw(args) -> int:
     if args.hls and args.baseline:
         baseline_config(args.baseline)            # so does a wrong baseline
     if args.dense and {args.from_stage, args.to_stage} & {"sim", "synth", "netlist", "hls"}:
-        from ticketforge.errors import UsageError
-
         st = args.to_stage if args.to_stage in ("sim", "synth", "netlist", "hls") else args.from_stage
         raise UsageError(f"--from/--to {st}: --dense builds model, quantize and rtl only")
     if not args.hls and "hls" in (args.from_stage, args.to_stage):
-        from ticketforge.errors import UsageError
-
         raise UsageError("--from/--to hls: the hls stage runs with --hls only")
     root = Path(args.build_dir) / cfg.name
     t_run = time.perf_counter()
