@@ -133,15 +133,16 @@ def read_record(folder: Path) -> dict | None:
     return rec if isinstance(rec, dict) else None
 
 
-def stale_reason(stage: Stage) -> str | None:
-    """Why the stage's outputs on disk cannot be kept (None: they can)."""
+def stale_reason(stage: Stage, key: dict | None = None) -> str | None:
+    """Why the stage's outputs on disk cannot be kept (None: they can); ``key``: the stage's
+    `stage_key` when the caller has it already."""
     rec = read_record(stage.folder)
     if rec is None:
         return "not run yet" if not stage.folder.exists() else f"no record in {stage.folder}"
     missing = [f for f in stage.outputs if not (stage.folder / f).is_file()]
     if missing:
         return f"{stage.folder / missing[0]} is missing"
-    have, now = rec.get("key", {}), stage_key(stage)
+    have, now = rec.get("key", {}), key or stage_key(stage)
     for name, digest in now["inputs"].items():
         if digest == "missing":
             return f"its input {stage.inputs[name]} is missing"
@@ -200,7 +201,8 @@ def run_stage(stage: Stage, force: bool = False, say: Callable[[str], None] | No
     """Keep ``stage`` when its record matches (unless ``force``), else run it whole."""
     say = say or (lambda line: None)
     t0 = time.perf_counter()
-    why = "redone as asked" if force else stale_reason(stage)
+    key = stage_key(stage)              # before it runs: a change made meanwhile redoes it next time
+    why = "redone as asked" if force else stale_reason(stage, key)
     if why is None:
         rec = read_record(stage.folder) or {}
         say(f"[{tag or 'flow'}] {stage.name} stage: up to date with its inputs, settings, code and tools, kept")
@@ -209,7 +211,6 @@ def run_stage(stage: Stage, force: bool = False, say: Callable[[str], None] | No
     if missing:                         # refused before anything is written
         raise StageMissingError(f"the {stage.name} stage reads {missing[0]}, which is missing: {stage.inputs_from}")
     say(f"[{tag or 'flow'}] {stage.name} stage: {stage.doing or 'running'} ({why})")
-    key = stage_key(stage)              # before it runs: a change made meanwhile redoes it next time
     seeded = stage.folder.exists() or stage.work.exists()
     work = _open_work(stage)
     try:

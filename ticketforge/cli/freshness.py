@@ -3,14 +3,16 @@ their digests in their results, and the report checks them (``ticketforge.flow``
 every stage on these, its settings, code and tools)."""
 from __future__ import annotations
 
-import hashlib
 from pathlib import Path
+
+from ticketforge.flow import file_digests
 
 __all__ = ["digests", "sim_inputs", "synth_inputs", "hls_inputs"]
 
 
 def digests(inputs: dict[str, Path]) -> dict[str, str]:
-    return {k: hashlib.sha256(p.read_bytes()).hexdigest() for k, p in inputs.items() if p.is_file()}
+    """sha256 of each input file that exists (what the results record)."""
+    return {k: v for k, v in file_digests(inputs).items() if v != "missing"}
 
 
 def sim_inputs(root: Path) -> dict[str, Path]:

