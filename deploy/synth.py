@@ -15,7 +15,6 @@ import shutil
 import subprocess
 import sys
 import time
-import warnings
 from pathlib import Path
 
 from ticketforge.deploy.boards import Board, BoardError
@@ -98,19 +97,14 @@ def fit_check(res: dict[str, int], board: Board) -> dict:
 def closest_fit_hint(ir_dir: Path, board: Board) -> str:
     """What would fit: the on-chip memory the design needs against the board's, per PE count
     (memories are the binding resource of these designs)."""
-    from amaranth.hdl import UnusedElaboratable
     from ticketforge.ir import load_graph
-    from ticketforge.rtl.accel import Accelerator
+    from ticketforge.rtl.lane.plan import lane_plan
 
     g = load_graph(ir_dir)
     cap = board.memory_kbits * 1024
     tried = []
     for P in (16, 8, 4, 2, 1):
-        acc = Accelerator(g, P, trace=False)
-        with warnings.catch_warnings():         # elaborating only to fill the memory inventory
-            warnings.simplefilter("ignore", UnusedElaboratable)
-            acc.elaborate(None)
-        bits = sum(m["bits"] for m in acc.memories)
+        bits = sum(m["bits"] for m in lane_plan(g, P).memories)
         tried.append(f"P={P}: {bits / 1e6:.2f} Mbit")
         if bits <= 0.8 * cap:
             return f"P={P} would need {bits / 1e6:.2f} Mbit of the board's {cap / 1e6:.2f} Mbit: try --pes {P}"

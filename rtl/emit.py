@@ -46,7 +46,7 @@ def generator_digest() -> str:
     """sha256 over the generator's own sources: a stage built by other code is stale."""
     h = hashlib.sha256()
     here = Path(__file__).parent
-    for f in sorted(here.glob("*.py")) + sorted((here / "bitpar").glob("*.py")):
+    for f in sorted(here.rglob("*.py")):
         h.update(str(f.relative_to(here)).encode() + f.read_bytes())
     return h.hexdigest()
 

@@ -67,7 +67,7 @@ TIERS = {
     "unit": ("test_config", "test_cycles", "test_data", "test_datapath_options", "test_energy", "test_flow",
              "test_fuzz", "test_ir", "test_margins", "test_pruning", "test_report", "test_stages", "test_zoo"),
     # the generated hardware in simulation: Amaranth's simulator, cocotb on Icarus
-    "rtlsim": ("test_board_top", "test_host", "test_rtl_accel", "test_rtl_bitpar", "test_rtl_neuron",
+    "rtlsim": ("test_board_top", "test_host", "test_rtl_accel", "test_rtl_bitpar", "test_rtl_lane", "test_rtl_neuron",
                "test_rtl_popcount_lane", "test_sim", "test_soak"),
     # external tools: yosys, nextpnr, Verilator builds, g++ (hls4ml), whole `ticketforge hw` runs
     "tools": ("test_deploy", "test_hls", "test_interrupt", "test_netlist", "test_quantize", "test_rtl_emit"),

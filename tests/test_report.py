@@ -2,7 +2,6 @@
 the Amaranth build-script parsing of the board flow."""
 import json
 
-import numpy as np
 import pytest
 
 from ticketforge.deploy.board_build import _commands, parse_nextpnr_report

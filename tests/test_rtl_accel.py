@@ -9,6 +9,7 @@ from ticketforge.ir import random_images, run
 from ticketforge.ir.random import random_graph
 from ticketforge.rtl.accel import Accelerator, bram18_blocks
 from ticketforge.rtl.cycles import MIN_FIFO_DEPTH, cycle_model
+from ticketforge.rtl.lane.plan import lane_plan
 from ticketforge.rtl.program import map_graph
 from ticketforge.rtl.simulate import simulate
 
@@ -182,19 +183,19 @@ def test_parameter_tables_hold_only_the_pes_own_neurons():
     for seed in SPARSE_SEEDS:
         g = random_graph(seed, binary=True)
         P = _pes(seed)
-        acc = Accelerator(g, P)
-        for i in acc.neuron_layers:
-            lp, l = acc.prog.layers[i], g.layers[i]
-            entries = [acc._param_channels(i, p) for p in range(P)]
-            if i in acc.regular:
+        plan = lane_plan(g, P)
+        for i in plan.neuron_layers:
+            lp, l = plan.prog.layers[i], g.layers[i]
+            entries = [plan.param_channels(i, p) for p in range(P)]
+            if i in plan.regular:
                 assert sum(map(len, entries)) == len(lp.group_pe)
                 checked.add("regular conv")
             elif l.kind == "linear":
                 assert sum(map(len, entries)) == int(g.tensor(l, "neuron_mask").sum())
                 assert all(e == [int(o) for o in lp.slots[p][:, 1]] for p, e in enumerate(entries))
                 checked.add("linear")
-        assert int(acc.param_depth.sum()) == sum(len(acc._param_channels(i, p))
-                                                 for i in acc.neuron_layers for p in range(P))
+        assert int(plan.param_depth.sum()) == sum(len(plan.param_channels(i, p))
+                                                 for i in plan.neuron_layers for p in range(P))
     assert checked == {"regular conv", "linear"}
 
 
@@ -208,16 +209,16 @@ def test_accumulator_width_holds_every_membrane_the_golden_model_reaches():
         g = random_graph(seed, binary=True)
         images = random_images(g, 6, seed)
         images = np.concatenate([images, np.zeros_like(images[:1]), np.full_like(images[:1], (1 << g.input.bits) - 1)])
-        acc = Accelerator(g, 4)
+        plan = lane_plan(g, 4)
         h = run(g, images, measure_range=True).h_range
-        for i, need in acc.acc_need.items():
+        for i, need in plan.acc_need.items():
             name = g.layers[i].name
             if name in h:
                 lo, hi = h[name]
                 assert -(1 << (need - 1)) <= lo and hi < (1 << (need - 1)), (seed, name, need, h[name])
                 checked += 1
-        assert acc.mem_lo_bits + (acc.acc_bits - acc.mem_lo_bits if acc.wide else 0) == acc.acc_bits
-        assert all(acc.acc_need[i] > acc.mem_lo_bits for i in acc.wide)
+        assert plan.mem_lo_bits + (plan.acc_bits - plan.mem_lo_bits if plan.wide else 0) == plan.acc_bits
+        assert all(plan.acc_need[i] > plan.mem_lo_bits for i in plan.wide)
     assert checked > 60
 
 

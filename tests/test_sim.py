@@ -1,7 +1,6 @@
 """cocotb regression of the generated Verilog (sim/): random IRs on Icarus, the error
 paths, and the mismatch report."""
 import json
-import os
 
 import numpy as np
 import pytest

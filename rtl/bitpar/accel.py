@@ -34,8 +34,8 @@ from ticketforge.ir.schema import Graph, Neuron
 from ticketforge.rtl.bitpar.cycles import COUNTERS
 from ticketforge.rtl.bitpar.lanes import LaneArray, weight_layout
 from ticketforge.rtl.bitpar.plan import WORD, BitparPlan, bit_index, plan_graph
-from ticketforge.rtl.accel import (COUNTER_BITS, MEMORY_STYLES, _bits, _sbits, core_members, fan_in,
-                                  u_range)
+from ticketforge.rtl.accel import COUNTER_BITS, MEMORY_STYLES, core_members, fan_in, u_range
+from ticketforge.rtl.lane.plan import field_map, sbits, ubits
 from ticketforge.rtl.neuron import NeuronUpdate
 
 __all__ = ["BitparAccelerator", "status_map"]
@@ -45,16 +45,6 @@ SMALL_ROM_BITS = 2048
 
 def status_map(plan: BitparPlan) -> list[tuple[str, str]]:
     return [("", "cycles")] + [(lp.name, c) for lp in plan.layers for c in COUNTERS]
-
-
-class _XYZ:
-    """The trace port's event fields (c, y, x), least significant first: the layout the
-    testbench decodes from the rtl manifest's ``trace_fields``."""
-
-    def __init__(self, c: int, y: int, x: int):
-        self.widths = {"c": c, "y": y, "x": x}
-        self.offsets = {"c": 0, "y": c, "x": c + y}
-        self.width = c + y + x
 
 
 class BitparAccelerator(wiring.Component):
@@ -94,11 +84,11 @@ class BitparAccelerator(wiring.Component):
             l = g.layers[lp.index]
             fi = max(1, fan_in(g, l))
             top = fi * (max_in if lp.first else 1)
-            acc_need.append(_sbits(-top, top))
+            acc_need.append(sbits(-top, top))
             if lp.kind == "output":
-                self.score_bits = _sbits(-top * g.T, top * g.T)
+                self.score_bits = sbits(-top * g.T, top * g.T)
             else:
-                u_need.append(max(l.neuron.membrane_bits + 1, _sbits(*u_range(g, l, max_in if lp.first else 1))))
+                u_need.append(max(l.neuron.membrane_bits + 1, sbits(*u_range(g, l, max_in if lp.first else 1))))
         self.acc_bits = max(acc_need + [WORD.bit_length() + 2, g.input.bits + 2])
         self.u_bits = max(u_need)
         self.status = status_map(plan)
@@ -106,7 +96,10 @@ class BitparAccelerator(wiring.Component):
         cmax = max(s[0] for s in shapes)
         hmax = max(s[1] if len(s) == 3 else 1 for s in shapes)
         wmax = max(s[2] if len(s) == 3 else 1 for s in shapes)
-        self.ev_xyz = _XYZ(_bits(cmax - 1), _bits(hmax - 1), _bits(wmax - 1))
+        # the trace port's event fields (c, y, x), least significant first: what the testbench
+        # decodes from the rtl manifest's ``trace_fields``
+        self.ev_xyz = field_map(data.StructLayout({"c": unsigned(ubits(cmax - 1)), "y": unsigned(ubits(hmax - 1)),
+                                                   "x": unsigned(ubits(wmax - 1))}))
         # step rows and group table, stacked over the layers
         self.step_base, self.group_base, self.keep_base = [], [], []
         rows, groups, keeps = [], [], []
@@ -122,13 +115,13 @@ class BitparAccelerator(wiring.Component):
         self.rows, self.group_rows, self.keep_words = rows, groups, keeps
         offs = [r.off for r in rows] + [0]
         dd = [abs(r.dy) for r in rows] + [abs(r.dx) for r in rows] + [0]
-        self.off_bits = _sbits(min(offs), max(offs))
-        self.d_bits = _bits(max(dd)) + 1
+        self.off_bits = sbits(min(offs), max(offs))
+        self.d_bits = ubits(max(dd)) + 1
         self.step_layout = data.StructLayout({"off": signed(self.off_bits), "dy": signed(self.d_bits),
                                               "dx": signed(self.d_bits)})
         self.param_bits = self.u_bits
         self.group_layout = data.StructLayout({
-            "start": _bits(max(len(rows), 1)), "count": _bits(max((len(s) for lp in plan.layers for s in lp.steps),
+            "start": ubits(max(len(rows), 1)), "count": ubits(max((len(s) for lp in plan.layers for s in lp.steps),
                                                                     default=1)),
             "bias": data.ArrayLayout(signed(self.param_bits), L),
             "thr": data.ArrayLayout(signed(self.param_bits), L)})
@@ -207,7 +200,7 @@ class BitparAccelerator(wiring.Component):
         # ---------------- per-layer constants, indexed by the current layer
         def table(values, shape=None):
             vals = [int(v) for v in values]
-            shape = shape or (signed(_sbits(min(vals), max(vals))) if min(vals) < 0 else unsigned(_bits(max(vals))))
+            shape = shape or (signed(sbits(min(vals), max(vals))) if min(vals) < 0 else unsigned(ubits(max(vals))))
             return Array(Const(v, shape) for v in vals)
 
         cur = Signal(range(max(2, NL)))
@@ -240,7 +233,7 @@ class BitparAccelerator(wiring.Component):
         # per (layer, group): step count, in logic (the sequencer needs the next group's
         # count in the cycle it issues the current group's last step); the groups' steps
         # are stored one after another, so a group's first row is the previous one's end
-        counts = Array(Array(Const(len(s), unsigned(_bits(max((len(x) for l2 in layers for x in l2.steps), default=1))))
+        counts = Array(Array(Const(len(s), unsigned(ubits(max((len(x) for l2 in layers for x in l2.steps), default=1))))
                              for s in lp.steps) for lp in layers)
         step_base = table(self.step_base)[cur]
         valid_lanes = Array(Const((1 << (lp.out_channels - (lp.groups - 1) * L)) - 1, L) for lp in layers)[cur]

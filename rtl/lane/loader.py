@@ -1,0 +1,77 @@
+"""The pixel loader: the image's pixel stream into the input event queue.
+
+While ``active`` (the schedule's LOAD state) one pixel per cycle is taken from ``pixels``
+into a register and written the next cycle, at its (c, y, x) in C-H-W order: the non-zero
+ones (every one when dense) as events of the input queue, which every timestep's first
+layer reads again (direct encoding).  ``ready`` drops once the image's last pixel is taken;
+``loaded`` is high in the cycle its last pixel is written.  ``clear`` (an image starts)
+empties the queue.  The queue's read side (``addr`` -> ``data`` one cycle later, and
+``count``) belongs to the event reader.
+"""
+from __future__ import annotations
+
+from amaranth import C, Cat, Module, Signal, unsigned
+from amaranth.lib import stream, wiring
+from amaranth.lib.wiring import In, Out
+
+from ticketforge.rtl.lane.plan import LanePlan
+
+__all__ = ["PixelLoader", "step_chw"]
+
+
+def step_chw(m: Module, c, y, x, h: int, w: int) -> None:
+    """Advance a (c, y, x) position counter in C-H-W order (x fastest) by one."""
+    with m.If(x == w - 1):
+        m.d.sync += x.eq(0)
+        with m.If(y == h - 1):
+            m.d.sync += [y.eq(0), c.eq(c + 1)]
+        with m.Else():
+            m.d.sync += y.eq(y + 1)
+    with m.Else():
+        m.d.sync += x.eq(x + 1)
+
+
+class PixelLoader(wiring.Component):
+    def __init__(self, plan: LanePlan):
+        self.plan = plan
+        super().__init__({
+            "pixels": In(stream.Signature(unsigned(plan.vbits))),
+            "active": In(1),
+            "clear": In(1),
+            "loaded": Out(1),
+            "addr": In(range(max(2, plan.in_depth))),
+            "data": Out(plan.in_ev),
+            "count": Out(range(plan.in_depth + 1)),
+        })
+
+    def elaborate(self, platform):
+        m = Module()
+        plan = self.plan
+        m.submodules.in_queue = queue = plan.memory("in_queue")
+        w, r = queue.write_port(), queue.read_port()
+        m.d.comb += [r.addr.eq(self.addr), self.data.eq(r.data)]
+        ev = plan.ev_xyz
+        ld_c, ld_y, ld_x = (Signal(ev[k].width, name=f"load_{k}") for k in ("c", "y", "x"))
+        cin, hin, win = plan.graph.input.shape
+        take, pix_v, pix_d = Signal(), Signal(), Signal.like(self.pixels.payload)
+        n_taken, got_all = Signal(range(plan.in_depth + 1)), Signal()
+        m.d.comb += take.eq(self.pixels.valid & self.pixels.ready)
+        m.d.sync += [pix_v.eq(take), pix_d.eq(self.pixels.payload)]
+        with m.If(take):
+            m.d.sync += n_taken.eq(n_taken + 1)
+            with m.If(n_taken == plan.in_depth - 1):
+                m.d.sync += got_all.eq(1)
+        with m.If(self.active):
+            m.d.comb += self.pixels.ready.eq(~got_all)
+            with m.If(pix_v):
+                keep = C(1, 1) if plan.dense else (pix_d != 0)
+                with m.If(keep):
+                    word = Cat(pix_d, *(f[:plan.in_ev[k].width] for f, k in ((ld_c, "c"), (ld_y, "y"), (ld_x, "x"))))
+                    m.d.comb += [w.addr.eq(self.count), w.data.eq(word), w.en.eq(1)]
+                    m.d.sync += self.count.eq(self.count + 1)
+                step_chw(m, ld_c, ld_y, ld_x, hin, win)
+                with m.If((ld_c == cin - 1) & (ld_y == hin - 1) & (ld_x == win - 1)):
+                    m.d.comb += self.loaded.eq(1)
+        with m.If(self.clear):
+            m.d.sync += [self.count.eq(0), ld_c.eq(0), ld_y.eq(0), ld_x.eq(0), n_taken.eq(0), got_all.eq(0)]
+        return m
