@@ -3,10 +3,11 @@
 A board has a few dozen pins (the icebreaker's UP5K 39), the core's ports need ~60, so the
 design that is placed, routed and turned into a bitstream wraps the core in a serial link:
 
-- the host sends one image as ``C*H*W`` bytes (8N1, ``baud``), buffered on chip; then the
-  core runs on it at full speed;
+- the host identifies the board's design (``?``), then sends images (``I`` and ``C*H*W``
+  bytes, 8N1, ``baud``), each buffered on chip; then the core runs on it at full speed;
 - the board answers with each class score as 2 bytes (little endian, two's complement),
-  then the image's cycle count from the status block (4 bytes, little endian).
+  then the image's cycle count from the status block (4 bytes, little endian), framed with
+  a marker and a checksum: `protocol.py`.
 
 The UART is written here because the Amaranth project's serial cores (amaranth-stdio)
 are not released on PyPI (its name there holds an empty placeholder), and it is ~60 lines.
@@ -22,6 +23,8 @@ from amaranth import Array, ClockSignal, Elaboratable, Instance, Module, Signal,
 from amaranth.lib.memory import Memory
 from amaranth.lib import stream, wiring
 from amaranth.lib.wiring import In, Out
+
+from ticketforge.deploy import protocol
 
 __all__ = ["UartRx", "UartTx", "CoreInstance", "BoardTop"]
 
@@ -124,24 +127,39 @@ def _port(core, name):
 
 
 class BoardTop(Elaboratable):
-    """UART link + core.  ``pixels``: bytes per image; ``classes``: scores per image.
+    """UART link + core, speaking `protocol.py`: ``pixels`` bytes per image, ``classes``
+    scores per image, ``design_id`` (`protocol.design_id_of` the core's RTLIL) in the
+    identity answer.
 
     The image is buffered on chip (one block RAM for 28x28) and streamed into the core at
     one pixel per cycle, and the scores are captured at full rate and sent afterwards, so
     the cycle count the board returns is the core's own, the one the cycle model predicts,
-    not the UART's (10^3 times slower than the pixel port)."""
+    not the UART's (10^3 times slower than the pixel port).  An image whose bytes stop for
+    ``byte_timeout_cycles`` (default: 50 ms at ``clk_hz``, at least 40 byte times) before
+    the last one is dropped with an ``ERR_INCOMPLETE`` answer."""
 
-    def __init__(self, core, pixels: int, classes: int, clk_hz: float, baud: int = 115200,
-                 uart=None, pll=None):
+    def __init__(self, core, pixels: int, classes: int, clk_hz: float, design_id: int, baud: int = 115200,
+                 uart=None, pll=None, byte_timeout_cycles: int | None = None):
         """``pll``: a `deploy.pll.PllSetting`; the core then runs at its output frequency
         (which ``clk_hz`` must be) instead of the board's oscillator."""
-        self.core, self.pixels, self.classes = core, pixels, classes
+        if not 1 <= pixels <= 0xFFFF or not 1 <= classes <= 0xFF:
+            raise ValueError(f"the board link carries 1..65535 pixels and 1..255 classes per image, got "
+                             f"{pixels} and {classes}")
+        if not isinstance(design_id, int) or not 0 <= design_id < 1 << 32:
+            raise ValueError(f"design_id must be a 32-bit unsigned integer, got {design_id!r}")
+        self.core, self.pixels, self.classes, self.design_id = core, pixels, classes, design_id
         if pll is not None and abs(pll.f_out_hz - clk_hz) > 1:
             raise ValueError(f"clk_hz {clk_hz} is not the PLL's output frequency {pll.f_out_hz}")
         self.pll = pll
         self.divisor = int(round(clk_hz / baud))
+        byte_cycles = 10 * self.divisor
+        self.byte_timeout_cycles = max(40 * byte_cycles, int(clk_hz * 0.05)) if byte_timeout_cycles is None \
+            else int(byte_timeout_cycles)
+        if self.byte_timeout_cycles < 2 * byte_cycles:
+            raise ValueError(f"byte_timeout_cycles must be at least two byte times ({2 * byte_cycles} cycles), "
+                             f"got {self.byte_timeout_cycles}")
         self.uart = uart                        # None: rx/tx signals below (simulation)
-        self.rx, self.tx = Signal(init=1), Signal(init=1)
+        self.rx, self.tx = Signal(init=1, name="rx"), Signal(init=1, name="tx")
 
     def elaborate(self, platform):
         m = Module()
@@ -175,17 +193,44 @@ class BoardTop(Elaboratable):
         wr, rd = image.write_port(), image.read_port()
         ptr = Signal(range(N + 1))
         scores = Array(Signal(signed(16), name=f"score{k}") for k in range(K))
-        k = Signal(range(K + 1))
-        word, nbytes = Signal(32), Signal(range(5))
+        # the answer being sent: its kind, the item k of it, the item's bytes, the checksum
+        kind, k = Signal(8), Signal(range(max(K, 4) + 4))
+        word, nbytes, total = Signal(32), Signal(range(5)), Signal(8)
+        error = Signal(8)
+        idle = Signal(range(self.byte_timeout_cycles + 1))
         m.d.comb += [p("status_addr").eq(0), p("pixels.payload").eq(rd.data), rd.addr.eq(ptr),
                      wr.addr.eq(ptr), wr.data.eq(urx.data.payload), utx.data.payload.eq(word[:8])]
+
+        def answer(marker):
+            m.d.sync += [kind.eq(marker), k.eq(0)]
+            m.next = "NEXT"
+
+        def item(value, n):
+            m.d.sync += [word.eq(value), nbytes.eq(n), k.eq(k + 1)]
+            m.next = "SEND"
+
         with m.FSM():
+            with m.State("CMD"):
+                with m.If(urx.data.valid):
+                    with m.If(urx.data.payload == protocol.IMAGE):
+                        m.d.sync += [ptr.eq(0), idle.eq(0)]
+                        m.next = "RECV"
+                    with m.Elif(urx.data.payload == protocol.IDENTIFY):
+                        answer(protocol.ANSWER_ID)
+                    with m.Else():
+                        m.d.sync += error.eq(protocol.ERR_COMMAND)
+                        answer(protocol.ANSWER_ERROR)
             with m.State("RECV"):
                 with m.If(urx.data.valid):
                     m.d.comb += wr.en.eq(1)
-                    m.d.sync += ptr.eq(ptr + 1)
+                    m.d.sync += [ptr.eq(ptr + 1), idle.eq(0)]
                     with m.If(ptr == N - 1):
                         m.next = "START"
+                with m.Elif(idle == self.byte_timeout_cycles - 1):
+                    m.d.sync += error.eq(protocol.ERR_INCOMPLETE)
+                    answer(protocol.ANSWER_ERROR)
+                with m.Else():
+                    m.d.sync += idle.eq(idle + 1)
             with m.State("START"):                        # rd.addr = 0 primes the read port
                 m.d.comb += [p("start").eq(1), rd.addr.eq(0)]
                 m.d.sync += ptr.eq(0)
@@ -205,21 +250,42 @@ class BoardTop(Elaboratable):
                     with m.If(k == K - 1):
                         m.next = "SETTLE"
             with m.State("SETTLE"):                       # status word 0 updates with the last score
-                m.d.sync += k.eq(0)
-                m.next = "NEXT"
-            with m.State("NEXT"):
-                with m.If(k == K):
-                    m.d.sync += [word.eq(p("status_data")), nbytes.eq(4), k.eq(k + 1)]
-                    m.next = "SEND"
-                with m.Elif(k > K):
-                    m.next = "RECV"
-                with m.Else():
-                    m.d.sync += [word.eq(scores[k].as_unsigned()), nbytes.eq(2), k.eq(k + 1)]
-                    m.next = "SEND"
+                answer(protocol.ANSWER_IMAGE)
+            with m.State("NEXT"):                         # the answer's next item, or back to CMD
+                with m.If(k == 0):
+                    m.d.sync += total.eq(0)
+                    item(kind, 1)
+                with m.Elif(kind == protocol.ANSWER_IMAGE):
+                    with m.If(k <= K):
+                        item(scores[k - 1].as_unsigned(), 2)
+                    with m.Elif(k == K + 1):
+                        item(p("status_data"), 4)
+                    with m.Elif(k == K + 2):
+                        item(total, 1)
+                    with m.Else():
+                        m.next = "CMD"
+                with m.Elif(kind == protocol.ANSWER_ID):
+                    ident = [int.from_bytes(protocol.MAGIC + bytes([protocol.VERSION, K]), "little"), N,
+                             self.design_id]
+                    with m.Switch(k):
+                        for j, (value, n) in enumerate(zip(ident, (4, 2, 4)), start=1):
+                            with m.Case(j):
+                                item(value, n)
+                        with m.Case(len(ident) + 1):
+                            item(total, 1)
+                        with m.Default():
+                            m.next = "CMD"
+                with m.Else():                            # ANSWER_ERROR
+                    with m.If(k == 1):
+                        item(error, 1)
+                    with m.Elif(k == 2):
+                        item(total, 1)
+                    with m.Else():
+                        m.next = "CMD"
             with m.State("SEND"):
                 m.d.comb += utx.data.valid.eq(1)
                 with m.If(utx.data.ready):
-                    m.d.sync += [word.eq(word >> 8), nbytes.eq(nbytes - 1)]
+                    m.d.sync += [word.eq(word >> 8), nbytes.eq(nbytes - 1), total.eq(total + word[:8])]
                     with m.If(nbytes == 1):
                         m.next = "NEXT"
         return m

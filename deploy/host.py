@@ -1,11 +1,12 @@
-"""The host side of the board link: send test images to a flashed board over its serial port,
-read back the class scores and cycle counts, and check them against the golden interpreter
-and the cycle model (FINN's generated ``driver.py`` + ``validate.py``, for this flow).
+"""The host side of the board link: identify the board's design, send test images over its
+serial port, read back the class scores and cycle counts, and check them against the golden
+interpreter and the cycle model (FINN's generated ``driver.py`` + ``validate.py``, for this
+flow).
 
-The protocol is `deploy/board_top.py`'s: per image the host writes the ``C*H*W`` pixel codes
-(one byte each, C-H-W order, 8N1); the board answers with each class score (2 bytes, little
-endian, two's complement) and then the image's cycle count (4 bytes, little endian).
-numpy and pyserial only: no torch, no Amaranth, so it runs on any host with the build folder.
+The protocol is `protocol.py`'s (the board's side is `board_top.py`).  numpy and pyserial
+only: no torch, no Amaranth, so it runs on any host with the build folder (a Raspberry Pi,
+a PYNQ's ARM core).  Two modes, as FINN's driver has: *validate* checks each image as its
+answer comes; *throughput* sends the images back to back, timed, and checks them after.
 """
 from __future__ import annotations
 
@@ -15,13 +16,16 @@ from pathlib import Path
 
 import numpy as np
 
+from ticketforge.deploy import protocol
 from ticketforge.deploy.boards import BoardError
 from ticketforge.records import write_record
 
-__all__ = ["BoardLink", "BoardAnswer", "validate_on_board", "BAUD", "DEFAULT_TIMEOUT_S"]
+__all__ = ["BoardLink", "BoardAnswer", "BoardIdentity", "validate_on_board", "expected_identity", "MODES", "BAUD",
+           "DEFAULT_TIMEOUT_S"]
 
 BAUD = 115200                 # board_top.BoardTop's default, what `ticketforge synth` builds
-DEFAULT_TIMEOUT_S = 5.0       # per image: vgg9_binw computes in ~40 ms and answers in ~2 ms
+DEFAULT_TIMEOUT_S = 5.0       # per answer: vgg9_binw computes in ~2 ms and answers in ~2 ms
+MODES = ("validate", "throughput")
 
 
 @dataclass(frozen=True)
@@ -30,18 +34,25 @@ class BoardAnswer:
     cycles: int               # the core's busy cycles for the image (status word 0)
 
 
-class BoardLink:
-    """An open serial link to a board running the UART design of `deploy/board_top.py`."""
+@dataclass(frozen=True)
+class BoardIdentity:
+    version: int
+    classes: int
+    pixels: int
+    design_id: int
 
-    def __init__(self, port: str, pixels: int, classes: int, baud: int = BAUD,
-                 timeout_s: float = DEFAULT_TIMEOUT_S):
+
+class BoardLink:
+    """An open serial link to a board running the design of `board_top.py`.  ``identify()``
+    first: it tells the link the design's image size and classes."""
+
+    def __init__(self, port: str, baud: int = BAUD, timeout_s: float = DEFAULT_TIMEOUT_S):
         import serial
 
-        if pixels < 1 or classes < 1:
-            raise ValueError(f"pixels and classes must be >= 1, got {pixels}, {classes}")
         if not timeout_s > 0:
             raise ValueError(f"timeout_s must be > 0, got {timeout_s!r}")
-        self.port, self.pixels, self.classes, self.baud, self.timeout_s = port, pixels, classes, baud, timeout_s
+        self.port, self.baud, self.timeout_s = port, baud, timeout_s
+        self.identity: BoardIdentity | None = None
         try:
             self._serial = serial.Serial(port, baudrate=baud, bytesize=8, parity="N", stopbits=1,
                                          timeout=timeout_s, write_timeout=timeout_s)
@@ -59,77 +70,154 @@ class BoardLink:
     def close(self) -> None:
         self._serial.close()
 
-    @property
-    def answer_bytes(self) -> int:
-        return 2 * self.classes + 4
+    def identify(self) -> BoardIdentity:
+        """Ask the board which design it runs."""
+        self._write(bytes([protocol.IDENTIFY]))
+        payload = self._answer(protocol.ANSWER_ID, protocol.ID_PAYLOAD, "the identity query")
+        if payload[:2] != protocol.MAGIC:
+            raise BoardError(f"the board on {self.port} answered the identity query with {payload!r}, not a "
+                             f"ticketforge design: flash a bitstream from `ticketforge synth --bitstream`")
+        ident = BoardIdentity(payload[2], payload[3], int.from_bytes(payload[4:6], "little"),
+                              int.from_bytes(payload[6:10], "little"))
+        if ident.version != protocol.VERSION:
+            raise BoardError(f"the board on {self.port} speaks link protocol {ident.version}, this host "
+                             f"{protocol.VERSION}: rebuild its bitstream with this ticketforge (`ticketforge synth "
+                             f"--bitstream`)")
+        self.identity = ident
+        return ident
 
     def run_image(self, codes: np.ndarray) -> BoardAnswer:
         """Send one image's pixel codes; return the board's scores and cycle count."""
-        import serial
-
+        ident = self.identity or self.identify()
         flat = np.asarray(codes).reshape(-1)
-        if flat.size != self.pixels:
-            raise ValueError(f"an image has {self.pixels} pixels for this design, got {flat.size}")
+        if flat.size != ident.pixels:
+            raise ValueError(f"an image has {ident.pixels} pixels for this design, got {flat.size}")
         if flat.min(initial=0) < 0 or flat.max(initial=0) > 255:
             raise ValueError(f"pixel codes must be in 0..255, got {int(flat.min())}..{int(flat.max())}")
+        self.send_image_bytes(flat.astype(np.uint8).tobytes())
+        return self.read_image_answer()
+
+    def send_image_bytes(self, pixels: bytes) -> None:
+        """The image command and its bytes as given (a test of the link drops one)."""
+        self._write(bytes([protocol.IMAGE]) + pixels)
+
+    def read_image_answer(self) -> BoardAnswer:
+        K = (self.identity or self.identify()).classes
+        payload = self._answer(protocol.ANSWER_IMAGE, protocol.image_payload(K), "an image")
+        scores = np.frombuffer(payload[:2 * K], dtype="<i2").astype(np.int64)
+        return BoardAnswer(scores, int.from_bytes(payload[2 * K:], "little"))
+
+    def _write(self, data: bytes) -> None:
+        import serial
+
         try:
-            self._serial.write(flat.astype(np.uint8).tobytes())
+            self._serial.write(data)
             self._serial.flush()
-            got = self._read(self.answer_bytes)
         except serial.SerialException as e:
             raise BoardError(f"the serial link on {self.port} failed: {e}") from e
-        K = self.classes
-        scores = np.frombuffer(got[:2 * K], dtype="<i2").astype(np.int64)
-        return BoardAnswer(scores, int.from_bytes(got[2 * K:], "little"))
 
-    def _read(self, n: int) -> bytes:
+    def _read(self, n: int, what: str) -> bytes:
+        import serial
+
         deadline = time.monotonic() + self.timeout_s
         buf = b""
-        while len(buf) < n and time.monotonic() < deadline:
-            buf += self._serial.read(n - len(buf))
+        try:
+            while len(buf) < n and time.monotonic() < deadline:
+                buf += self._serial.read(n - len(buf))
+        except serial.SerialException as e:
+            raise BoardError(f"the serial link on {self.port} failed: {e}") from e
         if len(buf) < n:
             raise BoardError(f"the board on {self.port} answered {len(buf)} of {n} bytes within {self.timeout_s:g} s "
-                             f"after an image: is the bitstream of this design flashed (`ticketforge synth "
+                             f"after {what}: is a bitstream of this design flashed (`ticketforge synth "
                              f"--bitstream`), the port right, and the baud {self.baud}?")
         return buf
 
+    def _answer(self, marker: int, size: int, what: str) -> bytes:
+        """One framed answer: the expected marker, ``size`` payload bytes, a right checksum."""
+        head = self._read(1, what)
+        if head[0] == protocol.ANSWER_ERROR:
+            code, check = self._read(2, what)
+            text = protocol.ERROR_TEXT.get(code, f"error code {code}")
+            raise BoardError(f"the board on {self.port} refused {what}: {text}")
+        if head[0] != marker:
+            raise BoardError(f"the board on {self.port} answered {what} with byte 0x{head[0]:02x}, expected "
+                             f"{chr(marker)!r}: the link is out of step (a lost or extra byte) or the bitstream "
+                             f"is not a ticketforge design of link protocol {protocol.VERSION}")
+        rest = self._read(size + 1, what)
+        if protocol.checksum(head + rest[:-1]) != rest[-1]:
+            raise BoardError(f"the board's answer to {what} on {self.port} fails its checksum: a byte was corrupted "
+                             f"on the link")
+        return rest[:-1]
 
-def validate_on_board(ir_dir: Path, port: str, pes: int, fifo_depth: int | None = None, images: int | None = None,
-                      baud: int = BAUD, timeout_s: float = DEFAULT_TIMEOUT_S, out_dir: Path | None = None,
-                      progress=None, datapath: str = "lane") -> dict:
-    """Run the IR's test split (or its first `images`) on the board behind `port`; compare every
-    image's scores with the golden interpreter and its cycles with the cycle model of the
-    design with `pes` PEs (lanes, for the bitpar datapath).  Writes ``results.json`` into
-    `out_dir` (atomically) if given."""
+
+def expected_identity(rtl_dir: Path) -> int:
+    """The design id the rtl stage recorded for its core (`protocol.design_id_of`)."""
+    import json
+
+    man = json.loads((Path(rtl_dir) / "manifest.json").read_text())
+    if "design_id" not in man:
+        raise BoardError(f"{Path(rtl_dir) / 'manifest.json'} has no design id (an older rtl stage): run "
+                         f"`ticketforge rtl` again, and `ticketforge synth --bitstream` for the board")
+    return int(man["design_id"])
+
+
+def validate_on_board(ir_dir: Path, port: str, pes: int, design_id: int, fifo_depth: int | None = None,
+                      images: int | None = None, baud: int = BAUD, timeout_s: float = DEFAULT_TIMEOUT_S,
+                      out_dir: Path | None = None, progress=None, datapath: str = "lane", mode: str = "validate",
+                      clock_mhz: float | None = None, link: str | None = None) -> dict:
+    """Run the IR's test split (or its first ``images``) on the board behind ``port``: check
+    that it runs the design ``design_id``, then compare every image's scores with the golden
+    interpreter and its cycles with the cycle model of the design with ``pes`` PEs (lanes,
+    for the bitpar datapath).  ``mode``: `MODES`.  ``clock_mhz``: the core's clock on the
+    board, for the on-chip latency.  Writes ``results.json`` into ``out_dir`` (atomically)
+    if given."""
     from ticketforge.ir import load_graph, load_test_inputs, run
     from ticketforge.rtl.datapath import cycle_model
 
+    if mode not in MODES:
+        raise ValueError(f"mode must be one of {', '.join(MODES)}, got {mode!r}")
     g = load_graph(ir_dir)
     codes, labels = load_test_inputs(ir_dir)
     if images is not None:
         codes, labels = codes[:images], labels[:images]
     gold = run(g, codes)
     expected_cycles = [c.total for c in cycle_model(g, codes, pes, datapath, fifo_depth=fifo_depth)]
-    classes = g.layers[-1].out_shape[0]
-    mismatches, board_scores, board_cycles = [], [], []
-    t0 = time.perf_counter()
-    with BoardLink(port, int(np.prod(g.input.shape)), classes, baud, timeout_s) as link:
+    classes, pixels = g.layers[-1].out_shape[0], int(np.prod(g.input.shape))
+    answers = []
+    with BoardLink(port, baud, timeout_s) as bl:
+        ident = bl.identify()
+        if (ident.design_id, ident.pixels, ident.classes) != (design_id, pixels, classes):
+            raise BoardError(f"the board on {port} runs design 0x{ident.design_id:08x} ({ident.pixels} pixels, "
+                             f"{ident.classes} classes), not this build's 0x{design_id:08x} ({pixels} pixels, "
+                             f"{classes} classes): flash this design's bitstream (`ticketforge synth --config <name> "
+                             f"--bitstream`)")
+        def same(i, a):
+            return np.array_equal(a.scores, gold.scores[i]) and a.cycles == expected_cycles[i]
+
+        # validate: each answer checked as it comes (progress shows the mismatches so far);
+        # throughput: nothing but the link in the timed loop, every answer checked after it
+        t0, bad = time.perf_counter(), 0
         for i, img in enumerate(codes):
-            ans = link.run_image(img)
-            board_scores.append(ans.scores)
-            board_cycles.append(ans.cycles)
-            if not np.array_equal(ans.scores, gold.scores[i]) or ans.cycles != expected_cycles[i]:
-                mismatches.append({"image": i, "scores": ans.scores.tolist(), "golden": gold.scores[i].tolist(),
-                                   "cycles": ans.cycles, "cycle_model": expected_cycles[i]})
-            if progress:
-                progress(i + 1, len(codes))
-    seconds = time.perf_counter() - t0
-    scores = np.stack(board_scores)
-    res = {"port": port, "baud": baud, "images": int(len(codes)),
-           "board_matches_golden": not mismatches, "images_identical": int(len(codes) - len(mismatches)),
+            ans = bl.run_image(img)
+            answers.append(ans)
+            if mode == "validate":
+                bad += not same(i, ans)
+                if progress:
+                    progress(i + 1, len(codes), bad)
+        seconds = time.perf_counter() - t0
+    mismatches = [{"image": i, "scores": a.scores.tolist(), "golden": gold.scores[i].tolist(),
+                   "cycles": a.cycles, "cycle_model": expected_cycles[i]}
+                  for i, a in enumerate(answers) if not same(i, a)]
+    scores = np.stack([a.scores for a in answers])
+    cycles = float(np.mean([a.cycles for a in answers]))
+    res = {"mode": mode, "link": link or port, "baud": baud, "design_id": f"0x{design_id:08x}",
+           "images": int(len(codes)), "board_matches_golden": not mismatches,
+           "images_identical": int(len(codes) - len(mismatches)),
            "accuracy_board": float((scores.argmax(1) == labels).mean()),
            "accuracy_golden": float((gold.predictions == labels).mean()),
-           "cycles_mean": float(np.mean(board_cycles)), "seconds": round(seconds, 2),
+           "cycles_mean": cycles, "clock_mhz": clock_mhz,
+           "latency_us": round(cycles / clock_mhz, 2) if clock_mhz else None,
+           "seconds": round(seconds, 3),
            "images_per_second": round(len(codes) / seconds, 2) if seconds > 0 else None,
            "mismatches": mismatches[:20]}
     if out_dir is not None:

@@ -22,6 +22,7 @@ import time
 from pathlib import Path
 
 import amaranth
+import numpy as np
 from amaranth.back import rtlil, verilog
 from amaranth.lib import wiring
 
@@ -32,7 +33,7 @@ from ticketforge.rtl import cycles
 from ticketforge.rtl.datapath import accelerator
 from ticketforge.rtl.lint import LintError, lint
 
-__all__ = ["TOP", "CORE", "write_rtl", "reset_wrapper", "generator_digest"]
+__all__ = ["TOP", "CORE", "write_rtl", "reset_wrapper", "generator_digest", "design_id_of"]
 
 TOP = "ticketforge_top"
 CORE = "ticketforge_core"
@@ -40,6 +41,13 @@ CORE = "ticketforge_core"
 
 def _digest(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def design_id_of(rtlil_text: str) -> int:
+    """A core's design id: the first 32 bits of the SHA-256 of its RTLIL.  A board running the
+    core answers it to the link's identity query (deploy/protocol.py), so the host knows
+    which design the board runs."""
+    return int(hashlib.sha256(rtlil_text.encode()).hexdigest()[:8], 16)
 
 
 def generator_digest() -> str:
@@ -123,12 +131,15 @@ def write_rtl(ir_dir: Path, out_dir: Path, pes: int = 16, dense: bool = False, t
         "amaranth": amaranth.__version__,
         "membrane_bits": acc.acc_bits if datapath == "lane" else acc.u_bits,
         "score_bits": acc.score_bits,
+        "pixels": int(np.prod(g.input.shape)), "classes": int(g.layers[-1].out_shape[0]),
         "memories": mems,
         "memory_bits": sum(m["bits"] for m in mems),
         "status": [{"address": a, "layer": layer, "counter": c} for a, (layer, c) in enumerate(acc.status)],
         "trace_fields": {"widths": acc.ev_xyz.widths, "offsets": acc.ev_xyz.offsets, "width": acc.ev_xyz.width},
         "cycle_model": _cycle_constants(datapath),
         "seconds": round(time.perf_counter() - t0, 2),
+        # what a board running this core answers to the link's identity query (deploy/protocol.py)
+        "design_id": design_id_of(core_il),
     }
     if datapath == "bitpar":
         # what the energy estimate prices a step with (deploy/energy.py)

@@ -1,11 +1,14 @@
-"""The board design (UART link + accelerator) in Amaranth simulation: bytes in, scores and
-cycle count out, equal to the golden interpreter and the cycle model."""
+"""The board design (UART link + accelerator) in Amaranth simulation, bit by bit on its UART
+pins: the link protocol (`deploy/protocol.py`) framed as specified, scores and cycle count
+equal to the golden interpreter and the cycle model, the identity answer, and the error
+answers."""
 import numpy as np
 import pytest
 from amaranth.sim import Simulator
 
 from conftest import uart_byte, uart_frame
 
+from ticketforge.deploy import protocol
 from ticketforge.deploy.board_top import BoardTop, CoreInstance, UartRx
 from ticketforge.ir import random_images, run
 from ticketforge.ir.random import random_graph
@@ -13,28 +16,32 @@ from ticketforge.rtl.accel import Accelerator
 from ticketforge.rtl.cycles import cycle_model
 
 DIV = 4          # clock cycles per UART bit: the smallest the receiver allows, for speed
+DESIGN_ID = 0x1234ABCD
 
 
-def _board_run(g, images, P=2):
+def _board(g, P=2, **kw):
     acc = Accelerator(g, P, trace=False)
-    top = BoardTop(acc, pixels=int(np.prod(images.shape[1:])), classes=g.layers[-1].out_shape[0],
-                   clk_hz=DIV * 115200)
+    return BoardTop(acc, pixels=int(np.prod(g.input.shape)), classes=g.layers[-1].out_shape[0],
+                    clk_hz=DIV * 115200, design_id=DESIGN_ID, **kw)
+
+
+def _talk(top, requests: list[bytes], answers: list[int], gap_cycles: int = 0) -> list[bytes]:
+    """Send each request (bit by bit on rx) and wait for its answer of the given length
+    (decoded from tx) before the next; ``gap_cycles`` of silence after each request."""
     received = []
 
-    K = g.layers[-1].out_shape[0]
-    per_image = 2 * K + 4
-
     async def host(ctx):
-        for n, img in enumerate(images):
-            for byte in img.reshape(-1).tolist():
+        for n, req in enumerate(requests):
+            for byte in req:
                 for bit in uart_frame(byte):
                     ctx.set(top.rx, bit)
                     await ctx.tick().repeat(DIV)
-            while len(received) < per_image * (n + 1):      # one image at a time
+            await ctx.tick().repeat(gap_cycles + 1)
+            while len(received) < sum(answers[:n + 1]):      # one request at a time
                 await ctx.tick().repeat(64)
 
     async def listener(ctx):
-        while len(received) < per_image * len(images):   # decode the tx line mid-bit
+        while len(received) < sum(answers):                # decode the tx line mid-bit
             await ctx.tick().until(top.tx == 0)
             received.append(await uart_byte(ctx, top.tx, DIV))
 
@@ -43,12 +50,16 @@ def _board_run(g, images, P=2):
     sim.add_testbench(host)
     sim.add_testbench(listener)
     sim.run()
-    out = []
-    for n in range(len(images)):
-        b = received[n * per_image:(n + 1) * per_image]
-        scores = [int.from_bytes(bytes(b[2 * k:2 * k + 2]), "little", signed=True) for k in range(K)]
-        out.append((scores, int.from_bytes(bytes(b[2 * K:]), "little")))
+    out, at = [], 0
+    for n in answers:
+        out.append(bytes(received[at:at + n]))
+        at += n
     return out
+
+
+def _frame(marker: int, payload: bytes) -> bytes:
+    head = bytes([marker]) + payload
+    return head + bytes([protocol.checksum(head)])
 
 
 @pytest.mark.parametrize("seed", [3, 11])
@@ -57,9 +68,36 @@ def test_board_link_returns_golden_scores_and_cycles(seed):
     images = random_images(g, 2, seed)
     gold = run(g, images, trace=True)
     model = cycle_model(g, images, 2, gold=gold)
-    for n, (scores, cycles) in enumerate(_board_run(g, images)):
-        assert scores == gold.scores[n].tolist(), f"image {n}"
-        assert cycles == model[n].total, f"image {n}"
+    K = g.layers[-1].out_shape[0]
+    size = protocol.image_payload(K) + 2
+    answers = _talk(_board(g), [bytes([protocol.IMAGE]) + img.astype(np.uint8).tobytes() for img in images],
+                    [size] * len(images))
+    for n, got in enumerate(answers):
+        scores = gold.scores[n].astype("<i2").tobytes()
+        assert got == _frame(protocol.ANSWER_IMAGE, scores + int(model[n].total).to_bytes(4, "little")), n
+
+
+def test_board_identifies_itself_and_refuses_what_it_does_not_know():
+    g = random_graph(3, binary=True)
+    N, K = int(np.prod(g.input.shape)), g.layers[-1].out_shape[0]
+    ident, unknown = _talk(_board(g), [bytes([protocol.IDENTIFY]), b"x"], [protocol.ID_PAYLOAD + 2, 3])
+    assert ident == _frame(protocol.ANSWER_ID, protocol.MAGIC + bytes([protocol.VERSION, K]) +
+                           N.to_bytes(2, "little") + DESIGN_ID.to_bytes(4, "little"))
+    assert unknown == _frame(protocol.ANSWER_ERROR, bytes([protocol.ERR_COMMAND]))
+
+
+def test_board_drops_an_incomplete_image_and_runs_the_next():
+    g = random_graph(3, binary=True)
+    images = random_images(g, 2, 3)
+    gold = run(g, images)
+    timeout = 40 * 10 * DIV
+    top = _board(g, byte_timeout_cycles=timeout)
+    K = g.layers[-1].out_shape[0]
+    short = bytes([protocol.IMAGE]) + images[0].astype(np.uint8).tobytes()[:-1]
+    full = bytes([protocol.IMAGE]) + images[1].astype(np.uint8).tobytes()
+    dropped, answer = _talk(top, [short, full], [3, protocol.image_payload(K) + 2], gap_cycles=timeout)
+    assert dropped == _frame(protocol.ANSWER_ERROR, bytes([protocol.ERR_INCOMPLETE]))
+    assert answer[1:1 + 2 * K] == gold.scores[1].astype("<i2").tobytes()
 
 
 def test_uart_divisor_checked():

@@ -1,162 +1,171 @@
-"""The host driver against the simulated board: the board design (UART link + accelerator) runs
-in Amaranth simulation behind a pseudo-terminal, and `deploy/host.py` talks to it through
-pyserial exactly as it talks to a real board's serial port."""
+"""The host driver against the simulated board: the whole board design (UART link + the rtl
+stage's core) runs in Verilator behind a pseudo-terminal (`sim/board.py`), and
+`deploy/host.py` talks to it through pyserial exactly as it talks to a real board's serial
+port.  One Verilator build serves the module."""
+import json
 import os
 import pty
-import threading
 import time
-import tty
 
 import numpy as np
 import pytest
-from amaranth.sim import Simulator
 
-from conftest import uart_byte, uart_frame
-
-from ticketforge.deploy.board_top import BoardTop
+from ticketforge.deploy import protocol
 from ticketforge.deploy.boards import BoardError
-from ticketforge.deploy.host import BoardLink, validate_on_board
+from ticketforge.deploy.host import BoardLink, expected_identity, validate_on_board
 from ticketforge.ir import random_images, run, save_graph
 from ticketforge.ir.random import random_graph
-from ticketforge.rtl.accel import Accelerator
+from ticketforge.rtl.emit import write_rtl
+from ticketforge.sim.board import SimulatedBoard
 
-DIV = 4                  # clock cycles per UART bit in the simulated board (the receiver's minimum)
-
-
-class SimulatedBoard:
-    """The board design in Amaranth simulation, its UART bridged to a pseudo-terminal: bytes
-    the host writes to the terminal arrive on ``rx`` bit by bit, ``tx`` is decoded back."""
-
-    def __init__(self, g, pes: int):
-        self.master, slave = pty.openpty()
-        tty.setraw(self.master)
-        self.port = os.ttyname(slave)
-        self._slave = slave
-        os.set_blocking(self.master, False)
-        self.stop = threading.Event()
-        acc = Accelerator(g, pes, trace=False)
-        self.top = BoardTop(acc, pixels=int(np.prod(g.input.shape)), classes=g.layers[-1].out_shape[0],
-                            clk_hz=DIV * 115200)
-        self.thread = threading.Thread(target=self._run, daemon=True)
-
-    def _run(self):
-        top = self.top
-
-        async def host_to_board(ctx):
-            while not self.stop.is_set():
-                try:
-                    data = os.read(self.master, 4096)
-                except BlockingIOError:
-                    data = b""
-                if not data:
-                    await ctx.tick().repeat(256)
-                    continue
-                for byte in data:
-                    for bit in uart_frame(byte):
-                        ctx.set(top.rx, bit)
-                        await ctx.tick().repeat(DIV)
-
-        async def board_to_host(ctx):
-            while not self.stop.is_set():
-                await ctx.tick()                    # polled, so that the bench ends with the host
-                if ctx.get(top.tx):
-                    continue
-                os.write(self.master, bytes([await uart_byte(ctx, top.tx, DIV)]))
-
-        sim = Simulator(top)
-        sim.add_clock(1e-6)
-        sim.add_testbench(host_to_board)
-        sim.add_testbench(board_to_host)
-        sim.run()
-
-    def __enter__(self):
-        self.thread.start()
-        return self
-
-    def __exit__(self, *exc):
-        self.stop.set()
-        self.thread.join(timeout=60)
-        os.close(self.master)
-        os.close(self._slave)
+IMAGES = 24
 
 
-@pytest.fixture
-def board_ir(tmp_path):
+@pytest.fixture(scope="module")
+def design(tmp_path_factory):
+    """A random IR with its test split (one label wrong: accuracy 23/24) and its rtl stage."""
+    root = tmp_path_factory.mktemp("board")
     g = random_graph(3, binary=True)
-    codes = random_images(g, 4, seed=3)
-    save_graph(g, tmp_path / "ir")
+    codes = random_images(g, IMAGES, seed=3)
+    save_graph(g, root / "ir")
     labels = run(g, codes).predictions.copy()
-    labels[0] = (labels[0] + 1) % g.layers[-1].out_shape[0]          # one wrong answer: accuracy 0.75
-    np.savez(tmp_path / "ir" / "test_inputs.npz", codes=codes, labels=labels)
-    return g, tmp_path
+    labels[0] = (labels[0] + 1) % g.layers[-1].out_shape[0]
+    np.savez(root / "ir" / "test_inputs.npz", codes=codes, labels=labels)
+    write_rtl(root / "ir", root / "rtl", pes=2, run_lint=False, progress=lambda *a, **k: None)
+    return g, root
 
 
-def test_validate_on_the_simulated_board_equals_golden_and_cycle_model(board_ir):
-    g, root = board_ir
-    with SimulatedBoard(g, pes=2) as board:
-        res = validate_on_board(root / "ir", board.port, pes=2, timeout_s=30, out_dir=root / "board")
-    assert res["board_matches_golden"] and res["images_identical"] == 4, res["mismatches"]
-    assert res["accuracy_board"] == res["accuracy_golden"] == 0.75
-    assert (root / "board" / "results.json").is_file()
-    assert not list((root / "board").glob(".results.json.*"))          # written whole, nothing left over
+@pytest.fixture(scope="module")
+def board(design):
+    _, root = design
+    with SimulatedBoard(root / "rtl", root / "simboard", log=lambda *a, **k: None) as b:
+        yield b
 
 
-def test_a_wrong_answer_is_reported_per_image(board_ir):
-    """The same board checked against another design's expectations (other PEs: other
-    cycle counts) names every image and both numbers."""
-    g, root = board_ir
-    with SimulatedBoard(g, pes=2) as board:
-        res = validate_on_board(root / "ir", board.port, pes=1, images=2, timeout_s=30)
-    assert not res["board_matches_golden"] and [m["image"] for m in res["mismatches"]] == [0, 1]
-    m = res["mismatches"][0]
-    assert m["scores"] == m["golden"] and m["cycles"] != m["cycle_model"]
+@pytest.mark.parametrize("mode", ["validate", "throughput"])
+def test_the_simulated_board_equals_golden_and_cycle_model(design, board, mode):
+    g, root = design
+    res = validate_on_board(root / "ir", board.port, pes=2, design_id=expected_identity(root / "rtl"),
+                            timeout_s=30, out_dir=root / mode, mode=mode, clock_mhz=12.0, link="simulated")
+    assert res["board_matches_golden"] and res["images_identical"] == IMAGES >= 20, res["mismatches"]
+    assert res["accuracy_board"] == res["accuracy_golden"] == (IMAGES - 1) / IMAGES
+    assert res["latency_us"] == round(res["cycles_mean"] / 12.0, 2) and res["images_per_second"] > 0
+    assert json.loads((root / mode / "results.json").read_text())["mode"] == mode
+    assert not list((root / mode).glob(".results.json.*"))          # written whole, nothing left over
 
 
-def test_a_silent_board_times_out_with_a_named_error():
+def test_the_board_names_its_design(design, board):
+    g, root = design
+    with BoardLink(board.port, timeout_s=30) as link:
+        ident = link.identify()
+    assert ident.version == protocol.VERSION and ident.design_id == expected_identity(root / "rtl")
+    assert (ident.pixels, ident.classes) == (int(np.prod(g.input.shape)), g.layers[-1].out_shape[0])
+
+
+def test_a_wrong_bitstream_is_refused_by_its_design_id(design, board):
+    """The board checked against another build (here: the same IR, other PEs, so another
+    core and another design id) is refused before any image, naming both ids."""
+    _, root = design
+    write_rtl(root / "ir", root / "rtl-other", pes=1, run_lint=False, progress=lambda *a, **k: None)
+    other = expected_identity(root / "rtl-other")
+    assert other != expected_identity(root / "rtl")
+    t0 = time.monotonic()
+    with pytest.raises(BoardError, match=rf"runs design 0x{expected_identity(root / 'rtl'):08x} .*not this "
+                                         rf"build's 0x{other:08x}.*--bitstream"):
+        validate_on_board(root / "ir", board.port, pes=1, design_id=other, timeout_s=5)
+    assert time.monotonic() - t0 < 10
+
+
+def test_a_lost_byte_is_named_and_the_link_recovers(design, board):
+    """An image with one byte missing: the board's byte timeout drops it and says so; the
+    next image on the same link is right again."""
+    g, root = design
+    codes = random_images(g, 2, seed=9)
+    gold = run(g, codes)
+    with BoardLink(board.port, timeout_s=20) as link:
+        link.identify()
+        t0 = time.monotonic()
+        link.send_image_bytes(codes[0].astype(np.uint8).tobytes()[:-1])
+        with pytest.raises(BoardError, match="only part of the image.*a byte was lost"):
+            link.read_image_answer()
+        assert time.monotonic() - t0 < 20
+        assert link.run_image(codes[1]).scores.tolist() == gold.scores[1].tolist()
+
+
+def test_a_silent_port_times_out_with_a_named_error():
     master, slave = pty.openpty()                       # a port with nothing behind it
     try:
         t0 = time.monotonic()
-        with BoardLink(os.ttyname(slave), pixels=4, classes=2, timeout_s=0.5) as link:
-            with pytest.raises(BoardError, match=r"answered 0 of 8 bytes within 0.5 s.*bitstream"):
-                link.run_image(np.zeros(4, np.uint8))
+        with BoardLink(os.ttyname(slave), timeout_s=0.5) as link:
+            with pytest.raises(BoardError, match=r"answered 0 of 1 bytes within 0.5 s after the identity query.*"
+                                                 r"bitstream"):
+                link.identify()
         assert time.monotonic() - t0 < 5
     finally:
         os.close(master)
         os.close(slave)
 
 
-def test_a_missing_port_and_bad_images_are_named(tmp_path):
+def test_a_missing_port_and_bad_images_are_named(tmp_path, board):
     with pytest.raises(BoardError, match=r"cannot open the serial port .*nope.*--port"):
-        BoardLink(str(tmp_path / "nope"), pixels=4, classes=2)
-    master, slave = pty.openpty()
-    try:
-        with BoardLink(os.ttyname(slave), pixels=4, classes=2) as link:
-            with pytest.raises(ValueError, match="has 4 pixels for this design, got 5"):
-                link.run_image(np.zeros(5, np.uint8))
-            with pytest.raises(ValueError, match=r"0\.\.255, got 0\.\.300"):
-                link.run_image(np.array([0, 1, 2, 300]))
-    finally:
-        os.close(master)
-        os.close(slave)
+        BoardLink(str(tmp_path / "nope"))
+    with BoardLink(board.port, timeout_s=30) as link:
+        n = link.identify().pixels
+        with pytest.raises(ValueError, match=f"has {n} pixels for this design, got {n + 1}"):
+            link.run_image(np.zeros(n + 1, np.uint8))
+        with pytest.raises(ValueError, match=r"0\.\.255, got 0\.\.300"):
+            link.run_image(np.array([300] + [0] * (n - 1)))
 
 
-def test_cli_board_runs_the_test_split_through_the_port(board_ir, capsys):
+def test_the_host_driver_needs_no_torch_and_no_amaranth():
+    import subprocess
+    import sys
+
+    # the host module and what validate_on_board imports: the IR, both cycle models
+    code = ("import sys, ticketforge.deploy.host, ticketforge.ir, ticketforge.rtl.datapath, ticketforge.rtl.cycles, "
+            "ticketforge.rtl.bitpar.cycles, ticketforge.rtl.bitpar.plan; "
+            "bad = [m for m in ('torch', 'amaranth') if m in sys.modules]; print(bad); sys.exit(bool(bad))")
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert r.returncode == 0, r.stdout + r.stderr
+
+
+def test_ticketforge_run_simulated_from_the_command_line(design, tmp_path, capsys):
+    """`ticketforge run --simulated` on a build folder with an IR and an rtl stage: the test
+    split through the simulated board, checked, with results.json; throughput mode too."""
     from conftest import tiny_template
-    from ticketforge.cli import main
-    from ticketforge.rtl.emit import write_rtl
 
-    g, root = board_ir
-    cfg = root / "tinyb.toml"
-    cfg.write_text(tiny_template(T=2, seed=0).format(arch="mlp", variant="binw"))
-    build = root / "build"
-    assert main(["board", "--config", str(cfg), "--build-dir", str(build), "--port", "/dev/null"]) == 2
-    assert "run `make hw MODEL=tinyb`" in capsys.readouterr().err
-    (build / "tinyb").mkdir(parents=True)
-    (root / "ir").rename(build / "tinyb" / "ir")
-    write_rtl(build / "tinyb" / "ir", build / "tinyb" / "rtl", pes=2, run_lint=False, progress=lambda *a, **k: None)
-    with SimulatedBoard(g, pes=2) as board:
-        rc = main(["board", "--config", str(cfg), "--build-dir", str(build), "--port", board.port,
-                   "--images", "3", "--timeout", "30"])
-    out = capsys.readouterr().out
-    assert rc == 0 and "3/3 images identical" in out, out
-    assert (build / "tinyb" / "board" / "results.json").is_file()
+    from ticketforge.cli import main
+
+    _, root = design
+    cfg = tmp_path / f"{root.name}.toml"
+    cfg.write_text(tiny_template(T=2, seed=1).format(arch="mlp", variant="binw") + "[hw]\nclock_mhz = 12\n")
+    for mode in ("validate", "throughput"):
+        rc = main(["run", "--config", str(cfg), "--build-dir", str(root.parent), "--simulated", "--mode", mode,
+                   "--quiet"])
+        out = capsys.readouterr().out
+        assert rc == 0, out
+        assert f"{IMAGES}/{IMAGES} images identical" in out and "us per image on chip at 12" in out
+        res = json.loads((root / "run" / "results.json").read_text())
+        assert res["mode"] == mode and res["link"] == "simulated" and res["board_matches_golden"]
+    assert main(["run", "--config", str(cfg), "--build-dir", str(root.parent), "--simulated", "--images", "0"]) == 2
+    assert "--images must be 'all' or 1..24, got '0'" in capsys.readouterr().err
+
+
+def test_ticketforge_run_on_a_port_loads_neither_torch_nor_amaranth(design, tmp_path):
+    """The command a small host runs against a real board: a missing port is named, and
+    the process never imported torch or Amaranth on the way."""
+    import subprocess
+    import sys
+
+    from conftest import tiny_template
+
+    _, root = design
+    cfg = tmp_path / f"{root.name}.toml"
+    cfg.write_text(tiny_template(T=2, seed=1).format(arch="mlp", variant="binw"))
+    code = ("import sys; from ticketforge.cli import main; "
+            f"rc = main(['run', '--config', {str(cfg)!r}, '--build-dir', {str(root.parent)!r}, '--port', "
+            f"{str(tmp_path / 'ttyUSB9')!r}, '--quiet']); "
+            "print([m for m in ('torch', 'amaranth') if m in sys.modules]); sys.exit(rc)")
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert r.returncode == 2 and "cannot open the serial port" in r.stderr, r.stderr
+    assert r.stdout.strip().splitlines()[-1] == "[]", r.stdout

@@ -17,7 +17,7 @@ import os
 import sys
 from pathlib import Path
 
-from ticketforge.cli.hardware_cmds import cmd_board, cmd_hls, cmd_rtl, cmd_sim, cmd_synth
+from ticketforge.cli.hardware_cmds import cmd_hls, cmd_rtl, cmd_run, cmd_sim, cmd_synth
 from ticketforge.cli.hw import cmd_hw
 from ticketforge.cli.model_cmds import (cmd_configs, cmd_eval, cmd_prune, cmd_quantize, cmd_sweep, cmd_train,
                                         load_cfg)
@@ -28,12 +28,12 @@ __all__ = ["main", "build_parser"]
 
 
 _COMMANDS = {"train": cmd_train, "eval": cmd_eval, "prune": cmd_prune, "sweep": cmd_sweep, "quantize": cmd_quantize,
-             "rtl": cmd_rtl, "sim": cmd_sim, "synth": cmd_synth, "board": cmd_board, "hls": cmd_hls, "hw": cmd_hw,
+             "rtl": cmd_rtl, "sim": cmd_sim, "synth": cmd_synth, "run": cmd_run, "hls": cmd_hls, "hw": cmd_hw,
              "configs": cmd_configs}
 
 
 # the commands that write into build/<name>/ (eval and configs only read)
-_WRITERS = ("train", "prune", "sweep", "quantize", "rtl", "sim", "synth", "board", "hls", "hw")
+_WRITERS = ("train", "prune", "sweep", "quantize", "rtl", "sim", "synth", "run", "hls", "hw")
 
 
 def _lock_for(args):

@@ -1,4 +1,4 @@
-"""The hardware-side subcommands, one stage each: rtl, sim, synth, board, hls."""
+"""The hardware-side subcommands, one stage each: rtl, sim, synth, hls; and run (a board)."""
 from __future__ import annotations
 
 import json
@@ -8,7 +8,7 @@ from ticketforge.cli.freshness import digests
 from ticketforge.cli.model_cmds import cmd_train, load_cfg
 from ticketforge.errors import StageMissingError, UnsupportedError, UsageError
 
-__all__ = ["resolve_rtl_args", "cmd_rtl", "cmd_sim", "cmd_synth", "load_split", "cmd_board", "cmd_hls",
+__all__ = ["resolve_rtl_args", "cmd_rtl", "cmd_sim", "cmd_synth", "load_split", "cmd_run", "run_clock_mhz", "cmd_hls",
            "baseline_config"]
 
 
@@ -139,27 +139,69 @@ def load_split(root: Path, images: str):
     return codes[:n], labels[:n], integer
 
 
-def cmd_board(args) -> int:
+def run_clock_mhz(root: Path, cfg, board_name: str) -> float | None:
+    """The core's clock on the board: the synth stage's (the PLL's output, when the placed
+    design meets it), else the config's ``hw.clock_mhz``; None when neither says."""
+    from ticketforge.cli.stages import synth_result
+
+    res = synth_result(root, board_name)
+    if res.is_file():
+        r = json.loads(res.read_text())
+        if r.get("meets_board_clock"):
+            return float(r["clock_mhz"])
+    return cfg.hw.clock_mhz
+
+
+def cmd_run(args) -> int:
+    """The test split on a board over its serial link (or on the simulated board), every
+    answer checked against the golden model and the cycle model: ``build/<name>/run/``."""
+    from contextlib import nullcontext
+
     from tqdm import tqdm
 
-    from ticketforge.deploy.host import validate_on_board
+    from ticketforge.deploy.boards import get_board
+    from ticketforge.deploy.host import expected_identity, validate_on_board
 
     cfg = load_cfg(args)
     root = Path(args.build_dir) / cfg.name
     man = root / "rtl" / "manifest.json"
     if not (root / "ir" / "graph.json").is_file() or not man.is_file():
         raise StageMissingError(f"{root} has no IR and RTL to check the board against: run `make hw MODEL={cfg.name}` "
-                      f"(or `ticketforge synth --config {cfg.name} --bitstream`) first")
+                                f"(or `ticketforge synth --config {cfg.name} --bitstream`) first")
+    if args.timeout <= 0:
+        raise UsageError(f"--timeout must be > 0 seconds, got {args.timeout}")
+    board = get_board(args.board or cfg.hw.board)
     codes, _, _ = load_split(root, args.images)
     params = json.loads(man.read_text())["params"]
-    with tqdm(total=len(codes), desc=f"[board] {args.port}", unit="image", dynamic_ncols=True) as bar:
-        res = validate_on_board(root / "ir", args.port, pes=params["pes"], fifo_depth=params.get("fifo_depth"),
-                                images=len(codes), baud=args.baud, timeout_s=args.timeout,
-                                out_dir=root / "board", progress=lambda done, total: bar.update(1),
-                                datapath=params.get("datapath", "lane"))
-    print(f"[{cfg.name}] board on {args.port}: {res['images_identical']}/{res['images']} images identical to the "
+    design_id = expected_identity(root / "rtl")
+    clock = run_clock_mhz(root, cfg, board.name)
+    if args.simulated:
+        from ticketforge.sim.board import SimulatedBoard
+
+        link = SimulatedBoard(root / "rtl", root / "run" / "simboard", log=print if not args.quiet else
+                              (lambda *a, **k: None))
+        what = "the simulated board (Verilator, pseudo-terminal)"
+    else:
+        link, what = nullcontext(), args.port
+    with link as sim:
+        port = sim.port if args.simulated else args.port
+        with tqdm(total=len(codes), desc=f"[run] {args.mode}", unit="image", dynamic_ncols=True,
+                  disable=args.quiet or args.mode == "throughput") as bar:
+            def progress(done, total, bad):
+                bar.update(1)
+                bar.set_postfix(mismatches=bad, refresh=False)
+
+            res = validate_on_board(root / "ir", port, pes=params["pes"], design_id=design_id,
+                                    fifo_depth=params.get("fifo_depth"), images=len(codes), baud=args.baud,
+                                    timeout_s=args.timeout, out_dir=root / "run", progress=progress,
+                                    datapath=params.get("datapath", "lane"), mode=args.mode, clock_mhz=clock,
+                                    link="simulated" if args.simulated else args.port)
+    latency = f"{res['latency_us']} us per image on chip at {clock} MHz" if clock else \
+        "no on-chip latency (no clock for the board: set hw.clock_mhz or run `ticketforge synth`)"
+    print(f"[{cfg.name}] {args.mode} on {what}: {res['images_identical']}/{res['images']} images identical to the "
           f"golden model and the cycle model; accuracy {res['accuracy_board']:.4f} (golden "
-          f"{res['accuracy_golden']:.4f}); {res['images_per_second']} images/s -> {root / 'board' / 'results.json'}")
+          f"{res['accuracy_golden']:.4f}); {res['images_per_second']} images/s over the link; {latency} "
+          f"-> {root / 'run' / 'results.json'}")
     return 0 if res["board_matches_golden"] else 1
 
 

@@ -119,13 +119,24 @@ def build_parser() -> argparse.ArgumentParser:
                                      "board: build/<name>/synth/<board>/")
     _add_config_args(p)
     _add_synth_args(p)
-    p = sub.add_parser("board", help="run the test split on a flashed board over its serial port and check "
-                                     "every answer against the golden model and the cycle model: build/<name>/board/")
+    p = sub.add_parser("run", help="run the test split on a flashed board over its serial port (or on the "
+                                   "simulated board) and check every answer against the golden model and the "
+                                   "cycle model: build/<name>/run/")
     _add_config_args(p)
-    p.add_argument("--port", required=True, help="the board's serial port, e.g. /dev/ttyUSB0")
+    p.add_argument("--board", default=None,
+                   help="the board (for the core's clock: the on-chip latency); default: the config's hw.board")
+    link = p.add_mutually_exclusive_group(required=True)
+    link.add_argument("--port", help="the board's serial port, e.g. /dev/ttyUSB0")
+    link.add_argument("--simulated", action="store_true",
+                      help="the whole board design (UART link + core) in Verilator behind a pseudo-terminal: "
+                           "the same host code, no board")
+    p.add_argument("--mode", choices=("validate", "throughput"), default="validate",
+                   help="validate: check each answer as it comes (default); throughput: send the images back "
+                        "to back, timed, and check them after")
     p.add_argument("--images", default="all", help="test images to run: a number or 'all' (default)")
     p.add_argument("--baud", type=int, default=115200, help="the link's baud rate (default 115200, as built)")
-    p.add_argument("--timeout", type=float, default=5.0, help="seconds to wait for an image's answer (default 5)")
+    p.add_argument("--timeout", type=float, default=5.0,
+                   help="seconds to wait for each answer of the board (default 5)")
     p = sub.add_parser("hls", help="the IR as an hls4ml project with the spiking extension; g++ C simulation "
                                    "against the golden model: build/<name>/hls/")
     _add_config_args(p)
