@@ -81,7 +81,8 @@ def build_board(rtl_dir: Path, board: Board, out_dir: Path, pixels: int, classes
     pll = pll_for(board.family, plat.default_clk_frequency, clock_mhz * 1e6) if clock_mhz else None
     clk_hz = pll.f_out_hz if pll else plat.default_clk_frequency
     top = BoardTop(core, pixels=pixels, classes=classes, clk_hz=clk_hz, pll=pll,
-                   design_id=expected_identity(rtl_dir))
+                   design_id=expected_identity(rtl_dir),
+                   load=json.loads((rtl_dir / "manifest.json").read_text()).get("load"))
     plat.add_file("core.il", (rtl_dir / "core.il").read_text())
     plat.add_file("synth_top.v", (rtl_dir / "synth_top.v").read_text())
     plan = plat.build(top, name=NAME, do_build=False, synth_opts=SYNTH_OPTS[board.family],

@@ -19,7 +19,7 @@ netlist that reaches the board is the one the regression verified).
 """
 from __future__ import annotations
 
-from amaranth import Array, ClockSignal, Elaboratable, Instance, Module, Signal, signed
+from amaranth import Array, Cat, ClockSignal, Elaboratable, Instance, Module, Signal, signed
 from amaranth.lib.memory import Memory
 from amaranth.lib import stream, wiring
 from amaranth.lib.wiring import In, Out
@@ -139,9 +139,12 @@ class BoardTop(Elaboratable):
     the last one is dropped with an ``ERR_INCOMPLETE`` answer."""
 
     def __init__(self, core, pixels: int, classes: int, clk_hz: float, design_id: int, baud: int = 115200,
-                 uart=None, pll=None, byte_timeout_cycles: int | None = None):
+                 uart=None, pll=None, byte_timeout_cycles: int | None = None, load: dict | None = None):
         """``pll``: a `deploy.pll.PllSetting`; the core then runs at its output frequency
-        (which ``clk_hz`` must be) instead of the board's oscillator."""
+        (which ``clk_hz`` must be) instead of the board's oscillator.  ``load``: for a core
+        with runtime weights, the rtl manifest's ``load`` entry (its loadable memories with
+        their widths, and the ``load`` port's field widths); the board then takes the
+        protocol's ``W`` and ``D`` commands."""
         if not 1 <= pixels <= 0xFFFF or not 1 <= classes <= 0xFF:
             raise ValueError(f"the board link carries 1..65535 pixels and 1..255 classes per image, got "
                              f"{pixels} and {classes}")
@@ -160,6 +163,9 @@ class BoardTop(Elaboratable):
                              f"got {self.byte_timeout_cycles}")
         self.uart = uart                        # None: rx/tx signals below (simulation)
         self.rx, self.tx = Signal(init=1, name="rx"), Signal(init=1, name="tx")
+        if load is not None and not {"memories", "layout"} <= set(load):
+            raise ValueError("load must be the rtl manifest's load entry (memories, layout)")
+        self.load = load
 
     def elaborate(self, platform):
         m = Module()
@@ -198,6 +204,11 @@ class BoardTop(Elaboratable):
         word, nbytes, total = Signal(32), Signal(range(5)), Signal(8)
         error = Signal(8)
         idle = Signal(range(self.byte_timeout_cycles + 1))
+        weights_id = Signal(32)                 # the last load image's id (runtime weights); 0: none
+        # the bytes of a command's argument or of a loaded word, least significant first
+        data_bits = max([48] + [int(d["width"]) for d in self.load["memories"]]) if self.load else 48
+        got, nbyte = Signal(data_bits + 8), Signal(range(data_bits // 8 + 2))
+        byte_in = urx.data.valid
         m.d.comb += [p("status_addr").eq(0), p("pixels.payload").eq(rd.data), rd.addr.eq(ptr),
                      wr.addr.eq(ptr), wr.data.eq(urx.data.payload), utx.data.payload.eq(word[:8])]
 
@@ -217,6 +228,13 @@ class BoardTop(Elaboratable):
                         m.next = "RECV"
                     with m.Elif(urx.data.payload == protocol.IDENTIFY):
                         answer(protocol.ANSWER_ID)
+                    if self.load:                         # runtime weights: W and D
+                        with m.Elif(urx.data.payload == protocol.WEIGHTS_ID):
+                            m.d.sync += [nbyte.eq(0), got.eq(0), idle.eq(0)]
+                            m.next = "WEIGHTS_ID"
+                        with m.Elif(urx.data.payload == protocol.LOAD):
+                            m.d.sync += [nbyte.eq(0), got.eq(0), idle.eq(0)]
+                            m.next = "LOAD_HEAD"
                     with m.Else():
                         m.d.sync += error.eq(protocol.ERR_COMMAND)
                         answer(protocol.ANSWER_ERROR)
@@ -231,6 +249,52 @@ class BoardTop(Elaboratable):
                     answer(protocol.ANSWER_ERROR)
                 with m.Else():
                     m.d.sync += idle.eq(idle + 1)
+            def collect(n, done_state: str):
+                """Take n argument bytes into ``got`` (byte timeout as for an image)."""
+                with m.If(byte_in):
+                    m.d.sync += [got.word_select(nbyte, 8).eq(urx.data.payload), nbyte.eq(nbyte + 1), idle.eq(0)]
+                    with m.If(nbyte == n - 1):
+                        m.next = done_state
+                with m.Elif(idle == self.byte_timeout_cycles - 1):
+                    m.d.sync += error.eq(protocol.ERR_INCOMPLETE)
+                    answer(protocol.ANSWER_ERROR)
+                with m.Else():
+                    m.d.sync += idle.eq(idle + 1)
+
+            if self.load:
+                with m.State("WEIGHTS_ID"):               # D: the id of the weights just loaded
+                    collect(4, "WEIGHTS_SET")
+                with m.State("WEIGHTS_SET"):
+                    m.d.sync += weights_id.eq(got[:32])
+                    answer(protocol.ANSWER_ID)
+                lay = self.load["layout"]["widths"]
+                mem, addr, left, written = Signal(8), Signal(24), Signal(16), Signal(16)
+                word_bytes = Signal(range(data_bits // 8 + 2))
+                with m.State("LOAD_HEAD"):                # W: memory (1), first address (3), words (2)
+                    collect(6, "LOAD_SETUP")
+                with m.State("LOAD_SETUP"):
+                    m.d.sync += [mem.eq(got[:8]), addr.eq(got[8:32]), left.eq(got[32:48]), written.eq(0),
+                                 nbyte.eq(0), got.eq(0), idle.eq(0)]
+                    with m.Switch(got[:8]):
+                        for d in self.load["memories"]:
+                            with m.Case(int(d["index"])):
+                                m.d.sync += word_bytes.eq((int(d["width"]) + 7) // 8)
+                    with m.If(got[32:48] == 0):
+                        answer(protocol.ANSWER_LOADED)
+                    with m.Else():
+                        m.next = "LOAD_WORD"
+                with m.State("LOAD_WORD"):                # the word's bytes, as the memory is wide
+                    collect(word_bytes, "LOAD_WRITE")
+                with m.State("LOAD_WRITE"):               # one word into the core's memory
+                    m.d.comb += [p("load.valid").eq(1),
+                                 p("load.payload").eq(Cat(mem[:lay["memory"]], addr[:lay["addr"]],
+                                                          got[:lay["data"]]))]
+                    m.d.sync += [addr.eq(addr + 1), left.eq(left - 1), written.eq(written + 1), nbyte.eq(0),
+                                 got.eq(0)]
+                    with m.If(left == 1):
+                        answer(protocol.ANSWER_LOADED)
+                    with m.Else():
+                        m.next = "LOAD_WORD"
             with m.State("START"):                        # rd.addr = 0 primes the read port
                 m.d.comb += [p("start").eq(1), rd.addr.eq(0)]
                 m.d.sync += ptr.eq(0)
@@ -266,14 +330,24 @@ class BoardTop(Elaboratable):
                         m.next = "CMD"
                 with m.Elif(kind == protocol.ANSWER_ID):
                     ident = [int.from_bytes(protocol.MAGIC + bytes([protocol.VERSION, K]), "little"), N,
-                             self.design_id]
+                             self.design_id, weights_id]
                     with m.Switch(k):
-                        for j, (value, n) in enumerate(zip(ident, (4, 2, 4)), start=1):
+                        for j, (value, n) in enumerate(zip(ident, (4, 2, 4, 4)), start=1):
                             with m.Case(j):
                                 item(value, n)
                         with m.Case(len(ident) + 1):
                             item(total, 1)
                         with m.Default():
+                            m.next = "CMD"
+                if self.load:
+                    with m.Elif(kind == protocol.ANSWER_LOADED):
+                        with m.If(k == 1):
+                            item(mem, 1)
+                        with m.Elif(k == 2):
+                            item(written, 2)
+                        with m.Elif(k == 3):
+                            item(total, 1)
+                        with m.Else():
                             m.next = "CMD"
                 with m.Else():                            # ANSWER_ERROR
                     with m.If(k == 1):

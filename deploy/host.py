@@ -40,6 +40,7 @@ class BoardIdentity:
     classes: int
     pixels: int
     design_id: int
+    weights_id: int           # the weights loaded last (runtime weights); 0: none, or baked weights
 
 
 class BoardLink:
@@ -77,12 +78,48 @@ class BoardLink:
         if payload[:2] != protocol.MAGIC:
             raise BoardError(f"the board on {self.port} answered the identity query with {payload!r}, not a "
                              f"ticketforge design: flash a bitstream from `ticketforge synth --bitstream`")
-        ident = BoardIdentity(payload[2], payload[3], int.from_bytes(payload[4:6], "little"),
-                              int.from_bytes(payload[6:10], "little"))
+        ident = self._identity(payload)
         if ident.version != protocol.VERSION:
             raise BoardError(f"the board on {self.port} speaks link protocol {ident.version}, this host "
                              f"{protocol.VERSION}: rebuild its bitstream with this ticketforge (`ticketforge synth "
                              f"--bitstream`)")
+        self.identity = ident
+        return ident
+
+    @staticmethod
+    def _identity(payload: bytes) -> BoardIdentity:
+        return BoardIdentity(payload[2], payload[3], int.from_bytes(payload[4:6], "little"),
+                             int.from_bytes(payload[6:10], "little"), int.from_bytes(payload[10:14], "little"))
+
+    def load_weights(self, image, chunk_words: int = 1024, progress=None) -> BoardIdentity:
+        """Send a load image (`rtl.load_image.LoadImage`) to a board with runtime weights, in
+        chunks of ``chunk_words`` words, each acknowledged; then its weights id, which the
+        board keeps and reports.  Returns the board's identity after the load."""
+        ident = self.identity or self.identify()
+        if image.design_id != ident.design_id:
+            raise BoardError(f"the load image is for design 0x{image.design_id:08x}; the board on {self.port} runs "
+                             f"0x{ident.design_id:08x}")
+        if not 1 <= chunk_words <= 0xFFFF:
+            raise ValueError(f"chunk_words must be in 1..65535, got {chunk_words}")
+        done = 0
+        for sec in image.sections:
+            nb = sec.word_bytes
+            for start in range(0, len(sec.words), chunk_words):
+                words = sec.words[start:start + chunk_words]
+                self._write(bytes([protocol.LOAD, sec.index]) + start.to_bytes(3, "little") +
+                            len(words).to_bytes(2, "little") + b"".join(w.to_bytes(nb, "little") for w in words))
+                what = f"the load of {sec.name} words {start}..{start + len(words) - 1}"
+                mem, n = self.read_load_answer(what)
+                if (mem, n) != (sec.index, len(words)):
+                    raise BoardError(f"the board on {self.port} acknowledged {what} as memory {mem}, {n} words")
+                done += len(words)
+                if progress:
+                    progress(done, image.words)
+        self._write(bytes([protocol.WEIGHTS_ID]) + image.weights_id.to_bytes(4, "little"))
+        ident = self._identity(self._answer(protocol.ANSWER_ID, protocol.ID_PAYLOAD, "the end of the load"))
+        if ident.weights_id != image.weights_id:
+            raise BoardError(f"the board on {self.port} reports weights 0x{ident.weights_id:08x} after loading "
+                             f"0x{image.weights_id:08x}")
         self.identity = ident
         return ident
 
@@ -100,6 +137,15 @@ class BoardLink:
     def send_image_bytes(self, pixels: bytes) -> None:
         """The image command and its bytes as given (a test of the link drops one)."""
         self._write(bytes([protocol.IMAGE]) + pixels)
+
+    def write_raw(self, data: bytes) -> None:
+        """Bytes as given: a command built by hand (a test of the link cuts one short)."""
+        self._write(data)
+
+    def read_load_answer(self, what: str = "a load") -> tuple[int, int]:
+        """The answer to a ``W`` command: (memory index, words written)."""
+        ack = self._answer(protocol.ANSWER_LOADED, protocol.LOADED_PAYLOAD, what)
+        return ack[0], int.from_bytes(ack[1:3], "little")
 
     def read_image_answer(self) -> BoardAnswer:
         K = (self.identity or self.identify()).classes
@@ -164,13 +210,17 @@ def expected_identity(rtl_dir: Path) -> int:
 def validate_on_board(ir_dir: Path, port: str, pes: int, design_id: int, fifo_depth: int | None = None,
                       images: int | None = None, baud: int = BAUD, timeout_s: float = DEFAULT_TIMEOUT_S,
                       out_dir: Path | None = None, progress=None, datapath: str = "lane", mode: str = "validate",
-                      clock_mhz: float | None = None, link: str | None = None) -> dict:
+                      clock_mhz: float | None = None, link: str | None = None, weights: Path | None = None,
+                      no_load: bool = False) -> dict:
     """Run the IR's test split (or its first ``images``) on the board behind ``port``: check
     that it runs the design ``design_id``, then compare every image's scores with the golden
     interpreter and its cycles with the cycle model of the design with ``pes`` PEs (lanes,
     for the bitpar datapath).  ``mode``: `MODES`.  ``clock_mhz``: the core's clock on the
-    board, for the on-chip latency.  Writes ``results.json`` into ``out_dir`` (atomically)
-    if given."""
+    board, for the on-chip latency.  ``weights``: the load image (``rtl/weights.bin``) of a
+    design with runtime weights, loaded first unless ``no_load`` (the board must then hold
+    it already).  Writes ``results.json`` into ``out_dir`` (atomically) if given."""
+    from ticketforge.rtl.load_image import LoadImageError, read_load_image
+
     from ticketforge.ir import load_graph, load_test_inputs, run
     from ticketforge.rtl.datapath import cycle_model
 
@@ -191,6 +241,26 @@ def validate_on_board(ir_dir: Path, port: str, pes: int, design_id: int, fifo_de
                              f"{ident.classes} classes), not this build's 0x{design_id:08x} ({pixels} pixels, "
                              f"{classes} classes): flash this design's bitstream (`ticketforge synth --config <name> "
                              f"--bitstream`)")
+        loaded = {"weights": "baked"}
+        if weights is not None:
+            try:
+                image = read_load_image(weights)
+            except LoadImageError as e:
+                raise BoardError(str(e)) from e
+            if image.design_id != design_id:
+                raise BoardError(f"{weights} is for design 0x{image.design_id:08x}, this build is 0x{design_id:08x}: "
+                                 f"run `ticketforge rtl` again")
+            loaded = {"weights": "runtime", "weights_id": f"0x{image.weights_id:08x}", "words": image.words}
+            if no_load:
+                if ident.weights_id != image.weights_id:
+                    raise BoardError(f"the board on {port} holds weights 0x{ident.weights_id:08x} (0: none since "
+                                     f"power-up), not this build's 0x{image.weights_id:08x}: run without --no-load")
+                loaded["load_seconds"] = None
+            else:
+                t_load = time.perf_counter()
+                bl.load_weights(image)
+                loaded["load_seconds"] = round(time.perf_counter() - t_load, 3)
+
         def same(i, a):
             return np.array_equal(a.scores, gold.scores[i]) and a.cycles == expected_cycles[i]
 
@@ -217,7 +287,7 @@ def validate_on_board(ir_dir: Path, port: str, pes: int, design_id: int, fifo_de
            "accuracy_golden": float((gold.predictions == labels).mean()),
            "cycles_mean": cycles, "clock_mhz": clock_mhz,
            "latency_us": round(cycles / clock_mhz, 2) if clock_mhz else None,
-           "seconds": round(seconds, 3),
+           "seconds": round(seconds, 3), **loaded,
            "images_per_second": round(len(codes) / seconds, 2) if seconds > 0 else None,
            "mismatches": mismatches[:20]}
     if out_dir is not None:

@@ -4,7 +4,12 @@ other over the UART (8N1).  Pure Python: the host driver imports it without Amar
 Host -> board, one command byte, then its data:
 
 - ``?`` (0x3F): identify;
-- ``I`` (0x49) and the image's ``C*H*W`` pixel codes (one byte each, C-H-W order): run it.
+- ``I`` (0x49) and the image's ``C*H*W`` pixel codes (one byte each, C-H-W order): run it;
+- ``W`` (0x57), runtime weights only: a memory index (1 byte), the first address (3 bytes),
+  the number of words (2 bytes), then the words, ``ceil(width / 8)`` bytes each (the
+  memory's width: `rtl/load_image.py`); the board writes them into the core's memory;
+- ``D`` (0x44) and a weights id (4 bytes): the load is done; the board keeps the id and
+  answers its identity with it.
 
 Board -> host, every answer framed as a marker byte, its payload, and a checksum byte (the
 sum of the marker and the payload bytes, modulo 256):
@@ -12,6 +17,8 @@ sum of the marker and the payload bytes, modulo 256):
 - ``V`` (0x56): ``T`` ``F``, the protocol version, the number of classes, the pixels per
   image (2 bytes), the design id (4 bytes): `rtl.emit.design_id_of` the core's RTLIL,
   which the rtl stage records in its manifest, so the host knows which design a board runs;
+  the weights id (4 bytes): the last ``D``'s, 0 until then (and always, with baked weights);
+- ``L`` (0x4C): the memory index (1 byte) and the words written (2 bytes), after a ``W``;
 - ``R`` (0x52): each class score (2 bytes, two's complement) and the image's cycle count
   from the core's status block (4 bytes);
 - ``E`` (0x45): an error code: `ERR_COMMAND` (an unknown command byte) or `ERR_INCOMPLETE`
@@ -22,19 +29,21 @@ Multi-byte fields are little endian.
 """
 from __future__ import annotations
 
-__all__ = ["VERSION", "IDENTIFY", "IMAGE", "ANSWER_ID", "ANSWER_IMAGE", "ANSWER_ERROR", "ERR_COMMAND",
+__all__ = ["VERSION", "IDENTIFY", "IMAGE", "LOAD", "WEIGHTS_ID", "ANSWER_ID", "ANSWER_IMAGE", "ANSWER_ERROR",
+           "ANSWER_LOADED", "LOADED_PAYLOAD", "LOAD_HEAD", "ERR_COMMAND",
            "ERR_INCOMPLETE", "ERROR_TEXT", "ID_PAYLOAD", "MAGIC", "checksum", "image_payload"]
 
 VERSION = 2
-IDENTIFY, IMAGE = ord("?"), ord("I")
-ANSWER_ID, ANSWER_IMAGE, ANSWER_ERROR = ord("V"), ord("R"), ord("E")
+IDENTIFY, IMAGE, LOAD, WEIGHTS_ID = ord("?"), ord("I"), ord("W"), ord("D")
+ANSWER_ID, ANSWER_IMAGE, ANSWER_ERROR, ANSWER_LOADED = ord("V"), ord("R"), ord("E"), ord("L")
+LOAD_HEAD, LOADED_PAYLOAD = 6, 3
 ERR_COMMAND, ERR_INCOMPLETE = 1, 2
 ERROR_TEXT = {ERR_COMMAND: "it received a byte that is no command (the link is out of step, or the host speaks "
                            "another protocol version)",
               ERR_INCOMPLETE: "it received only part of the image before its byte timeout: a byte was lost on the "
-                              "link, so the board dropped the image"}
+                              "link, so the board dropped the image (or the load command)"}
 MAGIC = b"TF"
-ID_PAYLOAD = 10                 # "TF", version, classes, pixels (2), design id (4)
+ID_PAYLOAD = 14                 # "TF", version, classes, pixels (2), design id (4), weights id (4)
 
 
 def image_payload(classes: int) -> int:

@@ -172,6 +172,9 @@ class HwConfig:
     # every other setting a hardware build depends on; the command line's options override them
     precision_bits: int = 8       # quantize: bits of threshold precision per channel (--precision-bits)
     memory_style: str = "auto"    # rtl: how synthesis maps the memories: auto, block, logic (--memory-style)
+    # rtl: the network's numbers baked in as memory initial values, or "runtime": loaded over
+    # the board link before the first image (lane datapath; --weights)
+    weights: str = "baked"
     trace: bool = True            # rtl: the per-PE spike-trace debug port (--no-trace)
     simulator: str = "verilator"  # sim: icarus or verilator (--simulator)
     images: int | None = None     # sim and hls: test images to run; None: the whole test split (--images)
@@ -186,6 +189,7 @@ class HwConfig:
     def __post_init__(self) -> None:
         _check_range("hw.precision_bits", self.precision_bits, 2, 16)
         _check_choice("hw.memory_style", self.memory_style, ("auto", "block", "logic"))
+        _check_choice("hw.weights", self.weights, ("baked", "runtime"))
         _check_choice("hw.simulator", self.simulator, ("icarus", "verilator"))
         if self.images is not None:
             _check_range("hw.images", self.images, 1, None)

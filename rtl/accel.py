@@ -49,10 +49,11 @@ __all__ = ["Accelerator", "core_members", "status_map", "fan_in", "u_range", "br
 
 
 def core_members(g: Graph, score_bits: int, status_words: int, trace_lanes: int, event_width: int,
-                 trace: bool) -> dict:
+                 trace: bool, load_layout=None) -> dict:
     """The accelerator's outside, whatever its datapath: the pixel and score streams, start,
     busy, done, the status block, and with ``trace`` the spike-trace port of ``trace_lanes``
-    lanes of ``event_width``-bit (c, y, x) events (the testbench and board top rely on it)."""
+    lanes of ``event_width``-bit (c, y, x) events (the testbench and board top rely on it);
+    with a ``load_layout`` (runtime weights) the ``load`` stream of memory words."""
     sig = {
         "pixels": In(stream.Signature(unsigned(g.input.bits))),
         "scores": Out(stream.Signature(signed(score_bits))),
@@ -60,6 +61,9 @@ def core_members(g: Graph, score_bits: int, status_words: int, trace_lanes: int,
         "status_addr": In(range(max(2, status_words))),
         "status_data": Out(COUNTER_BITS),
     }
+    if load_layout is not None:
+        # (ready is an output the core drives high: a constant port cannot be a Verilog port)
+        sig["load"] = In(stream.Signature(load_layout))
     if trace:
         sig.update({"trace_valid": Out(trace_lanes), "trace_event": Out(trace_lanes * event_width),
                     "trace_layer": Out(range(len(g.layers))), "trace_t": Out(range(max(2, g.T)))})
@@ -72,12 +76,15 @@ class Accelerator(wiring.Component):
     event FIFO (default `cycles.default_fifo_depth`), ``trace`` to add the spike-trace debug
     port (one lane per PE: ``trace_valid`` bit p set when PE p emitted a spike this cycle,
     ``trace_event`` its (c, y, x) packed as ``ev_xyz``, ``trace_layer`` and ``trace_t``).
+    ``weights="runtime"``: the memories start empty and the ``load`` stream writes them, one
+    word (memory index, address, data: ``plan.loadable``) per valid cycle, while the core is
+    idle and before the first image; ``plan.load_contents()`` is what they must hold.
 
     ``plan`` (`lane.plan.LanePlan`) holds the static design: widths, memory bases, and the
     memory inventory ``memories``."""
 
     def __new__(cls, graph: Graph, pes: int, dense: bool = False, trace: bool = False,
-                memory_style: str = "auto", fifo_depth: int | None = None):
+                memory_style: str = "auto", fifo_depth: int | None = None, weights: str = "baked"):
         # The configuration is checked and mapped before the Elaboratable exists: Amaranth
         # warns about every elaboratable that is created and never elaborated, and a
         # refused configuration would otherwise leave one behind.
@@ -85,20 +92,21 @@ class Accelerator(wiring.Component):
             raise TypeError(f"graph must be an ticketforge IR Graph, got {type(graph).__name__}")
         if not isinstance(dense, bool) or not isinstance(trace, bool):
             raise TypeError(f"dense and trace must be bools, got {dense!r}, {trace!r}")
-        plan = lane_plan(graph, pes, dense, memory_style, fifo_depth)
+        plan = lane_plan(graph, pes, dense, memory_style, fifo_depth, weights)
         self = super().__new__(cls, src_loc_at=1)           # (the warning's location: the caller)
         self.plan = plan
         return self
 
     def __init__(self, graph: Graph, pes: int, dense: bool = False, trace: bool = False,
-                 memory_style: str = "auto", fifo_depth: int | None = None):
+                 memory_style: str = "auto", fifo_depth: int | None = None, weights: str = "baked"):
         plan: LanePlan = self.plan            # planned, and fifo_depth checked, in __new__
         self.graph, self.prog, self.P, self.dense, self.trace = graph, plan.prog, pes, dense, trace
-        self.memory_style, self.fifo_depth = memory_style, plan.fifo_depth
+        self.memory_style, self.fifo_depth, self.weights = memory_style, plan.fifo_depth, weights
         self.memories = plan.memories
         self.acc_bits, self.score_bits, self.status = plan.acc_bits, plan.score_bits, plan.status
         self.ev_xyz = field_map(plan.ev_xyz)
-        super().__init__(core_members(graph, plan.score_bits, len(plan.status), pes, self.ev_xyz.width, trace))
+        super().__init__(core_members(graph, plan.score_bits, len(plan.status), pes, self.ev_xyz.width, trace,
+                                      plan.load_layout if plan.runtime else None))
 
     def elaborate(self, platform):
         m = Module()
@@ -136,6 +144,10 @@ class Accelerator(wiring.Component):
         for p in range(P):
             m.d.comb += [reader.spk_data[p].eq(pes.spk_data[p]), reader.spk_count[p].eq(pes.spk_count[p])]
         wiring.connect(m, reader.read_back, pool.read_back)
+        if plan.runtime:
+            m.d.comb += self.load.ready.eq(1)
+            for dst in (reader.load, pes.load):
+                m.d.comb += [dst.valid.eq(self.load.valid), dst.payload.eq(self.load.payload)]
         # every PE's event FIFO; in a POOL phase the pool takes FIFO 0's events and all
         # FIFOs are popped together (they hold the same events)
         for p in range(P):

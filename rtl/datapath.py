@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ticketforge.errors import UsageError
+from ticketforge.errors import UnsupportedError, UsageError
 from ticketforge.ir.schema import Graph
 
 __all__ = ["DATAPATHS", "check_datapath", "accelerator", "cycle_model", "counter_names", "status_layers"]
@@ -27,15 +27,22 @@ def check_datapath(name: str) -> str:
 
 
 def accelerator(g: Graph, pes: int, datapath: str = "lane", dense: bool = False, trace: bool = False,
-                memory_style: str = "auto", fifo_depth: int | None = None):
-    """The Amaranth component of the IR ``g`` on the named datapath."""
+                memory_style: str = "auto", fifo_depth: int | None = None, weights: str = "baked"):
+    """The Amaranth component of the IR ``g`` on the named datapath; ``weights`` "baked"
+    (memory initial values) or "runtime" (loaded through the core's ``load`` port: the lane
+    datapath only)."""
     if check_datapath(datapath) == "bitpar":
         from ticketforge.rtl.bitpar.accel import BitparAccelerator
 
+        if weights != "baked":
+            raise UnsupportedError("runtime weights (hw.weights = \"runtime\") are built for the lane datapath; "
+                                   "the bitpar datapath bakes its weights in (use hw.datapath = \"lane\" or "
+                                   "hw.weights = \"baked\")")
         return BitparAccelerator(g, pes, trace=trace, memory_style=memory_style, dense=dense)
     from ticketforge.rtl.accel import Accelerator
 
-    return Accelerator(g, pes, dense=dense, trace=trace, memory_style=memory_style, fifo_depth=fifo_depth)
+    return Accelerator(g, pes, dense=dense, trace=trace, memory_style=memory_style, fifo_depth=fifo_depth,
+                       weights=weights)
 
 
 def cycle_model(g: Graph, images: np.ndarray, pes: int, datapath: str = "lane", dense: bool = False, gold=None,

@@ -16,6 +16,7 @@
 """
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import time
@@ -24,6 +25,7 @@ from pathlib import Path
 import amaranth
 import numpy as np
 from amaranth.back import rtlil, verilog
+from amaranth.hdl import Value
 from amaranth.lib import wiring
 
 from ticketforge.ir import load_graph
@@ -31,7 +33,9 @@ from ticketforge.records import clear_record, write_record
 from ticketforge.rtl.accel import Accelerator
 from ticketforge.rtl import cycles
 from ticketforge.rtl.datapath import accelerator
+from ticketforge.rtl.lane.plan import field_map
 from ticketforge.rtl.lint import LintError, lint
+from ticketforge.rtl.load_image import Section, write_load_image
 
 __all__ = ["TOP", "CORE", "write_rtl", "reset_wrapper", "generator_digest", "design_id_of"]
 
@@ -86,7 +90,7 @@ def reset_wrapper(acc: Accelerator, debug_ports: bool = True) -> str:
     for path, member, value in acc.signature.flatten(acc):
         name = "__".join(map(str, path))
         if debug_ports or not name.startswith("trace_"):
-            ports.append(("input" if member.flow == wiring.In else "output", len(value), name))
+            ports.append(("input" if member.flow == wiring.In else "output", len(Value.cast(value)), name))
     decl = "\n".join(f"  {d}{f' [{w - 1}:0]' if w > 1 else ''} {n};" for d, w, n in ports)
     conns = ",\n".join(f"    .{n}({'rst_q' if n == 'rst' else n})" for _, _, n in ports)
     return (f"module {TOP}({', '.join(n for _, _, n in ports)});\n{decl}\n"
@@ -96,7 +100,7 @@ def reset_wrapper(acc: Accelerator, debug_ports: bool = True) -> str:
 
 def write_rtl(ir_dir: Path, out_dir: Path, pes: int = 16, dense: bool = False, trace: bool = True,
               run_lint: bool = True, memory_style: str = "auto", fifo_depth: int | None = None,
-              progress=print, datapath: str = "lane") -> dict:
+              progress=print, datapath: str = "lane", weights: str = "baked") -> dict:
     """Generate, write and (``run_lint``) lint the accelerator for the IR in ``ir_dir``.
     Raises LintError, after writing everything, when Verilator reports a warning that
     `lint.EXPLAINED` does not cover."""
@@ -104,7 +108,8 @@ def write_rtl(ir_dir: Path, out_dir: Path, pes: int = 16, dense: bool = False, t
     clear_record(out_dir / "manifest.json")            # the stage's record: removed first, written last
     g = load_graph(ir_dir)
     t0 = time.perf_counter()
-    acc = accelerator(g, pes, datapath, dense=dense, trace=trace, memory_style=memory_style, fifo_depth=fifo_depth)
+    acc = accelerator(g, pes, datapath, dense=dense, trace=trace, memory_style=memory_style, fifo_depth=fifo_depth,
+                      weights=weights)
     unit = "lanes (bitpar)" if datapath == "bitpar" else "PEs"
     progress(f"[rtl] {g.provenance.get('config', {}).get('name', ir_dir.name)}: {pes} {unit}"
              f"{' (dense)' if dense else ''}; elaborating and emitting Verilog through yosys", flush=True)
@@ -124,7 +129,7 @@ def write_rtl(ir_dir: Path, out_dir: Path, pes: int = 16, dense: bool = False, t
         "stage": "rtl",
         "inputs": {"graph.json": _digest(ir_dir / "graph.json"), "tensors.npz": _digest(ir_dir / "tensors.npz")},
         "params": {"pes": pes, "dense": dense, "trace": trace, "memory_style": memory_style,
-                   "fifo_depth": acc.fifo_depth, "datapath": datapath},
+                   "fifo_depth": acc.fifo_depth, "datapath": datapath, "weights": weights},
         "top": TOP,
         "generator": generator_digest(),
         "files": ["top.v", "core.il", "synth_top.v", "interface.json", "manifest.json"],
@@ -141,6 +146,14 @@ def write_rtl(ir_dir: Path, out_dir: Path, pes: int = 16, dense: bool = False, t
         # what a board running this core answers to the link's identity query (deploy/protocol.py)
         "design_id": design_id_of(core_il),
     }
+    if weights == "runtime":
+        # the load image: every loadable memory's words, for the host to send (load_image.py)
+        image = write_load_image(out_dir / "weights.bin", manifest["design_id"], [
+            Section(spec["index"], spec["name"], spec["width"], spec["depth"], tuple(int(w) for w in words))
+            for spec, words in acc.plan.load_contents()])
+        manifest["files"].insert(-1, "weights.bin")
+        manifest["load"] = {"memories": acc.plan.loadable, "layout": dataclasses.asdict(field_map(acc.plan.load_layout)),
+                            "weights_id": image.weights_id, "words": image.words}
     if datapath == "bitpar":
         # what the energy estimate prices a step with (deploy/energy.py)
         manifest["bitpar"] = {"lanes": pes, "T": g.T, "acc_bits": acc.acc_bits, "word": 32}

@@ -22,15 +22,29 @@ class RTLResult:
     spikes: dict[str, np.ndarray] = field(default_factory=dict)   # layer -> uint8 [T, *out] (trace=True)
 
 
-def simulate(acc: Accelerator, images: np.ndarray, max_cycles: int = 10_000_000) -> list[RTLResult]:
+def simulate(acc: Accelerator, images: np.ndarray, max_cycles: int = 10_000_000, load=None) -> list[RTLResult]:
     """Run ``images`` (pixel codes [N, C, H, W]) one after another; with ``acc.trace`` the
     spike trains are rebuilt from the trace port.  ``max_cycles`` per image guards against
-    a hang (an error, not a wrong answer)."""
+    a hang (an error, not a wrong answer).  A design with runtime weights gets every memory
+    word through its ``load`` port first (``load`` may hold other contents: a list of
+    (memory, words) as ``plan.load_contents()`` returns)."""
     g = acc.graph
     results: list[RTLResult] = []
     xyz = acc.ev_xyz
+    runtime = getattr(acc, "weights", "baked") == "runtime"
+    contents = (load if load is not None else acc.plan.load_contents()) if runtime else []
 
     async def bench(ctx):
+        for spec, words in contents:
+            ctx.set(acc.load.payload.memory, spec["index"])
+            for a, w in enumerate(words):
+                ctx.set(acc.load.payload.addr, a)
+                ctx.set(acc.load.payload.data, int(w))
+                ctx.set(acc.load.valid, 1)
+                await ctx.tick()
+        if contents:
+            ctx.set(acc.load.valid, 0)
+            await ctx.tick()
         for img in np.asarray(images):
             spikes = {l.name: np.zeros((g.T,) + tuple(l.out_shape), np.uint8)
                       for l in g.layers if l.kind in ("conv", "linear")} if acc.trace else {}

@@ -67,6 +67,8 @@ def write_job_meta(job: Path, meta: dict, man: dict, progress: bool, stop_at_fir
     """The job's ``job.json`` (what the testbench reads besides ``job.npz``); stale outputs go."""
     meta.update({"status": man["status"], "score_bits": man["score_bits"], "trace_fields": man["trace_fields"],
                  "progress": progress, "stop_at_first_mismatch": stop_at_first_mismatch})
+    if "weights_file" in man:              # runtime weights: the testbench loads them first
+        meta.update({"weights_file": man["weights_file"], "load_layout": man["load"]["layout"]})
     (job / "job.json").write_text(json.dumps(meta))
     for stale in ("results.json", "progress"):
         if (job / stale).exists():

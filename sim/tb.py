@@ -6,6 +6,7 @@ to the golden interpreter's events), and for a subset the expected per-layer spi
 trains.  The pieces here are small and typed:
 
 - :class:`TB` owns reset (the clock runs in the HDL: no Python or VPI write per edge);
+- :class:`WeightLoader` writes a runtime-weights design's memories from its load image;
 - :class:`PixelDriver` streams an image into ``pixels`` (valid/ready);
 - :class:`ScoreMonitor` collects the class scores from ``scores``;
 - :class:`StatusBlock` reads the counters after ``done``;
@@ -47,10 +48,34 @@ class TB:
         d.pixels__valid.value = 0
         d.scores__ready.value = 0
         d.status_addr.value = 0
+        if hasattr(d, "load__valid"):            # runtime weights: no load during reset
+            d.load__valid.value = 0
         for _ in range(3):
             await RisingEdge(d.clk)
         d.rst.value = 0
         await RisingEdge(d.clk)
+
+
+class WeightLoader:
+    """Runtime weights: every word of the load image (``rtl/weights.bin``) through the core's
+    ``load`` port, one per cycle, before the first image."""
+
+    def __init__(self, dut, meta: dict):
+        self.dut, self.meta = dut, meta
+
+    async def load(self) -> int:
+        from ticketforge.rtl.load_image import read_load_image
+
+        d, off = self.dut, self.meta["load_layout"]["offsets"]
+        image = read_load_image(Path(self.meta["weights_file"]))
+        d.load__valid.value = 1
+        for sec in image.sections:
+            for a, w in enumerate(sec.words):
+                d.load__payload.value = sec.index << off["memory"] | a << off["addr"] | w << off["data"]
+                await RisingEdge(d.clk)
+        d.load__valid.value = 0
+        await RisingEdge(d.clk)
+        return image.words
 
 
 class PixelDriver:
@@ -189,6 +214,8 @@ async def run_job(dut):
     traced = set(int(i) for i in data["traced"])
     tb = TB(dut)
     await tb.start()
+    if "weights_file" in meta:
+        await WeightLoader(dut, meta).load()
     driver, status = PixelDriver(dut), StatusBlock(dut, len(meta["status"]))
     monitor = ScoreMonitor(dut, exp_scores.shape[1], meta["score_bits"])
     board = Scoreboard(meta["status"])

@@ -2,6 +2,8 @@
 pins: the link protocol (`deploy/protocol.py`) framed as specified, scores and cycle count
 equal to the golden interpreter and the cycle model, the identity answer, and the error
 answers."""
+import dataclasses
+
 import numpy as np
 import pytest
 from amaranth.sim import Simulator
@@ -14,6 +16,7 @@ from ticketforge.ir import random_images, run
 from ticketforge.ir.random import random_graph
 from ticketforge.rtl.accel import Accelerator
 from ticketforge.rtl.cycles import cycle_model
+from ticketforge.rtl.lane.plan import field_map
 
 DIV = 4          # clock cycles per UART bit: the smallest the receiver allows, for speed
 DESIGN_ID = 0x1234ABCD
@@ -80,10 +83,11 @@ def test_board_link_returns_golden_scores_and_cycles(seed):
 def test_board_identifies_itself_and_refuses_what_it_does_not_know():
     g = random_graph(3, binary=True)
     N, K = int(np.prod(g.input.shape)), g.layers[-1].out_shape[0]
-    ident, unknown = _talk(_board(g), [bytes([protocol.IDENTIFY]), b"x"], [protocol.ID_PAYLOAD + 2, 3])
+    ident, unknown, load = _talk(_board(g), [bytes([protocol.IDENTIFY]), b"x", b"W"],
+                                 [protocol.ID_PAYLOAD + 2, 3, 3])
     assert ident == _frame(protocol.ANSWER_ID, protocol.MAGIC + bytes([protocol.VERSION, K]) +
-                           N.to_bytes(2, "little") + DESIGN_ID.to_bytes(4, "little"))
-    assert unknown == _frame(protocol.ANSWER_ERROR, bytes([protocol.ERR_COMMAND]))
+                           N.to_bytes(2, "little") + DESIGN_ID.to_bytes(4, "little") + bytes(4))
+    assert unknown == load == _frame(protocol.ANSWER_ERROR, bytes([protocol.ERR_COMMAND]))   # baked: no W
 
 
 def test_board_drops_an_incomplete_image_and_runs_the_next():
@@ -115,3 +119,32 @@ def test_core_instance_takes_ports_from_interface(tmp_path):
     core = CoreInstance(json.loads((tmp_path / "rtl" / "interface.json").read_text()))
     assert core.pixels__payload.shape().width == 8 and core.scores__payload.shape().signed
     assert not hasattr(core, "trace_valid")
+
+
+def test_board_loads_runtime_weights_then_runs_an_image():
+    """A core with runtime weights: every memory through W commands (acknowledged with L),
+    the weights id through D (answered with the identity that now carries it), then an
+    image equal to the golden model."""
+    g = random_graph(4, binary=True)
+    acc = Accelerator(g, 3, trace=False, weights="runtime")
+    plan = acc.plan
+    load = {"memories": plan.loadable, "layout": dataclasses.asdict(field_map(plan.load_layout))}
+    top = BoardTop(acc, pixels=int(np.prod(g.input.shape)), classes=g.layers[-1].out_shape[0],
+                   clk_hz=DIV * 115200, design_id=DESIGN_ID, load=load)
+    requests, answers = [], []
+    for spec, words in plan.load_contents():
+        nb = (spec["width"] + 7) // 8
+        requests.append(bytes([protocol.LOAD, spec["index"]]) + (0).to_bytes(3, "little") +
+                        len(words).to_bytes(2, "little") + b"".join(int(w).to_bytes(nb, "little") for w in words))
+        answers.append(protocol.LOADED_PAYLOAD + 2)
+    requests.append(bytes([protocol.WEIGHTS_ID]) + (0xC0FFEE).to_bytes(4, "little"))
+    answers.append(protocol.ID_PAYLOAD + 2)
+    image = random_images(g, 1, 4)[0]
+    requests.append(bytes([protocol.IMAGE]) + image.astype(np.uint8).tobytes())
+    K = g.layers[-1].out_shape[0]
+    answers.append(protocol.image_payload(K) + 2)
+    got = _talk(top, requests, answers)
+    for (spec, words), ack in zip(plan.load_contents(), got):
+        assert ack == _frame(protocol.ANSWER_LOADED, bytes([spec["index"]]) + len(words).to_bytes(2, "little"))
+    assert got[-2][-5:-1] == (0xC0FFEE).to_bytes(4, "little")          # the identity's weights id
+    assert got[-1][1:1 + 2 * K] == run(g, image[None]).scores[0].astype("<i2").tobytes()

@@ -160,10 +160,10 @@ def _load_and_run(folder):
 
 # -- command lines ---------------------------------------------------------------------------
 
-COMMANDS = ["quantize", "rtl", "sim", "synth", "hls", "board", "eval"]
+COMMANDS = ["quantize", "rtl", "sim", "synth", "hls", "run", "eval"]
 OPTIONS = ["--config", "--set", "--pes", "--fifo-depth", "--images", "--jobs", "--simulator", "--board", "--port",
            "--baud", "--timeout", "--precision-bits", "--ticket", "--trace-images", "--baseline", "--memory-style",
-           "--dense", "--bitstream", "--quiet", "--backend"]
+           "--dense", "--bitstream", "--quiet", "--backend", "--simulated", "--mode", "--no-load", "--weights"]
 ARG_VALUES = st.one_of(st.sampled_from(["vgg9_binw", "mlp_binw_tiny", "nope", "0", "-1", "all", "ulx3s", "icarus",
                                         "x=1", "model.T=0", "hw.pes=3", "1e9", ""]),
                        st.text(string.printable, max_size=8))

@@ -38,7 +38,8 @@ def design(tmp_path_factory):
 @pytest.fixture(scope="module")
 def board(design):
     _, root = design
-    with SimulatedBoard(root / "rtl", root / "simboard", log=lambda *a, **k: None) as b:
+    # (where `ticketforge run --simulated` builds it: the command-line test reuses the build)
+    with SimulatedBoard(root / "rtl", root / "run" / "simboard", log=lambda *a, **k: None) as b:
         yield b
 
 
@@ -169,3 +170,52 @@ def test_ticketforge_run_on_a_port_loads_neither_torch_nor_amaranth(design, tmp_
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert r.returncode == 2 and "cannot open the serial port" in r.stderr, r.stderr
     assert r.stdout.strip().splitlines()[-1] == "[]", r.stdout
+
+
+@pytest.fixture(scope="module")
+def runtime_design(tmp_path_factory):
+    """A random IR built with runtime weights: its rtl stage writes weights.bin."""
+    root = tmp_path_factory.mktemp("runtime")
+    g = random_graph(4, binary=True)
+    codes = random_images(g, IMAGES, seed=4)
+    save_graph(g, root / "ir")
+    np.savez(root / "ir" / "test_inputs.npz", codes=codes, labels=run(g, codes).predictions)
+    write_rtl(root / "ir", root / "rtl", pes=3, run_lint=False, progress=lambda *a, **k: None, weights="runtime")
+    return g, root
+
+
+def test_runtime_weights_loaded_over_the_link(runtime_design):
+    """A fresh board holds no weights (--no-load is refused, naming both ids); loading
+    weights.bin over the link makes every image right; then --no-load finds them there."""
+    g, root = runtime_design
+    design_id, weights = expected_identity(root / "rtl"), root / "rtl" / "weights.bin"
+    with SimulatedBoard(root / "rtl", root / "simboard", log=lambda *a, **k: None) as board:
+        with pytest.raises(BoardError, match=r"holds weights 0x00000000 \(0: none since power-up\), not this "
+                                             r"build's 0x[0-9a-f]{8}: run without --no-load"):
+            validate_on_board(root / "ir", board.port, pes=3, design_id=design_id, weights=weights, no_load=True,
+                              timeout_s=20)
+        res = validate_on_board(root / "ir", board.port, pes=3, design_id=design_id, weights=weights, timeout_s=20,
+                                out_dir=root / "run")
+        assert res["board_matches_golden"] and res["images_identical"] == IMAGES, res["mismatches"]
+        assert res["weights"] == "runtime" and res["load_seconds"] is not None and res["words"] > 0
+        again = validate_on_board(root / "ir", board.port, pes=3, design_id=design_id, weights=weights,
+                                  no_load=True, timeout_s=20)
+        assert again["images_identical"] == IMAGES and again["load_seconds"] is None
+
+        # a byte lost inside a load command: named, and the link goes on
+        with BoardLink(board.port, timeout_s=20) as link:
+            link.identify()
+            link.write_raw(bytes([protocol.LOAD, 0, 0, 0, 0, 2, 0]) + b"\x01")     # 2 words announced, 1 byte sent
+            with pytest.raises(BoardError, match="a byte was lost"):
+                link.read_load_answer()
+            assert link.identify().design_id == design_id
+
+
+def test_a_load_image_of_another_design_is_refused(design, runtime_design, board):
+    """weights.bin of one design sent to a board of another: refused before a byte of it."""
+    _, root = design
+    _, rroot = runtime_design
+    with pytest.raises(BoardError, match=r"is for design 0x[0-9a-f]{8}, this build is 0x[0-9a-f]{8}: run "
+                                         r"`ticketforge rtl` again"):
+        validate_on_board(root / "ir", board.port, pes=2, design_id=expected_identity(root / "rtl"),
+                          weights=rroot / "rtl" / "weights.bin", timeout_s=20)

@@ -225,3 +225,39 @@ def test_accumulator_width_holds_every_membrane_the_golden_model_reaches():
 def test_block_ram_count_model():
     assert bram18_blocks(5504, 19) == 9 and bram18_blocks(5504, 18) == 6 and bram18_blocks(1568, 1) == 1
     assert bram18_blocks(0, 18) == 0 and bram18_blocks(512, 36) == 1 and bram18_blocks(513, 36) == 2
+
+
+@pytest.mark.parametrize("seed,dense", [(3, False), (4, False), (7, True), (12, False), (19, False), (5, True)])
+def test_runtime_weights_loaded_through_the_port_equal_golden_and_cycle_model(seed, dense):
+    """weights="runtime": every memory with contents starts empty and is written through the
+    core's load port first (`simulate` does it from `plan.load_contents()`); then scores,
+    spike trains, cycles and every counter are those of the baked design."""
+    g = random_graph(seed, binary=True)
+    images = random_images(g, 2, seed)
+    P = _pes(seed)
+    acc = Accelerator(g, P, dense=dense, trace=True, weights="runtime")
+    rtl = simulate(acc, images)
+    gold = run(g, images, trace=True)
+    model = cycle_model(g, images, P, dense=dense, gold=gold)
+    for i, (r, mdl) in enumerate(zip(rtl, model)):
+        assert r.scores == gold.scores[i].tolist() and r.cycles == mdl.total and r.counters == mdl.counters, i
+        for name, spikes in r.spikes.items():
+            assert (spikes == gold.spikes[name][i]).all(), (i, name)
+
+
+def test_runtime_weights_not_loaded_give_other_answers():
+    """The memories really come from the load port: without it the same images answer wrong."""
+    g = random_graph(3, binary=True)
+    images = random_images(g, 2, 3)
+    rtl = simulate(Accelerator(g, 4, weights="runtime"), images, load=[])
+    assert [r.scores for r in rtl] != run(g, images).scores.tolist()
+
+
+def test_runtime_weights_are_refused_on_the_bitpar_datapath_and_checked():
+    from ticketforge.rtl.datapath import accelerator
+
+    g = random_graph(3, binary=True)
+    with pytest.raises(UnsupportedError, match="runtime weights .* lane datapath"):
+        accelerator(g, 4, "bitpar", weights="runtime")
+    with pytest.raises(ValueError, match="weights must be one of baked, runtime, got 'flash'"):
+        lane_plan(g, 4, weights="flash")

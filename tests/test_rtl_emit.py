@@ -27,7 +27,8 @@ def test_files_and_manifest(emitted):
     assert {"pixels", "scores", "start", "done", "status_addr", "status_data"} <= set(iface["interface"]["members"])
     man = json.loads((d / "rtl" / "manifest.json").read_text())
     assert man["params"] == {"pes": 4, "dense": False, "trace": True, "memory_style": "auto", "fifo_depth": 8,
-                             "datapath": "lane"}
+                             "datapath": "lane", "weights": "baked"}
+    assert "load" not in man and not (d / "rtl" / "weights.bin").exists()
     assert man["status"][0] == {"address": 0, "layer": "", "counter": "cycles"}
     assert {s["layer"] for s in man["status"][1:]} == {l.name for l in g.layers if l.kind != "flatten"}
     assert man["memory_bits"] == sum(x["bits"] for x in man["memories"]) > 0

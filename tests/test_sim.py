@@ -8,6 +8,7 @@ import pytest
 from ticketforge.ir import random_images, save_graph
 from ticketforge.ir.random import random_graph
 from ticketforge.rtl.emit import write_rtl
+from ticketforge.rtl.lane.plan import lane_plan
 from ticketforge.sim.runner import SimError, SimMismatch, run_sim, simulator_version, spread_traced
 
 # 50 random binary IRs: pruned neurons, empty layers, saturating membranes, all leak and
@@ -105,3 +106,19 @@ def test_random_ir_on_the_bitpar_datapath_on_icarus_equals_golden(seed, tmp_path
         pytest.fail(f"random IR seed {seed} ({lanes} bitpar lanes): {e}")
     assert r["rtl_matches_golden"] and r["agree"] == 2 and r["cycles_equal_model"] and r["datapath"] == "bitpar"
     assert r["traced_images"] == [0, 1]
+
+
+@pytest.mark.parametrize("seed", (1050, 1051, 1052, 1054))
+def test_runtime_weights_on_icarus_equal_golden(seed, tmp_path):
+    """A design with runtime weights: its memories start empty, the testbench writes every
+    word of the rtl stage's weights.bin through the load port, then the images are exact."""
+    g = random_graph(seed, binary=True)
+    save_graph(g, tmp_path / "ir")
+    man = write_rtl(tmp_path / "ir", tmp_path / "rtl", pes=_pes(seed), run_lint=False,
+                    progress=lambda *a, **k: None, weights="runtime")
+    assert man["params"]["weights"] == "runtime" and (tmp_path / "rtl" / "weights.bin").is_file()
+    contents = lane_plan(g, _pes(seed), weights="runtime").load_contents()
+    assert man["load"]["words"] == sum(len(words) for _, words in contents)
+    x = random_images(g, 2, seed)
+    r = run_sim(tmp_path / "rtl", g, x, tmp_path / "sim", "icarus", traced=[0], log=lambda *a, **k: None)
+    assert r["rtl_matches_golden"] and r["agree"] == 2 and r["cycles_equal_model"]

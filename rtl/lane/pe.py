@@ -30,7 +30,7 @@ from amaranth import Array, C, Cat, Module, Mux, Signal, signed, unsigned
 from amaranth.lib import data, stream, wiring
 from amaranth.lib.wiring import In, Out
 
-from ticketforge.rtl.lane.plan import LanePlan
+from ticketforge.rtl.lane.plan import LanePlan, load_port
 from ticketforge.rtl.neuron import NeuronUpdate
 
 __all__ = ["LanePE", "PEArray", "control_layout", "accumulate_layout"]
@@ -90,6 +90,7 @@ class LanePE(wiring.Component):
             "spk_addr": In(range(max(2, QD))),
             "spk_data": Out(plan.queue),
             "spk_count": Out(range(QD + 1)),
+            **({"load": In(stream.Signature(plan.load_layout, always_ready=True))} if plan.runtime else {}),
         })
 
     def elaborate(self, platform):
@@ -102,6 +103,8 @@ class LanePE(wiring.Component):
         # ---------------- memories
         def mem(kind, init=()):
             m.submodules[kind] = mm = plan.memory(f"pe{p}_{kind}", init)
+            if plan.runtime and f"pe{p}_{kind}" in plan.load_index and kind != "membranes":
+                load_port(m, plan, mm, f"pe{p}_{kind}", self.load)
             return mm
 
         row_r = mem("rows", plan.row_words(p)).read_port()
@@ -119,13 +122,18 @@ class LanePE(wiring.Component):
         mem_r_addr, mem_r_data = Signal(range(max(2, depth))), Signal(signed(acc_bits))
         m.d.comb += [lo_w.addr.eq(mem_w_addr), lo_w.data.eq(mem_w_data[:lo]), lo_w.en.eq(mem_w_en),
                      lo_r.addr.eq(mem_r_addr)]
+        # with runtime weights a load of the membranes (both parts, acc_bits wide) takes the
+        # write port: the pipelines are idle then
+        load_mem = plan.load_hit(self.load, f"pe{p}_membranes") if plan.runtime else C(0, 1)
         if plan.wide:
             hi_depth = int(plan.mem_hi_depth[p])
             mh = mem("membranes_hi", [v >> lo for v in memw[:hi_depth]])
             hi_w = mh.write_port()
             hi_r = mh.read_port(transparent_for=(hi_w,))
+            hi_load = (self.load.payload.addr < hi_depth) if plan.runtime else C(0, 1)
             # a wide layer's slots are the first ones: the same address, truncated
-            m.d.comb += [hi_w.addr.eq(mem_w_addr), hi_w.data.eq(mem_w_data[lo:]), hi_w.en.eq(mem_w_en & ctrl.wide),
+            m.d.comb += [hi_w.addr.eq(mem_w_addr), hi_w.data.eq(mem_w_data[lo:]),
+                         hi_w.en.eq(mem_w_en & Mux(load_mem, hi_load, ctrl.wide)),
                          hi_r.addr.eq(mem_r_addr),
                          mem_r_data.eq(Mux(ctrl.wide, Cat(lo_r.data, hi_r.data), lo_r.data.as_signed()))]
         else:
@@ -143,6 +151,10 @@ class LanePE(wiring.Component):
                      upd_mem_addr, spk_w)
         with m.If(ctrl.spk_clear):
             m.d.sync += spk_count.eq(0)
+        if plan.runtime:
+            with m.If(load_mem):
+                m.d.comb += [mem_w_addr.eq(self.load.payload.addr), mem_w_data.eq(self.load.payload.data),
+                             mem_w_en.eq(1)]
         return m
 
     def _row_stream(self, m, row_r) -> None:
@@ -354,6 +366,7 @@ class PEArray(wiring.Component):
             "membrane_accesses": Out(range(2 * P + 1)),      # reads; as many writes
             "neuron_updates": Out(range(P + 1)),
             "spike_count": Out(range(P + 1)),
+            **({"load": In(stream.Signature(plan.load_layout, always_ready=True))} if plan.runtime else {}),
         })
 
     def elaborate(self, platform):
@@ -405,6 +418,8 @@ class PEArray(wiring.Component):
         for p, pe in enumerate(pes):
             m.submodules[f"pe{p}"] = pe
             wiring.connect(m, wiring.flipped(self.events[p]), pe.events)
+            if plan.runtime:
+                m.d.comb += [pe.load.valid.eq(self.load.valid), pe.load.payload.eq(self.load.payload)]
             m.d.comb += [pe.ctrl.eq(ctrl), pe.spk_addr.eq(self.spk_addr),
                          self.spk_data[p].eq(pe.spk_data), self.spk_count[p].eq(pe.spk_count),
                          self.spikes[p].eq(pe.spike), self.neurons[p].eq(pe.neuron)]

@@ -27,12 +27,16 @@ from ticketforge.ir.schema import Graph, IRError, Neuron
 from ticketforge.rtl.cycles import COUNTERS, check_fifo_depth, default_fifo_depth
 from ticketforge.rtl.program import LANE_FIELDS, Program, map_graph
 
-__all__ = ["LanePlan", "lane_plan", "ubits", "sbits", "fan_in", "u_range", "bram18_blocks", "status_map", "pack",
-           "field_map", "FieldMap", "MEMORY_STYLES", "SMALL_ROM_BITS", "COUNTER_BITS"]
+__all__ = ["LanePlan", "lane_plan", "load_port", "ubits", "sbits", "fan_in", "u_range", "bram18_blocks", "status_map", "pack",
+           "field_map", "FieldMap", "MEMORY_STYLES", "WEIGHTS", "SMALL_ROM_BITS", "COUNTER_BITS"]
 
 # How synthesis should map the memories (the `ram_style` attribute yosys' memory mapper
 # honours): "auto" lets it choose, "block" asks for block RAM, "logic" for LUTs/FFs.
 MEMORY_STYLES = ("auto", "block", "logic")
+# Where the network's numbers live: "baked" as memory initial values (a new ticket is a new
+# bitstream), or "runtime": every memory with contents is written through the core's
+# ``load`` port before the first image (`LanePlan.loadable`)
+WEIGHTS = ("baked", "runtime")
 # "auto" still puts read-only tables up to this size in logic: a block RAM holds 4-18 Kbit,
 # and a 34-entry parameter table would take a whole one (the UP5K has 30)
 SMALL_ROM_BITS = 2048
@@ -117,28 +121,34 @@ def status_map(g: Graph) -> list[tuple[str, str]]:
 
 
 def lane_plan(graph: Graph, pes: int, dense: bool = False, memory_style: str = "auto",
-              fifo_depth: int | None = None) -> "LanePlan":
+              fifo_depth: int | None = None, weights: str = "baked") -> "LanePlan":
     """The plan of ``graph`` on ``pes`` PEs: the mapping checked (`program.map_graph`) and the
     FIFO depth checked (default `cycles.default_fifo_depth`)."""
     if memory_style not in MEMORY_STYLES:
         raise ValueError(f"memory_style must be one of {', '.join(MEMORY_STYLES)}, got {memory_style!r}")
+    if weights not in WEIGHTS:
+        raise ValueError(f"weights must be one of {', '.join(WEIGHTS)}, got {weights!r}")
     prog = map_graph(graph, pes, dense)
     depth = check_fifo_depth(default_fifo_depth(pes) if fifo_depth is None else fifo_depth)
-    return LanePlan(graph, prog, pes, dense, memory_style, depth)
+    return LanePlan(graph, prog, pes, dense, memory_style, depth, weights)
 
 
 class LanePlan:
     """The plan of ``graph`` mapped on ``prog.P`` PEs (`program.map_graph`), ``dense`` for the
     no-skipping reference, with memories mapped as ``memory_style`` asks and event FIFOs of
-    ``fifo_depth`` entries."""
+    ``fifo_depth`` entries; ``weights`` (`WEIGHTS`): memory contents baked in or loaded at
+    run time."""
 
-    def __init__(self, graph: Graph, prog: Program, pes: int, dense: bool, memory_style: str, fifo_depth: int):
+    def __init__(self, graph: Graph, prog: Program, pes: int, dense: bool, memory_style: str, fifo_depth: int,
+                 weights: str = "baked"):
         self.graph, self.prog, self.P, self.dense = graph, prog, pes, dense
         self.memory_style, self.fifo_depth = memory_style, fifo_depth
+        self.weights, self.runtime = weights, weights == "runtime"
         self._layouts()
         self._bases()
         self._words_and_lanes()
         self.memories = self._inventory()
+        self._loadable()
 
     # ---------------------------------------------------------------- layouts and widths
     def _layouts(self) -> None:
@@ -370,11 +380,51 @@ class LanePlan:
             add(f"pe{p}_events", self.entry.size, self.fifo_depth, style="fifo")
         return mems
 
+    def _loadable(self) -> None:
+        """The memories written through the ``load`` port with runtime weights: every one with
+        contents (the row pointers; per PE its synapse words, membranes, slot, lookup, group
+        and parameter tables), numbered in this order.  A PE's membranes are one memory of
+        ``acc_bits`` here, whatever their low/high split; the rest keep their width."""
+        names = ["rowptr"] + [f"pe{p}_{k}" for p in range(self.P)
+                              for k in ("rows", "membranes", "slots", "lookup", "groups", "params")]
+        spec = {s["name"]: s for s in self.memories}
+        self.loadable = [{"index": i, "name": n, "depth": spec[n]["depth"],
+                          "width": self.acc_bits if n.endswith("_membranes") else spec[n]["width"]}
+                         for i, n in enumerate(names)]
+        self.load_index = {d["name"]: d["index"] for d in self.loadable}
+        self.load_layout = data.StructLayout({
+            "memory": range(max(2, len(self.loadable))),
+            "addr": unsigned(ubits(max(d["depth"] for d in self.loadable) - 1)),
+            "data": unsigned(max(d["width"] for d in self.loadable))})
+        if self.runtime:
+            for s in self.memories:          # writable now: no longer a ROM that logic may hold
+                if s["name"] in self.load_index or s["name"].endswith("_membranes_hi"):
+                    s["rom"], s["loadable"] = False, True
+                    if s["style"] == "logic" and self.memory_style == "auto":
+                        s["style"] = "auto"
+
+    def load_contents(self) -> list[tuple[dict, list[int]]]:
+        """Each loadable memory with its words (what baked weights put in as initial values)."""
+        words = {"rowptr": self.rowptr_words()}
+        for p in range(self.P):
+            mem, slots, lut, groups, params = self.pe_words(p)
+            words.update({f"pe{p}_rows": self.row_words(p), f"pe{p}_membranes": mem, f"pe{p}_slots": slots,
+                          f"pe{p}_lookup": lut, f"pe{p}_groups": groups, f"pe{p}_params": params})
+        return [(d, words[d["name"]][:d["depth"]]) for d in self.loadable]
+
     def memory(self, name: str, init=()) -> Memory:
-        """The memory ``name`` of the inventory, with its contents ``init`` (integers)."""
+        """The memory ``name`` of the inventory, with its contents ``init`` (integers; none with
+        runtime weights: they come through the ``load`` port)."""
         spec = next(s for s in self.memories if s["name"] == name)
         attrs = {} if spec["style"] == "auto" else {"ram_style": spec["style"]}
+        if spec.get("loadable"):
+            init = ()
         return Memory(shape=unsigned(spec["width"]), depth=spec["depth"], init=list(init), attrs=attrs)
+
+    def load_hit(self, load, name: str):
+        """A ``load`` stream's word is for the memory ``name`` (runtime weights)."""
+        return load.valid & (load.payload.memory == self.load_index[name])
+
 
     def row_words(self, p: int) -> list[int]:
         """PE p's column of the synapse store (its word of every word row)."""
@@ -421,3 +471,9 @@ class LanePlan:
             for o in self.param_channels(i, p):
                 params.append(pack(self.param, bias=int(bias[o]), thr=int(g.tensor(l, "threshold")[o])))
         return mem or [0], slots or [0], lut or [0], groups or [0], params or [0]
+
+
+def load_port(m, plan: LanePlan, memory: Memory, name: str, load) -> None:
+    """A write port on ``memory`` that takes the ``load`` stream's words for ``name``."""
+    w = memory.write_port()
+    m.d.comb += [w.addr.eq(load.payload.addr), w.data.eq(load.payload.data), w.en.eq(plan.load_hit(load, name))]

@@ -17,7 +17,8 @@ so each PE pops its own FIFO (``events[p]``) and walks its own words of the even
 (`pe.LanePE`): a PE with few synapses for an event runs ahead of the busiest one.
 ``read_back`` is the event at stage v1r when it came from a pool's queue (the pool clears
 its bitmap bit).  ``idle``: nothing left to read and nothing in flight; ``head_level`` is
-FIFO 0's fill (the pool, which takes from FIFO 0, drains it).
+FIFO 0's fill (the pool, which takes from FIFO 0, drains it).  With runtime weights the
+row-pointer table is written through ``load``.
 """
 from __future__ import annotations
 
@@ -25,7 +26,7 @@ from amaranth import Array, Cat, Module, Mux, Signal
 from amaranth.lib import fifo, stream, wiring
 from amaranth.lib.wiring import In, Out
 
-from ticketforge.rtl.lane.plan import LanePlan
+from ticketforge.rtl.lane.plan import LanePlan, load_port
 
 __all__ = ["EventReader", "SOURCE_CODES"]
 
@@ -50,6 +51,7 @@ class EventReader(wiring.Component):
             "read_back": Out(stream.Signature(plan.ev_xyz, always_ready=True)),
             "idle": Out(1),
             "head_level": Out(range(plan.fifo_depth + 1)),
+            **({"load": In(stream.Signature(plan.load_layout, always_ready=True))} if plan.runtime else {}),
         })
 
     def elaborate(self, platform):
@@ -66,6 +68,8 @@ class EventReader(wiring.Component):
         m.submodules.rowptr = rowptr = plan.memory("rowptr", plan.rowptr_words())
         rp_r = rowptr.read_port()
         rp = plan.rp(rp_r.data)
+        if plan.runtime:
+            load_port(m, plan, rowptr, "rowptr", self.load)
 
         rd_active = Signal()
         rd_q = Signal(range(max(2, P)))

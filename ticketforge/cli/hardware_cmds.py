@@ -175,6 +175,9 @@ def cmd_run(args) -> int:
     params = json.loads(man.read_text())["params"]
     design_id = expected_identity(root / "rtl")
     clock = run_clock_mhz(root, cfg, board.name)
+    weights = root / "rtl" / "weights.bin" if params.get("weights") == "runtime" else None
+    if weights is None and args.no_load:
+        print(f"[run] {cfg.name} has its weights baked into the bitstream: --no-load changes nothing")
     if args.simulated:
         from ticketforge.sim.board import SimulatedBoard
 
@@ -195,7 +198,11 @@ def cmd_run(args) -> int:
                                     fifo_depth=params.get("fifo_depth"), images=len(codes), baud=args.baud,
                                     timeout_s=args.timeout, out_dir=root / "run", progress=progress,
                                     datapath=params.get("datapath", "lane"), mode=args.mode, clock_mhz=clock,
-                                    link="simulated" if args.simulated else args.port)
+                                    link="simulated" if args.simulated else args.port, weights=weights,
+                                    no_load=args.no_load)
+    if res["weights"] == "runtime":
+        how = "already on the board" if res["load_seconds"] is None else f"loaded in {res['load_seconds']} s"
+        print(f"[run] runtime weights {res['weights_id']} ({res['words']} words) {how}")
     latency = f"{res['latency_us']} us per image on chip at {clock} MHz" if clock else \
         "no on-chip latency (no clock for the board: set hw.clock_mhz or run `ticketforge synth`)"
     print(f"[{cfg.name}] {args.mode} on {what}: {res['images_identical']}/{res['images']} images identical to the "

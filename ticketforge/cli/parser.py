@@ -43,6 +43,10 @@ def _add_rtl_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--memory-style", choices=("auto", "block", "logic"), default=None,
                    help="how synthesis maps the memories: its choice, block RAM, or logic (default: the "
                         "config's hw.memory_style, auto)")
+    p.add_argument("--weights", choices=("baked", "runtime"), default=None,
+                   help="where the network's numbers live: baked in as memory initial values, or runtime: "
+                        "loaded over the board link before the first image (build/<name>/rtl/weights.bin; lane "
+                        "datapath); default: the config's hw.weights, baked")
     p.add_argument("--no-trace", dest="trace", action="store_false", default=None,
                    help="leave out the per-PE spike-trace debug port (the cocotb regression checks spike "
                         "trains through it; default: the config's hw.trace, true)")
@@ -137,6 +141,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--baud", type=int, default=115200, help="the link's baud rate (default 115200, as built)")
     p.add_argument("--timeout", type=float, default=5.0,
                    help="seconds to wait for each answer of the board (default 5)")
+    p.add_argument("--no-load", action="store_true",
+                   help="runtime weights: do not load build/<name>/rtl/weights.bin first (the board must hold it "
+                        "already: its weights id is checked)")
     p = sub.add_parser("hls", help="the IR as an hls4ml project with the spiking extension; g++ C simulation "
                                    "against the golden model: build/<name>/hls/")
     _add_config_args(p)

