@@ -144,9 +144,10 @@ class LanePE(wiring.Component):
         par_r = mem("params", parw).read_port()
         lut_data, grp_data, par_data = plan.lut(lut_r.data), plan.grp(grp_r.data), plan.param(par_r.data)
 
-        self._row_stream(m, row_r)
+        a1 = self._row_stream(m, row_r)
         upd_mem_addr = Signal(range(max(2, depth)), name="upd_addr")
-        self._accumulate(m, lut_r, lut_data, mem_r_addr, mem_r_data, mem_w_addr, mem_w_data, mem_w_en, upd_mem_addr)
+        self._accumulate(m, a1, lut_r, lut_data, mem_r_addr, mem_r_data, mem_w_addr, mem_w_data, mem_w_en,
+                         upd_mem_addr)
         self._update(m, slot_r, grp_r, grp_data, par_r, par_data, mem_r_data, mem_w_addr, mem_w_data, mem_w_en,
                      upd_mem_addr, spk_w)
         with m.If(ctrl.spk_clear):
@@ -157,7 +158,8 @@ class LanePE(wiring.Component):
                              mem_w_en.eq(1)]
         return m
 
-    def _row_stream(self, m, row_r) -> None:
+    def _row_stream(self, m, row_r):
+        """The row stream; returns its A1 registers (valid, event, lane)."""
         plan, g, ctrl = self.plan, self.plan.graph, self.ctrl
         word, W = plan.word, plan.W
         ev_in = self.events.payload
@@ -215,20 +217,20 @@ class LanePE(wiring.Component):
         low = mask & ~rest                                              # the lane's bit, one-hot
         # A1 registers: the lane and its event (an empty word, a hole with implicit addresses,
         # takes its cycle and emits no lane)
-        self.a1_v, self.a1_ev, self.a1_lane = Signal(name="a1_v"), Signal(plan.ev, name="a1_ev"), \
-            Signal(lane, name="a1_lane")
-        m.d.sync += [self.a1_v.eq(issue & mask.any()), self.a1_ev.eq(cur_ev),
-                     self.a1_lane.neg.eq((cur_w.sign & low).any()), self.a1_lane.addr.eq(l_addr),
-                     self.a1_lane.dy.eq(l_dy), self.a1_lane.dx.eq(l_dx)]
+        a1_v, a1_ev, a1_lane = Signal(name="a1_v"), Signal(plan.ev, name="a1_ev"), Signal(lane, name="a1_lane")
+        m.d.sync += [a1_v.eq(issue & mask.any()), a1_ev.eq(cur_ev),
+                     a1_lane.neg.eq((cur_w.sign & low).any()), a1_lane.addr.eq(l_addr),
+                     a1_lane.dy.eq(l_dy), a1_lane.dx.eq(l_dx)]
         if plan.dense:
-            m.d.sync += self.a1_lane.zero.eq((cur_w.zero & low).any())
+            m.d.sync += a1_lane.zero.eq((cur_w.zero & low).any())
         m.d.comb += [self.weight_read.eq(issue & fresh),       # a word's first lane: one read of the word
                      self.idle.eq(~self.events.valid & last)]
+        return a1_v, a1_ev, a1_lane
 
-    def _accumulate(self, m, lut_r, lut_data, mem_r_addr, mem_r_data, mem_w_addr, mem_w_data, mem_w_en,
+    def _accumulate(self, m, a1, lut_r, lut_data, mem_r_addr, mem_r_data, mem_w_addr, mem_w_data, mem_w_en,
                     upd_mem_addr) -> None:
         plan, p, g, ctrl = self.plan, self.p, self.plan.graph, self.ctrl
-        lane, ev = self.a1_lane, self.a1_ev
+        a1_v, ev, lane = a1
         lzero = lane.zero if plan.dense else C(0, 1)
         inr = Signal(name="inrange")
         lut_addr = Signal(range(max(2, int(plan.lut_depth[p]) + 1)))
@@ -256,7 +258,7 @@ class LanePE(wiring.Component):
                 with m.Case(i):
                     m.d.comb += mag.eq(Mux(lzero, 0, ev.value << g.layers[i].input_shift))
         a2_v, a2_slot, a2_delta = Signal(), Signal(plan.lane["addr"].width), Signal(signed(plan.acc_bits))
-        m.d.sync += [a2_v.eq(self.a1_v & (inr | ~ctrl.is_conv)), a2_slot.eq(lane.addr),
+        m.d.sync += [a2_v.eq(a1_v & (inr | ~ctrl.is_conv)), a2_slot.eq(lane.addr),
                      a2_delta.eq(Mux(lane.neg, -mag, mag))]
         # A2: the slot (conv: from the lookup table, or the local index itself in a regular
         # layer), membrane read
