@@ -125,8 +125,8 @@ def test_board_loads_runtime_weights_then_runs_an_image():
     """A core with runtime weights: every memory through W commands (acknowledged with L),
     the weights id through D (answered with the identity that now carries it), then an
     image equal to the golden model."""
-    g = random_graph(4, binary=True)
-    acc = Accelerator(g, 3, trace=False, weights="runtime")
+    g = random_graph(11, binary=True)
+    acc = Accelerator(g, 2, trace=False, weights="runtime")
     plan = acc.plan
     load = {"memories": plan.loadable, "layout": dataclasses.asdict(field_map(plan.load_layout))}
     top = BoardTop(acc, pixels=int(np.prod(g.input.shape)), classes=g.layers[-1].out_shape[0],
@@ -139,7 +139,7 @@ def test_board_loads_runtime_weights_then_runs_an_image():
         answers.append(protocol.LOADED_PAYLOAD + 2)
     requests.append(bytes([protocol.WEIGHTS_ID]) + (0xC0FFEE).to_bytes(4, "little"))
     answers.append(protocol.ID_PAYLOAD + 2)
-    image = random_images(g, 1, 4)[0]
+    image = random_images(g, 1, 11)[0]
     requests.append(bytes([protocol.IMAGE]) + image.astype(np.uint8).tobytes())
     K = g.layers[-1].out_shape[0]
     answers.append(protocol.image_payload(K) + 2)

@@ -227,7 +227,7 @@ def test_block_ram_count_model():
     assert bram18_blocks(0, 18) == 0 and bram18_blocks(512, 36) == 1 and bram18_blocks(513, 36) == 2
 
 
-@pytest.mark.parametrize("seed,dense", [(3, False), (4, False), (7, True), (12, False), (19, False), (5, True)])
+@pytest.mark.parametrize("seed,dense", [(3, False), (7, True), (11, False), (12, False)])
 def test_runtime_weights_loaded_through_the_port_equal_golden_and_cycle_model(seed, dense):
     """weights="runtime": every memory with contents starts empty and is written through the
     core's load port first (`simulate` does it from `plan.load_contents()`); then scores,
