@@ -18,7 +18,7 @@ from ticketforge.deploy.board_top import BoardTop, CoreInstance
 from ticketforge.deploy.host import expected_identity
 from ticketforge.deploy.boards import Board, BoardError
 from ticketforge.deploy.pll import pll_for
-from ticketforge.deploy.synth import fit_check, parse_stat, tool_cmd
+from ticketforge.deploy.synth import fit_check, memory_script, parse_stat, tool_cmd
 
 __all__ = ["PLATFORMS", "platform_for", "parse_nextpnr_report", "build_board"]
 
@@ -86,6 +86,7 @@ def build_board(rtl_dir: Path, board: Board, out_dir: Path, pixels: int, classes
     plat.add_file("core.il", (rtl_dir / "core.il").read_text())
     plat.add_file("synth_top.v", (rtl_dir / "synth_top.v").read_text())
     plan = plat.build(top, name=NAME, do_build=False, synth_opts=SYNTH_OPTS[board.family],
+                      script_after_read=memory_script(rtl_dir, board.family).replace("; ", "\n"),
                       script_after_synth="tee -q -o stat.json stat -json", nextpnr_opts="--report report.json")
     plan.extract(out_dir)
     steps = _commands((out_dir / f"build_{NAME}.sh").read_text())

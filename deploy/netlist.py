@@ -18,7 +18,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ticketforge.deploy.synth import SYNTH, yosys_cmd
+from ticketforge.deploy.synth import SYNTH, memory_script, yosys_cmd
 from ticketforge.rtl.emit import TOP
 from ticketforge.errors import StageMissingError, UnsupportedError
 from ticketforge.records import clear_record, write_record
@@ -116,7 +116,8 @@ def synth_netlist(rtl_dir: Path, out_dir: Path, family: str) -> Netlist:
     # copies under relative names: the yowasp (WebAssembly) yosys sees the working directory
     for f in ("core.il", "synth_top.v"):
         shutil.copyfile(rtl_dir / f, out_dir / f)
-    script = (f"read_rtlil core.il; read_verilog synth_top.v; {synth_cmds}; "
+    memories = memory_script(rtl_dir, family)            # as the board's synthesis does (SPRAM)
+    script = (f"read_rtlil core.il; read_verilog synth_top.v; {memories + '; ' if memories else ''}{synth_cmds}; "
               "tee -q -o stat.json stat -json; write_verilog -noattr netlist.v")
     r = subprocess.run(yosys_cmd() + ["-q", "-l", "netlist.log", "-p", script], cwd=out_dir, capture_output=True,
                        text=True, timeout=3600)

@@ -19,7 +19,8 @@ from pathlib import Path
 
 from ticketforge.deploy.boards import Board, BoardError
 
-__all__ = ["CELL_CLASSES", "tool_cmd", "yosys_cmd", "parse_stat", "fit_check", "closest_fit_hint", "synthesize"]
+__all__ = ["CELL_CLASSES", "tool_cmd", "yosys_cmd", "parse_stat", "fit_check", "closest_fit_hint", "synthesize",
+           "memory_script"]
 
 # cell type -> resource class, per family (what each yosys synth_<family> maps to)
 CELL_CLASSES = {
@@ -33,6 +34,21 @@ CELL_CLASSES = {
                                          "RAM256X1S", "RAM32X1S", "RAM64X1S", "RAM128X1S")}},
 }
 SYNTH = {"ice40": "synth_ice40 -dsp -spram", "ecp5": "synth_ecp5", "xilinx7": "synth_xilinx -family xc7"}
+
+
+def memory_script(rtl_dir: Path, family: str) -> str:
+    """yosys commands (after reading the core) that place a runtime-weights design's synapse
+    words (each PE's ``rows`` memory) in the iCE40's SPRAM: ``ram_style = "huge"``, and
+    their initial contents removed, which SPRAM cannot hold (Amaranth gives every memory
+    initial contents, zeros here: the words come through the load port).  Empty for other
+    designs and families."""
+    import json
+
+    man = Path(rtl_dir) / "manifest.json"
+    if family != "ice40" or not man.is_file() or \
+            json.loads(man.read_text())["params"].get("weights") != "runtime":
+        return ""
+    return 'setattr -set ram_style "huge" m:rows; delete t:$meminit_v2 r:MEMID=\\rows %i'
 
 
 def tool_cmd(name: str) -> list[str]:

@@ -103,11 +103,22 @@ class LanePE(wiring.Component):
         # ---------------- memories
         def mem(kind, init=()):
             m.submodules[kind] = mm = plan.memory(f"pe{p}_{kind}", init)
-            if plan.runtime and f"pe{p}_{kind}" in plan.load_index and kind != "membranes":
+            if plan.runtime and f"pe{p}_{kind}" in plan.load_index and kind not in ("membranes", "rows"):
                 load_port(m, plan, mm, f"pe{p}_{kind}", self.load)
             return mm
 
-        row_r = mem("rows", plan.row_words(p)).read_port()
+        rows = mem("rows", plan.row_words(p))
+        row_r = rows.read_port()
+        row_addr = Signal.like(row_r.addr, name="row_addr")        # where the row stream reads
+        if plan.runtime:
+            # the synapse words: one address for reading and loading, reads off while loading
+            # (a single-port RAM: the iCE40's SPRAM takes it, deploy/synth.py)
+            row_w = rows.write_port()
+            load_rows = plan.load_hit(self.load, f"pe{p}_rows")
+            m.d.comb += [row_r.addr.eq(Mux(load_rows, self.load.payload.addr, row_addr)), row_r.en.eq(~load_rows),
+                         row_w.addr.eq(row_r.addr), row_w.data.eq(self.load.payload.data), row_w.en.eq(load_rows)]
+        else:
+            m.d.comb += row_r.addr.eq(row_addr)
         spikes = mem("spikes")
         spk_w, spk_r = spikes.write_port(), spikes.read_port()
         m.d.comb += [spk_r.addr.eq(self.spk_addr), self.spk_data.eq(spk_r.data)]
@@ -144,7 +155,7 @@ class LanePE(wiring.Component):
         par_r = mem("params", parw).read_port()
         lut_data, grp_data, par_data = plan.lut(lut_r.data), plan.grp(grp_r.data), plan.param(par_r.data)
 
-        a1 = self._row_stream(m, row_r)
+        a1 = self._row_stream(m, row_r, row_addr)
         upd_mem_addr = Signal(range(max(2, depth)), name="upd_addr")
         self._accumulate(m, a1, lut_r, lut_data, mem_r_addr, mem_r_data, mem_w_addr, mem_w_data, mem_w_en,
                          upd_mem_addr)
@@ -158,7 +169,7 @@ class LanePE(wiring.Component):
                              mem_w_en.eq(1)]
         return m
 
-    def _row_stream(self, m, row_r):
+    def _row_stream(self, m, row_r, row_addr):
         """The row stream; returns its A1 registers (valid, event, lane)."""
         plan, g, ctrl = self.plan, self.plan.graph, self.ctrl
         word, W = plan.word, plan.W
@@ -183,7 +194,7 @@ class LanePE(wiring.Component):
                      last.eq((words_left == 0) | (issue & word_done & (words_left == 1))),
                      self.events.ready.eq(ctrl.acc_run & last),
                      pop.eq(self.events.valid & self.events.ready),
-                     row_r.addr.eq(Mux(pop, ev_in.start, Mux(issue & word_done, cur_row + 1, cur_row)))]
+                     row_addr.eq(Mux(pop, ev_in.start, Mux(issue & word_done, cur_row + 1, cur_row)))]
         widx = Signal(range(2 ** plan.word_count_bits), name="word_index")   # implicit address
         with m.If(issue):
             with m.If(word_done):
