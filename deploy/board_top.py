@@ -128,7 +128,7 @@ def _port(core, name):
 
 class BoardTop(Elaboratable):
     """UART link + core, speaking `protocol.py`: ``pixels`` bytes per image, ``classes``
-    scores per image, ``design_id`` (`protocol.design_id_of` the core's RTLIL) in the
+    scores per image, ``design_id`` (`rtl.emit.design_id_of` the core's RTLIL) in the
     identity answer.
 
     The image is buffered on chip (one block RAM for 28x28) and streamed into the core at
@@ -165,6 +165,9 @@ class BoardTop(Elaboratable):
         self.rx, self.tx = Signal(init=1, name="rx"), Signal(init=1, name="tx")
         if load is not None and not {"memories", "layout"} <= set(load):
             raise ValueError("load must be the rtl manifest's load entry (memories, layout)")
+        if load is not None and any(d["index"] > 0xFF or d["depth"] > 1 << 24 for d in load["memories"]):
+            raise ValueError("the link's W command carries a 1-byte memory index and a 3-byte address: this "
+                             "core has more memories or deeper ones (at most 42 PEs with runtime weights)")
         self.load = load
 
     def elaborate(self, platform):

@@ -197,7 +197,7 @@ class BoardLink:
 
 
 def expected_identity(rtl_dir: Path) -> int:
-    """The design id the rtl stage recorded for its core (`protocol.design_id_of`)."""
+    """The design id the rtl stage recorded for its core (`rtl.emit.design_id_of`)."""
     import json
 
     man = json.loads((Path(rtl_dir) / "manifest.json").read_text())
