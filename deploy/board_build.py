@@ -65,6 +65,20 @@ def _run(argv: list[str], out_dir: Path, what: str) -> None:
         raise BoardError(f"{what} failed in {out_dir} ({' '.join(argv[:1])}):\n{tail}")
 
 
+def _write_plan(plan, out_dir: Path) -> None:
+    """The build plan's files into ``out_dir``.  Written here instead of ``BuildPlan.extract``,
+    which changes the process's working directory while it writes: ``ticketforge hw`` runs
+    this stage in a thread beside the regression, whose relative paths would then point into
+    this folder (a fresh-clone `make hw` failed that way)."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    for name, content in plan.files.items():
+        rel = Path(name)
+        if rel.is_absolute() or ".." in rel.parts:
+            raise BoardError(f"the Amaranth build plan names a file outside its folder: {name}")
+        (out_dir / rel).parent.mkdir(parents=True, exist_ok=True)
+        (out_dir / rel).write_bytes(content.encode() if isinstance(content, str) else content)
+
+
 def build_board(rtl_dir: Path, board: Board, out_dir: Path, pixels: int, classes: int,
                 bitstream: bool = False, log=print, clock_mhz: float | None = None) -> dict:
     """Board design (UART link + the rtl stage's core) through yosys, and when it fits,
@@ -88,7 +102,7 @@ def build_board(rtl_dir: Path, board: Board, out_dir: Path, pixels: int, classes
     plan = plat.build(top, name=NAME, do_build=False, synth_opts=SYNTH_OPTS[board.family],
                       script_after_read=memory_script(rtl_dir, board.family).replace("; ", "\n"),
                       script_after_synth="tee -q -o stat.json stat -json", nextpnr_opts="--report report.json")
-    plan.extract(out_dir)
+    _write_plan(plan, out_dir)
     steps = _commands((out_dir / f"build_{NAME}.sh").read_text())
     if len(steps) != 3:
         raise BoardError(f"unexpected Amaranth build script in {out_dir}: {len(steps)} tool steps, expected 3")

@@ -52,13 +52,21 @@ def test_tiny_design_synthesises_and_fits_the_up5k(tmp_path):
     ("icebreaker", "ICESTORM_LC", "board.bin", "board.pcf", "set_io", 3, 15.0, "ICESTORM_PLL"),  # clock, uart rx/tx
     ("ulx3s", "TRELLIS_COMB", "board.bit", "board.lpf", "LOCATE COMP", 5, 40.0, "EHXPLLL")])     # + uart rts/dtr
 def test_board_build_places_routes_and_packs_with_the_pll(tmp_path, board, cells, bitstream, constraints, pins,
-                                                          n_pins, mhz, pll_cell):
+                                                          n_pins, mhz, pll_cell, monkeypatch):
     """The board design with the core clocked from the FPGA's PLL (the oscillator path is the
-    hw flow test's): placed, routed and timed against the PLL's clock, and packed."""
+    hw flow test's): placed, routed and timed against the PLL's clock, and packed.  It never
+    changes the process's working directory: `hw` runs it in a thread beside the regression."""
+    import os
+
     from ticketforge.deploy.board_build import build_board
     g = random_graph(3, binary=True)
     save_graph(g, tmp_path / "ir")
     write_rtl(tmp_path / "ir", tmp_path / "rtl", pes=2, run_lint=False, progress=lambda *a, **k: None)
+
+    def no_chdir(path):
+        raise AssertionError(f"the board build changed the working directory to {path}")
+
+    monkeypatch.setattr(os, "chdir", no_chdir)
     r = build_board(tmp_path / "rtl", get_board(board), tmp_path / "b", pixels=int(np.prod(g.input.shape)),
                     classes=g.layers[-1].out_shape[0], bitstream=True, log=lambda *a, **k: None, clock_mhz=mhz)
     assert r["fits"] and r["fmax_mhz"] > 0 and r["placed"][cells]["used"] > 0
