@@ -21,18 +21,23 @@ from ticketforge.sim.board import SimulatedBoard
 IMAGES = 24
 
 
+def _build(root, seed: int, pes: int, weights: str = "baked", wrong_labels: int = 0):
+    """A random IR with a test split of IMAGES images (the first ``wrong_labels`` labels
+    wrong) and its rtl stage, in ``root``."""
+    g = random_graph(seed, binary=True)
+    codes = random_images(g, IMAGES, seed=seed)
+    save_graph(g, root / "ir")
+    labels = run(g, codes).predictions.copy()
+    labels[:wrong_labels] = (labels[:wrong_labels] + 1) % g.layers[-1].out_shape[0]
+    np.savez(root / "ir" / "test_inputs.npz", codes=codes, labels=labels)
+    write_rtl(root / "ir", root / "rtl", pes=pes, run_lint=False, progress=lambda *a, **k: None, weights=weights)
+    return g, root
+
+
 @pytest.fixture(scope="module")
 def design(tmp_path_factory):
     """A random IR with its test split (one label wrong: accuracy 23/24) and its rtl stage."""
-    root = tmp_path_factory.mktemp("board")
-    g = random_graph(3, binary=True)
-    codes = random_images(g, IMAGES, seed=3)
-    save_graph(g, root / "ir")
-    labels = run(g, codes).predictions.copy()
-    labels[0] = (labels[0] + 1) % g.layers[-1].out_shape[0]
-    np.savez(root / "ir" / "test_inputs.npz", codes=codes, labels=labels)
-    write_rtl(root / "ir", root / "rtl", pes=2, run_lint=False, progress=lambda *a, **k: None)
-    return g, root
+    return _build(tmp_path_factory.mktemp("board"), 3, pes=2, wrong_labels=1)
 
 
 @pytest.fixture(scope="module")
@@ -175,13 +180,7 @@ def test_ticketforge_run_on_a_port_loads_neither_torch_nor_amaranth(design, tmp_
 @pytest.fixture(scope="module")
 def runtime_design(tmp_path_factory):
     """A random IR built with runtime weights: its rtl stage writes weights.bin."""
-    root = tmp_path_factory.mktemp("runtime")
-    g = random_graph(4, binary=True)
-    codes = random_images(g, IMAGES, seed=4)
-    save_graph(g, root / "ir")
-    np.savez(root / "ir" / "test_inputs.npz", codes=codes, labels=run(g, codes).predictions)
-    write_rtl(root / "ir", root / "rtl", pes=3, run_lint=False, progress=lambda *a, **k: None, weights="runtime")
-    return g, root
+    return _build(tmp_path_factory.mktemp("runtime"), 4, pes=3, weights="runtime")
 
 
 def test_runtime_weights_loaded_over_the_link(runtime_design):
