@@ -231,7 +231,8 @@ def validate_on_board(ir_dir: Path, port: str, pes: int, design_id: int, fifo_de
     if images is not None:
         codes, labels = codes[:images], labels[:images]
     gold = run(g, codes)
-    expected_cycles = [c.total for c in cycle_model(g, codes, pes, datapath, fifo_depth=fifo_depth)]
+    expected_cycles = [c.total for c in cycle_model(g, codes, pes, datapath, fifo_depth=fifo_depth,
+                                                    weights="baked" if weights is None else "runtime")]
     classes, pixels = g.layers[-1].out_shape[0], int(np.prod(g.input.shape))
     answers = []
     with BoardLink(port, baud, timeout_s) as bl:

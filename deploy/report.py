@@ -41,12 +41,13 @@ def _read(path: Path, stage: str) -> dict:
     return json.loads(path.read_text())
 
 
-def _chunk_cycles(g, part: np.ndarray, pes: int, fifo_depth: int | None, datapath: str = "lane"):
+def _chunk_cycles(g, part: np.ndarray, pes: int, fifo_depth: int | None, datapath: str = "lane",
+                  weights: str = "baked"):
     from ticketforge.ir import run
     from ticketforge.rtl.datapath import cycle_model
 
     gold = run(g, part, trace=True)
-    return (cycle_model(g, part, pes, datapath, gold=gold, fifo_depth=fifo_depth),
+    return (cycle_model(g, part, pes, datapath, gold=gold, fifo_depth=fifo_depth, weights=weights),
             cycle_model(g, part, pes, datapath, dense=True, gold=gold, fifo_depth=fifo_depth))
 
 
@@ -59,7 +60,7 @@ def one_synapse_bound(g, images: np.ndarray, pes: int) -> float:
 
 
 def model_cycles(g, images: np.ndarray, pes: int, chunk: int = 100, jobs: int = 1,
-                 fifo_depth: int | None = None, datapath: str = "lane") -> dict:
+                 fifo_depth: int | None = None, datapath: str = "lane", weights: str = "baked") -> dict:
     """Mean per-layer cycles (sparse and dense), ideal bound, over ``images``, from the
     cycle model (chunked: the golden interpreter's traces of a chunk at a time; chunks on
     `jobs` processes)."""
@@ -70,9 +71,9 @@ def model_cycles(g, images: np.ndarray, pes: int, chunk: int = 100, jobs: int = 
 
         with ProcessPoolExecutor(max_workers=jobs, mp_context=mp.get_context("fork")) as pool:
             done = list(pool.map(_chunk_cycles, [g] * len(parts), parts, [pes] * len(parts),
-                                 [fifo_depth] * len(parts), [datapath] * len(parts)))
+                                 [fifo_depth] * len(parts), [datapath] * len(parts), [weights] * len(parts)))
     else:
-        done = [_chunk_cycles(g, part, pes, fifo_depth, datapath) for part in parts]
+        done = [_chunk_cycles(g, part, pes, fifo_depth, datapath, weights) for part in parts]
     sparse = [c for s, _ in done for c in s]
     dense = [c for _, d in done for c in d]
     names = [k for k in sparse[0].per_layer if k != "flatten"]

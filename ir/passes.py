@@ -130,9 +130,11 @@ def _bits_for(lo: int, hi: int) -> int:
     return b
 
 
-def size_membranes(g: Graph, images: np.ndarray, guard_bits: int = 1) -> Graph:
+def size_membranes(g: Graph, images: np.ndarray, guard_bits: int = 1, floor: dict | None = None) -> Graph:
     """Integer -> integer with each layer's membrane width from the measured range of H
-    on `images` (plus `guard_bits`), never narrower than its thresholds and biases need."""
+    on `images` (plus `guard_bits`), never narrower than its thresholds and biases need,
+    nor than ``floor[layer name]`` where given (a bitstream's widths: a wider membrane
+    saturates later, the only change)."""
     from ticketforge.ir.golden import run
 
     _require_stage(g, "integer", "size_membranes")
@@ -146,7 +148,8 @@ def size_membranes(g: Graph, images: np.ndarray, guard_bits: int = 1) -> Graph:
         thr, bias = g.tensor(l, "threshold"), g.tensor(l, "bias")
         lo = min(lo, int(bias.min()) if bias.size else 0)
         hi = max(hi, int(thr.max()) if thr.size else 0, int(bias.max()) if bias.size else 0)
-        layers.append(replace(l, neuron=replace(l.neuron, membrane_bits=_bits_for(lo, hi) + guard_bits)))
+        bits = max(_bits_for(lo, hi) + guard_bits, int((floor or {}).get(l.name, 0)))
+        layers.append(replace(l, neuron=replace(l.neuron, membrane_bits=bits)))
     return g.with_layers(layers)
 
 

@@ -11,7 +11,7 @@ import numpy as np
 from ticketforge.ir.schema import Graph, InputSpec, Layer, Neuron
 from ticketforge.ir.validate import conv_out_hw, validate
 
-__all__ = ["random_graph", "random_images"]
+__all__ = ["random_graph", "random_images", "random_ticket_like"]
 
 
 def _neuron(rng: np.random.Generator) -> Neuron:
@@ -104,6 +104,30 @@ def random_graph(seed: int, max_conv: int = 2, max_linear: int = 2, binary: bool
     g = Graph(T=int(rng.integers(1, 6)), input=spec, layers=tuple(layers), tensors=tensors,
               provenance={"generator": "ticketforge.ir.random", "seed": seed})
     return validate(g)
+
+
+def random_ticket_like(g: Graph, seed: int) -> Graph:
+    """Another ticket of ``g``'s architecture (what one runtime-weights bitstream runs): the
+    same layers, shapes, neuron configurations and input shifts; new weights and synapse
+    masks, thresholds and biases redrawn from ``g``'s per-layer ranges (so they stay inside
+    the membranes), and new pruned neurons."""
+    rng = np.random.default_rng(seed)
+    tensors = dict(g.tensors)
+    for l in g.layers:
+        if not l.has_weights:
+            continue
+        w = g.tensor(l, "weight")
+        wt, mk = _weights(rng, w.shape, l.weight_bits)
+        tensors[l.tensors["weight"]], tensors[l.tensors["mask"]] = wt, mk
+        if l.neuron is None:
+            continue
+        for role in ("threshold", "bias"):
+            v = g.tensor(l, role)
+            lo, hi = int(v.min()), int(v.max())
+            tensors[l.tensors[role]] = rng.integers(lo, hi + 1, v.shape).astype(np.int64)
+        nm = g.tensor(l, "neuron_mask")
+        tensors[l.tensors["neuron_mask"]] = (rng.random(nm.shape) >= rng.choice([0.0, 0.3, 0.6])).astype(nm.dtype)
+    return validate(g.with_layers(g.layers, tensors))
 
 
 def random_images(g: Graph, n: int, seed: int = 0) -> np.ndarray:

@@ -173,8 +173,12 @@ class HwConfig:
     precision_bits: int = 8       # quantize: bits of threshold precision per channel (--precision-bits)
     memory_style: str = "auto"    # rtl: how synthesis maps the memories: auto, block, logic (--memory-style)
     # rtl: the network's numbers baked in as memory initial values, or "runtime": loaded over
-    # the board link before the first image (lane datapath; --weights)
+    # the board link before the first image (--weights)
     weights: str = "baked"
+    # quantize and rtl: run this ticket on another ticket's runtime-weights bitpar design (a
+    # config name, whose build/<name>/rtl is used, or an rtl folder): the IR takes that
+    # design's membrane widths and only weights.bin is new (--fit-to); "": its own design
+    fit_to: str = ""
     trace: bool = True            # rtl: the per-PE spike-trace debug port (--no-trace)
     simulator: str = "verilator"  # sim: icarus or verilator (--simulator)
     images: int | None = None     # sim and hls: test images to run; None: the whole test split (--images)

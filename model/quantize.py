@@ -165,7 +165,7 @@ def _to_float(images: np.ndarray, pixel_max: int) -> torch.Tensor:
 
 
 def quantize_ticket(ticket_dir: Path, out_dir: Path, data_dir: str | None = None,
-                    precision_bits: int = 8, progress=print) -> dict:
+                    precision_bits: int = 8, progress=print, membrane_floor: dict | None = None) -> dict:
     t0 = time.perf_counter()
     clear_record(Path(out_dir) / "manifest.json")      # the stage's record: removed first, written last
     warnings.filterwarnings("ignore", message="fast_hadamard_transform")
@@ -187,7 +187,8 @@ def quantize_ticket(ticket_dir: Path, out_dir: Path, data_dir: str | None = None
         g = p(g, precision_bits=precision_bits) if p.__name__ == "integerize" else p(g)
     codes = lambda imgs: view.input_codes(_to_float(imgs, ds.pixel_max)).numpy()  # noqa: E731
     calib = codes(ds.train.images[:CALIBRATION_IMAGES])
-    g = validate(size_membranes(g, calib))
+    # (``membrane_floor``: the widths of a runtime-weights design this ticket is to run on)
+    g = validate(size_membranes(g, calib, floor=membrane_floor))
     progress(f"[quantize] IR: {len(g.layers)} layers, membranes "
              f"{[l.neuron.membrane_bits for l in g.layers if l.neuron]} bits, input shifts "
              f"{[l.input_shift for l in g.layers if l.neuron]}")

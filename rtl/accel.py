@@ -77,8 +77,8 @@ class Accelerator(wiring.Component):
     port (one lane per PE: ``trace_valid`` bit p set when PE p emitted a spike this cycle,
     ``trace_event`` its (c, y, x) packed as ``ev_xyz``, ``trace_layer`` and ``trace_t``).
     ``weights="runtime"``: the memories start empty and the ``load`` stream writes them, one
-    word (memory index, address, data: ``plan.loadable``) per valid cycle, while the core is
-    idle and before the first image; ``plan.load_contents()`` is what they must hold.
+    word (memory index, address, data: ``loadable``) per valid cycle, while the core is
+    idle and before the first image; ``load_contents()`` is what they must hold.
 
     ``plan`` (`lane.plan.LanePlan`) holds the static design: widths, memory bases, and the
     memory inventory ``memories``."""
@@ -105,8 +105,13 @@ class Accelerator(wiring.Component):
         self.memories = plan.memories
         self.acc_bits, self.score_bits, self.status = plan.acc_bits, plan.score_bits, plan.status
         self.ev_xyz = field_map(plan.ev_xyz)
+        self.loadable, self.load_layout = plan.loadable, plan.load_layout
         super().__init__(core_members(graph, plan.score_bits, len(plan.status), pes, self.ev_xyz.width, trace,
                                       plan.load_layout if plan.runtime else None))
+
+    def load_contents(self) -> list[tuple[dict, list[int]]]:
+        """Runtime weights: each loadable memory with the words it must hold."""
+        return self.plan.load_contents()
 
     def elaborate(self, platform):
         m = Module()

@@ -27,18 +27,23 @@ def check_datapath(name: str) -> str:
 
 
 def accelerator(g: Graph, pes: int, datapath: str = "lane", dense: bool = False, trace: bool = False,
-                memory_style: str = "auto", fifo_depth: int | None = None, weights: str = "baked"):
+                memory_style: str = "auto", fifo_depth: int | None = None, weights: str = "baked",
+                capacity: dict | None = None):
     """The Amaranth component of the IR ``g`` on the named datapath; ``weights`` "baked"
-    (memory initial values) or "runtime" (loaded through the core's ``load`` port: the lane
-    datapath only)."""
+    (memory initial values) or "runtime" (loaded through the core's ``load`` port).
+    ``capacity``: the rtl manifest's ``capacity`` record of a runtime-weights bitpar design
+    that ``g`` must run on (the same netlist for every ticket that fits it)."""
     if check_datapath(datapath) == "bitpar":
         from ticketforge.rtl.bitpar.accel import BitparAccelerator
+        from ticketforge.rtl.bitpar.capacity import BitparCapacity
 
-        if weights != "baked":
-            raise UnsupportedError("runtime weights (hw.weights = \"runtime\") are built for the lane datapath; "
-                                   "the bitpar datapath bakes its weights in (use hw.datapath = \"lane\" or "
-                                   "hw.weights = \"baked\")")
-        return BitparAccelerator(g, pes, trace=trace, memory_style=memory_style, dense=dense)
+        cap = BitparCapacity.from_json(capacity) if capacity is not None else None
+        return BitparAccelerator(g, pes, trace=trace, memory_style=memory_style, dense=dense, weights=weights,
+                                 capacity=cap)
+    if capacity is not None:
+        raise UnsupportedError("a bitstream capacity (fitting a ticket onto another ticket's design) is a "
+                               "property of the bitpar datapath's runtime-weights designs; the lane datapath's "
+                               "runtime design is its own ticket's")
     from ticketforge.rtl.accel import Accelerator
 
     return Accelerator(g, pes, dense=dense, trace=trace, memory_style=memory_style, fifo_depth=fifo_depth,
@@ -46,13 +51,15 @@ def accelerator(g: Graph, pes: int, datapath: str = "lane", dense: bool = False,
 
 
 def cycle_model(g: Graph, images: np.ndarray, pes: int, datapath: str = "lane", dense: bool = False, gold=None,
-                fifo_depth: int | None = None, prog=None):
-    """The exact cycles and status counters of each image on the named datapath."""
+                fifo_depth: int | None = None, prog=None, weights: str = "baked"):
+    """The exact cycles and status counters of each image on the named datapath (``weights``:
+    the design's, which the bitpar schedule depends on: runtime designs read every neuron
+    layer's keep words)."""
     if check_datapath(datapath) == "bitpar":
         from ticketforge.rtl.bitpar.cycles import cycle_model as bitpar_model
         from ticketforge.rtl.bitpar.plan import plan_graph
 
-        return bitpar_model(plan_graph(g, pes, dense), images, gold)
+        return bitpar_model(plan_graph(g, pes, dense, keep_all=weights == "runtime"), images, gold)
     from ticketforge.rtl.cycles import cycle_model as lane_model
 
     return lane_model(g, images, pes, dense=dense, gold=gold, prog=prog, fifo_depth=fifo_depth)

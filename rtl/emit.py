@@ -28,6 +28,7 @@ from amaranth.back import rtlil, verilog
 from amaranth.hdl import Value
 from amaranth.lib import wiring
 
+from ticketforge.errors import StageMissingError, UnsupportedError
 from ticketforge.ir import load_graph
 from ticketforge.records import clear_record, write_record
 from ticketforge.rtl.accel import Accelerator
@@ -37,7 +38,7 @@ from ticketforge.rtl.lane.plan import field_map
 from ticketforge.rtl.lint import LintError, lint
 from ticketforge.rtl.load_image import Section, write_load_image
 
-__all__ = ["TOP", "CORE", "write_rtl", "reset_wrapper", "generator_digest", "design_id_of"]
+__all__ = ["TOP", "CORE", "write_rtl", "reset_wrapper", "generator_digest", "design_id_of", "reference_design"]
 
 TOP = "ticketforge_top"
 CORE = "ticketforge_core"
@@ -98,18 +99,42 @@ def reset_wrapper(acc: Accelerator, debug_ports: bool = True) -> str:
             f"  {CORE} core (\n{conns}\n  );\nendmodule\n")
 
 
+def reference_design(rtl_dir: Path, datapath: str, pes: int, weights: str) -> dict:
+    """The rtl manifest of the runtime-weights design in ``rtl_dir`` that a ticket is to be
+    fitted onto, checked to be one (bitpar, runtime weights, the same lane count)."""
+    man_path = Path(rtl_dir) / "manifest.json"
+    if not man_path.is_file():
+        raise StageMissingError(f"{man_path} is missing: the design to fit onto must be generated first "
+                                f"(`ticketforge rtl --config <its config> --weights runtime`)")
+    man = json.loads(man_path.read_text())
+    p = man.get("params", {})
+    if p.get("datapath") != "bitpar" or p.get("weights") != "runtime" or "capacity" not in man:
+        raise UnsupportedError(f"{rtl_dir} is not a bitpar design with runtime weights (datapath "
+                               f"{p.get('datapath')!r}, weights {p.get('weights')!r}): only those hold other tickets")
+    if datapath != "bitpar" or weights != "runtime":
+        raise UnsupportedError(f"fitting onto {rtl_dir} needs --datapath bitpar and --weights runtime, got "
+                               f"{datapath} and {weights}")
+    if pes != p.get("pes"):
+        raise UnsupportedError(f"{rtl_dir} has {p.get('pes')} lanes, this build asks for {pes}: use --pes {p.get('pes')}")
+    return man
+
+
 def write_rtl(ir_dir: Path, out_dir: Path, pes: int = 16, dense: bool = False, trace: bool = True,
               run_lint: bool = True, memory_style: str = "auto", fifo_depth: int | None = None,
-              progress=print, datapath: str = "lane", weights: str = "baked") -> dict:
+              progress=print, datapath: str = "lane", weights: str = "baked", fit_to: Path | None = None) -> dict:
     """Generate, write and (``run_lint``) lint the accelerator for the IR in ``ir_dir``.
     Raises LintError, after writing everything, when Verilator reports a warning that
-    `lint.EXPLAINED` does not cover."""
+    `lint.EXPLAINED` does not cover.  ``fit_to``: the rtl folder of a runtime-weights bitpar
+    design (another ticket's) that this ticket must run on: the design is generated from
+    that one's capacity, must come out the same netlist, and only ``weights.bin`` is new;
+    a ticket that does not fit is refused, naming what is over and by how much."""
     ir_dir, out_dir = Path(ir_dir), Path(out_dir)
     clear_record(out_dir / "manifest.json")            # the stage's record: removed first, written last
     g = load_graph(ir_dir)
     t0 = time.perf_counter()
+    ref = reference_design(fit_to, datapath, pes, weights) if fit_to is not None else None
     acc = accelerator(g, pes, datapath, dense=dense, trace=trace, memory_style=memory_style, fifo_depth=fifo_depth,
-                      weights=weights)
+                      weights=weights, capacity=ref["capacity"] if ref else None)
     unit = "lanes (bitpar)" if datapath == "bitpar" else "PEs"
     progress(f"[rtl] {g.provenance.get('config', {}).get('name', ir_dir.name)}: {pes} {unit}"
              f"{' (dense)' if dense else ''}; elaborating and emitting Verilog through yosys", flush=True)
@@ -150,10 +175,19 @@ def write_rtl(ir_dir: Path, out_dir: Path, pes: int = 16, dense: bool = False, t
         # the load image: every loadable memory's words, for the host to send (load_image.py)
         image = write_load_image(out_dir / "weights.bin", manifest["design_id"], [
             Section(spec["index"], spec["name"], spec["width"], spec["depth"], tuple(int(w) for w in words))
-            for spec, words in acc.plan.load_contents()])
+            for spec, words in acc.load_contents()])
         manifest["files"].insert(-1, "weights.bin")
-        manifest["load"] = {"memories": acc.plan.loadable, "layout": dataclasses.asdict(field_map(acc.plan.load_layout)),
+        manifest["load"] = {"memories": acc.loadable, "layout": dataclasses.asdict(field_map(acc.load_layout)),
                             "weights_id": image.weights_id, "words": image.words}
+    if getattr(acc, "capacity", None) is not None:
+        manifest["capacity"] = acc.capacity.to_json()
+    if ref is not None:
+        if manifest["design_id"] != ref["design_id"] or trace != ref["params"]["trace"] \
+                or memory_style != ref["params"]["memory_style"]:
+            raise UnsupportedError(
+                f"this ticket's design is not the one in {fit_to} (design 0x{manifest['design_id']:08x} vs "
+                f"0x{ref['design_id']:08x}): generate both with the same trace and memory style settings")
+        manifest["fit_to"] = {"rtl_dir": str(Path(fit_to).resolve()), "design_id": ref["design_id"]}
     if datapath == "bitpar":
         # what the energy estimate prices a step with (deploy/energy.py)
         manifest["bitpar"] = {"lanes": pes, "T": g.T, "acc_bits": acc.acc_bits, "word": 32}

@@ -27,12 +27,12 @@ def simulate(acc: Accelerator, images: np.ndarray, max_cycles: int = 10_000_000,
     spike trains are rebuilt from the trace port.  ``max_cycles`` per image guards against
     a hang (an error, not a wrong answer).  A design with runtime weights gets every memory
     word through its ``load`` port first (``load`` may hold other contents: a list of
-    (memory, words) as ``plan.load_contents()`` returns)."""
+    (memory, words) as the accelerator's ``load_contents()`` returns)."""
     g = acc.graph
     results: list[RTLResult] = []
     xyz = acc.ev_xyz
     runtime = getattr(acc, "weights", "baked") == "runtime"
-    contents = (load if load is not None else acc.plan.load_contents()) if runtime else []
+    contents = (load if load is not None else acc.load_contents()) if runtime else []
 
     async def bench(ctx):
         for spec, words in contents:

@@ -17,7 +17,7 @@ __all__ = ["write_job", "write_job_meta", "shard_bounds", "spread_traced", "Shar
 
 def write_job(g: Graph, images: np.ndarray, pes: int, dense: bool, traced: list[int], job: Path,
               trace_port: bool, chunk: int = 100, progress=None, fifo_depth: int | None = None,
-              datapath: str = "lane") -> dict:
+              datapath: str = "lane", weights: str = "baked") -> dict:
     """Reference results for `images` into job.json / job.npz (chunked: the traced golden
     run of 1,000 VGG images would not fit in memory at once)."""
     prog = map_graph(g, pes, dense) if datapath == "lane" else None
@@ -29,7 +29,8 @@ def write_job(g: Graph, images: np.ndarray, pes: int, dense: bool, traced: list[
     for s in range(0, n, chunk):
         part = images[s:s + chunk]
         gold = run(g, part, trace=True)
-        model = cycle_model(g, part, pes, datapath, dense=dense, gold=gold, prog=prog, fifo_depth=fifo_depth)
+        model = cycle_model(g, part, pes, datapath, dense=dense, gold=gold, prog=prog, fifo_depth=fifo_depth,
+                            weights=weights)
         scores.append(gold.scores)
         for mdl in model:
             cycles.append(mdl.total)
@@ -59,8 +60,8 @@ def write_job(g: Graph, images: np.ndarray, pes: int, dense: bool, traced: list[
             "T": g.T, "pes": pes, "trace": trace_port}
 
 
-def _write_job_star(args: tuple, fifo_depth: int | None, datapath: str = "lane") -> dict:
-    return write_job(*args, fifo_depth=fifo_depth, datapath=datapath)
+def _write_job_star(args: tuple, fifo_depth: int | None, datapath: str = "lane", weights: str = "baked") -> dict:
+    return write_job(*args, fifo_depth=fifo_depth, datapath=datapath, weights=weights)
 
 
 def write_job_meta(job: Path, meta: dict, man: dict, progress: bool, stop_at_first_mismatch: bool) -> None:
@@ -103,7 +104,7 @@ def write_jobs(g: Graph, images: np.ndarray, out_dir: Path, jobs: int, traced: l
     references in parallel, one process per shard); returns the shards and their metas."""
     params = man["params"]
     pes, dense, fifo_depth = params["pes"], params["dense"], params["fifo_depth"]
-    datapath = params.get("datapath", "lane")
+    datapath, weights = params.get("datapath", "lane"), params.get("weights", "baked")
     bounds = shard_bounds(len(images), jobs)
     n = len(bounds) - 1
     shards = [Shard(int(a), int(b), out_dir / (f"job{k}" if n > 1 else "job"))
@@ -115,9 +116,9 @@ def write_jobs(g: Graph, images: np.ndarray, out_dir: Path, jobs: int, traced: l
         from concurrent.futures import ProcessPoolExecutor
 
         with ProcessPoolExecutor(max_workers=n, mp_context=mp.get_context("fork")) as pool:
-            metas = list(pool.map(_write_job_star, job_args, [fifo_depth] * n, [datapath] * n))
+            metas = list(pool.map(_write_job_star, job_args, [fifo_depth] * n, [datapath] * n, [weights] * n))
     else:
-        metas = [write_job(*job_args[0], fifo_depth=fifo_depth, datapath=datapath)]
+        metas = [write_job(*job_args[0], fifo_depth=fifo_depth, datapath=datapath, weights=weights)]
     for s, meta in zip(shards, metas):
         write_job_meta(s.job, meta, man, progress, stop_at_first_mismatch)
     return shards, metas

@@ -62,7 +62,8 @@ def run_sim(rtl_dir: Path, g: Graph, images: np.ndarray, out_dir: Path, simulato
         """The profile-guided build's training run: the first image."""
         p = man["params"]
         meta = sim_jobs.write_job(g, images[:1], p["pes"], p["dense"], [], job, trace_port,
-                                  fifo_depth=p["fifo_depth"], datapath=p.get("datapath", "lane"))
+                                  fifo_depth=p["fifo_depth"], datapath=p.get("datapath", "lane"),
+                                  weights=p.get("weights", "baked"))
         sim_jobs.write_job_meta(job, meta, man, False, True)
         run_testbench(simulator, build_dir, job, out_dir / "run-verilator-profile.log")
 
@@ -176,6 +177,7 @@ def _results(r: dict, parts: list[dict], refs, metas: list[dict], man: dict, ima
                                       for k, name in enumerate(metas[0]["model_layers"])} if n_run else {}},
         "pes": params["pes"], "fifo_depth": params["fifo_depth"], "dense": params["dense"],
         "datapath": params.get("datapath", "lane"),
+        "weights": params.get("weights", "baked"),
         "processes": len(parts),
         "simulated_cycles_per_wall_second_per_process":
             round(float(sum(sum(p["cycles"]) for p in parts)) / loop_s, 1) if loop_s else None,

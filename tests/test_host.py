@@ -21,16 +21,18 @@ from ticketforge.sim.board import SimulatedBoard
 IMAGES = 24
 
 
-def _build(root, seed: int, pes: int, weights: str = "baked", wrong_labels: int = 0):
-    """A random IR with a test split of IMAGES images (the first ``wrong_labels`` labels
-    wrong) and its rtl stage, in ``root``."""
-    g = random_graph(seed, binary=True)
+def _build(root, seed: int, pes: int, weights: str = "baked", wrong_labels: int = 0, graph=None,
+           datapath: str = "lane", fit_to=None):
+    """A random IR (or ``graph``) with a test split of IMAGES images (the first
+    ``wrong_labels`` labels wrong) and its rtl stage, in ``root``."""
+    g = random_graph(seed, binary=True) if graph is None else graph
     codes = random_images(g, IMAGES, seed=seed)
     save_graph(g, root / "ir")
     labels = run(g, codes).predictions.copy()
     labels[:wrong_labels] = (labels[:wrong_labels] + 1) % g.layers[-1].out_shape[0]
     np.savez(root / "ir" / "test_inputs.npz", codes=codes, labels=labels)
-    write_rtl(root / "ir", root / "rtl", pes=pes, run_lint=False, progress=lambda *a, **k: None, weights=weights)
+    write_rtl(root / "ir", root / "rtl", pes=pes, run_lint=False, progress=lambda *a, **k: None, weights=weights,
+              datapath=datapath, fit_to=fit_to)
     return g, root
 
 
@@ -218,3 +220,30 @@ def test_a_load_image_of_another_design_is_refused(design, runtime_design, board
                                          r"`ticketforge rtl` again"):
         validate_on_board(root / "ir", board.port, pes=2, design_id=expected_identity(root / "rtl"),
                           weights=rroot / "rtl" / "weights.bin", timeout_s=20)
+
+
+def test_one_bitpar_bitstream_runs_two_tickets_with_only_the_weights_reloaded(tmp_path):
+    """A runtime-weights bitpar design and another ticket of the same architecture fitted onto
+    it: the same design id, one simulated board, and each ticket's weights loaded in turn
+    make every image of each equal its own golden and cycle model.  A ticket of another
+    architecture is refused, naming what differs."""
+    from ticketforge.errors import UnsupportedError
+    from ticketforge.ir import random_ticket_like
+
+    a = random_graph(8, binary=True)
+    _, ra = _build(tmp_path / "a", 8, pes=8, weights="runtime", graph=a, datapath="bitpar")
+    _, rb = _build(tmp_path / "b", 9, pes=8, weights="runtime", graph=random_ticket_like(a, 108), datapath="bitpar",
+                   fit_to=ra / "rtl")
+    design_id = expected_identity(ra / "rtl")
+    assert expected_identity(rb / "rtl") == design_id
+    assert (ra / "rtl" / "core.il").read_text() == (rb / "rtl" / "core.il").read_text()
+    assert (ra / "rtl" / "weights.bin").read_bytes() != (rb / "rtl" / "weights.bin").read_bytes()
+    with SimulatedBoard(ra / "rtl", ra / "simboard", log=lambda *a, **k: None) as board:
+        for root in (rb, ra, rb):
+            res = validate_on_board(root / "ir", board.port, pes=8, design_id=design_id, datapath="bitpar",
+                                    weights=root / "rtl" / "weights.bin", timeout_s=20)
+            assert res["board_matches_golden"] and res["images_identical"] == IMAGES, (root, res["mismatches"])
+    _build(tmp_path / "c", 10, pes=8, weights="runtime", datapath="bitpar")
+    with pytest.raises(UnsupportedError, match=r"does not fit the bitstream: .*the bitstream"):
+        write_rtl(tmp_path / "c" / "ir", tmp_path / "c" / "rtl-fit", pes=8, run_lint=False, datapath="bitpar",
+                  weights="runtime", fit_to=ra / "rtl", progress=lambda *a, **k: None)

@@ -282,3 +282,20 @@ def test_conv_accumulate_equals_the_definition_on_both_paths():
         want = np.einsum("ncyxij,ocij->noyx", win, w)
         got = conv_accumulate(x, w, s, p, bound=3 * 2 * c * k * k)
         assert got.shape == want.shape and (got == want).all(), (c, k, s, p, h, w_)
+
+
+def test_membranes_take_a_floor_and_only_saturate_later():
+    """size_membranes with a floor (a runtime bitstream's widths): no layer narrower than its
+    floor, none narrower than measured, and on the calibration images the outputs stay."""
+    from ticketforge.ir import size_membranes
+
+    g = random_graph(6)
+    images = random_images(g, 8, 6)
+    own = size_membranes(g, images)
+    floor = {l.name: l.neuron.membrane_bits + 3 for l in own.layers if l.neuron is not None}
+    wide = size_membranes(g, images, floor=floor)
+    for a, b in zip(own.layers, wide.layers):
+        if a.neuron is not None:
+            assert b.neuron.membrane_bits == a.neuron.membrane_bits + 3
+    assert (run(own, images).scores == run(wide, images).scores).all()
+    assert size_membranes(g, images, floor={}) == own

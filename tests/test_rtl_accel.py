@@ -253,11 +253,12 @@ def test_runtime_weights_not_loaded_give_other_answers():
     assert [r.scores for r in rtl] != run(g, images).scores.tolist()
 
 
-def test_runtime_weights_are_refused_on_the_bitpar_datapath_and_checked():
+def test_a_bitstream_capacity_is_refused_on_the_lane_datapath_and_weights_checked():
+    from ticketforge.rtl.bitpar.capacity import capacity_of
     from ticketforge.rtl.datapath import accelerator
 
     g = random_graph(3, binary=True)
-    with pytest.raises(UnsupportedError, match="runtime weights .* lane datapath"):
-        accelerator(g, 4, "bitpar", weights="runtime")
+    with pytest.raises(UnsupportedError, match="capacity .* bitpar datapath"):
+        accelerator(g, 4, "lane", weights="runtime", capacity=capacity_of(g, 4).to_json())
     with pytest.raises(ValueError, match="weights must be one of baked, runtime, got 'flash'"):
         lane_plan(g, 4, weights="flash")

@@ -2,6 +2,8 @@
 every layer's spike trains, through the trace port) and its cycle model (total cycles and
 every status counter), on random binary-weight IRs; its lanes against a reference model;
 and the refusals of what it cannot take."""
+from dataclasses import replace
+
 import numpy as np
 import pytest
 from amaranth.sim import Simulator
@@ -176,3 +178,47 @@ def test_cli_refuses_what_the_bitpar_datapath_has_not_before_any_work(tmp_path, 
     assert main(base + ["--pes", "4", "--fifo-depth", "8"]) == 2
     assert "no event FIFOs" in capsys.readouterr().err
     assert not any(tmp_path.iterdir())                 # nothing written
+
+
+@pytest.mark.parametrize("seed", (1, 4, 8))
+def test_runtime_weights_one_design_runs_two_tickets(seed):
+    """Runtime weights: the design of a ticket's architecture is the same netlist for another
+    ticket of that architecture (same RTLIL), and with the other ticket's tables loaded it
+    equals that ticket's golden model and cycle model."""
+    from amaranth.back import rtlil
+
+    from ticketforge.ir import random_ticket_like
+    from ticketforge.rtl.bitpar.capacity import capacity_of
+
+    L = _lanes(seed)
+    a = random_graph(seed, binary=True)
+    b = random_ticket_like(a, seed + 100)
+    acc_a = BitparAccelerator(a, L, trace=True, weights="runtime")
+    acc_b = BitparAccelerator(b, L, trace=True, weights="runtime", capacity=capacity_of(a, L))
+    assert rtlil.convert(acc_a, name="core") == rtlil.convert(acc_b, name="core")
+    images = random_images(b, 2, seed)
+    rtl = simulate(acc_a, images, load=acc_b.load_contents())
+    gold = run(b, images, trace=True)
+    for i, (r, mdl) in enumerate(zip(rtl, cycle_model(acc_b.plan, images, gold))):
+        assert r.scores == gold.scores[i].tolist(), f"seed {seed} image {i}"
+        for name, spikes in r.spikes.items():
+            assert (spikes == gold.spikes[name][i]).all(), f"seed {seed} image {i} layer {name}"
+        assert (r.cycles, r.counters) == (mdl.total, mdl.counters), f"seed {seed} image {i}"
+
+
+def test_a_ticket_of_another_architecture_is_refused_naming_what_differs():
+    from ticketforge.rtl.bitpar.capacity import capacity_of, fit_problems
+
+    a = random_graph(4, binary=True)
+    cap = capacity_of(a, 4)
+    assert fit_problems(cap, a) == []
+    lay = next(l for l in a.layers if l.neuron is not None)
+    wider = a.with_layers([replace(l, neuron=replace(l.neuron, membrane_bits=l.neuron.membrane_bits + 2))
+                           if l is lay else l for l in a.layers])
+    with pytest.raises(UnsupportedError, match=rf"layer '{lay.name}': neuron membrane_bits .*over by 2 bits"):
+        BitparAccelerator(wider, 4, weights="runtime", capacity=cap)
+    other = random_graph(5, binary=True)
+    assert fit_problems(cap, other)
+    smaller = replace(cap, rows=tuple(max(0, r - 1) for r in cap.rows))
+    problems = fit_problems(smaller, a)
+    assert any("step rows" in p and "over by" in p for p in problems), problems

@@ -14,6 +14,13 @@ dataflow, `cycles.py` for the exact schedule):
   pruned neurons only; ``steps`` / ``weights``: one row per step: the tap offset and
   source word offset, and every lane's +1 / -1 synapse words.
 
+Weights baked in (``weights="baked"``) make those tables ROMs, sized by the ticket.  Runtime
+weights (``weights="runtime"``) make them RAMs that the ``load`` stream writes before the
+first image, sized by the architecture's `capacity.BitparCapacity` so that every ticket of
+the architecture runs on the same bitstream: each layer's step rows start at a fixed base,
+every neuron layer reads keep words, and the groups' step counts are a small RAM
+(``counts``) instead of logic.
+
 The step pipeline: step row read -> source address and bounds -> source word and weights ->
 popcounts -> accumulators (`lanes.LaneArray`).  The update runs the IR's integer LIF
 (`rtl.neuron.NeuronUpdate`) once per timestep for every lane, and the spikes go to the
@@ -31,11 +38,12 @@ from amaranth.lib.memory import Memory
 
 from ticketforge.errors import UsageError
 from ticketforge.ir.schema import Graph, Neuron
+from ticketforge.rtl.bitpar.capacity import BitparCapacity, capacity_of, check_fit
 from ticketforge.rtl.bitpar.cycles import COUNTERS
 from ticketforge.rtl.bitpar.lanes import LaneArray, weight_layout
 from ticketforge.rtl.bitpar.plan import WORD, BitparPlan, bit_index, plan_graph
 from ticketforge.rtl.accel import COUNTER_BITS, MEMORY_STYLES, core_members, fan_in, u_range
-from ticketforge.rtl.lane.plan import field_map, sbits, ubits
+from ticketforge.rtl.lane.plan import WEIGHTS, field_map, sbits, ubits
 from ticketforge.rtl.neuron import NeuronUpdate
 
 __all__ = ["BitparAccelerator", "status_map"]
@@ -50,30 +58,44 @@ def status_map(plan: BitparPlan) -> list[tuple[str, str]]:
 class BitparAccelerator(wiring.Component):
     """Parameters: the integer IR ``graph`` (binary weights), ``lanes`` (output channels per
     cycle, `plan.LANES`), ``trace`` for the spike-trace port (one entry per lane),
-    ``memory_style`` (how synthesis should map the memories)."""
+    ``memory_style`` (how synthesis should map the memories), ``weights`` (`WEIGHTS`) baked
+    in or loaded at run time, and for runtime weights the design's ``capacity`` (default:
+    `capacity.capacity_of` the graph's architecture; the graph must fit it)."""
 
     def __new__(cls, graph: Graph, lanes: int, trace: bool = False, memory_style: str = "auto",
-                dense: bool = False):
+                dense: bool = False, weights: str = "baked", capacity: BitparCapacity | None = None):
         if memory_style not in MEMORY_STYLES:
             raise UsageError(f"memory_style must be one of {', '.join(MEMORY_STYLES)}, got {memory_style!r}")
         if not isinstance(graph, Graph):
             raise TypeError(f"graph must be a ticketforge IR Graph, got {type(graph).__name__}")
         if not isinstance(trace, bool) or not isinstance(dense, bool):
             raise TypeError(f"trace and dense must be bools, got {trace!r}, {dense!r}")
-        plan = plan_graph(graph, lanes, dense)
+        if weights not in WEIGHTS:
+            raise UsageError(f"weights must be one of {', '.join(WEIGHTS)}, got {weights!r}")
+        if weights == "runtime" and dense:
+            raise UsageError("the dense reference bakes its weights in (dense and runtime weights exclude each other)")
+        if capacity is not None and weights != "runtime":
+            raise UsageError("a capacity sizes a design with runtime weights (weights=\"runtime\")")
+        plan = plan_graph(graph, lanes, dense, keep_all=weights == "runtime")
+        if weights == "runtime":
+            capacity = capacity if capacity is not None else capacity_of(graph, lanes)
+            check_fit(capacity, graph)
         self = super().__new__(cls, src_loc_at=1)
-        self.plan = plan
+        self.plan, self.capacity = plan, capacity
         return self
 
     def __init__(self, graph: Graph, lanes: int, trace: bool = False, memory_style: str = "auto",
-                 dense: bool = False):
+                 dense: bool = False, weights: str = "baked", capacity: BitparCapacity | None = None):
         self.plan: BitparPlan
+        self.capacity: BitparCapacity | None
         g = self.graph = graph
         self.L, self.P, self.trace, self.memory_style = lanes, lanes, trace, memory_style
-        self.dense = dense
+        self.dense, self.weights, self.runtime = dense, weights, weights == "runtime"
         self.fifo_depth = None          # no event FIFOs in this datapath
         self._sizes()
-        super().__init__(core_members(g, self.score_bits, len(self.status), lanes, self.ev_xyz.width, trace))
+        self._loadable()
+        super().__init__(core_members(g, self.score_bits, len(self.status), lanes, self.ev_xyz.width, trace,
+                                      self.load_layout if self.runtime else None))
 
     # ------------------------------------------------------------ sizes and tables
     def _sizes(self) -> None:
@@ -91,6 +113,9 @@ class BitparAccelerator(wiring.Component):
                 u_need.append(max(l.neuron.membrane_bits + 1, sbits(*u_range(g, l, max_in if lp.first else 1))))
         self.acc_bits = max(acc_need + [WORD.bit_length() + 2, g.input.bits + 2])
         self.u_bits = max(u_need)
+        cap = self.capacity
+        if cap is not None:             # runtime weights: widths for every ticket of the architecture
+            self.acc_bits, self.u_bits, self.score_bits = cap.acc_bits, cap.u_bits, cap.score_bits
         self.status = status_map(plan)
         shapes = [g.input.shape] + [l.out_shape for l in g.layers if l.kind in ("conv", "linear")]
         cmax = max(s[0] for s in shapes)
@@ -100,10 +125,13 @@ class BitparAccelerator(wiring.Component):
         # decodes from the rtl manifest's ``trace_fields``
         self.ev_xyz = field_map(data.StructLayout({"c": unsigned(ubits(cmax - 1)), "y": unsigned(ubits(hmax - 1)),
                                                    "x": unsigned(ubits(wmax - 1))}))
-        # step rows and group table, stacked over the layers
+        # step rows and group table, stacked over the layers (runtime weights: each layer's
+        # rows from its fixed base, the rows up to the next base unused: ``None``)
         self.step_base, self.group_base, self.keep_base = [], [], []
         rows, groups, keeps = [], [], []
-        for lp in plan.layers:
+        for li, lp in enumerate(plan.layers):
+            if cap is not None:
+                rows += [None] * (cap.row_bases[li] - len(rows))
             self.group_base.append(len(groups))
             self.step_base.append(len(rows))
             self.keep_base.append(len(keeps))
@@ -112,17 +140,21 @@ class BitparAccelerator(wiring.Component):
                 rows += srows
             if lp.keep is not None:
                 keeps += [int(v) for v in lp.keep.reshape(-1)]
+        if cap is not None:
+            rows += [None] * (sum(cap.rows) - len(rows))
         self.rows, self.group_rows, self.keep_words = rows, groups, keeps
-        offs = [r.off for r in rows] + [0]
-        dd = [abs(r.dy) for r in rows] + [abs(r.dx) for r in rows] + [0]
-        self.off_bits = sbits(min(offs), max(offs))
-        self.d_bits = ubits(max(dd)) + 1
+        used = [r for r in rows if r is not None]
+        offs = [r.off for r in used] + [0]
+        dd = [abs(r.dy) for r in used] + [abs(r.dx) for r in used] + [0]
+        self.off_bits = cap.off_bits if cap is not None else sbits(min(offs), max(offs))
+        self.d_bits = cap.d_bits if cap is not None else ubits(max(dd)) + 1
+        self.count_bits = ubits(cap.group_rows if cap is not None else
+                                max((len(s) for lp in plan.layers for s in lp.steps), default=1))
         self.step_layout = data.StructLayout({"off": signed(self.off_bits), "dy": signed(self.d_bits),
                                               "dx": signed(self.d_bits)})
         self.param_bits = self.u_bits
         self.group_layout = data.StructLayout({
-            "start": ubits(max(len(rows), 1)), "count": ubits(max((len(s) for lp in plan.layers for s in lp.steps),
-                                                                    default=1)),
+            "start": ubits(max(len(rows), 1)), "count": self.count_bits,
             "bias": data.ArrayLayout(signed(self.param_bits), L),
             "thr": data.ArrayLayout(signed(self.param_bits), L)})
         self.configs: list[Neuron] = []
@@ -131,6 +163,43 @@ class BitparAccelerator(wiring.Component):
             if n is not None and n not in self.configs:
                 self.configs.append(n)
         self.memories = []
+
+    LOADABLE = ("steps", "weights", "groups", "keep", "counts")
+
+    def _loadable(self) -> None:
+        """Runtime weights: the memories the ``load`` port writes (`LOADABLE`, numbered in that
+        order), with the ``load`` stream's word layout."""
+        self.loadable, self.load_layout = [], None
+        if not self.runtime:
+            return
+        widths = {"steps": self.step_layout.size, "weights": weight_layout(self.L).size,
+                  "groups": self.group_layout.size, "keep": self.L, "counts": self.count_bits}
+        depths = {"steps": len(self.rows), "weights": len(self.rows), "groups": len(self.group_rows),
+                  "keep": len(self.keep_words), "counts": len(self.group_rows)}
+        self.loadable = [{"index": i, "name": n, "depth": max(1, depths[n]), "width": widths[n]}
+                         for i, n in enumerate(self.LOADABLE)]
+        self.load_index = {d["name"]: d["index"] for d in self.loadable}
+        self.load_layout = data.StructLayout({
+            "memory": range(len(self.loadable)),
+            "addr": unsigned(ubits(max(d["depth"] for d in self.loadable) - 1)),
+            "data": unsigned(max(d["width"] for d in self.loadable))})
+
+    def load_contents(self) -> list[tuple[dict, list[int]]]:
+        """Each loadable memory with its words: the ticket's tables (runtime weights)."""
+        def word(layout, value) -> int:
+            return Const.cast(layout.const(value)).value
+
+        wl = weight_layout(self.L)
+        zero_w = [{"pos": 0, "neg": 0}] * self.L
+        words = {
+            "steps": [word(self.step_layout, {"off": r.off, "dy": r.dy, "dx": r.dx} if r else {})
+                      for r in self.rows],
+            "weights": [word(wl, [{"pos": p, "neg": q} for p, q in zip(r.pos, r.neg)] if r else zero_w)
+                        for r in self.rows],
+            "groups": [word(self.group_layout, v) for v in self._group_init()],
+            "keep": list(self.keep_words),
+            "counts": [count for _, count, _ in self.group_rows]}
+        return [(d, (words[d["name"]] or [0])[:d["depth"]]) for d in self.loadable]
 
     def _group_init(self):
         out = []
@@ -155,8 +224,13 @@ class BitparAccelerator(wiring.Component):
         K = g.layers[-1].out_shape[0]
         self.memories = []
 
+        load = self.load if self.runtime else None
+
         def mk(name, shape, depth, init=(), rom=False):
             width = _shape_width(shape)
+            loadable = self.runtime and name in self.LOADABLE
+            if loadable:                    # written through the load port: a RAM, empty at start
+                init, rom = (), False
             style = self.memory_style
             if style == "auto" and rom and width * max(1, depth) <= SMALL_ROM_BITS:
                 style = "logic"
@@ -164,7 +238,12 @@ class BitparAccelerator(wiring.Component):
             mem = Memory(shape=shape, depth=max(1, depth), init=list(init), attrs=attrs)
             m.submodules[name] = mem
             self.memories.append({"name": name, "width": width, "depth": max(1, depth),
-                                  "bits": width * max(1, depth), "style": style, "rom": rom})
+                                  "bits": width * max(1, depth), "style": style, "rom": rom}
+                                 | ({"loadable": True} if loadable else {}))
+            if loadable:
+                wp = mem.write_port()
+                m.d.comb += [wp.addr.eq(load.payload.addr), wp.data.eq(load.payload.data[:width]),
+                             wp.en.eq(load.valid & (load.payload.memory == self.load_index[name]))]
             return mem
 
         # ---------------- memories
@@ -181,16 +260,19 @@ class BitparAccelerator(wiring.Component):
         bufs = [mk(f"buf{b}", unsigned(BW), plan.buffer_depth) for b in range(2)]
         buf_w = [b.write_port(granularity=gran) for b in bufs]
         buf_r = [b.read_port() for b in bufs]
+        if load is not None:
+            m.d.comb += load.ready.eq(1)
         steps = mk("steps", self.step_layout, len(self.rows),
-                   [{"off": r.off, "dy": r.dy, "dx": r.dx} for r in self.rows], rom=True)
+                   [{"off": r.off, "dy": r.dy, "dx": r.dx} for r in self.rows if r is not None], rom=True)
         step_r = steps.read_port()
         wl = weight_layout(L)
         weights = mk("weights", wl, len(self.rows),
-                     [[{"pos": p, "neg": q} for p, q in zip(r.pos, r.neg)] for r in self.rows], rom=True)
+                     [[{"pos": p, "neg": q} for p, q in zip(r.pos, r.neg)] for r in self.rows if r is not None],
+                     rom=True)
         weight_r = weights.read_port()
         groups = mk("groups", self.group_layout, len(self.group_rows), self._group_init(), rom=True)
         group_r = groups.read_port()
-        has_keep = bool(self.keep_words)
+        has_keep = bool(self.keep_words) or self.runtime
         if has_keep:
             keepm = mk("keep", unsigned(L), len(self.keep_words), self.keep_words, rom=True)
             keep_r = keepm.read_port()
@@ -230,11 +312,6 @@ class BitparAccelerator(wiring.Component):
         layer_index = table([lp.index for lp in layers])[cur]
         last_group_chunk = WORD // L          # groups per bitmap chunk
 
-        # per (layer, group): step count, in logic (the sequencer needs the next group's
-        # count in the cycle it issues the current group's last step); the groups' steps
-        # are stored one after another, so a group's first row is the previous one's end
-        counts = Array(Array(Const(len(s), unsigned(ubits(max((len(x) for l2 in layers for x in l2.steps), default=1))))
-                             for s in lp.steps) for lp in layers)
         step_base = table(self.step_base)[cur]
         valid_lanes = Array(Const((1 << (lp.out_channels - (lp.groups - 1) * L)) - 1, L) for lp in layers)[cur]
         full = Const((1 << L) - 1, L)
@@ -258,13 +335,28 @@ class BitparAccelerator(wiring.Component):
         chunk = Signal(range(max(2, max(lp.dst_chunks for lp in layers) + 1)))
         kaddr = Signal(range(max(2, len(self.keep_words) + 1)))
         gstart = Signal(range(max(2, len(self.rows) + 1)))
-        k = Signal(range(max(2, max((len(s) for lp in layers for s in lp.steps), default=1) + 1)))
+        most_rows = (self.capacity.group_rows if self.runtime
+                     else max((len(s) for lp in layers for s in lp.steps), default=1))
+        k = Signal(range(max(2, most_rows + 1)))
         since = Signal(range(D_live + 2))            # cycles since the last group's last step
         d_prev = Signal(range(D_live + 1))           # what that group holds B for
         fresh = Signal()                             # the keep word is on keep_r.data this cycle
         keep_reg = Signal(L)
         load_i = Signal(range(max(2, n_pix)))
         out_i = Signal(range(max(2, K)))
+
+        # per (layer, group): step count, in logic (the sequencer needs the next group's
+        # count in the cycle it issues the current group's last step); the groups' steps
+        # are stored one after another, so a group's first row is the previous one's end
+        count = Signal(self.count_bits)
+        if self.runtime:
+            # a RAM read in the same cycle (LUT RAM on the ECP5, flip-flops on the iCE40: a
+            # few dozen words), written through the load port
+            counts_r = mk("counts", unsigned(self.count_bits), len(self.group_rows)).read_port(domain="comb")
+            m.d.comb += [counts_r.addr.eq(gbase + grp), count.eq(counts_r.data)]
+        else:
+            counts = Array(Array(Const(len(s), unsigned(self.count_bits)) for s in lp.steps) for lp in layers)
+            m.d.comb += count.eq(counts[cur][grp])
 
         keep_now = Signal(L)
         if has_keep:
@@ -273,8 +365,6 @@ class BitparAccelerator(wiring.Component):
             m.d.comb += keep_now.eq(Mux(grp == G - 1, valid_lanes, full))
         with m.If(fresh):
             m.d.sync += keep_reg.eq(keep_now)
-        count = Signal.like(counts[0][0])
-        m.d.comb += count.eq(counts[cur][grp])
         dead = Signal()
         m.d.comb += dead.eq(~keep_now.any() & ~is_out & (not self.dense))
         null = Signal()

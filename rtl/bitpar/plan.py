@@ -151,10 +151,12 @@ def _neuron_layers_ok(g: Graph) -> None:
                                f"linear (after a flatten), got {lead.kind} {lead.name!r}")
 
 
-def plan_graph(g: Graph, lanes: int, dense: bool = False) -> BitparPlan:
+def plan_graph(g: Graph, lanes: int, dense: bool = False, keep_all: bool = False) -> BitparPlan:
     """Map an integer IR with binary weights onto ``lanes`` lanes.  ``dense``: the reference
     without skipping: every tap and word is a step (zero weights included) and every
-    (position, group) runs, pruned neurons kept silent by their keep bits."""
+    (position, group) runs, pruned neurons kept silent by their keep bits.  ``keep_all``:
+    every neuron layer reads keep words, pruned neurons or not (runtime weights: whether a
+    layer has pruned neurons is the loaded ticket's, not the bitstream's)."""
     if lanes not in LANES:
         raise UsageError(f"lanes must be one of {', '.join(map(str, LANES))} (they divide a {WORD}-bit word), "
                          f"got {lanes!r}")
@@ -223,7 +225,7 @@ def plan_graph(g: Graph, lanes: int, dense: bool = False) -> BitparPlan:
             lp.bias = g.tensor(l, "bias").astype(np.int64)
             lp.threshold = g.tensor(l, "threshold").astype(np.int64)
             keep = g.tensor(l, "neuron_mask").astype(bool).reshape(Co, -1)      # [Co, positions]
-            if not keep.all():
+            if keep_all or not keep.all():
                 pad_c = G * L - Co
                 kp = np.concatenate([keep, np.zeros((pad_c, keep.shape[1]), bool)]).reshape(G, L, -1)
                 lp.keep = (kp.astype(np.int64) << np.arange(L)[None, :, None]).sum(1).T.copy()   # [pos, G]

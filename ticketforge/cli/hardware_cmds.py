@@ -172,16 +172,25 @@ def cmd_run(args) -> int:
         raise UsageError(f"--timeout must be > 0 seconds, got {args.timeout}")
     board = get_board(args.board or cfg.hw.board)
     codes, _, _ = load_split(root, args.images)
-    params = json.loads(man.read_text())["params"]
+    rtl_man = json.loads(man.read_text())
+    params = rtl_man["params"]
     design_id = expected_identity(root / "rtl")
-    clock = run_clock_mhz(root, cfg, board.name)
+    # a ticket fitted onto another's runtime-weights design runs on that design's bitstream
+    board_rtl = Path(rtl_man["fit_to"]["rtl_dir"]) if "fit_to" in rtl_man else root / "rtl"
+    if board_rtl != root / "rtl":
+        if not (board_rtl / "manifest.json").is_file() or expected_identity(board_rtl) != design_id:
+            raise StageMissingError(f"{root / 'rtl'} was fitted onto the design in {board_rtl}, which is no longer "
+                                    f"there or no longer design 0x{design_id:08x}: rebuild it, then run "
+                                    f"`ticketforge rtl --config {cfg.name}` again")
+        print(f"[run] {cfg.name}'s weights on the design of {board_rtl} (0x{design_id:08x})")
+    clock = run_clock_mhz(board_rtl.parent, cfg, board.name)
     weights = root / "rtl" / "weights.bin" if params.get("weights") == "runtime" else None
     if weights is None and args.no_load:
         print(f"[run] {cfg.name} has its weights baked into the bitstream: --no-load changes nothing")
     if args.simulated:
         from ticketforge.sim.board import SimulatedBoard
 
-        link = SimulatedBoard(root / "rtl", root / "run" / "simboard", log=print if not args.quiet else
+        link = SimulatedBoard(board_rtl, board_rtl.parent / "run" / "simboard", log=print if not args.quiet else
                               (lambda *a, **k: None))
         what = "the simulated board (Verilator, pseudo-terminal)"
     else:

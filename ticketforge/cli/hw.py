@@ -98,7 +98,7 @@ def assemble_report(cfg, root: Path, synth: dict, seconds: dict) -> dict:
     cache = root / "sim" / "cycle_model.json"
     datapath = sim.get("datapath", "lane")
     key = {"inputs": sim["inputs"], "images": sim["images_run"], "pes": sim["pes"], "fifo_depth": sim.get("fifo_depth"),
-           "datapath": datapath}
+           "datapath": datapath, "weights": sim.get("weights", "baked")}
     if cache.is_file() and json.loads(cache.read_text()).get("key") == key:
         cycles = json.loads(cache.read_text())["cycles"]
     else:
@@ -109,7 +109,8 @@ def assemble_report(cfg, root: Path, synth: dict, seconds: dict) -> dict:
                                      datapath=datapath)
         else:                               # a results.json from before the sim stage kept them
             cycles = model_cycles(g, codes[:sim["images_run"]], sim["pes"], jobs=os.cpu_count() or 1,
-                                  fifo_depth=sim.get("fifo_depth"), datapath=datapath)
+                                  fifo_depth=sim.get("fifo_depth"), datapath=datapath,
+                                  weights=sim.get("weights", "baked"))
         if datapath == "bitpar":
             # the one-synapse-per-PE floor on the same P, beside this datapath's own bound
             from ticketforge.deploy.report import one_synapse_bound

@@ -28,6 +28,14 @@ def _add_config_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--quiet", action="store_true", help="no progress bars")
 
 
+def _add_fit_arg(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--fit-to", default=None, metavar="CONFIG|RTL_DIR",
+                   help="run this ticket on another ticket's runtime-weights bitpar design (a config name or its "
+                        "rtl folder): quantize takes its membrane widths, rtl refuses a ticket that does not fit "
+                        "(naming what is over) and writes only a new weights.bin for the same netlist; default: "
+                        "the config's hw.fit_to, none")
+
+
 def _add_rtl_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--datapath", choices=("lane", "bitpar"), default=None,
                    help="the accelerator's datapath: lane (event driven, one synapse per PE per cycle) or "
@@ -45,8 +53,9 @@ def _add_rtl_args(p: argparse.ArgumentParser) -> None:
                         "config's hw.memory_style, auto)")
     p.add_argument("--weights", choices=("baked", "runtime"), default=None,
                    help="where the network's numbers live: baked in as memory initial values, or runtime: "
-                        "loaded over the board link before the first image (build/<name>/rtl/weights.bin; lane "
-                        "datapath); default: the config's hw.weights, baked")
+                        "loaded over the board link before the first image (build/<name>/rtl/weights.bin); "
+                        "default: the config's hw.weights, baked")
+    _add_fit_arg(p)
     p.add_argument("--no-trace", dest="trace", action="store_false", default=None,
                    help="leave out the per-PE spike-trace debug port (the cocotb regression checks spike "
                         "trains through it; default: the config's hw.trace, true)")
@@ -109,6 +118,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_config_args(p)
     p.add_argument("--ticket", default=None, help="ticket folder (default: build/<name>/ticket)")
     _add_precision_arg(p)
+    _add_fit_arg(p)
     p = sub.add_parser("rtl", help="generate the accelerator's Verilog from the IR: build/<name>/rtl/")
     _add_config_args(p)
     _add_rtl_args(p)

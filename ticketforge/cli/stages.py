@@ -37,7 +37,7 @@ def _sources(pkg: str, *names: str, recurse: bool = False) -> tuple[Path, ...]:
 _HW_KEYS = {"precision_bits": "precision_bits", "memory_style": "memory_style", "weights": "weights", "trace": "trace",
             "simulator": "simulator", "images": "images", "trace_images": "trace_images",
             "bitstream": "bitstream", "hls": "hls", "backend": "hls_backend", "board": "board",
-            "netlist_images": "netlist_images"}
+            "netlist_images": "netlist_images", "fit_to": "fit_to"}
 
 
 def resolve_hw_args(args: argparse.Namespace, cfg) -> None:
@@ -65,13 +65,43 @@ def resolve_hw_args(args: argparse.Namespace, cfg) -> None:
 
 def hw_settings(args: argparse.Namespace, cfg) -> dict:
     """Every hardware setting of this build, as run (the report records it)."""
-    keys = ("precision_bits", "datapath", "pes", "fifo_depth", "memory_style", "weights", "trace", "simulator", "images",
+    keys = ("precision_bits", "datapath", "pes", "fifo_depth", "memory_style", "weights", "fit_to", "trace", "simulator",
+            "images",
             "trace_images", "board", "bitstream", "netlist_images", "hls", "backend")
     return {"clock_mhz": cfg.hw.clock_mhz, **{k: getattr(args, k) for k in keys if hasattr(args, k)}}
 
 
 def _root(args, cfg) -> Path:
     return Path(args.build_dir) / cfg.name
+
+
+def fit_to_dir(args) -> Path | None:
+    """The rtl folder of ``--fit-to`` / ``hw.fit_to``: a folder as given, or a config name's
+    ``build/<name>/rtl``; None when the ticket gets its own design."""
+    value = getattr(args, "fit_to", None) or ""
+    if not value:
+        return None
+    p = Path(value)
+    return p if (p / "manifest.json").is_file() or "/" in value else Path(args.build_dir) / value / "rtl"
+
+
+def _membrane_floor(args) -> dict | None:
+    """The membrane widths of the design ``--fit-to`` names, per layer (what its ticket's
+    IR must take: `rtl.bitpar.capacity`)."""
+    import json
+
+    from ticketforge.errors import StageMissingError
+
+    ref = fit_to_dir(args)
+    if ref is None:
+        return None
+    man = ref / "manifest.json"
+    if not man.is_file() or "capacity" not in json.loads(man.read_text()):
+        raise StageMissingError(f"--fit-to {args.fit_to}: {man} is not the rtl stage of a runtime-weights bitpar "
+                                f"design; build that one first (`ticketforge rtl --config <its config> --datapath "
+                                f"bitpar --weights runtime`)")
+    arch = json.loads(man.read_text())["capacity"]["architecture"]
+    return {l["name"]: l["neuron"]["membrane_bits"] for l in arch["layers"] if l["neuron"]}
 
 
 def _say(args):
@@ -115,13 +145,16 @@ def quantize_stage(args, cfg, ticket_dir: Path | None = None) -> Stage:
     tdir = Path(ticket_dir) if ticket_dir else root / "ticket"
     data_dir = cfg.data.data_dir or None
 
+    floor = _membrane_floor(args)
+
     def run(out: Path) -> dict:
-        m = quantize_ticket(tdir, out, data_dir=data_dir, precision_bits=args.precision_bits)
+        m = quantize_ticket(tdir, out, data_dir=data_dir, precision_bits=args.precision_bits, membrane_floor=floor)
         return {k: m[k] for k in ("accuracy_float", "accuracy_integer", "images")}
 
     return Stage("quantize", root / "ir", run,
                  inputs={"model.pt": tdir / "model.pt", "ticket.json": tdir / "ticket.json"},
-                 params={"precision_bits": args.precision_bits, "data_dir": data_dir},
+                 params={"precision_bits": args.precision_bits, "data_dir": data_dir}
+                 | ({"membrane_floor": floor} if floor else {}),
                  code=tuple(LOWERING_SOURCES),
                  tools={"torch": package_version("torch"), "brevitas": package_version("brevitas")},
                  outputs=("graph.json", "tensors.npz", "test_inputs.npz", "manifest.json"),
@@ -136,14 +169,17 @@ def rtl_stage(args, cfg) -> Stage:
 
     root = _root(args, cfg)
     irdir = root / "ir"
+    ref = fit_to_dir(args)
 
     def run(out: Path) -> dict:
         m = write_rtl(irdir, out, pes=args.pes, dense=args.dense, trace=args.trace, memory_style=args.memory_style,
-                      fifo_depth=args.fifo_depth, progress=_say(args), datapath=args.datapath, weights=args.weights)
+                      fifo_depth=args.fifo_depth, progress=_say(args), datapath=args.datapath, weights=args.weights,
+                      fit_to=ref)
         return {"memory_bits": m["memory_bits"]}
 
     return Stage("rtl", root / ("rtl-dense" if args.dense else "rtl"), run,
-                 inputs={"graph.json": irdir / "graph.json", "tensors.npz": irdir / "tensors.npz"},
+                 inputs={"graph.json": irdir / "graph.json", "tensors.npz": irdir / "tensors.npz"}
+                 | ({"design manifest.json": ref / "manifest.json"} if ref else {}),
                  params={"pes": args.pes, "dense": args.dense, "trace": args.trace, "memory_style": args.memory_style,
                          "fifo_depth": args.fifo_depth, "datapath": args.datapath, "weights": args.weights},
                  code=_sources("rtl", recurse=True),
