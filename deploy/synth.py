@@ -110,12 +110,18 @@ def fit_check(res: dict[str, int], board: Board) -> dict:
             "utilisation": {k: round(res.get(k, 0) / cap, 4) if cap else None for k, cap in caps.items()}}
 
 
-def closest_fit_hint(ir_dir: Path, board: Board) -> str:
+def closest_fit_hint(ir_dir: Path, board: Board, datapath: str = "lane", lanes: int = 0) -> str:
     """What would fit: the on-chip memory the design needs against the board's, per PE count
-    (memories are the binding resource of these designs)."""
+    (memories are the binding resource of these designs).  A bitpar design's block RAMs
+    follow its memories' widths more than their bits, so its hint names the lanes first."""
     from ticketforge.ir import load_graph
     from ticketforge.rtl.lane.plan import lane_plan
 
+    if datapath == "bitpar":
+        fewer = f"--pes {lanes // 2}" if lanes > 1 else "the lane datapath"
+        return (f"A bitpar design's block RAMs follow its memories' widths (each step row holds {lanes} lanes x 64 "
+                f"synapse bits, each spike bitmap word T x 32 bits) and its logic the lanes' popcounts: try "
+                f"{fewer}, or --datapath lane. With the lane datapath: " + closest_fit_hint(ir_dir, board))
     g = load_graph(ir_dir)
     cap = board.memory_kbits * 1024
     tried = []

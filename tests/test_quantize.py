@@ -233,3 +233,40 @@ def test_hw_from_and_to_run_a_range_of_stages(tmp_path, root):
                        (("--dense", "--to", "sim"), "--dense builds model, quantize and rtl only")):
         r = run_cli(*hw, *bad, cwd=root)
         assert r.returncode == 2 and words in r.stderr and "Traceback" not in r.stderr, (bad, r.stderr)
+
+
+def test_a_pruned_ticket_is_fitted_onto_the_runtime_bitstream_of_its_parent(tiny_ir, tmp_path, root):
+    """The user's path for one bitstream, two tickets: the ticket's runtime-weights bitpar
+    design, then its DynSNN-pruned ticket lowered with --fit-to: the same netlist (core.il),
+    its own weights.bin, membranes at least the design's, and `run --simulated` on the
+    design's board with every image identical.  Other lanes are refused by name."""
+    ir, _ = tiny_ir
+    build = ir.parent.parent
+    cfg = build.parent / "tinyq.toml"
+    rtl_a = build / "tinyq" / "rtl-runtime"
+    other = tmp_path / "b"
+    common = ["--config", str(cfg), "--datapath", "bitpar", "--pes", "4", "--weights", "runtime", "--quiet"]
+    r = run_cli("hw", *common, "--build-dir", str(build), "--to", "rtl", cwd=root)
+    assert r.returncode == 0, r.stderr
+    (build / "tinyq" / "rtl").rename(rtl_a)             # the design the other ticket must run on
+    r = run_cli("prune", "--config", str(cfg), "--build-dir", str(build), "--method", "dynsnn", "--sparsity", "0.3",
+                "--quiet", cwd=root)
+    assert r.returncode == 0, r.stderr
+    r = run_cli("quantize", "--config", str(cfg), "--build-dir", str(other), "--ticket",
+                str(build / "tinyq" / "prune-dynsnn"), "--fit-to", str(rtl_a), cwd=root)
+    assert r.returncode == 0, r.stderr
+    mine, theirs = load_graph(other / "tinyq" / "ir"), load_graph(ir)
+    assert all(a.neuron.membrane_bits >= b.neuron.membrane_bits for a, b in zip(mine.layers, theirs.layers) if a.neuron)
+    r = run_cli("rtl", *common, "--build-dir", str(other), "--fit-to", str(rtl_a), cwd=root)
+    assert r.returncode == 0, r.stderr
+    rtl_b = other / "tinyq" / "rtl"
+    assert (rtl_b / "core.il").read_text() == (rtl_a / "core.il").read_text()
+    assert (rtl_b / "weights.bin").read_bytes() != (rtl_a / "weights.bin").read_bytes()
+    assert json.loads((rtl_b / "manifest.json").read_text())["fit_to"]["rtl_dir"] == str(rtl_a.resolve())
+    r = run_cli("run", "--config", str(cfg), "--build-dir", str(other), "--simulated", "--images", "20", "--quiet",
+                cwd=root)
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert f"weights on the design of {rtl_a}" in r.stdout and "20/20 images identical" in r.stdout
+    assert (rtl_a.parent / "run" / "simboard").is_dir() and not (other / "tinyq" / "run" / "simboard").exists()
+    r = run_cli("rtl", *common[:5], "8", *common[6:], "--build-dir", str(other), "--fit-to", str(rtl_a), cwd=root)
+    assert r.returncode != 0 and "has 4 lanes, this build asks for 8: use --pes 4" in r.stderr, r.stderr

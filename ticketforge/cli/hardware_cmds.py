@@ -117,10 +117,11 @@ def cmd_synth(args) -> int:
           + (f"; bitstream {r['bitstream']}" if r.get("bitstream") else "")
           + f" -> {stage.folder / 'synth.json'}")
     if not r["fits"]:
+        built = json.loads((root / "rtl" / "manifest.json").read_text())["params"]
         over = ", ".join(f"{k}: {v['used']} used, {v['available']} available (over by {v['over_by']})"
                          for k, v in r["over"].items())
         raise BoardError(f"{cfg.name} does not fit the {board.name} ({board.device}): {over}. "
-                         f"{closest_fit_hint(root / 'ir', board)}")
+                         f"{closest_fit_hint(root / 'ir', board, built.get('datapath', 'lane'), built.get('pes', 0))}")
     return 0
 
 

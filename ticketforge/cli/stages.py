@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import json
 import math
 from pathlib import Path
 
@@ -88,8 +89,6 @@ def fit_to_dir(args) -> Path | None:
 def _membrane_floor(args) -> dict | None:
     """The membrane widths of the design ``--fit-to`` names, per layer (what its ticket's
     IR must take: `rtl.bitpar.capacity`)."""
-    import json
-
     from ticketforge.errors import StageMissingError
 
     ref = fit_to_dir(args)
@@ -297,6 +296,10 @@ def synth_stage(args, cfg) -> Stage:
             r["bitstream"] = str(folder / Path(r["bitstream"]).name)
         r["inputs"] = digests(synth_inputs(root))
         r["params"] = {"bitstream": args.bitstream, "clock_mhz": cfg.hw.clock_mhz}
+        rtl_man = json.loads((root / "rtl" / "manifest.json").read_text())
+        if "capacity" in rtl_man:
+            # a runtime-weights bitpar bitstream: which tickets it runs (`rtl --fit-to` checks them)
+            r["design_id"], r["capacity"] = rtl_man["design_id"], rtl_man["capacity"]
         write_record(out / "synth.json", r)
         return {"fits": r["fits"], "fmax_mhz": r.get("fmax_mhz")}
 
