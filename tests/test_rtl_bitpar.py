@@ -26,8 +26,8 @@ def _lanes(seed: int) -> int:
     return (1, 2, 4, 8, 16)[seed % 5]
 
 
-def _check(seed: int, L: int, dense: bool = False, n_images: int = 2):
-    g = random_graph(seed, binary=True)
+def _check(seed: int, L: int, dense: bool = False, n_images: int = 2, binary: bool = True):
+    g = random_graph(seed, binary=binary)
     images = random_images(g, n_images, seed)
     acc = BitparAccelerator(g, L, trace=True, dense=dense)
     rtl = simulate(acc, images)
@@ -46,6 +46,49 @@ def _check(seed: int, L: int, dense: bool = False, n_images: int = 2):
 @pytest.mark.parametrize("seed", SEEDS)
 def test_random_ir_equals_golden_and_cycle_model(seed):
     _check(seed, _lanes(seed))
+
+
+# random IRs with 4- and 8-bit weights (bit-serial rows); 10 has a linear first layer (pixel
+# bit planes) with dead groups
+MULTI_BIT_SEEDS = (1, 4, 10, 11, 13)
+
+
+@pytest.mark.parametrize("seed", MULTI_BIT_SEEDS)
+def test_multi_bit_random_ir_equals_golden_and_cycle_model(seed):
+    assert any(l.has_weights and l.weight_bits > 2 for l in random_graph(seed).layers)
+    _check(seed, _lanes(seed), binary=False)
+
+
+def test_a_weight_costs_one_row_per_magnitude_bit_it_has():
+    """Bit-serial weights: each stored row adds one magnitude bit of its lanes' weights, and
+    together the rows hold every weight exactly."""
+    def chained(lp):            # a linear layer fed by a linear one: a row's word is channels off*32..
+        return lp.kind in ("linear", "output") and not lp.first and tuple(lp.src_shape[1:]) == (1, 1)
+
+    for seed in range(200):
+        g = random_graph(seed)
+        plan = plan_graph(g, 2)
+        if any(chained(lp) and g.layers[lp.index].weight_bits == 8 for lp in plan.layers):
+            break
+    checked = 0
+    for lp in plan.layers:
+        l = g.layers[lp.index]
+        if not chained(lp):
+            continue
+        checked += 1
+        w = g.tensor(l, "weight").astype(np.int64).reshape(l.out_shape[0], -1)
+        rebuilt = np.zeros_like(w)
+        for grp, rows in enumerate(lp.steps):
+            for r in rows:
+                assert 0 <= r.shift < l.weight_bits - 1
+                for lane in range(2):
+                    o = grp * 2 + lane
+                    for j in range(WORD):
+                        c = r.off * WORD + j
+                        if o < w.shape[0] and c < w.shape[1]:
+                            rebuilt[o, c] += (((r.pos[lane] >> j) & 1) - ((r.neg[lane] >> j) & 1)) << r.shift
+        assert (rebuilt == w).all(), l.name
+    assert checked
 
 
 @pytest.mark.parametrize("seed", DENSE_SEEDS)
@@ -91,12 +134,12 @@ def test_bit_index_is_a_permutation():
 class LanesModel:
     """The reference of LaneArray: popcounts registered one cycle, accumulated the next."""
 
-    def __init__(self, L, T, bits, planes=0):
-        self.L, self.T, self.bits, self.planes = L, T, bits, planes
+    def __init__(self, L, T, bits, shifts=0):
+        self.L, self.T, self.bits, self.shifts = L, T, bits, shifts
         self.acc = [[0] * T for _ in range(L)]
         self.pending = None
 
-    def step(self, spikes, pixel, pos, neg, first, add, clear, plane=0):
+    def step(self, spikes, pixel, pos, neg, first, add, clear, shift=0):
         """The accumulators after this cycle's inputs, and this cycle's ``total``."""
         lo, span = -(1 << (self.bits - 1)), 1 << self.bits
         total = [[(self.acc[lane][t] + (self.pending[lane][t] if self.pending else 0) - lo) % span + lo
@@ -110,20 +153,20 @@ class LanesModel:
                 for t in range(self.T):
                     s = sum(((spikes >> bit_index(self.T, self.L, t, c)) & 1) << c for c in range(WORD))
                     if first:
-                        row.append(pixel if pos[lane] & 1 else -pixel if neg[lane] & 1 else 0)
+                        row.append((pixel if pos[lane] & 1 else -pixel if neg[lane] & 1 else 0) << shift)
                     else:
-                        row.append((bin(s & pos[lane]).count("1") - bin(s & neg[lane]).count("1")) << plane)
+                        row.append((bin(s & pos[lane]).count("1") - bin(s & neg[lane]).count("1")) << shift)
                 pc.append(row)
             self.pending = pc
         return total, [row[:] for row in self.acc]
 
 
-@pytest.mark.parametrize("L,T,planes", [(1, 1, 0), (4, 3, 0), (8, 2, 0), (2, 2, 8)])
-def test_lane_array_equals_the_model(L, T, planes):
-    rng = np.random.default_rng(L * 10 + T)
-    bits = 16
-    dut = LaneArray(L, T, bits, planes=planes)
-    model = LanesModel(L, T, bits, planes)
+@pytest.mark.parametrize("L,T,shifts", [(1, 1, 0), (4, 3, 0), (8, 2, 0), (2, 2, 8), (4, 2, 14)])
+def test_lane_array_equals_the_model(L, T, shifts):
+    rng = np.random.default_rng(L * 10 + T + shifts)
+    bits = 24
+    dut = LaneArray(L, T, bits, shifts=shifts)
+    model = LanesModel(L, T, bits, shifts)
     n = 120
 
     def word(b):
@@ -135,17 +178,16 @@ def test_lane_array_equals_the_model(L, T, planes):
             pos = [word(WORD) for _ in range(L)]
             neg = [word(WORD) & ~p for p in pos]
             first, add, clear = bool(rng.random() < 0.3), bool(rng.random() < 0.8), bool(rng.random() < 0.05)
-            plane = int(rng.integers(0, planes)) if planes else 0
-            if planes:
-                first = False                       # bit planes replace the one-pixel steps
-                ctx.set(dut.plane, plane)
+            shift = int(rng.integers(0, shifts)) if shifts > 1 else 0
+            if shifts > 1:
+                ctx.set(dut.shift, shift)
             ctx.set(dut.spikes, spikes)
             ctx.set(dut.pixel, pixel)
             ctx.set(dut.weights, [{"pos": p, "neg": q} for p, q in zip(pos, neg)])
             ctx.set(dut.first, first)
             ctx.set(dut.add, add)
             ctx.set(dut.clear, clear)
-            total, acc = model.step(spikes, pixel, pos, neg, first, add, clear, plane)
+            total, acc = model.step(spikes, pixel, pos, neg, first, add, clear, shift)
             assert [[ctx.get(dut.total[lane][t]) for t in range(T)] for lane in range(L)] == total, f"cycle {k}"
             await ctx.tick()
             assert [[ctx.get(dut.acc[lane][t]) for t in range(T)] for lane in range(L)] == acc, f"cycle {k}"
@@ -161,10 +203,9 @@ def test_what_it_cannot_take_is_refused_by_name():
     g = random_graph(1, binary=True)
     with pytest.raises(UsageError, match="lanes must be one of 1, 2, 4, 8, 16, 32 .* got 3"):
         BitparAccelerator(g, 3)
-    multi = next(random_graph(s) for s in range(100)
-                 if any(l.has_weights and l.weight_bits != 2 for l in random_graph(s).layers))
-    with pytest.raises(UnsupportedError, match="binary weights"):
-        BitparAccelerator(multi, 4)
+    wide = g.with_layers([replace(l, weight_bits=12) if l.has_weights else l for l in g.layers])
+    with pytest.raises(UnsupportedError, match="takes weights of 2 to 8 bits, got 12"):
+        BitparAccelerator(wide, 4)
     with pytest.raises(ValueError, match="acc_bits must be an integer >= 10, got 4"):
         LaneArray(2, 2, 4)
 
@@ -180,8 +221,8 @@ def test_cli_refuses_what_the_bitpar_datapath_has_not_before_any_work(tmp_path, 
     assert not any(tmp_path.iterdir())                 # nothing written
 
 
-@pytest.mark.parametrize("seed", (1, 4, 8))
-def test_runtime_weights_one_design_runs_two_tickets(seed):
+@pytest.mark.parametrize("seed,binary", [(1, True), (4, True), (8, True), (12, False)])
+def test_runtime_weights_one_design_runs_two_tickets(seed, binary):
     """Runtime weights: the design of a ticket's architecture is the same netlist for another
     ticket of that architecture (same RTLIL), and with the other ticket's tables loaded it
     equals that ticket's golden model and cycle model."""
@@ -191,7 +232,7 @@ def test_runtime_weights_one_design_runs_two_tickets(seed):
     from ticketforge.rtl.bitpar.capacity import capacity_of
 
     L = _lanes(seed)
-    a = random_graph(seed, binary=True)
+    a = random_graph(seed, binary=binary)
     b = random_ticket_like(a, seed + 100)
     acc_a = BitparAccelerator(a, L, trace=True, weights="runtime")
     acc_b = BitparAccelerator(b, L, trace=True, weights="runtime", capacity=capacity_of(a, L))

@@ -105,12 +105,13 @@ class BitparAccelerator(wiring.Component):
         for lp in plan.layers:
             l = g.layers[lp.index]
             fi = max(1, fan_in(g, l))
-            top = fi * (max_in if lp.first else 1)
+            value = (max_in if lp.first else 1) * ((1 << (l.weight_bits - 1)) - 1)     # the largest |input x w|
+            top = fi * value
             acc_need.append(sbits(-top, top))
             if lp.kind == "output":
                 self.score_bits = sbits(-top * g.T, top * g.T)
             else:
-                u_need.append(max(l.neuron.membrane_bits + 1, sbits(*u_range(g, l, max_in if lp.first else 1))))
+                u_need.append(max(l.neuron.membrane_bits + 1, sbits(*u_range(g, l, value))))
         self.acc_bits = max(acc_need + [WORD.bit_length() + 2, g.input.bits + 2])
         self.u_bits = max(u_need)
         cap = self.capacity
@@ -150,8 +151,11 @@ class BitparAccelerator(wiring.Component):
         self.d_bits = cap.d_bits if cap is not None else ubits(max(dd)) + 1
         self.count_bits = ubits(cap.group_rows if cap is not None else
                                 max((len(s) for lp in plan.layers for s in lp.steps), default=1))
+        # multi-bit weights: the magnitude bit a row adds (plan.StepRow.shift); none when binary
+        self.wshift_max = max(l.weight_bits - 2 for l in g.layers if l.has_weights)
         self.step_layout = data.StructLayout({"off": signed(self.off_bits), "dy": signed(self.d_bits),
-                                              "dx": signed(self.d_bits)})
+                                              "dx": signed(self.d_bits)}
+                                             | ({"shift": unsigned(ubits(self.wshift_max))} if self.wshift_max else {}))
         self.param_bits = self.u_bits
         self.group_layout = data.StructLayout({
             "start": ubits(max(len(rows), 1)), "count": self.count_bits,
@@ -192,14 +196,16 @@ class BitparAccelerator(wiring.Component):
         wl = weight_layout(self.L)
         zero_w = [{"pos": 0, "neg": 0}] * self.L
         words = {
-            "steps": [word(self.step_layout, {"off": r.off, "dy": r.dy, "dx": r.dx} if r else {})
-                      for r in self.rows],
+            "steps": [word(self.step_layout, self._step_word(r) if r else {}) for r in self.rows],
             "weights": [word(wl, [{"pos": p, "neg": q} for p, q in zip(r.pos, r.neg)] if r else zero_w)
                         for r in self.rows],
             "groups": [word(self.group_layout, v) for v in self._group_init()],
             "keep": list(self.keep_words),
             "counts": [count for _, count, _ in self.group_rows]}
         return [(d, (words[d["name"]] or [0])[:d["depth"]]) for d in self.loadable]
+
+    def _step_word(self, r) -> dict:
+        return {"off": r.off, "dy": r.dy, "dx": r.dx} | ({"shift": r.shift} if self.wshift_max else {})
 
     def _group_init(self):
         out = []
@@ -263,7 +269,7 @@ class BitparAccelerator(wiring.Component):
         if load is not None:
             m.d.comb += load.ready.eq(1)
         steps = mk("steps", self.step_layout, len(self.rows),
-                   [{"off": r.off, "dy": r.dy, "dx": r.dx} for r in self.rows if r is not None], rom=True)
+                   [self._step_word(r) for r in self.rows if r is not None], rom=True)
         step_r = steps.read_port()
         wl = weight_layout(L)
         weights = mk("weights", wl, len(self.rows),
@@ -277,7 +283,9 @@ class BitparAccelerator(wiring.Component):
             keepm = mk("keep", unsigned(L), len(self.keep_words), self.keep_words, rom=True)
             keep_r = keepm.read_port()
 
-        lanes = m.submodules.lanes = LaneArray(L, T, self.acc_bits, g.input.bits, planes)
+        # the lanes' shift: the pixel bit plane (a linear first layer) plus the weight bit
+        shifts = max(planes - 1, 0) + self.wshift_max + 1
+        lanes = m.submodules.lanes = LaneArray(L, T, self.acc_bits, g.input.bits, shifts)
 
         # ---------------- per-layer constants, indexed by the current layer
         def table(values, shape=None):
@@ -422,6 +430,9 @@ class BitparAccelerator(wiring.Component):
         if planes:
             s1_plane, s2_plane, s3_plane = Signal.like(plane), Signal.like(plane), Signal.like(plane)
             m.d.sync += [s1_plane.eq(plane), s2_plane.eq(s1_plane), s3_plane.eq(s2_plane)]
+        if self.wshift_max:         # the row's weight bit, from S1 (the row) to S3 (its weights)
+            s2_wshift, s3_wshift = Signal(range(self.wshift_max + 1)), Signal(range(self.wshift_max + 1))
+            m.d.sync += [s2_wshift.eq(row.shift), s3_wshift.eq(s2_wshift)]
         wb_addr = Signal(range(addr_max))
         for b in range(2):
             m.d.comb += buf_r[b].addr.eq(Mux(rbuf == b, src_addr, wb_addr))
@@ -435,7 +446,9 @@ class BitparAccelerator(wiring.Component):
             where = {bit_index(T, L, tt, cc): cc for tt in range(T) for cc in range(WORD)}
             plane_word = Cat(bits_b[where[i]] for i in range(T * WORD))
             src_word = Mux(cur == 0, plane_word, src_word)
-            m.d.comb += lanes.plane.eq(s3_plane)
+
+        if shifts > 1:
+            m.d.comb += lanes.shift.eq((s3_plane if planes else 0) + (s3_wshift if self.wshift_max else 0))
         word_q, pixel_q = Signal(T * WORD), Signal.like(pix_r.data)
         m.d.sync += [word_q.eq(src_word), pixel_q.eq(pix_r.data)]
         m.d.comb += [handoff.eq(last4), lanes.spikes.eq(word_q), lanes.pixel.eq(pixel_q),
@@ -637,6 +650,8 @@ class BitparAccelerator(wiring.Component):
                     else:
                         m.d.sync += k.eq(k + 1)
                     with m.If(is_last):
+                        if planes:              # a dead group's one empty step leaves the plane at 1
+                            m.d.sync += plane.eq(0)
                         m.d.comb += tags.w_en.eq(1)
                         m.d.sync += [since.eq(1), d_prev.eq(Mux(is_out, D_out, Mux(dead, D_dead, D_live)))]
                         next_group()

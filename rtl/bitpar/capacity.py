@@ -27,6 +27,8 @@ import dataclasses
 import math
 from dataclasses import dataclass
 
+import numpy as np
+
 from ticketforge.errors import UnsupportedError
 from ticketforge.ir.schema import Graph
 from ticketforge.rtl.bitpar.plan import WORD, plan_graph
@@ -119,13 +121,13 @@ def capacity_of(g: Graph, lanes: int) -> BitparCapacity:
     """The capacity of the runtime-weights design for ``g``'s architecture: its dense plan's
     rows, and widths that hold for every ticket of the architecture."""
     tensors = dict(g.tensors)
-    for l in g.layers:                  # every synapse kept: the dense plan stores every word
-        if l.has_weights:
+    for l in g.layers:                  # every synapse kept, every magnitude bit set: the dense plan
+        if l.has_weights:               # stores every word and every weight bit's row
             w = g.tensor(l, "weight")
-            tensors[l.tensors["weight"]] = (w * 0 + 1).astype(w.dtype)
+            tensors[l.tensors["weight"]] = np.full_like(w, (1 << (l.weight_bits - 1)) - 1)
         if l.neuron is not None:
             nm = g.tensor(l, "neuron_mask")
-            tensors[l.tensors["neuron_mask"]] = (nm * 0 + 1).astype(nm.dtype)
+            tensors[l.tensors["neuron_mask"]] = np.ones_like(nm)
     dense = g.with_layers(g.layers, tensors)
     need = _needs(dense, lanes)
     max_in = (1 << g.input.bits) - 1
@@ -133,12 +135,13 @@ def capacity_of(g: Graph, lanes: int) -> BitparCapacity:
     score_bits = 2
     weighted = [l for l in g.layers if l.has_weights]
     for i, l in enumerate(weighted):
-        top = _dense_fan_in(l) * (max_in if i == 0 else 1)
+        value = (max_in if i == 0 else 1) * ((1 << (l.weight_bits - 1)) - 1)     # the largest |input x w|
+        top = _dense_fan_in(l) * value
         acc.append(sbits(-top, top))
         if l.kind == "output":
             score_bits = sbits(-top * g.T, top * g.T)
         else:
-            u.append(max(l.neuron.membrane_bits + 1, sbits(*_membrane_bound(l, max_in if i == 0 else 1))))
+            u.append(max(l.neuron.membrane_bits + 1, sbits(*_membrane_bound(l, value))))
     return BitparCapacity(architecture_of(g, lanes), tuple(need["rows"]), need["group_rows"], need["off_bits"],
                           need["d_bits"], max(acc), max(u + [2]), score_bits)
 

@@ -9,6 +9,10 @@ one path (timing on the ECP5)::
     cycle n+1            total[l][t] = acc[l][t] + (add in cycle n ? pc[l][t] : 0)
                          acc[l][t] <- clear ? 0 : total[l][t]
 
+With ``shifts`` > 1 the value is shifted left by the ``shift`` input first: a bit plane of
+the pixels (a linear first layer) and a magnitude bit of multi-bit weights, one step each
+(`plan.StepRow.shift`), so a B-bit weight costs B - 1 steps and no multiplier.
+
 ``total`` (combinational) is the sum including the step in the accumulate stage, so a
 ``clear`` in the cycle of a group's last step hands that group's sums on (the caller
 registers ``total``) and starts the next group from 0 without a gap.  The spike word's bit
@@ -33,20 +37,21 @@ def weight_layout(L: int) -> data.ArrayLayout:
 
 class LaneArray(wiring.Component):
     """``L`` lanes x ``T`` timesteps of ``acc_bits``-bit signed accumulators; ``pixel_bits``
-    wide pixels for the first layer.  ``planes`` > 0 adds a ``plane`` input (a bit plane's
-    steps): the popcount difference is shifted left by it."""
+    wide pixels for the first layer.  ``shifts`` > 1 adds a ``shift`` input in
+    ``range(shifts)``: each step's value (popcount difference or signed pixel) is shifted
+    left by it."""
 
-    def __init__(self, L: int, T: int, acc_bits: int, pixel_bits: int = 8, planes: int = 0):
+    def __init__(self, L: int, T: int, acc_bits: int, pixel_bits: int = 8, shifts: int = 0):
         for name, v, lo in (("L", L, 1), ("T", T, 1), ("pixel_bits", pixel_bits, 1)):
             if not isinstance(v, int) or v < lo:
                 raise ValueError(f"{name} must be an integer >= {lo}, got {v!r}")
-        if not isinstance(planes, int) or not 0 <= planes <= 16:
-            raise ValueError(f"planes must be an integer in [0, 16], got {planes!r}")
+        if not isinstance(shifts, int) or not 0 <= shifts <= 32:
+            raise ValueError(f"shifts must be an integer in [0, 32], got {shifts!r}")
         need = max(WORD.bit_length(), pixel_bits) + 2
         if not isinstance(acc_bits, int) or acc_bits < need:
             raise ValueError(f"acc_bits must be an integer >= {need}, got {acc_bits!r}")
-        self.L, self.T, self.acc_bits, self.pixel_bits, self.planes = L, T, acc_bits, pixel_bits, planes
-        extra = {"plane": In(range(planes))} if planes else {}
+        self.L, self.T, self.acc_bits, self.pixel_bits, self.shifts = L, T, acc_bits, pixel_bits, shifts
+        extra = {"shift": In(range(shifts))} if shifts > 1 else {}
         super().__init__({
             **extra,
             "spikes": In(T * WORD),
@@ -62,7 +67,8 @@ class LaneArray(wiring.Component):
     def elaborate(self, platform):
         m = Module()
         L, T = self.L, self.T
-        pc_bits = max(WORD.bit_length() + max(self.planes - 1, 0), self.pixel_bits) + 2
+        value_bits = max(WORD.bit_length(), self.pixel_bits) + 2
+        pc_bits = value_bits + max(self.shifts - 1, 0)
         add_q = Signal()
         m.d.sync += add_q.eq(self.add)
         for t in range(T):
@@ -72,12 +78,13 @@ class LaneArray(wiring.Component):
                 pc = Signal(signed(pc_bits), name=f"pc_{lane}_{t}")
                 px = Cat(self.pixel, C(0, 1)).as_signed()      # zero-extended: pixels are unsigned
                 word = popcount(s_t & w.pos) - popcount(s_t & w.neg)
-                if self.planes:
-                    diff = Signal(signed(WORD.bit_length() + 1), name=f"diff_{lane}_{t}")
-                    m.d.comb += diff.eq(word)
-                    word = Array(diff << b for b in range(self.planes))[self.plane]
                 pix = Mux(w.pos[0], px, Mux(w.neg[0], -px, 0))
-                m.d.sync += pc.eq(Mux(self.first, pix, word))
+                value = Mux(self.first, pix, word)
+                if self.shifts > 1:
+                    v = Signal(signed(value_bits), name=f"value_{lane}_{t}")
+                    m.d.comb += v.eq(value)
+                    value = Array(v << b for b in range(self.shifts))[self.shift]
+                m.d.sync += pc.eq(value)
                 acc, total = self.acc[lane][t], self.total[lane][t]
                 m.d.comb += total.eq(acc + Mux(add_q, pc, 0))
                 m.d.sync += acc.eq(Mux(self.clear, 0, total))

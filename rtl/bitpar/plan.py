@@ -21,6 +21,14 @@ bit b, adding ``(popcount(plane_b & pos) - popcount(plane_b & neg)) << b`` (the 
 serve every plane).  Spikes of a layer are *bitmap words*: per
 output position and chunk of 32 channels, ``T x 32`` bits (``bit_index``); a following OR
 pool is folded into the write (read, OR, write).
+
+Multi-bit weights (``weight_bits`` B from 2 to 8: magnitudes up to 2^(B-1) - 1) are bit-serial:
+a (tap, word) becomes up to B - 1 step rows, one per magnitude bit b, whose masks hold the
+synapses with that bit set (``pos``: positive weights, ``neg``: negative ones) and whose
+``shift`` is b; the lanes add the row's popcount difference (or pixel) shifted left by b.
+So ``sum_b (popcount(s & pos_b) - popcount(s & neg_b)) << b`` is exactly ``sum w * s``, with
+no multiplier, and a bit that no lane's weight has is a row that is not stored.  Binary
+weights (B = 2) are the one-row case.
 """
 from __future__ import annotations
 
@@ -32,10 +40,11 @@ import numpy as np
 from ticketforge.errors import UnsupportedError, UsageError
 from ticketforge.ir.schema import Graph
 
-__all__ = ["WORD", "LANES", "StepRow", "LayerPlan", "BitparPlan", "plan_graph", "bit_index"]
+__all__ = ["WORD", "LANES", "WEIGHT_BITS", "StepRow", "LayerPlan", "BitparPlan", "plan_graph", "bit_index"]
 
 WORD = 32                 # input channels per spike word: the synapses one lane adds per step
 LANES = (1, 2, 4, 8, 16, 32)
+WEIGHT_BITS = range(2, 9)   # signed weight widths the lanes take, bit-serially
 
 
 def bit_index(T: int, L: int, t: int, cc: int) -> int:
@@ -51,6 +60,7 @@ class StepRow:
     off: int                  # source word address offset from the position's base address
     pos: tuple[int, ...]      # per lane: WORD-bit mask of +1 synapses (first layer: bit 0)
     neg: tuple[int, ...]
+    shift: int = 0            # the weights' magnitude bit this row adds (multi-bit weights)
 
 
 @dataclass
@@ -116,16 +126,17 @@ class BitparPlan:
         return max([lp.dst_hw[0] * lp.dst_hw[1] * lp.dst_chunks for lp in self.layers if lp.kind != "output"] + [1])
 
 
-def _lane_words(word_of, grp: int, L: int, Co: int) -> tuple[list[int], list[int]]:
-    """Per lane of group ``grp``: the masks of its +1 and of its -1 synapses in one step's
-    word; ``word_of(o)`` is output channel o's weights of that word (a lane past the last
-    channel has none)."""
+def _lane_words(word_of, grp: int, L: int, Co: int, bit: int = 0) -> tuple[list[int], list[int]]:
+    """Per lane of group ``grp``: the masks of its positive and of its negative synapses in
+    one step's word whose magnitude has bit ``bit`` set; ``word_of(o)`` is output channel
+    o's weights of that word (a lane past the last channel has none)."""
     pos, neg = [], []
     for lane in range(L):
         o = grp * L + lane
-        ws = np.atleast_1d(word_of(o)) if o < Co else np.zeros(0)
-        pos.append(int(sum(1 << int(j) for j in np.flatnonzero(ws > 0))))
-        neg.append(int(sum(1 << int(j) for j in np.flatnonzero(ws < 0))))
+        ws = np.atleast_1d(word_of(o)).astype(np.int64) if o < Co else np.zeros(0, np.int64)
+        on = (np.abs(ws) >> bit) & 1
+        pos.append(int(sum(1 << int(j) for j in np.flatnonzero((ws > 0) & (on == 1)))))
+        neg.append(int(sum(1 << int(j) for j in np.flatnonzero((ws < 0) & (on == 1)))))
     return pos, neg
 
 
@@ -134,9 +145,9 @@ def _neuron_layers_ok(g: Graph) -> None:
         raise UnsupportedError(f"the bitpar accelerator takes direct-encoded input, got {g.input.encoding!r}")
     prev = None
     for l in g.layers:
-        if l.has_weights and l.weight_bits != 2:
-            raise UnsupportedError(f"layer {l.name!r}: the bitpar accelerator takes binary weights "
-                                   f"(weight_bits 2), got {l.weight_bits}")
+        if l.has_weights and l.weight_bits not in WEIGHT_BITS:
+            raise UnsupportedError(f"layer {l.name!r}: the bitpar accelerator takes weights of "
+                                   f"{WEIGHT_BITS.start} to {WEIGHT_BITS.stop - 1} bits, got {l.weight_bits}")
         if l.kind == "pool" and (prev is None or prev.kind != "conv"):
             raise UnsupportedError(f"layer {l.name!r}: the bitpar accelerator folds a pool into the conv "
                                    "before it; this pool follows no conv")
@@ -182,15 +193,15 @@ def plan_graph(g: Graph, lanes: int, dense: bool = False, keep_all: bool = False
                 for ky in range(k):
                     for kx in range(k):
                         units = range(C) if first else range(src_chunks)
-                        for u in units:
+                        for u, b in ((u, b) for u in units for b in range(l.weight_bits - 1)):
                             # the first layer: one pixel's weight a step (bit 0), else a word
                             cs = slice(u, u + 1) if first else slice(u * WORD, (u + 1) * WORD)
-                            pos, neg = _lane_words(lambda o: w[o, cs, ky, kx], grp, L, Co)
+                            pos, neg = _lane_words(lambda o: w[o, cs, ky, kx], grp, L, Co, b)
                             if not dense and not any(pos) and not any(neg):
                                 continue            # no lane keeps a synapse of this word: no step
                             dy, dx = ky - pad, kx - pad
                             off = (u * H * W + dy * W + dx) if first else ((dy * W + dx) * src_chunks + u)
-                            rows.append(StepRow(dy, dx, off, tuple(pos), tuple(neg)))
+                            rows.append(StepRow(dy, dx, off, tuple(pos), tuple(neg), b))
                 steps.append(rows)
             stride = l.stride
         else:
@@ -205,13 +216,13 @@ def plan_graph(g: Graph, lanes: int, dense: bool = False, keep_all: bool = False
                 units = [(u, p) for p in range(H * W) for u in range(src_chunks)]
             for grp in range(G):
                 rows = []
-                for u, p in units:
+                for (u, p), b in ((up, b) for up in units for b in range(l.weight_bits - 1)):
                     cs = slice(u * WORD, (u + 1) * WORD)
-                    pos, neg = _lane_words(lambda o: wf[o, cs] if first else wf[o, cs, p], grp, L, Co)
+                    pos, neg = _lane_words(lambda o: wf[o, cs] if first else wf[o, cs, p], grp, L, Co, b)
                     if not dense and not any(pos) and not any(neg):
                         continue
                     off = u if first else (p * src_chunks + u)
-                    rows.append(StepRow(0, 0, off, tuple(pos), tuple(neg)))
+                    rows.append(StepRow(0, 0, off, tuple(pos), tuple(neg), b))
                 steps.append(rows)
         lp = LayerPlan(index=i, name=l.name, kind=l.kind, first=first, src_shape=src_shape,
                        src_chunks=src_chunks, out_hw=out_hw, stride=stride, out_channels=Co, groups=G,
