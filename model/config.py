@@ -17,7 +17,7 @@ from pathlib import Path
 from ticketforge.errors import ConfigError
 
 __all__ = [
-    "ModelConfig", "DataConfig", "TrainConfig", "EnergyConfig", "PruneConfig", "HwConfig", "RunConfig",
+    "ModelConfig", "DataConfig", "TrainConfig", "EnergyConfig", "PruneConfig", "NirConfig", "HwConfig", "RunConfig",
     "CONFIG_DIR", "ARCHITECTURES", "VARIANTS", "DATASETS",
     "load_config", "parse_overrides", "available_configs", "resolve_config_path",
 ]
@@ -158,6 +158,26 @@ class PruneConfig:
 
 
 @dataclass(frozen=True)
+class NirConfig:
+    """A network from another SNN framework instead of a ticket (`ticketforge import`,
+    `model/nir_import.py`): with ``file`` set, ``make hw`` imports it in place of the model
+    and quantize stages; ``model.T`` is its timesteps and ``data.dataset`` its data."""
+    file: str = ""                # the NIR file (relative paths from the working directory)
+    dt: float = 0.0               # the exporter's time step (snnTorch: 1e-4); required with file
+    reset: str = ""               # hard or soft: NIR does not record it; required with file
+    weight_bits: int = 8          # signed bits per weight in the IR (2..8)
+
+    def __post_init__(self) -> None:
+        if self.reset:
+            _check_choice("nir.reset", self.reset, RESETS)
+        _check_range("nir.weight_bits", self.weight_bits, 2, 8)
+        _check_range("nir.dt", self.dt, 0.0, None)
+        if self.file and (not self.dt or not self.reset):
+            raise ConfigError("nir.file needs nir.dt (the exporter's time step, snnTorch: 1e-4) and nir.reset "
+                              "(hard or soft: NIR does not record it)")
+
+
+@dataclass(frozen=True)
 class HwConfig:
     """What `make hw` builds after the model stage (the rtl/sim/synth stages' defaults)."""
     board: str = "ulx3s"          # deploy/boards.py; `ticketforge synth --board` overrides
@@ -220,6 +240,7 @@ class RunConfig:
     train: TrainConfig = field(default_factory=TrainConfig)
     energy: EnergyConfig = field(default_factory=EnergyConfig)
     prune: PruneConfig = field(default_factory=PruneConfig)
+    nir: NirConfig = field(default_factory=NirConfig)
     hw: HwConfig = field(default_factory=HwConfig)
 
     def to_dict(self) -> dict:
@@ -228,7 +249,7 @@ class RunConfig:
 
 _SECTIONS: dict[str, type] = {
     "model": ModelConfig, "data": DataConfig, "train": TrainConfig, "energy": EnergyConfig,
-    "prune": PruneConfig, "hw": HwConfig,
+    "prune": PruneConfig, "nir": NirConfig, "hw": HwConfig,
 }
 
 

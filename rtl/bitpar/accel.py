@@ -477,8 +477,19 @@ class BitparAccelerator(wiring.Component):
         U = [Signal(signed(self.u_bits), name=f"u{lane}") for lane in range(L)]
         spk = [Signal(T, name=f"spk{lane}") for lane in range(L)]
         scores = [Signal(signed(self.score_bits), name=f"score{kk}") for kk in range(K)]
-        m.d.comb += group_r.addr.eq(gbase + tb.grp)
-        gr = group_r.data
+        fetch = Signal()
+        if self.runtime:
+            # the group table is a RAM here, and its block RAM's clock-to-out ahead of the update
+            # loop was the critical path (33.2 MHz on the ECP5 for vgg9_binw): it is read at the
+            # handoff, from the tag being taken, and registered in FETCH, the same cycles
+            tag_out = Signal(tag_layout)
+            gr = Signal(self.group_layout)
+            m.d.comb += [tag_out.eq(tags.r_data), group_r.addr.eq(gbase + Mux(handoff, tag_out.grp, tb.grp))]
+            with m.If(fetch):
+                m.d.sync += gr.eq(group_r.data)
+        else:
+            m.d.comb += group_r.addr.eq(gbase + tb.grp)
+            gr = group_r.data
         fire = Signal(L)
         for lane in range(L):
             acc_t = snap[lane][0]
@@ -520,6 +531,7 @@ class BitparAccelerator(wiring.Component):
                 with m.If(handoff):
                     m.next = "FETCH"
             with m.State("FETCH"):                  # the group's bias and thresholds are read
+                m.d.comb += fetch.eq(1)
                 m.d.sync += t.eq(0)
                 with m.If(tb.dead & ~is_out):
                     m.next = "WBREAD"

@@ -19,8 +19,8 @@ from pathlib import Path
 
 from ticketforge.cli.hardware_cmds import cmd_hls, cmd_rtl, cmd_run, cmd_sim, cmd_synth
 from ticketforge.cli.hw import cmd_hw
-from ticketforge.cli.model_cmds import (cmd_configs, cmd_eval, cmd_prune, cmd_quantize, cmd_sweep, cmd_train,
-                                        load_cfg)
+from ticketforge.cli.model_cmds import (cmd_configs, cmd_eval, cmd_import, cmd_prune, cmd_quantize, cmd_sweep,
+                                        cmd_train, load_cfg)
 from ticketforge.cli.parser import build_parser
 from ticketforge.errors import TicketforgeError
 
@@ -28,6 +28,7 @@ __all__ = ["main", "build_parser"]
 
 
 _COMMANDS = {"train": cmd_train, "eval": cmd_eval, "prune": cmd_prune, "sweep": cmd_sweep, "quantize": cmd_quantize,
+             "import": cmd_import,
              "rtl": cmd_rtl, "sim": cmd_sim, "synth": cmd_synth, "run": cmd_run, "hls": cmd_hls, "hw": cmd_hw,
              "configs": cmd_configs}
 

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import tomllib
 from pathlib import Path
 
 __all__ = ["load_cfg", "cmd_train", "cmd_eval", "cmd_prune", "cmd_sweep", "cmd_quantize", "cmd_configs"]
@@ -102,6 +103,52 @@ def cmd_quantize(args) -> int:
     print(f"[{cfg.name}] IR -> {stage.folder}: accuracy float {m['accuracy_float']:.4f}, integer "
           f"{m['accuracy_integer']:.4f} on {m['images']} test images "
           f"(golden interpreter {m['golden_seconds']:.1f} s)")
+    return 0
+
+
+def cmd_import(args) -> int:
+    """A NIR file -> ``build/<name>/ir/``; with ``--nir`` (no config) it also writes the
+    config ``build/<name>/<name>.toml`` that the later commands take (``--config`` that file)."""
+    from ticketforge.cli.stages import import_stage, resolve_hw_args
+    from ticketforge.errors import UsageError
+    from ticketforge.flow import run_stage
+    from ticketforge.model.config import build_config
+
+    if args.config:
+        if args.nir or args.name:
+            raise UsageError("give either --config (its [nir] table names the file) or --nir with --name, not both")
+        cfg = load_cfg(args)
+        if not cfg.nir.file:
+            raise UsageError(f"config {cfg.name} has no [nir] table with a file: it is not an imported network")
+    else:
+        missing = [o for o, v in (("--nir", args.nir), ("--name", args.name), ("--dt", args.dt),
+                                  ("--reset", args.reset), ("--timesteps", args.timesteps)) if not v]
+        if missing:
+            raise UsageError(f"{', '.join(missing)} missing: `ticketforge import --nir FILE --name NAME --dt DT "
+                             f"--reset hard|soft --timesteps T [--dataset D] [--weight-bits B]`, or --config")
+        if not args.name.replace("_", "").replace("-", "").isalnum():
+            raise UsageError(f"--name {args.name!r}: letters, digits, '_' and '-' only (it names build/<name>/)")
+        text = (f"# written by `ticketforge import`: the NIR network {args.nir}\n"
+                f"[model]\nT = {args.timesteps}\n[data]\ndataset = {json.dumps(args.dataset)}\n"
+                f"[nir]\nfile = {json.dumps(str(Path(args.nir).resolve()))}\ndt = {float(args.dt)!r}\n"
+                f"reset = {json.dumps(args.reset)}\nweight_bits = {args.weight_bits}\n"
+                f"[hw]\ndatapath = \"bitpar\"\npes = 8\n")
+        build_config(args.name, tomllib.loads(text), {}, source="ticketforge import")   # checked before written
+        root = Path(args.build_dir) / args.name
+        root.mkdir(parents=True, exist_ok=True)
+        path = root / f"{args.name}.toml"
+        tmp = path.with_name(f".{path.name}.tmp")
+        tmp.write_text(text)
+        tmp.replace(path)
+        args.config = str(path)
+        cfg = load_cfg(args)
+    resolve_hw_args(args, cfg)
+    stage = import_stage(args, cfg)
+    run_stage(stage, force=True)
+    m = json.loads((stage.folder / "metrics.json").read_text())
+    print(f"[{cfg.name}] NIR -> {stage.folder}: accuracy float (the NIR graph) {m['accuracy_float']:.4f}, integer "
+          f"IR {m['accuracy_integer']:.4f} on {m['images']} test images ({m['weight_bits']}-bit weights); "
+          f"config: {args.config}")
     return 0
 
 

@@ -119,6 +119,23 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--ticket", default=None, help="ticket folder (default: build/<name>/ticket)")
     _add_precision_arg(p)
     _add_fit_arg(p)
+    p = sub.add_parser("import", help="a NIR network (snnTorch, Norse, Sinabs, ...) lowered to the integer IR: "
+                                      "build/<name>/ir/ (and, with --nir, the config build/<name>/<name>.toml)")
+    p.add_argument("--config", default=None, help="a config whose [nir] table names the file (instead of --nir ...)")
+    p.add_argument("--nir", default=None, metavar="FILE", help="the NIR file")
+    p.add_argument("--name", default=None, help="the build name: build/<name>/")
+    p.add_argument("--dt", type=float, default=None, help="the exporter's time step (snnTorch writes dt = 1e-4)")
+    p.add_argument("--reset", choices=("hard", "soft"), default=None,
+                   help="the neurons' reset: NIR does not record it (snnTorch's subtract reset is soft)")
+    p.add_argument("--timesteps", type=int, default=None, help="T, the timesteps the network was trained with")
+    p.add_argument("--dataset", default="mnist5k", help="the data to calibrate and test on (default mnist5k)")
+    p.add_argument("--weight-bits", type=int, default=8, help="signed bits per weight in the IR, 2..8 (default 8)")
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                   help="override a config value (with --config)")
+    p.add_argument("--data-dir", default=None, help="folder of on-disk datasets")
+    p.add_argument("--build-dir", default="build", help="root of the build folders (default: build)")
+    p.add_argument("--quiet", action="store_true", help="no progress output")
+    _add_precision_arg(p)
     p = sub.add_parser("rtl", help="generate the accelerator's Verilog from the IR: build/<name>/rtl/")
     _add_config_args(p)
     _add_rtl_args(p)

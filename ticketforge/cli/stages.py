@@ -16,7 +16,7 @@ from pathlib import Path
 from ticketforge.errors import ConfigError, UsageError
 from ticketforge.flow import Stage, package_version
 
-__all__ = ["resolve_hw_args", "hw_settings", "model_stage", "quantize_stage", "rtl_stage", "sim_stage",
+__all__ = ["resolve_hw_args", "hw_settings", "model_stage", "quantize_stage", "import_stage", "rtl_stage", "sim_stage",
            "synth_stage", "hls_stage", "hw_stages", "synth_result", "netlist_board"]
 
 
@@ -160,6 +160,32 @@ def quantize_stage(args, cfg, ticket_dir: Path | None = None) -> Stage:
                  doing="brevitas view, BN folding, integer IR, golden interpreter",
                  inputs_from=f"{tdir} is not a ticket folder; make one with `ticketforge train --config {cfg.name}` "
                              f"(or `make hw MODEL={cfg.name}`)")
+
+
+def import_stage(args, cfg) -> Stage:
+    """A network from another framework (the config's ``[nir]``) lowered to the integer IR:
+    ``build/<name>/ir/``, in place of the model and quantize stages (so it is named
+    ``quantize``: ``--from quantize`` redoes it)."""
+    from ticketforge.model.nir_import import import_nir
+
+    root = _root(args, cfg)
+    src = Path(cfg.nir.file)
+    data_dir = cfg.data.data_dir or None
+    params = {"dt": cfg.nir.dt, "reset": cfg.nir.reset, "weight_bits": cfg.nir.weight_bits, "T": cfg.model.T,
+              "dataset": cfg.data.dataset, "precision_bits": args.precision_bits, "data_dir": data_dir}
+
+    def run(out: Path) -> dict:
+        m = import_nir(src, out, dt=cfg.nir.dt, dataset=cfg.data.dataset, reset=cfg.nir.reset, T=cfg.model.T,
+                       weight_bits=cfg.nir.weight_bits, precision_bits=args.precision_bits, data_dir=data_dir,
+                       progress=_say(args))
+        return {k: m[k] for k in ("accuracy_float", "accuracy_integer", "images")}
+
+    return Stage("quantize", root / "ir", run, inputs={"model.nir": src}, params=params,
+                 code=_sources("model", "nir_import.py", "data.py") + _sources("ir"),
+                 tools={"nir": package_version("nir"), "torch": package_version("torch")},
+                 outputs=("graph.json", "tensors.npz", "test_inputs.npz", "manifest.json"),
+                 doing="NIR graph -> integer IR, float and golden accuracy",
+                 inputs_from=f"nir.file names {src}, which is not there: export the network to NIR first")
 
 
 def rtl_stage(args, cfg) -> Stage:
@@ -369,7 +395,10 @@ def hw_stages(args, cfg) -> list[Stage]:
     """``ticketforge hw``'s stages, in order: model, quantize, rtl, then (not with --dense)
     sim, synth beside it, netlist (the iCE40 and ECP5 boards, ``hw.netlist_images`` > 0),
     and hls with --hls."""
-    stages = [model_stage(args, cfg), quantize_stage(args, cfg), rtl_stage(args, cfg)]
+    if cfg.nir.file:                   # a network from another framework: imported, not trained
+        stages = [import_stage(args, cfg), rtl_stage(args, cfg)]
+    else:
+        stages = [model_stage(args, cfg), quantize_stage(args, cfg), rtl_stage(args, cfg)]
     if not args.dense:
         stages += [sim_stage(args, cfg), synth_stage(args, cfg)]
         board = netlist_board(args)
