@@ -296,8 +296,6 @@ def nir_blocks(graph, dt: float) -> tuple[tuple, list[Block]]:
             blocks.append(Block("neuron", name, lam=float(lam), gain=gain, threshold=thr, in_shape=shape,
                                 out_shape=shape))
         elif kind == "Flatten":
-            if scale is not None:
-                raise _fail(name, "a Scale right before a Flatten is not supported")
             start = int(np.asarray(getattr(node, "start_dim", 0)).reshape(-1)[0])
             if len(shape) == 3 and start not in (0, -3):
                 raise _fail(name, f"Flatten from dimension {start} of a (C, H, W) map: the IR flattens all of it "
@@ -313,23 +311,15 @@ def nir_blocks(graph, dt: float) -> tuple[tuple, list[Block]]:
             if len(shape) != 3 or shape[1] % K or shape[2] % K:
                 raise _fail(name, f"a {K}x{K} pool of a {shape} map: the map must be (C, H, W) with H and W "
                                   f"divisible by {K}")
-            if scale is not None:
-                raise _fail(name, "a Scale before a pool is not supported")
             pool_K *= K
             pool_factor *= 1.0 / (K * K) if kind == "AvgPool2d" else 1.0
             shape = (shape[0], shape[1] // K, shape[2] // K)
         elif kind == "Scale":
-            s = _arr(name, "scale", node.scale).reshape(-1)
-            C = shape[0]
-            if s.size not in (1, C):
-                raise _fail(name, f"scale has {s.size} values for {C} channels")
-            s = np.broadcast_to(s, (C,)).astype(np.float64)
+            s = _per_channel(name, "scale", node.scale, shape[0], shape)
             if blocks and blocks[-1].kind == "syn" and blocks[-1].out_shape == shape:
                 blocks[-1].weight = blocks[-1].weight * s.reshape(-1, *([1] * (blocks[-1].weight.ndim - 1)))
                 blocks[-1].bias = blocks[-1].bias * s
-            elif pool_K > 1:
-                raise _fail(name, "a Scale after a pool is not supported")
-            else:
+            else:                       # on spikes (per channel: it passes pools and flattens)
                 scale = s if scale is None else scale * s
     if pool_K > 1 or scale is not None:
         raise NIRImportError("the chain ends in a pool or a Scale after the last weighted layer: the readout must "
@@ -472,8 +462,8 @@ def run_float(graph, dt: float, images: np.ndarray, pixel_max: int, T: int, rese
                         K = _pair(name, "kernel_size", node.kernel_size, 1)
                         h = F.avg_pool2d(h, K) * (K * K if kind == "SumPool2d" else 1)
                     elif kind == "Scale":
-                        sc = torch.from_numpy(_arr(name, "scale", node.scale).reshape(-1))
-                        h = h * sc.reshape((1, -1) + (1,) * (h.dim() - 2))
+                        sc = _arr(name, "scale", node.scale)
+                        h = h * torch.from_numpy(sc.reshape(tuple(h.shape[1:]) if sc.size > 1 else (1,)))
                     else:                                   # LIF, IF (nir_blocks checked the rest)
                         C = h.shape[1]
                         shp = (1, -1) + (1,) * (h.dim() - 2)
