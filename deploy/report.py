@@ -128,8 +128,15 @@ def build_report(root: Path, name: str, cycles: dict, synth: dict[str, dict], st
                  hls: dict | None = None) -> dict:
     """Assemble report.json's content from the stage outputs under ``root`` (build/<name>)."""
     root = Path(root)
-    ticket = _read(root / "ticket" / "metrics.json", "model")
     ir = _read(root / "ir" / "metrics.json", "quantize")
+    if ir.get("source") == "nir":
+        # an imported network has no model stage: its float accuracy is the NIR graph's own,
+        # and the SOP formula (which needs the float model's firing rates) does not apply
+        graph = json.loads((root / "ir" / "graph.json").read_text())
+        ticket = {"dataset": graph.get("provenance", {}).get("dataset"), "final_test_accuracy": ir["accuracy_float"],
+                  "energy": {"energy_uj": None}, "firing_rate": {}}
+    else:
+        ticket = _read(root / "ticket" / "metrics.json", "model")
     rtl = _read(root / "rtl" / "manifest.json", "rtl")
     sim = _read(root / "sim" / "results.json", "sim")
     n = sim["images_run"]
@@ -272,7 +279,9 @@ def _markdown(rep: dict, figs) -> str:
              f"max {_fmt(c['per_image_max'])}), P = {c['pes']} |",
              f"| ideal bound / ratio | {_fmt(c['ideal_bound_mean'])} / {c['over_ideal']:.3f}x |",
              f"| dense variant / dense over sparse | {_fmt(c['dense_per_image_mean'])} / {c['dense_over_sparse']:.2f}x |",
-             f"| energy per image: theoretical SOP | {e['theoretical_sop']:.4f} uJ |",
+             f"| energy per image: theoretical SOP | "
+             + (f"{e['theoretical_sop']:.4f} uJ |" if e["theoretical_sop"] is not None else
+                "- (an imported network: no model stage to give firing rates) |"),
              f"| energy per image: hardware events (estimate) | {e['hardware_events']:.4f} uJ |",
              f"| on-chip memory | {rep['rtl']['memory_bits'] / 1e6:.2f} Mbit in {rep['rtl']['memories']} memories |",
              "", "## Boards", "",

@@ -61,3 +61,13 @@ def test_unknown_config_name_lists_known_ones():
 def test_override_without_equals():
     with pytest.raises(ConfigError, match="key=value"):
         parse_overrides(["epochs"])
+
+
+def test_a_nir_config_needs_its_time_step_and_reset():
+    with pytest.raises(ConfigError, match="nir.file needs nir.dt .* and nir.reset"):
+        build_config("x", {"nir": {"file": "a.nir"}}, {})
+    with pytest.raises(ConfigError, match="nir.weight_bits"):
+        build_config("x", {"nir": {"file": "a.nir", "dt": 1e-4, "reset": "soft", "weight_bits": 12}}, {})
+    c = build_config("x", {"nir": {"file": "a.nir", "dt": 1e-4, "reset": "soft"}}, {})
+    assert (c.nir.weight_bits, c.nir.reset) == (8, "soft")
+    assert load_config("snntorch_conv").nir.file.endswith("snntorch_conv.nir")

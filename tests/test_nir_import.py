@@ -6,7 +6,7 @@ import nir
 import numpy as np
 import pytest
 
-from ticketforge.ir import random_images, run
+from ticketforge.ir import run
 from ticketforge.model.nir_import import NIRImportError, float_graph, import_nir, nir_blocks, read_nir, run_float
 
 DT = 1e-4

@@ -270,3 +270,42 @@ def test_a_pruned_ticket_is_fitted_onto_the_runtime_bitstream_of_its_parent(tiny
     assert (rtl_a.parent / "run" / "simboard").is_dir() and not (other / "tinyq" / "run" / "simboard").exists()
     r = run_cli("rtl", *common[:5], "8", *common[6:], "--build-dir", str(other), "--fit-to", str(rtl_a), cwd=root)
     assert r.returncode != 0 and "has 4 lanes, this build asks for 8: use --pes 4" in r.stderr, r.stderr
+
+
+def test_ticketforge_import_writes_the_ir_and_a_config_the_later_commands_take(tmp_path, root):
+    """`ticketforge import --nir`: the IR folder and build/<name>/<name>.toml, which `rtl`
+    then takes; missing arguments and an unsupported node are named."""
+    import nir
+
+    from test_nir_import import conv_net
+
+    path = tmp_path / "net.nir"
+    g = conv_net(3, shape=(1, 28, 28))
+    nodes = dict(g.nodes)
+    nodes["fc"] = nir.Affine(weight=np.random.default_rng(0).normal(0, 0.2, (10, 4 * 14 * 14)),
+                             bias=np.zeros(10))
+    nodes["lif2"] = nir.LIF(tau=np.full(10, 1e-3), r=np.full(10, 10.0), v_leak=np.zeros(10), v_threshold=np.ones(10))
+    nodes["output"] = nir.Output(output_type={"output": np.array([10])})
+    order = list(nodes)
+    nir.write(str(path), nir.NIRGraph(nodes=nodes, edges=list(zip(order, order[1:])), type_check=False))
+    build = tmp_path / "build"
+    r = run_cli("import", "--nir", str(path), "--name", "imp", "--dt", "1e-4", "--reset", "hard", "--timesteps", "4",
+                "--weight-bits", "4", "--build-dir", str(build), cwd=root)
+    assert r.returncode == 0, r.stderr
+    assert "accuracy float (the NIR graph)" in r.stdout and (build / "imp" / "ir" / "graph.json").is_file()
+    cfg = build / "imp" / "imp.toml"
+    m = json.loads((build / "imp" / "ir" / "metrics.json").read_text())
+    assert m["source"] == "nir" and m["weight_bits"] == 4 and m["T"] == 4
+    r = run_cli("rtl", "--config", str(cfg), "--build-dir", str(build), "--no-trace", cwd=root)
+    assert r.returncode == 0, r.stderr
+    man = json.loads((build / "imp" / "rtl" / "manifest.json").read_text())
+    assert man["params"]["datapath"] == "bitpar"
+    r = run_cli("import", "--nir", str(path), "--name", "imp2", "--build-dir", str(build), cwd=root)
+    assert r.returncode == 2 and "--dt, --reset, --timesteps missing" in r.stderr, r.stderr
+    nodes["lif1"] = nir.CubaLIF(tau_syn=np.full((4, 28, 28), 2e-3), tau_mem=np.full((4, 28, 28), 1e-3),
+                                r=np.ones((4, 28, 28)), v_leak=np.zeros((4, 28, 28)), v_threshold=np.ones((4, 28, 28)))
+    nir.write(str(path), nir.NIRGraph(nodes=nodes, edges=list(zip(order, order[1:])), type_check=False))
+    r = run_cli("import", "--nir", str(path), "--name", "imp3", "--dt", "1e-4", "--reset", "hard", "--timesteps", "4",
+                "--build-dir", str(build), cwd=root)
+    assert r.returncode != 0 and "NIR node 'lif1': CubaLIF is not supported" in r.stderr, r.stderr
+    assert not (build / "imp3" / "ir").exists()

@@ -263,3 +263,27 @@ def test_a_ticket_of_another_architecture_is_refused_naming_what_differs():
     smaller = replace(cap, rows=tuple(max(0, r - 1) for r in cap.rows))
     problems = fit_problems(smaller, a)
     assert any("step rows" in p and "over by" in p for p in problems), problems
+
+
+def test_an_imported_nir_network_runs_on_the_accelerator():
+    """A NIR graph (conv, LIF, scale, sum pool folded into the fc, spiking readout) imported
+    with 6-bit weights: the accelerator equals its golden model and cycle model."""
+    from test_nir_import import DT, conv_net
+
+    from ticketforge.ir import LOWERING_PASSES, size_membranes, validate
+    from ticketforge.model.nir_import import float_graph, nir_blocks
+
+    in_shape, blocks = nir_blocks(conv_net(2), DT)
+    g = float_graph(in_shape, blocks, (1, 8, 8), 3, 6, "soft", 255, {})
+    for p in LOWERING_PASSES:
+        g = p(g) if p.__name__ != "integerize" else p(g, precision_bits=8)
+    images = np.random.default_rng(1).integers(0, 256, (16, 1, 8, 8)).astype(np.uint8)
+    g = validate(size_membranes(g, images))
+    acc = BitparAccelerator(g, 4, trace=True)
+    rtl = simulate(acc, images[:2])
+    gold = run(g, images[:2], trace=True)
+    for i, (r, mdl) in enumerate(zip(rtl, cycle_model(acc.plan, images[:2], gold))):
+        assert r.scores == gold.scores[i].tolist()
+        assert (r.cycles, r.counters) == (mdl.total, mdl.counters)
+        for name, spikes in r.spikes.items():
+            assert (spikes == gold.spikes[name][i]).all(), name

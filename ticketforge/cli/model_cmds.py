@@ -157,6 +157,10 @@ def cmd_configs(_args) -> int:
 
     for name in available_configs():
         c = load_config(name)
+        if c.nir.file:
+            print(f"{name:16s} imported from NIR ({c.nir.file}) on {c.data.dataset}, {c.nir.weight_bits}-bit "
+                  f"weights, T {c.model.T}")
+            continue
         print(f"{name:16s} {c.model.arch}/{c.model.variant} on {c.data.dataset}, width {c.model.width}, "
               f"r_p {c.model.r_p}, T {c.model.timesteps}, {c.train.epochs} epochs")
     return 0
