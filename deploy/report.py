@@ -279,7 +279,7 @@ def _markdown(rep: dict, figs) -> str:
              f"max {_fmt(c['per_image_max'])}), P = {c['pes']} |",
              f"| ideal bound / ratio | {_fmt(c['ideal_bound_mean'])} / {c['over_ideal']:.3f}x |",
              f"| dense variant / dense over sparse | {_fmt(c['dense_per_image_mean'])} / {c['dense_over_sparse']:.2f}x |",
-             f"| energy per image: theoretical SOP | "
+             "| energy per image: theoretical SOP | "
              + (f"{e['theoretical_sop']:.4f} uJ |" if e["theoretical_sop"] is not None else
                 "- (an imported network: no model stage to give firing rates) |"),
              f"| energy per image: hardware events (estimate) | {e['hardware_events']:.4f} uJ |",
