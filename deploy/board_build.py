@@ -26,6 +26,8 @@ __all__ = ["PLATFORMS", "platform_for", "parse_nextpnr_report", "build_board"]
 PLATFORMS = {"icebreaker": ("amaranth_boards.icebreaker", "ICEBreakerPlatform"),
              "ulx3s": ("amaranth_boards.ulx3s", "ULX3S_85F_Platform")}
 SYNTH_OPTS = {"ice40": "-dsp -spram", "ecp5": ""}
+# the assertion yosys 0.70's abc9 pass stops on for some ECP5 designs (rtlil.cc:3091)
+ABC9_BUG = "GetSize(conn.first) == GetSize(conn.second)"
 NAME = "board"
 
 
@@ -91,21 +93,28 @@ def build_board(rtl_dir: Path, board: Board, out_dir: Path, pixels: int, classes
         if not (rtl_dir / f).is_file():
             raise BoardError(f"{rtl_dir / f} is missing: run `ticketforge rtl` first")
     plat = platform_for(board)
-    core = CoreInstance(json.loads((rtl_dir / "interface.json").read_text()))
     pll = pll_for(board.family, plat.default_clk_frequency, clock_mhz * 1e6) if clock_mhz else None
     clk_hz = pll.f_out_hz if pll else plat.default_clk_frequency
-    top = BoardTop(core, pixels=pixels, classes=classes, clk_hz=clk_hz, pll=pll,
-                   design_id=expected_identity(rtl_dir),
-                   load=json.loads((rtl_dir / "manifest.json").read_text()).get("load"))
-    plat.add_file("core.il", (rtl_dir / "core.il").read_text())
-    plat.add_file("synth_top.v", (rtl_dir / "synth_top.v").read_text())
-    plan = plat.build(top, name=NAME, do_build=False, synth_opts=SYNTH_OPTS[board.family],
-                      script_after_read=memory_script(rtl_dir, board.family).replace("; ", "\n"),
-                      script_after_synth="tee -q -o stat.json stat -json", nextpnr_opts="--report report.json")
-    _write_plan(plan, out_dir)
-    steps = _commands((out_dir / f"build_{NAME}.sh").read_text())
-    if len(steps) != 3:
-        raise BoardError(f"unexpected Amaranth build script in {out_dir}: {len(steps)} tool steps, expected 3")
+
+    def write_plan(synth_opts: str) -> list[list[str]]:
+        """The Amaranth build plan of the board design into ``out_dir``; its tool steps."""
+        plat = platform_for(board)
+        core = CoreInstance(json.loads((rtl_dir / "interface.json").read_text()))
+        top = BoardTop(core, pixels=pixels, classes=classes, clk_hz=clk_hz, pll=pll,
+                       design_id=expected_identity(rtl_dir),
+                       load=json.loads((rtl_dir / "manifest.json").read_text()).get("load"))
+        plat.add_file("core.il", (rtl_dir / "core.il").read_text())
+        plat.add_file("synth_top.v", (rtl_dir / "synth_top.v").read_text())
+        plan = plat.build(top, name=NAME, do_build=False, synth_opts=synth_opts,
+                          script_after_read=memory_script(rtl_dir, board.family).replace("; ", "\n"),
+                          script_after_synth="tee -q -o stat.json stat -json", nextpnr_opts="--report report.json")
+        _write_plan(plan, out_dir)
+        steps = _commands((out_dir / f"build_{NAME}.sh").read_text())
+        if len(steps) != 3:
+            raise BoardError(f"unexpected Amaranth build script in {out_dir}: {len(steps)} tool steps, expected 3")
+        return steps
+
+    steps = write_plan(SYNTH_OPTS[board.family])
     out = {"board": board.name, "device": board.device, "family": board.family,
            # the clock the core runs at: the PLL's output, or the board's oscillator
            "clock_mhz": round(clk_hz / 1e6, 4), "board_clock_mhz": plat.default_clk_frequency / 1e6,
@@ -114,7 +123,18 @@ def build_board(rtl_dir: Path, board: Board, out_dir: Path, pixels: int, classes
 
     t = time.perf_counter()
     log(f"[synth] {board.name}: yosys synth_{board.family} (board design: UART link + core)", flush=True)
-    _run(steps[0], out_dir, "yosys")
+    try:
+        _run(steps[0], out_dir, "yosys")
+    except BoardError:
+        if board.family != "ecp5" or ABC9_BUG not in (out_dir / f"{NAME}.rpt").read_text(errors="replace"):
+            raise
+        # yosys 0.70's abc9 fails its reintegration assertion on some designs (the netlist
+        # stage meets it too, deploy/netlist.py): those map their LUTs with abc instead
+        log(f"[synth] {board.name}: yosys 0.70's abc9 failed ({ABC9_BUG}); again with synth_ecp5 -noabc9",
+            flush=True)
+        steps = write_plan(SYNTH_OPTS[board.family] + " -noabc9")
+        _run(steps[0], out_dir, "yosys")
+        out["yosys_workaround"] = f"synth_ecp5 -noabc9 (yosys 0.70's abc9 failed: {ABC9_BUG})"
     out["seconds"]["yosys"] = round(time.perf_counter() - t, 1)
     res = parse_stat(json.loads((out_dir / "stat.json").read_text()), board.family)
     out["resources"] = res
