@@ -186,3 +186,21 @@ def test_bad_input_found_inside_a_stage_leaves_nothing_but_a_failure_keeps_its_e
     with pytest.raises(ConfigError):
         run_stage(Stage("x", tmp_path / "x", mismatches))
     assert (tmp_path / ".x.work" / "mismatches.json").is_file() and not (tmp_path / "x").exists()
+
+
+def test_the_run_clock_is_one_the_placed_design_meets(tmp_path):
+    """`ticketforge run`'s on-chip latency clock: the synth stage's when its placed design
+    meets it, none when it misses it, else the config's hw.clock_mhz."""
+    import json
+
+    from ticketforge.cli.hardware_cmds import run_clock_mhz
+    from ticketforge.model.config import load_config
+
+    cfg = load_config("vgg9_binw")
+    assert run_clock_mhz(tmp_path, cfg, "ulx3s") == cfg.hw.clock_mhz == 40
+    (tmp_path / "synth" / "ulx3s").mkdir(parents=True)
+    res = tmp_path / "synth" / "ulx3s" / "synth.json"
+    res.write_text(json.dumps({"meets_board_clock": True, "clock_mhz": 37.5, "fmax_mhz": 39.0}))
+    assert run_clock_mhz(tmp_path, cfg, "ulx3s") == 37.5
+    res.write_text(json.dumps({"meets_board_clock": False, "clock_mhz": 40.0, "fmax_mhz": 38.86}))
+    assert run_clock_mhz(tmp_path, cfg, "ulx3s") is None

@@ -142,7 +142,8 @@ def load_split(root: Path, images: str):
 
 def run_clock_mhz(root: Path, cfg, board_name: str) -> float | None:
     """The core's clock on the board: the synth stage's (the PLL's output, when the placed
-    design meets it), else the config's ``hw.clock_mhz``; None when neither says."""
+    design meets it), else the config's ``hw.clock_mhz``; None when neither says, or when
+    the placed design misses its clock (no latency is claimed at a clock it cannot run)."""
     from ticketforge.cli.stages import synth_result
 
     res = synth_result(root, board_name)
@@ -150,6 +151,8 @@ def run_clock_mhz(root: Path, cfg, board_name: str) -> float | None:
         r = json.loads(res.read_text())
         if r.get("meets_board_clock"):
             return float(r["clock_mhz"])
+        if r.get("fmax_mhz") is not None:
+            return None
     return cfg.hw.clock_mhz
 
 
@@ -214,7 +217,8 @@ def cmd_run(args) -> int:
         how = "already on the board" if res["load_seconds"] is None else f"loaded in {res['load_seconds']} s"
         print(f"[run] runtime weights {res['weights_id']} ({res['words']} words) {how}")
     latency = f"{res['latency_us']} us per image on chip at {clock} MHz" if clock else \
-        "no on-chip latency (no clock for the board: set hw.clock_mhz or run `ticketforge synth`)"
+        ("no on-chip latency (no clock for the board: set hw.clock_mhz or run `ticketforge synth`, or the "
+         "placed design misses its clock: a lower hw.clock_mhz and `ticketforge synth` again)")
     print(f"[{cfg.name}] {args.mode} on {what}: {res['images_identical']}/{res['images']} images identical to the "
           f"golden model and the cycle model; accuracy {res['accuracy_board']:.4f} (golden "
           f"{res['accuracy_golden']:.4f}); {res['images_per_second']} images/s over the link; {latency} "
