@@ -26,9 +26,13 @@ __all__ = ["PLATFORMS", "platform_for", "parse_nextpnr_report", "build_board"]
 PLATFORMS = {"icebreaker": ("amaranth_boards.icebreaker", "ICEBreakerPlatform"),
              "ulx3s": ("amaranth_boards.ulx3s", "ULX3S_85F_Platform")}
 SYNTH_OPTS = {"ice40": "-dsp -spram", "ecp5": ""}
+NAME = "board"
 # the assertion yosys 0.70's abc9 pass stops on for some ECP5 designs (rtlil.cc:3091)
 ABC9_BUG = "GetSize(conn.first) == GetSize(conn.second)"
-NAME = "board"
+# what follows `synth_ecp5 -run begin:map_luts` in its place: abc maps the LUTs (the netlist
+# stage's ECP5 mapping), then synth_ecp5's remaining steps and the resource count
+ABC_LUTS_AFTER_SYNTH = (f"techmap -map +/lattice/latches_map.v\nabc -lut 4\nclean\n"
+                        f"synth_ecp5 -top {NAME} -run map_cells:\ntee -q -o stat.json stat -json")
 
 
 def platform_for(board: Board):
@@ -96,7 +100,7 @@ def build_board(rtl_dir: Path, board: Board, out_dir: Path, pixels: int, classes
     pll = pll_for(board.family, plat.default_clk_frequency, clock_mhz * 1e6) if clock_mhz else None
     clk_hz = pll.f_out_hz if pll else plat.default_clk_frequency
 
-    def write_plan(synth_opts: str) -> list[list[str]]:
+    def write_plan(synth_opts: str, after_synth: str = "tee -q -o stat.json stat -json") -> list[list[str]]:
         """The Amaranth build plan of the board design into ``out_dir``; its tool steps."""
         plat = platform_for(board)
         core = CoreInstance(json.loads((rtl_dir / "interface.json").read_text()))
@@ -107,7 +111,7 @@ def build_board(rtl_dir: Path, board: Board, out_dir: Path, pixels: int, classes
         plat.add_file("synth_top.v", (rtl_dir / "synth_top.v").read_text())
         plan = plat.build(top, name=NAME, do_build=False, synth_opts=synth_opts,
                           script_after_read=memory_script(rtl_dir, board.family).replace("; ", "\n"),
-                          script_after_synth="tee -q -o stat.json stat -json", nextpnr_opts="--report report.json")
+                          script_after_synth=after_synth, nextpnr_opts="--report report.json")
         _write_plan(plan, out_dir)
         steps = _commands((out_dir / f"build_{NAME}.sh").read_text())
         if len(steps) != 3:
@@ -129,12 +133,14 @@ def build_board(rtl_dir: Path, board: Board, out_dir: Path, pixels: int, classes
         if board.family != "ecp5" or ABC9_BUG not in (out_dir / f"{NAME}.rpt").read_text(errors="replace"):
             raise
         # yosys 0.70's abc9 fails its reintegration assertion on some designs (the netlist
-        # stage meets it too, deploy/netlist.py): those map their LUTs with abc instead
-        log(f"[synth] {board.name}: yosys 0.70's abc9 failed ({ABC9_BUG}); again with synth_ecp5 -noabc9",
+        # stage meets it too, deploy/netlist.py), and its synth_ecp5 has no option to skip
+        # abc9: those run synth_ecp5 up to its LUT mapping, map the LUTs with abc, and run
+        # synth_ecp5's remaining steps
+        log(f"[synth] {board.name}: yosys 0.70's abc9 failed ({ABC9_BUG}); again with the LUTs mapped by abc",
             flush=True)
-        steps = write_plan(SYNTH_OPTS[board.family] + " -noabc9")
+        steps = write_plan(SYNTH_OPTS[board.family] + " -run begin:map_luts", ABC_LUTS_AFTER_SYNTH)
         _run(steps[0], out_dir, "yosys")
-        out["yosys_workaround"] = f"synth_ecp5 -noabc9 (yosys 0.70's abc9 failed: {ABC9_BUG})"
+        out["yosys_workaround"] = f"LUTs mapped by `abc -lut 4` (yosys 0.70's abc9 failed: {ABC9_BUG})"
     out["seconds"]["yosys"] = round(time.perf_counter() - t, 1)
     res = parse_stat(json.loads((out_dir / "stat.json").read_text()), board.family)
     out["resources"] = res

@@ -73,3 +73,22 @@ def test_runtime_weights_on_ice40_put_the_synapse_words_in_spram(tmp_path):
     images = random_images(g, 2, seed=3)
     r = run_sim(tmp_path / "rtl", g, images, tmp_path / "sim", "icarus", netlist=nl, log=lambda *a, **k: None)
     assert r["rtl_matches_golden"] and r["agree"] == 2 and r["cycles_equal_model"], r.get("mismatches")
+
+
+@pytest.mark.slow          # ~4 minutes on 2 cores: yosys' ECP5 mapping of 16 lanes, then Icarus
+def test_a_runtime_bitpar_netlist_with_36_bit_block_ram_equals_golden(tmp_path):
+    """The runtime-weights bitpar design on the ECP5: its wide group table becomes DP16KDs in
+    the 36-bit pseudo-dual-port mode (port A writes DIB:DIA, port B reads DOB:DOA), which
+    the project's model covers; loaded from weights.bin, the netlist equals the golden model."""
+    import re
+
+    g = random_graph(4, binary=True)
+    save_graph(g, tmp_path / "ir")
+    write_rtl(tmp_path / "ir", tmp_path / "rtl", pes=16, run_lint=False, progress=lambda *a, **k: None,
+              weights="runtime", datapath="bitpar", memory_style="block")
+    nl = synth_netlist(tmp_path / "rtl", tmp_path / "netlist", "ecp5")
+    widths = set(re.findall(r"DATA_WIDTH_A\(32'd(\d+)\),\s*\.DATA_WIDTH_B\(32'd(\d+)\)", nl.verilog.read_text()))
+    assert ("36", "36") in widths, widths
+    images = random_images(g, 2, seed=4)
+    r = run_sim(tmp_path / "rtl", g, images, tmp_path / "sim", "icarus", netlist=nl, log=lambda *a, **k: None)
+    assert r["rtl_matches_golden"] and r["agree"] == 2 and r["cycles_equal_model"], r.get("mismatches")

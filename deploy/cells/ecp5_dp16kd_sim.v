@@ -15,9 +15,13 @@
 //   edge; on a write, WRITEMODE NORMAL keeps DO, WRITETHROUGH shows the new data,
 //   READBEFOREWRITE the old; REGMODE OUTREG adds an output register (enabled by OCE);
 //   RST clears the output (RESETMODE SYNC: at the edge, ASYNC: at once).
+// - DATA_WIDTH 36, the pseudo-dual-port mode yosys maps a wide memory to
+//   (brams_map_16kd.v's PDP rule): port A only writes, the 36-bit word DIB:DIA at AD[13:5],
+//   which is the rows 2k (DIA) and 2k + 1 (DIB), with the byte enables AD[3:0] (9 bits
+//   each, low byte first); port B only reads, DOB:DOA from the same two rows.
 // A read in the cycle the other port writes the same row sees the old row. Not modelled
-// (yosys does not emit them): DATA_WIDTH 36 (PDPW16KD), GSR, and two ports writing one row
-// in one cycle (one of the two writes is lost).
+// (yosys does not emit them): a 36-bit read on port A or write on port B, GSR, and two
+// ports writing one row in one cycle (one of the two writes is lost).
 `timescale 1ps / 1ps
 module DP16KD(
   input DIA17, DIA16, DIA15, DIA14, DIA13, DIA12, DIA11, DIA10, DIA9, DIA8, DIA7, DIA6, DIA5, DIA4, DIA3, DIA2, DIA1, DIA0,
@@ -94,8 +98,10 @@ module DP16KD(
 
   integer i;
   initial begin
-    if ((DATA_WIDTH_A != 1 && DATA_WIDTH_A != 2 && DATA_WIDTH_A != 4 && DATA_WIDTH_A != 9 && DATA_WIDTH_A != 18) ||
-        (DATA_WIDTH_B != 1 && DATA_WIDTH_B != 2 && DATA_WIDTH_B != 4 && DATA_WIDTH_B != 9 && DATA_WIDTH_B != 18)) begin
+    if ((DATA_WIDTH_A != 1 && DATA_WIDTH_A != 2 && DATA_WIDTH_A != 4 && DATA_WIDTH_A != 9 && DATA_WIDTH_A != 18 &&
+         DATA_WIDTH_A != 36) ||
+        (DATA_WIDTH_B != 1 && DATA_WIDTH_B != 2 && DATA_WIDTH_B != 4 && DATA_WIDTH_B != 9 && DATA_WIDTH_B != 18 &&
+         DATA_WIDTH_B != 36)) begin
       $display("DP16KD model: DATA_WIDTH %0d / %0d is not modelled", DATA_WIDTH_A, DATA_WIDTH_B);
       $finish;
     end
@@ -177,28 +183,49 @@ module DP16KD(
   endfunction
 
   wire rst_a = RESETMODE == "SYNC" && RSTA, rst_b = RESETMODE == "SYNC" && RSTB;
+  // the 36-bit mode's word: rows 2k (low) and 2k + 1 (high), k = AD[13:5]
+  wire [9:0] lo36_a = {ada[13:5], 1'b0}, hi36_a = {ada[13:5], 1'b1};
+  wire [9:0] lo36_b = {adb[13:5], 1'b0}, hi36_b = {adb[13:5], 1'b1};
+  reg [17:0] lat_b_hi = 0, reg_b_hi = 0;
   always @(posedge clk_a) begin : port_a
     reg [17:0] old, row;
-    old = mem[ada[13:4]];
-    row = written_row(DATA_WIDTH_A, ada, dia, old);
-    if (CEA && sel_a && WEA && !rst_a) mem[ada[13:4]] <= row;   // after both ports read: a read sees the old row
-    lat_a <= next_latch(DATA_WIDTH_A, WRITEMODE_A, ada, CEA && sel_a, WEA, rst_a, old, row, lat_a);
-    reg_a <= rst_a ? 18'd0 : OCEA ? lat_a : reg_a;
+    if (DATA_WIDTH_A == 36) begin                       // write only: DIA at row 2k, DIB at 2k + 1
+      if (CEA && sel_a && WEA && !rst_a) begin
+        mem[lo36_a] <= (mem[lo36_a] & ~{{9{ada[1]}}, {9{ada[0]}}}) | (dia & {{9{ada[1]}}, {9{ada[0]}}});
+        mem[hi36_a] <= (mem[hi36_a] & ~{{9{ada[3]}}, {9{ada[2]}}}) | (dib & {{9{ada[3]}}, {9{ada[2]}}});
+      end
+    end else begin
+      old = mem[ada[13:4]];
+      row = written_row(DATA_WIDTH_A, ada, dia, old);
+      if (CEA && sel_a && WEA && !rst_a) mem[ada[13:4]] <= row;   // after both ports read: a read sees the old row
+      lat_a <= next_latch(DATA_WIDTH_A, WRITEMODE_A, ada, CEA && sel_a, WEA, rst_a, old, row, lat_a);
+      reg_a <= rst_a ? 18'd0 : OCEA ? lat_a : reg_a;
+    end
   end
   always @(posedge clk_b) begin : port_b
     reg [17:0] old, row;
-    old = mem[adb[13:4]];
-    row = written_row(DATA_WIDTH_B, adb, dib, old);
-    if (CEB && sel_b && WEB && !rst_b) mem[adb[13:4]] <= row;
-    lat_b <= next_latch(DATA_WIDTH_B, WRITEMODE_B, adb, CEB && sel_b, WEB, rst_b, old, row, lat_b);
-    reg_b <= rst_b ? 18'd0 : OCEB ? lat_b : reg_b;
+    if (DATA_WIDTH_B == 36) begin                       // read only: DOA from row 2k, DOB from 2k + 1
+      if (rst_b) begin lat_b <= 0; lat_b_hi <= 0; end
+      else if (CEB && sel_b) begin lat_b <= mem[lo36_b]; lat_b_hi <= mem[hi36_b]; end
+      reg_b <= rst_b ? 18'd0 : OCEB ? lat_b : reg_b;
+      reg_b_hi <= rst_b ? 18'd0 : OCEB ? lat_b_hi : reg_b_hi;
+    end else begin
+      old = mem[adb[13:4]];
+      row = written_row(DATA_WIDTH_B, adb, dib, old);
+      if (CEB && sel_b && WEB && !rst_b) mem[adb[13:4]] <= row;
+      lat_b <= next_latch(DATA_WIDTH_B, WRITEMODE_B, adb, CEB && sel_b, WEB, rst_b, old, row, lat_b);
+      reg_b <= rst_b ? 18'd0 : OCEB ? lat_b : reg_b;
+    end
   end
 
   always @(posedge RSTA) if (RESETMODE == "ASYNC") begin lat_a <= 0; reg_a <= 0; end
-  always @(posedge RSTB) if (RESETMODE == "ASYNC") begin lat_b <= 0; reg_b <= 0; end
+  always @(posedge RSTB) if (RESETMODE == "ASYNC") begin lat_b <= 0; reg_b <= 0; lat_b_hi <= 0; reg_b_hi <= 0; end
 
-  wire [17:0] doa = REGMODE_A == "OUTREG" ? reg_a : lat_a;
-  wire [17:0] dob = REGMODE_B == "OUTREG" ? reg_b : lat_b;
+  // in the 36-bit mode port B's word comes out on both ports' pins: DOB:DOA
+  wire [17:0] b_lo = REGMODE_B == "OUTREG" ? reg_b : lat_b;
+  wire [17:0] b_hi = REGMODE_B == "OUTREG" ? reg_b_hi : lat_b_hi;
+  wire [17:0] doa = DATA_WIDTH_B == 36 ? b_lo : REGMODE_A == "OUTREG" ? reg_a : lat_a;
+  wire [17:0] dob = DATA_WIDTH_B == 36 ? b_hi : b_lo;
   assign {DOA17, DOA16, DOA15, DOA14, DOA13, DOA12, DOA11, DOA10, DOA9, DOA8, DOA7, DOA6, DOA5, DOA4, DOA3, DOA2, DOA1, DOA0} = doa;
   assign {DOB17, DOB16, DOB15, DOB14, DOB13, DOB12, DOB11, DOB10, DOB9, DOB8, DOB7, DOB6, DOB5, DOB4, DOB3, DOB2, DOB1, DOB0} = dob;
 endmodule

@@ -232,12 +232,14 @@ class BitparAccelerator(wiring.Component):
 
         load = self.load if self.runtime else None
 
-        def mk(name, shape, depth, init=(), rom=False):
+        def mk(name, shape, depth, init=(), rom=False, comb_read=False):
             width = _shape_width(shape)
             loadable = self.runtime and name in self.LOADABLE
             if loadable:                    # written through the load port: a RAM, empty at start
                 init, rom = (), False
             style = self.memory_style
+            if comb_read and style == "block":      # a block RAM has no read in the same cycle
+                style = "auto"
             if style == "auto" and rom and width * max(1, depth) <= SMALL_ROM_BITS:
                 style = "logic"
             attrs = {} if style == "auto" else {"ram_style": style}
@@ -360,7 +362,8 @@ class BitparAccelerator(wiring.Component):
         if self.runtime:
             # a RAM read in the same cycle (LUT RAM on the ECP5, flip-flops on the iCE40: a
             # few dozen words), written through the load port
-            counts_r = mk("counts", unsigned(self.count_bits), len(self.group_rows)).read_port(domain="comb")
+            counts_r = mk("counts", unsigned(self.count_bits), len(self.group_rows), comb_read=True).read_port(
+                domain="comb")
             m.d.comb += [counts_r.addr.eq(gbase + grp), count.eq(counts_r.data)]
         else:
             counts = Array(Array(Const(len(s), unsigned(self.count_bits)) for s in lp.steps) for lp in layers)
