@@ -235,6 +235,8 @@ def test_hw_from_and_to_run_a_range_of_stages(tmp_path, root):
         assert r.returncode == 2 and words in r.stderr and "Traceback" not in r.stderr, (bad, r.stderr)
 
 
+# ~90 s; the same fit is checked in the default suite by test_host.py and test_rtl_bitpar.py
+@pytest.mark.slow
 def test_a_pruned_ticket_is_fitted_onto_the_runtime_bitstream_of_its_parent(tiny_ir, tmp_path, root):
     """The user's path for one bitstream, two tickets: the ticket's runtime-weights bitpar
     design, then its DynSNN-pruned ticket lowered with --fit-to: the same netlist (core.il),
