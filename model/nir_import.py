@@ -44,7 +44,7 @@ measured on the same test split; the cost of the integer IR is their difference.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -77,9 +77,9 @@ class NIRImportError(TicketforgeError):
 
 @dataclass
 class Block:
-    """One step of the imported chain: ``syn`` (a weighted layer: float weights, bias),
-    ``neuron`` (LIF/IF, per-channel parameters), ``flatten`` or ``pool`` (already folded
-    into the next ``syn`` by `nir_blocks`)."""
+    """One step of the imported chain as the IR sees it: ``syn`` (a weighted layer: float
+    weights, with any pool and Scale before it folded in, and bias), ``neuron`` (LIF/IF,
+    per-channel parameters) or ``flatten``."""
     kind: str
     node: str                                   # the NIR node's name
     weight: np.ndarray | None = None            # syn: [Co, Ci, k, k] (conv) or [Co, Ci] (linear)
@@ -91,7 +91,6 @@ class Block:
     threshold: np.ndarray | None = None         # neuron: per channel
     in_shape: tuple = ()
     out_shape: tuple = ()
-    extra: dict = field(default_factory=dict)
 
 
 def _fail(node: str, msg: str) -> NIRImportError:
