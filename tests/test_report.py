@@ -112,3 +112,22 @@ def test_board_that_does_not_fit_has_no_fmax_and_says_why(tmp_path):
                        "over": {"brams": {"used": 611, "available": 208, "over_by": 403, "ratio": 2.94}}}}
     b = build_report(root, "x", cycles, synth, {})["boards"]["ulx3s"]
     assert b["fmax_mhz"] is None and b["latency_us"] is None and "brams 611 of 208" in b["why_no_fmax"]
+
+
+def test_an_imported_network_reports_its_nir_float_accuracy_and_no_sop_energy(tmp_path):
+    """A network from NIR has no model stage: the float accuracy is the NIR graph's own
+    (ir/metrics.json), the SOP energy formula does not apply, and the markdown says so."""
+    import shutil
+
+    g = random_graph(3, binary=True)
+    root = tmp_path / "x"
+    _stage_outputs(root, g, 2)
+    shutil.rmtree(root / "ticket")
+    (root / "ir" / "metrics.json").write_text(json.dumps(
+        {"source": "nir", "accuracy_float": 0.938, "accuracy_integer": 0.94, "images": 2}))
+    (root / "ir" / "graph.json").write_text(json.dumps({"provenance": {"dataset": "mnist5k"}}))
+    rep = build_report(root, "x", model_cycles(g, random_images(g, 2, 3), 2), {}, {})
+    assert rep["accuracy"]["float"] == 0.938 and rep["dataset"] == "mnist5k"
+    assert rep["energy_uj_per_image"]["theoretical_sop"] is None
+    write_report(rep, root)
+    assert "an imported network: no model stage" in (root / "report.md").read_text()
