@@ -189,7 +189,8 @@ def _check(g: Graph, P: int) -> None:
     for i, l in enumerate(g.layers):
         if l.has_weights and l.weight_bits != 2:
             raise UnsupportedError(f"layer {l.name!r}: weight_bits {l.weight_bits}; the event-driven "
-                          "accelerator adds +-event values and takes binary weights only (weight_bits 2)")
+                          "accelerator adds +-event values and takes binary weights only (weight_bits 2); "
+                          "the bitpar datapath takes 2- to 8-bit weights (hw.datapath = \"bitpar\")")
         if l.kind == "conv" and not _is_pow2(l.stride):
             raise UnsupportedError(f"layer {l.name!r}: stride {l.stride}; the accelerator takes power-of-two strides")
         if l.kind == "pool":
