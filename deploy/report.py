@@ -128,18 +128,17 @@ def build_report(root: Path, name: str, cycles: dict, synth: dict[str, dict], st
                  hls: dict | None = None) -> dict:
     """Assemble report.json's content from the stage outputs under ``root`` (build/<name>)."""
     root = Path(root)
-    ir_path = root / "ir" / "metrics.json"
-    imported = ir_path.is_file() and json.loads(ir_path.read_text()).get("source") == "nir"
-    if imported:
+    ir = _read(root / "ir" / "metrics.json", "quantize") if (root / "ir" / "metrics.json").is_file() else {}
+    if ir.get("source") == "nir":
         # an imported network has no model stage: its float accuracy is the NIR graph's own,
         # and the SOP formula (which needs the float model's firing rates) does not apply
         graph = json.loads((root / "ir" / "graph.json").read_text())
         ticket = {"dataset": graph.get("provenance", {}).get("dataset"),
-                  "final_test_accuracy": json.loads(ir_path.read_text())["accuracy_float"],
+                  "final_test_accuracy": ir["accuracy_float"],
                   "energy": {"energy_uj": None}, "firing_rate": {}}
     else:
         ticket = _read(root / "ticket" / "metrics.json", "model")
-    ir = _read(ir_path, "quantize")
+        ir = _read(root / "ir" / "metrics.json", "quantize")
     rtl = _read(root / "rtl" / "manifest.json", "rtl")
     sim = _read(root / "sim" / "results.json", "sim")
     n = sim["images_run"]

@@ -220,61 +220,53 @@ def _variants():
     replace_node("fc shape", "fc", nir.Affine(weight=np.ones((5, 10)), bias=np.zeros(5)))
     replace_node("fc 3-d", "fc", nir.Affine(weight=np.ones((5, 8, 8)), bias=np.zeros(5)))
 
-    def structural(label, fn):
-        mutate(label, fn)
+    def extra_edge(a, b):
+        def build():
+            g = base()
+            return nir.NIRGraph(nodes=dict(g.nodes), edges=list(g.edges) + [(a, b)], type_check=False)
+        return build
 
-    def branch():
-        g = base()
-        return nir.NIRGraph(nodes=dict(g.nodes), edges=list(g.edges) + [("lif1", "output")], type_check=False)
-    structural("branch", branch)
-
-    def cycle():
-        g = base()
-        return nir.NIRGraph(nodes=dict(g.nodes), edges=list(g.edges) + [("lif2", "conv")], type_check=False)
-    structural("cycle", cycle)
+    mutate("branch", extra_edge("lif1", "output"))
+    mutate("cycle", extra_edge("lif2", "conv"))
+    mutate("edge to a missing node", extra_edge("lif2", "ghost"))
 
     def no_input():
         g = base()
         nodes = {k: v for k, v in g.nodes.items() if k != "input"}
         return nir.NIRGraph(nodes=nodes, edges=[e for e in g.edges if "input" not in e], type_check=False)
-    structural("no input", no_input)
+    mutate("no input", no_input)
 
     def stray():
         g = base()
         return nir.NIRGraph(nodes={**g.nodes, "lost": nir.Linear(weight=np.ones((2, 2)))}, edges=list(g.edges),
                             type_check=False)
-    structural("stray node", stray)
-
-    def dangling():
-        g = base()
-        return nir.NIRGraph(nodes=dict(g.nodes), edges=list(g.edges) + [("lif2", "ghost")], type_check=False)
-    structural("edge to a missing node", dangling)
+    mutate("stray node", stray)
 
     def two_syn():
         rng2 = np.random.default_rng(1)
         return _graph({"input": nir.Input(input_type={"input": np.array([4])}),
                        "a": nir.Linear(weight=rng2.normal(size=(3, 4))), "b": nir.Linear(weight=rng2.normal(size=(2, 3))),
                        "output": nir.Output(output_type={"output": np.array([2])})}, check=False)
-    structural("two weighted layers in a row", two_syn)
+    mutate("two weighted layers in a row", two_syn)
 
     def neuron_first():
         return _graph({"input": nir.Input(input_type={"input": np.array([4])}), "l": nir.IF(r=np.ones(4),
                        v_threshold=np.ones(4)), "a": nir.Linear(weight=np.ones((2, 4))),
                        "output": nir.Output(output_type={"output": np.array([2])})}, check=False)
-    structural("a neuron first", neuron_first)
+    mutate("a neuron first", neuron_first)
 
     def readout_bias():
         g = base(readout="membrane")
         nodes = dict(g.nodes)
         nodes["fc"] = nir.Affine(weight=np.ones((5, 64)), bias=np.ones(5))
         return _graph(nodes, check=False)
-    structural("readout bias", readout_bias)
+    mutate("readout bias", readout_bias)
 
     def ends_in_pool():
         g = base()
         nodes = {k: v for k, v in g.nodes.items() if k not in ("flat", "fc", "lif2")}
         return _graph(nodes, check=False)
-    structural("ends in a pool", ends_in_pool)
+    mutate("ends in a pool", ends_in_pool)
     return out
 
 

@@ -79,7 +79,7 @@ class BitparAccelerator(wiring.Component):
         plan = plan_graph(graph, lanes, dense, keep_all=weights == "runtime")
         if weights == "runtime":
             capacity = capacity if capacity is not None else capacity_of(graph, lanes)
-            check_fit(capacity, graph)
+            check_fit(capacity, graph, plan=plan)
         self = super().__new__(cls, src_loc_at=1)
         self.plan, self.capacity = plan, capacity
         return self

@@ -106,9 +106,10 @@ class BitparCapacity:
                                    "bitstream's rtl stage with hw.weights = \"runtime\"") from None
 
 
-def _needs(g: Graph, lanes: int) -> dict:
-    """What the ticket ``g`` needs of a design: its rows per layer and field widths."""
-    plan = plan_graph(g, lanes, keep_all=True)
+def _needs(g: Graph, lanes: int, plan=None) -> dict:
+    """What the ticket ``g`` needs of a design: its rows per layer and field widths (from
+    ``plan``, its runtime plan, when the caller has it)."""
+    plan = plan if plan is not None else plan_graph(g, lanes, keep_all=True)
     rows = [r for lp in plan.layers for s in lp.steps for r in s]
     offs = [r.off for r in rows] + [0]
     dd = [abs(r.dy) for r in rows] + [abs(r.dx) for r in rows] + [0]
@@ -170,12 +171,13 @@ def _arch_differences(want: dict, have: dict) -> list[str]:
     return out
 
 
-def fit_problems(cap: BitparCapacity, g: Graph) -> list[str]:
-    """Why the ticket ``g`` does not run on the design of capacity ``cap`` (empty: it fits)."""
+def fit_problems(cap: BitparCapacity, g: Graph, plan=None) -> list[str]:
+    """Why the ticket ``g`` does not run on the design of capacity ``cap`` (empty: it fits);
+    ``plan``: ``g``'s runtime plan (`plan_graph` with ``keep_all``), if already made."""
     problems = _arch_differences(architecture_of(g, cap.lanes), cap.architecture)
     if problems:
         return problems
-    need = _needs(g, cap.lanes)
+    need = _needs(g, cap.lanes, plan)
     names = [l.name for l in g.layers if l.has_weights]
     for name, n, have in zip(names, need["rows"], cap.rows):
         if n > have:
@@ -188,8 +190,8 @@ def fit_problems(cap: BitparCapacity, g: Graph) -> list[str]:
     return problems
 
 
-def check_fit(cap: BitparCapacity, g: Graph, where: str = "the bitstream") -> None:
+def check_fit(cap: BitparCapacity, g: Graph, where: str = "the bitstream", plan=None) -> None:
     """Raise UnsupportedError naming every reason ``g`` does not fit ``cap``."""
-    problems = fit_problems(cap, g)
+    problems = fit_problems(cap, g, plan)
     if problems:
         raise UnsupportedError(f"this ticket does not fit {where}: " + "; ".join(problems))

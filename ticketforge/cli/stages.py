@@ -95,11 +95,12 @@ def _membrane_floor(args) -> dict | None:
     if ref is None:
         return None
     man = ref / "manifest.json"
-    if not man.is_file() or "capacity" not in json.loads(man.read_text()):
+    record = json.loads(man.read_text()) if man.is_file() else {}
+    if "capacity" not in record:
         raise StageMissingError(f"--fit-to {args.fit_to}: {man} is not the rtl stage of a runtime-weights bitpar "
                                 f"design; build that one first (`ticketforge rtl --config <its config> --datapath "
                                 f"bitpar --weights runtime`)")
-    arch = json.loads(man.read_text())["capacity"]["architecture"]
+    arch = record["capacity"]["architecture"]
     return {l["name"]: l["neuron"]["membrane_bits"] for l in arch["layers"] if l["neuron"]}
 
 
