@@ -7,7 +7,10 @@ Grid keys are config keys (``r_p``, ``T``, ``lambda`` = ``model.lam``, ``variant
 ``train.epochs``, ...) plus ``method`` (``train`` or a ``ticketforge prune`` method) and
 ``sparsity`` (the prune target).  Each point's result is cached under
 ``build/<name>/sweep/<digest>/`` keyed by the digest of its full config, method and target,
-so a rerun skips finished points.  Writes ``sweep-<keys>.json`` and one PNG per grid key: test
+so a rerun skips finished points.  ``--ray [ADDRESS]`` runs each point as a Ray task
+(`ticketforge.distributed`): the task trains into its node's temporary folder and returns the
+files, which the driver writes into the same cache folder (each point asks Ray for the CPUs
+of one local job; the flow trains on CPUs, so no task asks for a GPU).  Writes ``sweep-<keys>.json`` and one PNG per grid key: test
 accuracy against that key (or against the sparsity reached, for pruning grids), one line
 per combination of the other keys.
 """
@@ -17,6 +20,8 @@ import hashlib
 import itertools
 import json
 import os
+import shutil
+import tempfile
 import time
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import replace
@@ -83,6 +88,28 @@ def _run_point(point: dict, out: Path, build_root: str, threads: int) -> dict:
     return m
 
 
+def _point_files(point: dict, build_root: str, threads: int) -> dict[str, bytes]:
+    """A point as a Ray task: run it into a temporary folder on the node and return that
+    folder's files (relative path -> bytes) for the driver to write."""
+    with tempfile.TemporaryDirectory(prefix="ticketforge-sweep-") as tmp:
+        out = Path(tmp) / point["digest"]
+        _run_point(point, out, build_root, threads)
+        return {str(f.relative_to(out)): f.read_bytes() for f in sorted(out.rglob("*")) if f.is_file()}
+
+
+def _write_point(folder: Path, files: dict[str, bytes]) -> dict:
+    """A point's files from a Ray task into its cache folder, all or nothing: written beside
+    it, then renamed into place; its metrics."""
+    part = folder.with_name(folder.name + ".part")
+    shutil.rmtree(part, ignore_errors=True)
+    for rel, data in files.items():
+        (part / rel).parent.mkdir(parents=True, exist_ok=True)
+        (part / rel).write_bytes(data)
+    shutil.rmtree(folder, ignore_errors=True)       # what a crashed run left (it has no metrics.json)
+    os.replace(part, folder)
+    return json.loads((folder / "metrics.json").read_text())
+
+
 def _summary(point: dict, m: dict) -> dict:
     p = m.get("prune", {})
     return {"overrides": point["overrides"], "method": point["method"], "target": point["target"],
@@ -94,7 +121,7 @@ def _summary(point: dict, m: dict) -> dict:
 
 
 def run_sweep(cfg: RunConfig, grid: dict[str, list[str]], build_root: Path, jobs: int = 2,
-              log=print) -> dict:
+              log=print, executor=None) -> dict:
     points = expand(cfg, grid)
     root = build_root / cfg.name / "sweep"
     root.mkdir(parents=True, exist_ok=True)
@@ -109,7 +136,9 @@ def run_sweep(cfg: RunConfig, grid: dict[str, list[str]], build_root: Path, jobs
             todo.append(p)
     threads = max(1, (os.cpu_count() or 2) // max(1, jobs))
     t0 = time.perf_counter()
-    if todo:
+    if todo and executor is not None:
+        _run_on_ray(executor, todo, root, build_root, threads, results, log, t0)
+    elif todo:
         with ProcessPoolExecutor(max_workers=max(1, min(jobs, len(todo)))) as pool:
             futs = {pool.submit(_run_point, p, root / p["digest"], str(build_root), threads): p for p in todo}
             for i, f in enumerate(as_completed(futs), 1):
@@ -124,6 +153,25 @@ def run_sweep(cfg: RunConfig, grid: dict[str, list[str]], build_root: Path, jobs
     (root / f"sweep-{'-'.join(k.replace('.', '_') for k in grid)}.json").write_text(json.dumps(out, indent=2))
     out["plots"] = plot_sweep(out, root)
     return out
+
+
+def _run_on_ray(executor, todo: list[dict], root: Path, build_root: Path, threads: int, results: dict, log,
+                t0: float) -> None:
+    from ticketforge.distributed import per_node_line, ray_session, task_map
+
+    finished = [0]
+
+    def done(i, files, node):
+        p = todo[i]
+        results[p["digest"]] = _summary(p, _write_point(root / p["digest"], files))
+        finished[0] += 1
+        log(f"[sweep] {finished[0]}/{len(todo)} {p['overrides']}: test accuracy "
+            f"{results[p['digest']]['test_accuracy']:.4f} on {node} ({time.perf_counter() - t0:.0f} s)")
+
+    with ray_session(executor, log):
+        task_map(executor, _point_files, [(p, str(build_root), threads) for p in todo], num_cpus=threads,
+                 what="sweep point", on_done=done)
+    log(per_node_line(executor, "point(s)"))
 
 
 def _x_of(key: str, point: dict):

@@ -32,14 +32,16 @@ TB_MODULE = "ticketforge.sim.tb"
 
 def run_sim(rtl_dir: Path, g: Graph, images: np.ndarray, out_dir: Path, simulator: str = "icarus",
             labels: np.ndarray | None = None, traced: list[int] = (), progress: bool = False,
-            stop_at_first_mismatch: bool = True, jobs: int = 1, log=print, netlist=None) -> dict:
+            stop_at_first_mismatch: bool = True, jobs: int = 1, log=print, netlist=None, executor=None) -> dict:
     """Build `rtl_dir/top.v` with `simulator`, run `images` through it, check everything,
     write ``out_dir/results.json`` and return it.  Raises SimMismatch after writing
     ``out_dir/mismatches.json`` when anything differs.  ``jobs`` > 1 splits the images
     into that many contiguous shards, each run by its own simulator process on the one
     build (the testbench is single-threaded; the machines have several cores).
     ``netlist``: a `deploy.netlist.Netlist` to simulate instead of ``top.v`` (the synthesized
-    core with its cell models; no trace port), against the same references."""
+    core with its cell models; no trace port), against the same references.
+    ``executor``: a `ticketforge.distributed.RayExecutor` runs each shard as a Ray task
+    (`sim/remote.py`) instead of a local process; the results are the same."""
     version = simulator_version(simulator)
     pgo_threshold = pgo_min_cycles() if simulator == "verilator" else None    # a bad override fails now
     rtl_dir, out_dir = Path(rtl_dir), Path(out_dir)
@@ -73,10 +75,13 @@ def run_sim(rtl_dir: Path, g: Graph, images: np.ndarray, out_dir: Path, simulato
     build_dir, build_s = build_simulation(simulator, rtl_dir, out_dir, netlist=netlist, trace_port=trace_port,
                                           profile_run=one_image if pgo else None)
 
-    log(f"[sim] running {len(images)} images on {simulator} in {len(shards)} process(es) (built in "
-        f"{build_s:.1f} s)", flush=True)
+    where = f"{len(shards)} Ray task(s)" if executor is not None else f"{len(shards)} process(es)"
+    log(f"[sim] running {len(images)} images on {simulator} in {where} (built in {build_s:.1f} s)", flush=True)
     t2 = time.perf_counter()
-    parts = _run_shards(simulator, build_dir, shards, out_dir, len(images), progress)
+    if executor is not None:
+        parts = _run_shards_on_ray(executor, simulator, build_dir, shards, len(images), progress, log)
+    else:
+        parts = _run_shards(simulator, build_dir, shards, out_dir, len(images), progress)
     run_s = time.perf_counter() - t2
 
     results = _results(_merge(shards, parts), parts, refs, metas, man, images, labels, netlist)
@@ -122,6 +127,37 @@ def _run_shards(simulator: str, build_dir: Path, shards, out_dir: Path, total: i
         if progress:
             _progress_bar(futures, [s.job for s in shards], total, simulator)
         return [f.result() for f in futures]
+
+
+def _run_shards_on_ray(executor, simulator: str, build_dir: Path, shards, total: int, progress: bool,
+                       log) -> list[dict]:
+    """Every shard as a Ray task (`sim/remote.py`): the build shipped once, one bar over the
+    images all nodes finished, each shard's results written into its job folder here."""
+    from ticketforge.distributed import per_node_line, progress_tally, ray_session, task_map
+    from ticketforge.sim.remote import job_files, run_shard_on_node, simulation_files
+
+    with ray_session(executor, log) as ray:
+        build_ref = ray.put(simulation_files(simulator, build_dir))
+        tally = progress_tally()
+        bar = _tqdm_bar(total, f"[sim] {simulator} on Ray") if progress else None
+
+        def poll():
+            if bar is not None:
+                bar.update(ray.get(tally.total.remote()) - bar.n)
+
+        def done(i, res, node):
+            (shards[i].job / "results.json").write_text(json.dumps(res))
+            poll()
+
+        args = [(simulator, build_ref, job_files(s.job), k, tally) for k, s in enumerate(shards)]
+        try:
+            parts = task_map(executor, run_shard_on_node, args, num_cpus=1, what="regression shard",
+                             on_done=done, poll=poll)
+        finally:
+            if bar is not None:
+                bar.close()
+    log(per_node_line(executor, "shard(s)"), flush=True)
+    return parts
 
 
 def _merge(shards, parts: list[dict]) -> dict:
@@ -199,11 +235,17 @@ def _write_results(out_dir: Path, results: dict) -> dict:
     return results
 
 
+def _tqdm_bar(total: int, desc: str):
+    from tqdm import tqdm
+
+    # into a log file (make hw > log) one line a minute, not one per poll
+    return tqdm(total=total, desc=desc, unit="image", dynamic_ncols=True,
+                mininterval=0.1 if sys.stderr.isatty() else 60)
+
+
 def _progress_bar(futures, jobs: list[Path], total: int, simulator: str, poll_s: float = 2.0) -> None:
     """A tqdm bar over the images finished by all simulator processes (each testbench
     writes its count to ``<job>/progress``)."""
-    from tqdm import tqdm
-
     def done_images() -> int:
         n = 0
         for job in jobs:
@@ -213,9 +255,7 @@ def _progress_bar(futures, jobs: list[Path], total: int, simulator: str, poll_s:
                 pass
         return n
 
-    # into a log file (make hw > log) one line a minute, not one per poll
-    with tqdm(total=total, desc=f"[sim] {simulator}", unit="image", dynamic_ncols=True,
-              mininterval=0.1 if sys.stderr.isatty() else 60) as bar:
+    with _tqdm_bar(total, f"[sim] {simulator}") as bar:
         while not all(f.done() for f in futures):
             time.sleep(poll_s)
             bar.update(done_images() - bar.n)

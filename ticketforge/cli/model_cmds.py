@@ -80,7 +80,10 @@ def cmd_sweep(args) -> int:
     from ticketforge.model.sweep import parse_grid, run_sweep
 
     cfg = load_cfg(args)
-    out = run_sweep(cfg, parse_grid(args.grid), Path(args.build_dir), jobs=args.jobs)
+    from ticketforge.distributed import ray_executor
+
+    out = run_sweep(cfg, parse_grid(args.grid), Path(args.build_dir), jobs=args.jobs,
+                    executor=ray_executor(args.ray))
     print(f"[{cfg.name}] sweep of {len(out['points'])} points -> {Path(args.build_dir) / cfg.name / 'sweep'}")
     for p in out["points"]:
         print(f"  {p['overrides']}: accuracy {p['test_accuracy']:.4f}, synapse sparsity "

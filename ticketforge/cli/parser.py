@@ -81,6 +81,13 @@ def _add_sim_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--trace-images", type=int, default=None,
                    help="how many of them also get their per-layer spike trains checked (the first image "
                         "of each simulator process in turn; default: the config's hw.trace_images, 2)")
+    _add_ray_arg(p, "the regression's shards (one per --jobs)")
+
+
+def _add_ray_arg(p: argparse.ArgumentParser, what: str) -> None:
+    p.add_argument("--ray", nargs="?", const="", default=None, metavar="ADDRESS",
+                   help=f"run {what} as Ray tasks: on the cluster at ADDRESS (host:port), else at $RAY_ADDRESS, "
+                        f"else on a local Ray instance started for the run (default: local processes)")
 
 
 def _add_hls_args(p: argparse.ArgumentParser) -> None:
@@ -113,7 +120,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--grid", action="append", required=True, metavar="KEY=V1,V2,...",
                    help="a grid axis, e.g. --grid r_p=0.2,0.4 --grid T=1,2,4 --grid lambda=0.5,0.99 "
                         "--grid method=imp,et-imp --grid sparsity=0.5,0.9 (repeatable)")
-    p.add_argument("--jobs", type=int, default=2, help="parallel processes (default 2)")
+    p.add_argument("--jobs", type=int, default=2,
+                   help="parallel processes (default 2); with --ray, the CPUs each point's task asks for are "
+                        "the machine's cores / jobs")
+    _add_ray_arg(p, "the grid points")
     p = sub.add_parser("quantize", help="lower a ticket to the integer hardware IR: build/<name>/ir/")
     _add_config_args(p)
     p.add_argument("--ticket", default=None, help="ticket folder (default: build/<name>/ticket)")

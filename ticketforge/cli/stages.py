@@ -251,6 +251,7 @@ def sim_stage(args, cfg, netlist_board: str | None = None, images: str | None = 
 
     def run(out: Path) -> dict:
         from ticketforge.cli.freshness import digests
+        from ticketforge.distributed import ray_executor
         from ticketforge.ir import load_graph
         from ticketforge.records import write_record
         from ticketforge.sim.runner import run_sim, spread_traced
@@ -265,7 +266,8 @@ def sim_stage(args, cfg, netlist_board: str | None = None, images: str | None = 
             netlist = synth_netlist(rtldir, out / "netlist", board.family)
         res = run_sim(rtldir, g, codes, out, simulator, labels=labels,
                       traced=spread_traced(args.trace_images, len(codes), args.jobs), progress=not args.quiet,
-                      jobs=args.jobs, log=_say(args), netlist=netlist)
+                      jobs=args.jobs, log=_say(args), netlist=netlist,
+                      executor=ray_executor(getattr(args, "ray", None)))
         res["accuracy_integer_ir"] = integer
         res["inputs"] = digests(sim_inputs(root))
         res["params"] = params
