@@ -27,14 +27,15 @@ setup: $(STAMP)
 $(STAMP): pyproject.toml .ci/constraints.txt
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PIP) install -q "torch==2.13.0"
-	# spikingjelly 2.0.0 declares torchvision/torchaudio, which would pull a CUDA torch:
-	# install it without dependencies, plus what it really imports (in pyproject).
-	$(PIP) install -q --no-deps "spikingjelly==2.0.0"
-	@# pip reports spikingjelly's undeclared-on-purpose requirements as an ERROR block; it is not
+	# spikingjelly 2.0.0 declares torchvision/torchaudio and norse 1.1.0 torchvision, which
+	# would pull a CUDA torch: install them without dependencies, plus what they really
+	# import (in pyproject; norse: numpy, torch, nir, nirtorch).
+	$(PIP) install -q --no-deps "spikingjelly==2.0.0" "norse==1.1.0"
+	@# pip reports spikingjelly's and norse's undeclared-on-purpose requirements as an ERROR block; it is not
 	@# one (see above), so those lines become a one-line note.  pip's own failure still fails.
 	@set -o pipefail; $(PIP) install -q -c .ci/constraints.txt -e ".[dev]" 2>&1 | \
-	  { grep -v -e "dependency resolver does not currently take into account" -e "^spikingjelly 2.0.0 requires" || true; }
-	@echo "note: spikingjelly 2.0.0 is installed without torchvision, torchaudio, requests and SciencePlots on purpose"
+	  { grep -v -e "dependency resolver does not currently take into account" -e "^spikingjelly 2.0.0 requires" -e "^norse 1.1.0 requires" || true; }
+	@echo "note: spikingjelly 2.0.0 and norse 1.1.0 are installed without torchvision, torchaudio, requests and SciencePlots on purpose"
 	@$(MAKE) --no-print-directory iverilog
 	@$(PY) -c "import torch; assert torch.__version__.startswith('2.13.0'), torch.__version__"
 	@touch $(STAMP)

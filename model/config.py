@@ -227,7 +227,10 @@ class HwConfig:
             raise ConfigError(f"hw.pes is the lane count of the bitpar datapath: one of 1, 2, 4, 8, 16, 32 "
                               f"(they divide a 32-bit spike word), got {self.pes}")
         if self.fifo_depth is not None:
-            _check_range("hw.fifo_depth", self.fifo_depth, 4, 1024)
+            # the generator's own bounds: a FIFO at least one entry deeper than its reader's latency
+            from ticketforge.rtl.cycles import MAX_FIFO_DEPTH, MIN_FIFO_DEPTH
+
+            _check_range("hw.fifo_depth", self.fifo_depth, MIN_FIFO_DEPTH, MAX_FIFO_DEPTH)
         if self.clock_mhz is not None:
             _check_range("hw.clock_mhz", self.clock_mhz, 1, 400)
 

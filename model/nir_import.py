@@ -25,6 +25,8 @@ How the nodes become IR layers:
   1 before integerisation: exact for ``v_leak = 0``) go into the float IR's fold factors,
   which the IR's own passes (`ir.passes`) integerise as for a ticket;
 - a Scale node folds into the weights beside it;
+- a conv whose kernel covers its whole (unpadded) input, a 1 x 1 output, is a linear layer on
+  the flattened input: conv networks exported without a Flatten node end that way;
 - a sum pool folds into the next weighted layer: a K x K sum pool (stride K) then a conv
   of kernel k, stride s, padding p is one conv of kernel kK, stride sK, padding pK with
   each weight repeated over its K x K window; then a linear layer, each weight repeated over
@@ -250,6 +252,14 @@ def nir_blocks(graph, dt: float) -> tuple[tuple, list[Block]]:
             if scale is not None:           # a Scale on the spikes: each input channel's weights
                 w = w * (scale.reshape(1, -1, 1, 1) if w.ndim == 4 else
                          np.repeat(scale, w.shape[1] // scale.size).reshape(1, -1))
+            if w.ndim == 4 and pool_K == 1 and pad == 0 and (w.shape[2], w.shape[3]) == tuple(shape[1:]):
+                # a conv whose kernel covers its whole input is a linear layer on the flattened
+                # map (C-H-W order, the IR's flatten): how conv networks exported without a
+                # Flatten node (Norse 1.1's exporter writes none) end
+                blocks.append(Block("flatten", name, in_shape=ir_shape, out_shape=(math.prod(ir_shape),)))
+                shape = ir_shape = (math.prod(shape),)
+                w = w.reshape(w.shape[0], -1)
+                stride = 1
             if w.ndim == 4:
                 C, H, W = shape
                 ho, wo = (H + 2 * pad - w.shape[2]) // stride + 1, (W + 2 * pad - w.shape[2]) // stride + 1

@@ -28,7 +28,7 @@ from amaranth.back import rtlil, verilog
 from amaranth.hdl import Value
 from amaranth.lib import wiring
 
-from ticketforge.errors import StageMissingError, UnsupportedError
+from ticketforge.errors import StageMissingError, UnsupportedError, UsageError
 from ticketforge.ir import load_graph
 from ticketforge.records import clear_record, write_record
 from ticketforge.rtl.accel import Accelerator
@@ -121,13 +121,18 @@ def reference_design(rtl_dir: Path, datapath: str, pes: int, weights: str) -> di
 
 def write_rtl(ir_dir: Path, out_dir: Path, pes: int = 16, dense: bool = False, trace: bool = True,
               run_lint: bool = True, memory_style: str = "auto", fifo_depth: int | None = None,
-              progress=print, datapath: str = "lane", weights: str = "baked", fit_to: Path | None = None) -> dict:
+              progress=print, datapath: str = "lane", weights: str = "baked", fit_to: Path | None = None,
+              simulation: bool = True) -> dict:
     """Generate, write and (``run_lint``) lint the accelerator for the IR in ``ir_dir``.
     Raises LintError, after writing everything, when Verilator reports a warning that
     `lint.EXPLAINED` does not cover.  ``fit_to``: the rtl folder of a runtime-weights bitpar
     design (another ticket's) that this ticket must run on: the design is generated from
     that one's capacity, must come out the same netlist, and only ``weights.bin`` is new;
-    a ticket that does not fit is refused, naming what is over and by how much."""
+    a ticket that does not fit is refused, naming what is over and by how much.
+    ``simulation=False`` writes only what synthesis reads (no ``top.v``, one elaboration
+    instead of two: `ticketforge explore`), and then cannot lint."""
+    if not simulation and run_lint:
+        raise UsageError("write_rtl: the lint reads top.v, which simulation=False does not write")
     ir_dir, out_dir = Path(ir_dir), Path(out_dir)
     clear_record(out_dir / "manifest.json")            # the stage's record: removed first, written last
     g = load_graph(ir_dir)
@@ -143,10 +148,11 @@ def write_rtl(ir_dir: Path, out_dir: Path, pes: int = 16, dense: bool = False, t
     # it tens of minutes) and Verilog for the simulators.  Each public converter elaborates
     # the design itself; the generator is deterministic, so both describe the same netlist.
     core_il = rtlil.convert(acc, name=CORE, emit_src=False)
-    text = verilog.convert(acc, name=CORE, emit_src=False) + reset_wrapper(acc)
     mems = acc.memories
     out_dir.mkdir(parents=True, exist_ok=True)
-    (out_dir / "top.v").write_text("`timescale 1ns/1ps\n" + text)
+    if simulation:
+        text = verilog.convert(acc, name=CORE, emit_src=False) + reset_wrapper(acc)
+        (out_dir / "top.v").write_text("`timescale 1ns/1ps\n" + text)
     (out_dir / "core.il").write_text(core_il)
     (out_dir / "synth_top.v").write_text(reset_wrapper(acc, debug_ports=False))
     (out_dir / "interface.json").write_text(json.dumps(acc.metadata.as_json(), indent=1))
@@ -157,7 +163,7 @@ def write_rtl(ir_dir: Path, out_dir: Path, pes: int = 16, dense: bool = False, t
                    "fifo_depth": acc.fifo_depth, "datapath": datapath, "weights": weights},
         "top": TOP,
         "generator": generator_digest(),
-        "files": ["top.v", "core.il", "synth_top.v", "interface.json", "manifest.json"],
+        "files": ["top.v"] * simulation + ["core.il", "synth_top.v", "interface.json", "manifest.json"],
         "amaranth": amaranth.__version__,
         "membrane_bits": acc.acc_bits if datapath == "lane" else acc.u_bits,
         "score_bits": acc.score_bits,

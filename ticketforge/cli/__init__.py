@@ -3,6 +3,7 @@
     ticketforge train --config vgg9_binw [--set train.epochs=3 ...] [--data-dir DIR]
     ticketforge eval  --config vgg9_binw          # reload the ticket, re-measure accuracy
     ticketforge hw    --config vgg9_binw          # the main job: every stage, then the report
+    ticketforge explore --config vgg9_binw --grid pes=8,16,32   # hardware design-space exploration
     ticketforge configs                           # list shipped configs
 
 Heavy libraries are imported inside the subcommands, so ``--help`` is instant.
@@ -17,7 +18,7 @@ import os
 import sys
 from pathlib import Path
 
-from ticketforge.cli.hardware_cmds import cmd_hls, cmd_rtl, cmd_run, cmd_sim, cmd_synth
+from ticketforge.cli.hardware_cmds import cmd_explore, cmd_hls, cmd_rtl, cmd_run, cmd_sim, cmd_synth
 from ticketforge.cli.hw import cmd_hw
 from ticketforge.cli.model_cmds import (cmd_configs, cmd_eval, cmd_import, cmd_prune, cmd_quantize, cmd_sweep,
                                         cmd_train, load_cfg)
@@ -30,11 +31,11 @@ __all__ = ["main", "build_parser"]
 _COMMANDS = {"train": cmd_train, "eval": cmd_eval, "prune": cmd_prune, "sweep": cmd_sweep, "quantize": cmd_quantize,
              "import": cmd_import,
              "rtl": cmd_rtl, "sim": cmd_sim, "synth": cmd_synth, "run": cmd_run, "hls": cmd_hls, "hw": cmd_hw,
-             "configs": cmd_configs}
+             "explore": cmd_explore, "configs": cmd_configs}
 
 
 # the commands that write into build/<name>/ (eval and configs only read)
-_WRITERS = ("train", "prune", "sweep", "quantize", "rtl", "sim", "synth", "run", "hls", "hw")
+_WRITERS = ("train", "prune", "sweep", "quantize", "rtl", "sim", "synth", "run", "hls", "hw", "explore")
 
 
 def _lock_for(args):

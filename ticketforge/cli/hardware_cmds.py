@@ -302,3 +302,18 @@ def bnn_baseline(args, bcfg, root: Path, out_dir: Path) -> dict:
         stamp.write_text(json.dumps({**info, "model_sha256": digest}, indent=1))
     return run_bnn_csim(export_dir, out_dir, bcfg.name, jobs=args.jobs, backend=args.backend,
                         progress=not args.quiet)
+
+
+def cmd_explore(args) -> int:
+    from ticketforge.deploy.boards import get_board
+    from ticketforge.deploy.explore import parse_hw_grid, run_explore
+    from ticketforge.distributed import ray_executor
+
+    cfg = load_cfg(args)
+    board = get_board(args.board or cfg.hw.board)
+    out = run_explore(cfg, parse_hw_grid(args.grid), Path(args.build_dir), board.name, images=args.images,
+                      place=args.place, jobs=args.jobs, executor=ray_executor(args.ray),
+                      log=(lambda *a, **k: None) if args.quiet else print)
+    print((Path(out["folder"]) / "explore.md").read_text())
+    print(f"[{cfg.name}] {len(out['points'])} points -> {out['folder']}/explore.json, explore.md, explore.png")
+    return 0

@@ -208,5 +208,22 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--to", dest="to_stage", choices=HW_STAGES, default=None,
                    help="stop after this stage (no report)")
     _add_hls_args(p)
+    p = sub.add_parser("explore", help="hardware design-space exploration of one ticket on a board: cycle model, "
+                                       "memory inventory and synthesis per grid point; Pareto table and plot: "
+                                       "build/<name>/explore/<board>/")
+    _add_config_args(p)
+    p.add_argument("--board", default=None, help="the board (default: the config's hw.board)")
+    p.add_argument("--grid", action="append", required=True, metavar="KEY=V1,V2,...",
+                   help="a hardware axis: pes, datapath, fifo_depth, weights or memory_style, e.g. --grid "
+                        "pes=4,8,16 --grid weights=baked,runtime (repeatable; the other keys: the config's)")
+    p.add_argument("--images", type=int, default=20,
+                   help="test images the cycle model averages over (default 20)")
+    p.add_argument("--place", action="store_true",
+                   help="also place and route the board design (link + core) of each point that fits, against "
+                        "the config's clock: Fmax, and a point that misses the clock does not fit (slow on the "
+                        "ECP5: ~15 minutes for vgg9_binw)")
+    p.add_argument("--jobs", type=int, default=os.cpu_count() or 1,
+                   help="points measured at once (default: one per core)")
+    _add_ray_arg(p, "each design point")
     sub.add_parser("configs", help="list the shipped configs")
     return ap
