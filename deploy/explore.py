@@ -1,7 +1,7 @@
 """`ticketforge explore`: the hardware design space of one ticket on one board.
 
     ticketforge explore --config vgg9_binw --board ulx3s --grid pes=4,8,16,32 --grid weights=baked,runtime
-    ticketforge explore --config mlp_binw_tiny --grid pes=1,2,4 --grid fifo_depth=2,8 --place
+    ticketforge explore --config mlp_binw_tiny --grid pes=1,2,4 --grid fifo_depth=8,16 --place
 
 For every point of the grid (hardware keys: ``datapath``, ``pes``, ``fifo_depth``,
 ``weights``, ``memory_style``; each value checked as the config's ``hw.<key>``) it measures
@@ -9,13 +9,14 @@ For every point of the grid (hardware keys: ``datapath``, ``pes``, ``fifo_depth`
   - the memory inventory of the generated design (its memories' bits);
   - yosys synthesis of the core for the board: LUTs, FFs, block RAMs, SPRAM, DSPs, and the
     fit against the board's capacity; with ``place``, the board design (link + core) placed
-    and routed by nextpnr against the config's clock, for the points that fit: Fmax.
+    and routed by nextpnr against the config's clock: Fmax (``all``: every point that fits;
+    ``best``: the points that fit, fastest first, until one meets the clock).
 Latency is the cycles at the config's clock (``hw.clock_mhz``, else the board's oscillator);
-a placed point that misses that clock does not fit.  It writes, under
-``build/<name>/explore/<board>/``, ``explore.json``, ``explore.md`` (the table, Pareto points
-marked: none of the others is at least as fast with at most as many LUTs and block RAMs) and
-``explore.png`` (latency against LUTs and against block RAMs, the board's capacity drawn),
-and names the fastest point that fits.
+a placed point that misses that clock, or that nextpnr cannot place, does not fit.  It
+writes, under ``build/<name>/explore/<board>/``, ``explore.json``, ``explore.md`` (the
+table, Pareto points marked: none of the others is at least as fast with at most as many
+LUTs and block RAMs) and ``explore.png`` (latency against LUTs and against block RAMs, the
+board's capacity drawn), and names the fastest point that fits.
 
 Each point is cached by a digest of the IR, its settings, the board and the measurement,
 in ``<digest>/point.json``, so a rerun measures only new points.  Points run in parallel
@@ -181,14 +182,23 @@ def _npy_bytes(x: np.ndarray) -> bytes:
     return buf.getvalue()
 
 
+PLACE_MODES = ("none", "all", "best")
+
+
 def run_explore(cfg: RunConfig, grid: dict[str, list[str]], build_root: Path, board_name: str, images: int = 20,
-                place: bool = False, jobs: int = 1, executor=None, log=print) -> dict:
-    """Measure every grid point (cached), write explore.json/.md/.png; the summary."""
+                place: str = "none", jobs: int = 1, executor=None, log=print) -> dict:
+    """Measure every grid point (cached), write explore.json/.md/.png; the summary.
+    ``place``: "none" (yosys of the core only), "all" (every point's board design placed and
+    routed when yosys says it fits) or "best" (yosys for all, then the points that fit
+    placed fastest first until one meets the clock: the choice is then placed, the rest
+    are yosys figures)."""
     from ticketforge.deploy.board_build import platform_for
     from ticketforge.deploy.boards import get_board
     from ticketforge.errors import StageMissingError
     from ticketforge.ir import load_test_inputs
 
+    if place not in PLACE_MODES:
+        raise ConfigError(f"--place {place!r}: one of {', '.join(PLACE_MODES)}")
     board = get_board(board_name)
     root = Path(build_root) / cfg.name
     ir_dir = root / "ir"
@@ -205,40 +215,55 @@ def run_explore(cfg: RunConfig, grid: dict[str, list[str]], build_root: Path, bo
     ir_digest = hashlib.sha256(b"".join(ir_files[k] for k in sorted(ir_files))).hexdigest()
     folder = root / "explore" / board.name
     folder.mkdir(parents=True, exist_ok=True)
-    measured: dict[str, dict] = {}
-    todo = []
-    for p in points:
-        p["digest"] = _digest(ir_digest, p["hw"], board.name, place, len(x), clock)
-        cached = folder / p["digest"] / "point.json"
-        if cached.is_file():
-            measured[p["digest"]] = json.loads(cached.read_text())
-            log(f"[explore] {p['overrides']}: cached")
-        elif all(q["digest"] != p["digest"] for q in todo):
-            todo.append(p)
-    args = [(p["hw"], ir_files, _npy_bytes(x), board.name, place, cfg.hw.clock_mhz) for p in todo]
-    t0 = time.perf_counter()
+    xb = _npy_bytes(x)
 
-    def done(i, res, node=None):
-        p = todo[i]
-        _write_point(folder / p["digest"], res)
-        measured[p["digest"]] = res
-        log(f"[explore] {len(measured) - (len(points) - len(todo))}/{len(todo)} {p['overrides']}: "
-            f"{res['cycles']['mean']:.0f} cycles, {res['resources']['luts']} LUT, {res['resources']['brams']} "
-            f"block RAM{' on ' + node if node else ''} ({time.perf_counter() - t0:.0f} s)", flush=True)
+    def measure(batch: list[dict], placed: bool) -> dict[str, dict]:
+        """The points' figures, cached ones read, the others measured in parallel."""
+        got: dict[str, dict] = {}
+        todo = []
+        for p in batch:
+            key = _digest(ir_digest, p["hw"], board.name, placed, len(x), clock)
+            cached = folder / key / "point.json"
+            if cached.is_file():
+                got[p["digest"]] = json.loads(cached.read_text())
+                log(f"[explore] {p['overrides']}{' placed' if placed else ''}: cached")
+            elif all(q[1] != key for q in todo):
+                todo.append((p, key))
+        args = [(p["hw"], ir_files, xb, board.name, placed, cfg.hw.clock_mhz) for p, _ in todo]
+        t0 = time.perf_counter()
 
-    if todo and executor is not None:
-        from ticketforge.distributed import per_node_line, ray_session, task_map
+        def done(i, res, node=None):
+            p, key = todo[i]
+            _write_point(folder / key, res)
+            got[p["digest"]] = res
+            fmax = f", Fmax {res.get('fmax_mhz')} MHz" if placed else ""
+            log(f"[explore] {len(got) - (len(batch) - len(todo))}/{len(todo)} {p['overrides']}: "
+                f"{res['cycles']['mean']:.0f} cycles, {res['resources']['luts']} LUT, {res['resources']['brams']} "
+                f"block RAM{fmax}{' on ' + node if node else ''} ({time.perf_counter() - t0:.0f} s)", flush=True)
 
-        with ray_session(executor, log):
-            task_map(executor, measure_point, args, num_cpus=1, what="design point", on_done=done)
-        log(per_node_line(executor, "point(s)"))
-    elif todo:
-        with ProcessPoolExecutor(max_workers=max(1, min(jobs, len(todo)))) as pool:
-            futs = {pool.submit(measure_point, *a): i for i, a in enumerate(args)}
-            for f in as_completed(futs):
-                done(futs[f], f.result())
+        if todo and executor is not None:
+            from ticketforge.distributed import per_node_line, ray_session, task_map
 
-    rows = [_row(p, measured[p["digest"]], board, clock) for p in points]
+            with ray_session(executor, log):
+                task_map(executor, measure_point, args, num_cpus=1, what="design point", on_done=done)
+            log(per_node_line(executor, "point(s)"))
+        elif todo:
+            with ProcessPoolExecutor(max_workers=max(1, min(jobs, len(todo)))) as pool:
+                futs = {pool.submit(measure_point, *a): i for i, a in enumerate(args)}
+                for f in as_completed(futs):
+                    done(futs[f], f.result())
+        return {p["digest"]: got[p["digest"]] for p in batch}
+
+    for p in points:            # the point's name in this run (its settings)
+        p["digest"] = _digest(ir_digest, p["hw"], board.name, False, len(x), clock)
+    measured = measure(points, place == "all")
+    rows = [_row(p, measured[p["digest"]], clock) for p in points]
+    if place == "best":
+        for i in sorted((i for i, r in enumerate(rows) if r["fits"]),
+                        key=lambda i: (rows[i]["latency_us"], rows[i]["resources"]["luts"])):
+            rows[i] = _row(points[i], measure([points[i]], True)[points[i]["digest"]], clock)
+            if rows[i]["fits"]:
+                break
     front = pareto(rows)
     for i, r in enumerate(rows):
         r["pareto"] = i in front
@@ -265,15 +290,16 @@ def _write_point(folder: Path, res: dict) -> None:
     os.replace(part, folder / "point.json")
 
 
-def _row(p: dict, m: dict, board, clock: float) -> dict:
+def _row(p: dict, m: dict, clock: float) -> dict:
     """A table row: the point's figures, its latency at the clock it runs at, and whether it
     fits (resources, and the clock when placed)."""
     run_mhz = m.get("clock_mhz") or clock
-    fits = m["fits_resources"] and (m.get("meets_clock", True))
+    fits = m["fits_resources"] and m.get("meets_clock", True)
     return {"overrides": p["overrides"], "hw": p["hw"], "digest": p["digest"], "cycles": m["cycles"]["mean"],
             "latency_us": round(m["cycles"]["mean"] / run_mhz, 2), "clock_mhz": run_mhz,
             "fmax_mhz": m.get("fmax_mhz"), "resources": m["resources"], "memory_bits": m["memory_bits"],
-            "fits": bool(fits), "over": m["over"], "design": m["design"], "seconds": m["seconds"]}
+            "fits": bool(fits), "over": m["over"], "design": m["design"], "placed": m["design"] != "core",
+            "seconds": m["seconds"]}
 
 
 def _label(r: dict) -> str:
@@ -283,12 +309,17 @@ def _label(r: dict) -> str:
 def explore_table(out: dict) -> str:
     """The Markdown table of explore.md."""
     cap = out["capacity"]
-    placed = out["placed"]
+    mode = out["placed"]
+    placed = mode != "none"
+    how = {"none": f"latency at {out['clock_mhz']:g} MHz (the config's clock; not placed: Fmax not measured); "
+                   "resources: yosys for the core alone",
+           "all": "latency at the clock each placed design runs at (the PLL's; nextpnr's Fmax checked against it); "
+                  "resources: yosys for the board design (link + core)",
+           "best": "resources: yosys for the core alone; then the points that fit placed and routed (board design: "
+                   "link + core), fastest first, until one met the clock (those rows: the board design's "
+                   f"resources and Fmax); latency at {out['clock_mhz']:g} MHz"}[mode]
     lines = [f"# `{out['config']}` on {out['board']} ({out['device']})", "",
-             f"Cycles: the exact cycle model, mean over the first {out['images']} test images; latency at "
-             + ("the clock each placed design runs at (the PLL's, nextpnr's Fmax checked against it)" if placed else
-                f"{out['clock_mhz']:g} MHz (the config's clock; not placed: Fmax not measured)")
-             + f"; resources: yosys for the {'board design (link + core)' if placed else 'core alone'}. "
+             f"Cycles: the exact cycle model, mean over the first {out['images']} test images; {how}. "
              f"Capacity: {cap['luts']:,} LUT4, {cap['brams']} block RAMs, {cap['dsps']} DSPs"
              + (f", {cap['sprams']} SPRAM" if cap["sprams"] else "") + ". P: on the Pareto front.", "",
              "| point | cycles/image | latency us | LUT4 | FF | block RAM | SPRAM | DSP | memory kbit |"
@@ -299,10 +330,11 @@ def explore_table(out: dict) -> str:
         mark = "**" if i == out["fastest_fit"] else ""
         over = ", ".join("nextpnr could not place it" if k == "placement" else f"{k} {v['ratio']}x"
                          for k, v in r["over"].items())
-        fits = "yes" if r["fits"] else ("no: " + over if over else "no: misses the clock")
+        fits = ("yes" if r["placed"] or not placed else "yes (yosys)") if r["fits"] else \
+            ("no: " + over if over else "no: misses the clock")
         lines.append(f"| {mark}{_label(r)}{mark} | {r['cycles']:,.0f} | {r['latency_us']:,.1f} | {res['luts']:,} | "
                      f"{res['ffs']:,} | {res['brams']} | {res['sprams']} | {res['dsps']} | "
-                     f"{r['memory_bits'] / 1024:,.0f} |" + (f" {r['fmax_mhz']} |" if placed else "")
+                     f"{r['memory_bits'] / 1024:,.0f} |" + (f" {r['fmax_mhz'] if r['fmax_mhz'] else '-'} |" if placed else "")
                      + f" {fits} | {'P' if r['pareto'] else ''} |")
     best = out["fastest_fit"]
     lines.append("")
@@ -336,15 +368,17 @@ def plot_explore(out: dict, path: Path) -> str:
                 ax.scatter([x], [y], s=140, facecolors="none", edgecolors="tab:orange", zorder=2)
             if i == out["fastest_fit"]:
                 ax.scatter([x], [y], s=220, marker="*", c="tab:red", zorder=4)
-            ax.annotate(_label(r), (x, y), fontsize=6, xytext=(3, 3), textcoords="offset points")
+            ax.annotate("/".join(str(v) for v in r["overrides"].values()), (x, y), fontsize=6,
+                        xytext=(4, -8 if i % 2 else 4), textcoords="offset points")
         ax.axvline(cap, ls="--", c="gray")
-        ax.text(cap, ax.get_ylim()[1], f" {out['board']}: {cap:,}", fontsize=7, va="top", c="gray")
+        ax.text(cap, 0.02, f" {out['board']}: {cap:,}", fontsize=7, va="bottom", c="gray",
+                transform=ax.get_xaxis_transform())
         ax.set_xlabel(f"{name} (yosys)")
         ax.set_yscale("log")
         ax.grid(True, alpha=0.3)
     axes[0].set_ylabel("latency per image (us)")
-    fig.suptitle(f"{out['config']} on {out['board']}: filled = fits, ring = Pareto, star = fastest that fits",
-                 fontsize=9)
+    fig.suptitle(f"{out['config']} on {out['board']}: filled = fits, ring = Pareto, star = fastest that fits\n"
+                 f"labels: {' / '.join(out['grid'])}", fontsize=9)
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)

@@ -74,6 +74,14 @@ def test_explore_measures_tabulates_plots_and_caches(tmp_path, root):
     assert (folder / "explore.png").read_bytes()[:4] == b"\x89PNG"
     r = run_cli(*args, cwd=root)
     assert r.returncode == 0 and r.stdout.count("cached") == 3, r.stdout + r.stderr
+    # --place best: the yosys figures are cached; only the fastest point that fits is placed
+    r = run_cli(*args, "--place", "best", cwd=root)
+    assert r.returncode == 0 and r.stdout.count("cached") == 3, r.stdout + r.stderr
+    out = json.loads((folder / "explore.json").read_text())
+    placed = [i for i, p in enumerate(out["points"]) if p["placed"]]
+    best = out["fastest_fit"]
+    assert best is not None and best in placed and out["points"][best]["fmax_mhz"] > 0
+    assert all(out["points"][i]["latency_us"] <= out["points"][best]["latency_us"] for i in placed)
 
 
 def test_explore_without_an_ir_names_the_command(tmp_path, root):

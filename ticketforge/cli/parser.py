@@ -218,10 +218,11 @@ def build_parser() -> argparse.ArgumentParser:
                         "pes=4,8,16 --grid weights=baked,runtime (repeatable; the other keys: the config's)")
     p.add_argument("--images", type=int, default=20,
                    help="test images the cycle model averages over (default 20)")
-    p.add_argument("--place", action="store_true",
-                   help="also place and route the board design (link + core) of each point that fits, against "
-                        "the config's clock: Fmax, and a point that misses the clock does not fit (slow on the "
-                        "ECP5: ~15 minutes for vgg9_binw)")
+    p.add_argument("--place", nargs="?", const="all", default="none", choices=("none", "all", "best"),
+                   help="also place and route the board design (link + core) against the config's clock, for "
+                        "all: every point that fits; best: the points that fit, fastest first, until one meets "
+                        "the clock (slow on the ECP5: ~15 minutes per vgg9_binw point); a point that misses the "
+                        "clock does not fit (default: none, yosys of the core only)")
     p.add_argument("--jobs", type=int, default=os.cpu_count() or 1,
                    help="points measured at once (default: one per core)")
     _add_ray_arg(p, "each design point")
