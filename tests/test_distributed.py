@@ -125,6 +125,30 @@ def test_sweep_on_two_ray_nodes_equals_local_processes(cluster, tmp_path, root):
     assert r.returncode == 0 and r.stdout.count("cached") == 4, r.stdout + r.stderr
 
 
+def test_explore_on_two_ray_nodes_equals_local_processes(cluster, design, tmp_path):
+    import numpy as np
+
+    from ticketforge.deploy.explore import parse_hw_grid, run_explore
+    from ticketforge.model.config import load_config
+
+    d, g = design
+    cfg_file = tmp_path / "tiny_explore.toml"
+    cfg_file.write_text(tiny_template(T=2, seed=0).format(arch="mlp", variant="binw") + '[hw]\nboard = "icebreaker"\n')
+    cfg = load_config(str(cfg_file))
+    outs = []
+    for where, ex in (("local", None), ("ray", RayExecutor(address=cluster.address))):
+        ir = tmp_path / where / cfg.name / "ir"
+        ir.mkdir(parents=True)
+        for f in ("graph.json", "tensors.npz"):
+            (ir / f).write_bytes((d / "ir" / f).read_bytes())
+        np.savez(ir / "test_inputs.npz", codes=random_images(g, 3, 1), labels=np.zeros(3, np.int64))
+        outs.append(run_explore(cfg, parse_hw_grid(["pes=1,2"]), tmp_path / where, "icebreaker", images=3,
+                                jobs=2, executor=ex, log=_quiet))
+    assert sum(ex.per_node.values()) == 2
+    strip = lambda o: _without_wall_clock({k: v for k, v in o.items() if k not in ("folder", "plot")})  # noqa: E731
+    assert strip(outs[0]) == strip(outs[1])
+
+
 def test_an_unreachable_cluster_is_a_clear_error_within_the_timeout():
     t0 = time.monotonic()
     with pytest.raises(RayError, match="cannot reach the Ray cluster at 127.0.0.1:9"):

@@ -40,6 +40,8 @@ def test_grid_keys_and_values_are_checked_before_anything_runs(tmp_path):
         parse_hw_grid(["pes="])
     with pytest.raises(ConfigError, match="hw.weights"):
         expand_points(cfg, parse_hw_grid(["weights=flash"]))
+    with pytest.raises(ConfigError, match="lane count of the bitpar datapath"):
+        expand_points(cfg, parse_hw_grid(["datapath=bitpar", "pes=12"]))
     pts = expand_points(cfg, parse_hw_grid(["hw.pes=1,2", "datapath=lane,bitpar", "fifo_depth=8"]))
     assert len(pts) == 4
     assert [p["hw"]["fifo_depth"] for p in pts if p["hw"]["datapath"] == "bitpar"] == [None, None]
