@@ -125,6 +125,7 @@ def test_sweep_on_two_ray_nodes_equals_local_processes(cluster, tmp_path, root):
     assert r.returncode == 0 and r.stdout.count("cached") == 4, r.stdout + r.stderr
 
 
+@pytest.mark.slow
 def test_explore_on_two_ray_nodes_equals_local_processes(cluster, design, tmp_path):
     import numpy as np
 

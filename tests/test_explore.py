@@ -47,7 +47,8 @@ def test_grid_keys_and_values_are_checked_before_anything_runs(tmp_path):
     assert [p["hw"]["fifo_depth"] for p in pts if p["hw"]["datapath"] == "bitpar"] == [None, None]
 
 
-def test_explore_measures_tabulates_plots_and_caches(tmp_path, root):
+def _tiny_explore(tmp_path):
+    """A config naming the icebreaker, a random IR with its test inputs, the explore command."""
     cfg_file = tmp_path / "tiny_explore.toml"
     cfg_file.write_text(tiny_template(T=2, seed=0).format(arch="mlp", variant="binw")
                         + '[hw]\nboard = "icebreaker"\npes = 2\n')
@@ -58,9 +59,13 @@ def test_explore_measures_tabulates_plots_and_caches(tmp_path, root):
     np.savez(ir / "test_inputs.npz", codes=codes, labels=np.zeros(len(codes), np.int64))
     args = ["explore", "--config", str(cfg_file), "--grid", "pes=1,2,4", "--images", "3",
             "--build-dir", str(tmp_path / "build"), "--jobs", "2"]
+    return g, codes, args, tmp_path / "build" / "tiny_explore" / "explore" / "icebreaker"
+
+
+def test_explore_measures_tabulates_plots_and_caches(tmp_path, root):
+    g, codes, args, folder = _tiny_explore(tmp_path)
     r = run_cli(*args, cwd=root)
     assert r.returncode == 0, r.stdout + r.stderr
-    folder = tmp_path / "build" / "tiny_explore" / "explore" / "icebreaker"
     out = json.loads((folder / "explore.json").read_text())
     assert len(out["points"]) == 3 and out["images"] == 3
     from ticketforge.rtl.datapath import cycle_model
@@ -76,6 +81,12 @@ def test_explore_measures_tabulates_plots_and_caches(tmp_path, root):
     assert (folder / "explore.png").read_bytes()[:4] == b"\x89PNG"
     r = run_cli(*args, cwd=root)
     assert r.returncode == 0 and r.stdout.count("cached") == 3, r.stdout + r.stderr
+
+
+@pytest.mark.slow
+def test_place_best_places_only_the_fastest_point_that_fits(tmp_path, root):
+    _, _, args, folder = _tiny_explore(tmp_path)
+    assert run_cli(*args, cwd=root).returncode == 0
     # --place best: the yosys figures are cached; only the fastest point that fits is placed
     r = run_cli(*args, "--place", "best", cwd=root)
     assert r.returncode == 0 and r.stdout.count("cached") == 3, r.stdout + r.stderr
