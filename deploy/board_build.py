@@ -18,7 +18,7 @@ from ticketforge.deploy.board_top import BoardTop, CoreInstance
 from ticketforge.deploy.host import expected_identity
 from ticketforge.deploy.boards import Board, BoardError
 from ticketforge.deploy.pll import pll_for
-from ticketforge.deploy.synth import fit_check, memory_script, parse_stat, tool_cmd
+from ticketforge.deploy.synth import ABC9_BUG, fit_check, memory_script, parse_stat, tool_cmd
 
 __all__ = ["PLATFORMS", "platform_for", "parse_nextpnr_report", "build_board"]
 
@@ -27,8 +27,6 @@ PLATFORMS = {"icebreaker": ("amaranth_boards.icebreaker", "ICEBreakerPlatform"),
              "ulx3s": ("amaranth_boards.ulx3s", "ULX3S_85F_Platform")}
 SYNTH_OPTS = {"ice40": "-dsp -spram", "ecp5": ""}
 NAME = "board"
-# the assertion yosys 0.70's abc9 pass stops on for some ECP5 designs (rtlil.cc:3091)
-ABC9_BUG = "GetSize(conn.first) == GetSize(conn.second)"
 # what follows `synth_ecp5 -run begin:map_luts` in its place: abc maps the LUTs (the netlist
 # stage's ECP5 mapping), then synth_ecp5's remaining steps and the resource count
 ABC_LUTS_AFTER_SYNTH = (f"techmap -map +/lattice/latches_map.v\nabc -lut 4\nclean\n"

@@ -25,6 +25,7 @@ from amaranth.lib import stream, wiring
 from amaranth.lib.wiring import In, Out
 
 from ticketforge.deploy import protocol
+from ticketforge.errors import UnsupportedError
 
 __all__ = ["UartRx", "UartTx", "CoreInstance", "BoardTop"]
 
@@ -169,6 +170,10 @@ class BoardTop(Elaboratable):
             raise ValueError("the link's W command carries a 1-byte memory index and a 3-byte address: this "
                              "core has more memories or deeper ones (at most 42 PEs with runtime weights)")
         self.load = load
+        width = len(_port(core, "scores.payload"))
+        if width > 16:
+            raise UnsupportedError(f"the board link (protocol {protocol.VERSION}) sends each class score in 16 "
+                                   f"bits; this core's scores are {width} bits wide, so no board design carries them")
 
     def elaborate(self, platform):
         m = Module()
@@ -186,9 +191,6 @@ class BoardTop(Elaboratable):
         else:
             m.d.comb += [urx.rx.eq(self.rx), self.tx.eq(utx.tx)]
         p = lambda n: _port(core, n)                          # noqa: E731
-        if len(p("scores.payload")) > 16:
-            raise ValueError(f"the board link sends scores as 16 bits; this core's are "
-                             f"{len(p('scores.payload'))} bits wide")
         K, N = self.classes, self.pixels
         if isinstance(core, CoreInstance):
             # a power-on reset from the configured initial value: board clock domains are

@@ -115,7 +115,9 @@ def _board_entry(r: dict, cycles_mean: float) -> dict:
          "clock_mhz": r.get("clock_mhz"), "meets_board_clock": r.get("meets_board_clock"),
          "board_clock_mhz": r.get("board_clock_mhz", r.get("clock_mhz")), "pll": r.get("pll"),
          "utilisation": r.get("utilisation"), "over": r.get("over") or {}, "estimate": r.get("estimate", False),
-         "design": r.get("design", "core only (yosys synthesis)"), "seconds": r.get("seconds")}
+         "design": r.get("design") or "core only (yosys synthesis)" + (f"; board design {r['board_design']}"
+                                                                        if r.get("board_design") else ""),
+         "seconds": r.get("seconds")}
     if not r["fits"]:
         e["why_no_fmax"] = "does not fit: " + ", ".join(
             f"{k} {v['used']} of {v['available']} ({v['ratio']}x)" for k, v in r["over"].items())

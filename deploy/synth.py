@@ -19,9 +19,11 @@ from pathlib import Path
 
 from ticketforge.deploy.boards import Board, BoardError
 
-__all__ = ["CELL_CLASSES", "tool_cmd", "yosys_cmd", "parse_stat", "fit_check", "closest_fit_hint", "synthesize",
+__all__ = ["ABC9_BUG", "CELL_CLASSES", "tool_cmd", "yosys_cmd", "parse_stat", "fit_check", "closest_fit_hint", "synthesize",
            "memory_script"]
 
+# the assertion yosys 0.70's abc9 pass stops on for some ECP5 designs (rtlil.cc:3091)
+ABC9_BUG = "GetSize(conn.first) == GetSize(conn.second)"
 # cell type -> resource class, per family (what each yosys synth_<family> maps to)
 CELL_CLASSES = {
     "ice40": {"SB_LUT4": "luts", "SB_RAM40_4K": "brams", "SB_SPRAM256KA": "sprams", "SB_MAC16": "dsps"},
@@ -150,12 +152,35 @@ def synthesize(rtl_dir: Path, board: Board, out_dir: Path, log=print) -> dict:
              f"tee -q -o stat.json stat -json"
     t0 = time.perf_counter()
     log(f"[synth] yosys {SYNTH[board.family]} for {board.name} ({board.device})", flush=True)
-    r = subprocess.run(yosys_cmd() + ["-q", "-l", "synth.log", "-p", script], capture_output=True, text=True,
-                       cwd=out_dir)
+    extra = {}
+    r = _yosys(script, out_dir)
+    if r.returncode != 0 and board.family == "ecp5" and ABC9_BUG in _log_text(out_dir):
+        # yosys 0.70's abc9 assertion (deploy/board_build.py meets it too): synth_ecp5 up to its
+        # LUT mapping, the LUTs mapped by abc, then synth_ecp5's remaining steps
+        log(f"[synth] {board.name}: yosys 0.70's abc9 failed ({ABC9_BUG}); again with the LUTs mapped by abc",
+            flush=True)
+        script = (f"read_rtlil core.il; read_verilog synth_top.v; {SYNTH[board.family]} -top {top} -run "
+                  f"begin:map_luts; techmap -map +/lattice/latches_map.v; abc -lut 4; clean; "
+                  f"{SYNTH[board.family]} -top {top} -run map_cells:; tee -q -o stat.json stat -json")
+        r = _yosys(script, out_dir)
+        extra["yosys_workaround"] = f"LUTs mapped by `abc -lut 4` (yosys 0.70's abc9 failed: {ABC9_BUG})"
     if r.returncode != 0 or not (out_dir / "stat.json").is_file():
         tail = "\n".join((r.stderr or r.stdout).splitlines()[-10:])
         raise BoardError(f"yosys failed for {board.name}; see {out_dir / 'synth.log'}\n{tail}")
     res = parse_stat(json.loads((out_dir / "stat.json").read_text()), board.family)
     return {"board": board.name, "device": board.device, "family": board.family, "resources": res,
             **fit_check(res, board), "estimate": not board.place_and_route, "note": board.note,
-            "seconds": round(time.perf_counter() - t0, 1)}
+            "seconds": round(time.perf_counter() - t0, 1), **extra}
+
+
+def _yosys(script: str, out_dir: Path) -> subprocess.CompletedProcess:
+    (out_dir / "stat.json").unlink(missing_ok=True)
+    return subprocess.run(yosys_cmd() + ["-q", "-l", "synth.log", "-p", script], capture_output=True, text=True,
+                          cwd=out_dir)
+
+
+def _log_text(out_dir: Path) -> str:
+    try:
+        return (out_dir / "synth.log").read_text(errors="replace")
+    except FileNotFoundError:
+        return ""

@@ -104,6 +104,18 @@ def test_board_drops_an_incomplete_image_and_runs_the_next():
     assert answer[1:1 + 2 * K] == gold.scores[1].astype("<i2").tobytes()
 
 
+def test_a_core_whose_scores_the_link_cannot_carry_is_refused_by_name():
+    from types import SimpleNamespace
+
+    from amaranth import Signal
+
+    from ticketforge.errors import UnsupportedError
+
+    core = SimpleNamespace(scores=SimpleNamespace(payload=Signal(17)))
+    with pytest.raises(UnsupportedError, match="16 bits; this core's scores are 17 bits wide"):
+        BoardTop(core, pixels=4, classes=2, clk_hz=DIV * 115200, design_id=DESIGN_ID)
+
+
 def test_uart_divisor_checked():
     with pytest.raises(ValueError, match="divisor"):
         UartRx(2)

@@ -309,16 +309,25 @@ def synth_stage(args, cfg) -> Stage:
         from ticketforge.cli.freshness import digests
         from ticketforge.deploy.board_build import build_board
         from ticketforge.deploy.synth import synthesize
+        from ticketforge.errors import UnsupportedError
         from ticketforge.ir import load_graph
         from ticketforge.records import write_record
 
         log = _say(args)
+        r = None
         if board.name in PLATFORMS:
             g = load_graph(root / "ir")
-            r = build_board(root / "rtl", board, out, pixels=math.prod(g.input.shape),
-                            classes=g.layers[-1].out_shape[0], bitstream=args.bitstream, log=log,
-                            clock_mhz=cfg.hw.clock_mhz)
-        else:
+            try:
+                r = build_board(root / "rtl", board, out, pixels=math.prod(g.input.shape),
+                                classes=g.layers[-1].out_shape[0], bitstream=args.bitstream, log=log,
+                                clock_mhz=cfg.hw.clock_mhz)
+            except UnsupportedError as e:
+                # no board design for this core (its link cannot carry it): the core alone is
+                # synthesised, for the fit, and the report says why there is no more
+                log(f"[synth] {board.name}: no board design: {e}; synthesising the core alone", flush=True)
+                r = synthesize(root / "rtl", board, out, log=log)
+                r.update({"fmax_mhz": None, "board_design": f"not built: {e}"})
+        if r is None:
             r = synthesize(root / "rtl", board, out, log=log)
             r["fmax_mhz"] = None
         if r.get("bitstream"):                     # where it is once the stage is in place
