@@ -84,6 +84,9 @@ def _neuron_layer(g: Graph, l: Layer, max_in: int, first: bool) -> dict:
 
 def layer_list(g: Graph) -> list[dict]:
     """The hls4ml layer dictionaries of an integer IR, in execution order."""
+    if g.input.events:
+        raise UnsupportedError("the IR's input is 'events' (a binary frame per timestep): the HLS path's input is "
+                               "a pixel image entering every timestep ('direct')")
     c, h, w = g.input.shape
     layers: list[dict] = [{"class_name": "InputLayer", "name": "image", "input_shape": [c * h * w]}]
     max_in = (1 << g.input.bits) - 1

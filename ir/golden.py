@@ -17,7 +17,7 @@ from numpy.lib.stride_tricks import sliding_window_view
 
 from ticketforge.ir.schema import Graph, IRError, Layer, Neuron
 
-__all__ = ["GoldenResult", "run", "conv_accumulate", "linear_accumulate", "leak", "or_pool"]
+__all__ = ["GoldenResult", "run", "input_shape", "conv_accumulate", "linear_accumulate", "leak", "or_pool"]
 
 
 @dataclass
@@ -100,13 +100,15 @@ def _per_channel(a: np.ndarray, ndim: int) -> np.ndarray:
 
 def run(g: Graph, images: np.ndarray, trace: bool = False, batch_size: int = 100,
         measure_range: bool = False) -> GoldenResult:
-    """Run the IR on integer images ``[N, C, H, W]`` (pixel codes).  With ``trace`` also return
-    every neuron layer's spikes per timestep and final membranes; with ``measure_range``
-    the range of H (before saturation) over live neurons, per layer."""
+    """Run the IR on integer images ``[N, C, H, W]`` (pixel codes), or for an ``events``
+    input on binary frames ``[N, T, C, H, W]`` (one per timestep).  With ``trace`` also
+    return every neuron layer's spikes per timestep and final membranes; with
+    ``measure_range`` the range of H (before saturation) over live neurons, per layer."""
     images = np.asarray(images)
-    if images.ndim != 4 or tuple(images.shape[1:]) != tuple(g.input.shape):
+    expect = input_shape(g)
+    if images.ndim != len(expect) + 1 or tuple(images.shape[1:]) != expect:
         raise IRError(f"input images have shape {list(images.shape)}, the IR expects "
-                      f"[N, {', '.join(map(str, g.input.shape))}]")
+                      f"[N, {', '.join(map(str, expect))}]")
     if images.size and (images.min() < 0 or images.max() >= (1 << g.input.bits)):
         raise IRError(f"input pixel codes must be in [0, {(1 << g.input.bits) - 1}]")
     parts = [_run_batch(g, images[i:i + batch_size].astype(np.int64), trace, measure_range)
@@ -124,6 +126,11 @@ def run(g: Graph, images: np.ndarray, trace: bool = False, batch_size: int = 100
     return res
 
 
+def input_shape(g: Graph) -> tuple:
+    """One input's shape: ``(C, H, W)``, or ``(T, C, H, W)`` for an ``events`` input."""
+    return ((g.T,) if g.input.events else ()) + tuple(g.input.shape)
+
+
 def _run_batch(g: Graph, x0: np.ndarray, trace: bool, measure_range: bool) -> GoldenResult:
     n = len(x0)
     out = g.layers[-1]
@@ -131,14 +138,15 @@ def _run_batch(g: Graph, x0: np.ndarray, trace: bool, measure_range: bool) -> Go
     state: dict[str, np.ndarray] = {}
     spikes: dict[str, list] = {}
     h_range: dict[str, tuple[int, int]] | None = {} if measure_range else None
-    first_acc: list = []       # direct encoding: the first layer's input, so its acc, repeats every t
+    # direct encoding: the first layer's input, so its acc, repeats every t (events: it does not)
+    first_acc: list | None = None if g.input.events else []
     bounds, max_in = {}, (1 << g.input.bits) - 1
     for l in g.layers:
         if l.has_weights:
             bounds[l.name] = _bound(g, l, max_in)
             max_in = 1
-    for _t in range(g.T):
-        x = x0
+    for t in range(g.T):
+        x = x0[:, t] if g.input.events else x0
         for l in g.layers:
             if l.kind == "pool":
                 x = or_pool(x, l.kernel)

@@ -36,12 +36,18 @@ def _weights(rng, shape, bits):
     return (w * mask).astype(np.int8), mask
 
 
-def random_graph(seed: int, max_conv: int = 2, max_linear: int = 2, binary: bool = False) -> Graph:
+def random_graph(seed: int, max_conv: int = 2, max_linear: int = 2, binary: bool = False,
+                 events: bool = False) -> Graph:
     """``binary``: every weighted layer gets weight_bits 2 (what the event-driven
-    accelerator takes); the random draws are the same, only the widths are overridden."""
+    accelerator takes); the random draws are the same, only the widths are overridden.
+    ``events``: an event-camera input, binary frames of 2 channels (ON, OFF) that differ
+    per timestep, instead of 8-bit pixels (the same draws otherwise)."""
     rng = np.random.default_rng(seed)
     c, h, w = int(rng.integers(1, 4)), int(rng.integers(4, 9)), int(rng.integers(4, 9))
     spec = InputSpec((c, h, w), bits=8, pixel_max=255)
+    if events:
+        c = 2
+        spec = InputSpec((c, h, w), encoding="events", bits=1, pixel_max=1)
     layers, tensors = [], {}
     shape: tuple = (c, h, w)
     first = True
@@ -57,7 +63,7 @@ def random_graph(seed: int, max_conv: int = 2, max_linear: int = 2, binary: bool
         shift = int(rng.integers(0, 3))
         fan_in = int(np.prod(wshape[1:]))
         # thresholds on the scale of a typical accumulation, so that layers do spike
-        typical = max(2, int(fan_in * (60 if first else 1) * (1 << shift) * 0.3))
+        typical = max(2, int(fan_in * (60 if first and not events else 1) * (1 << shift) * 0.3))
         thr = np.minimum(rng.integers(1, typical + 1, cout), vmax)
         bias = rng.integers(-typical // 4, typical // 4 + 1, cout).clip(-vmax - 1, vmax)
         p_prune = 1.0 if name == empty_layer else float(rng.choice([0.0, 0.0, 0.3]))
@@ -131,7 +137,11 @@ def random_ticket_like(g: Graph, seed: int) -> Graph:
 
 
 def random_images(g: Graph, n: int, seed: int = 0) -> np.ndarray:
+    """``n`` random inputs: pixel codes [n, C, H, W], a third of them silent; for an
+    ``events`` input binary frames [n, T, C, H, W], about one pixel in five active per step."""
     rng = np.random.default_rng(seed)
+    if g.input.events:
+        return (rng.random((n, g.T, *g.input.shape)) < 0.2).astype(np.uint8)
     imgs = rng.integers(0, g.input.pixel_max + 1, (n, *g.input.shape))
     imgs[rng.random(imgs.shape) < 0.3] = 0          # silent pixels, as real images have
     return imgs.astype(np.uint8)

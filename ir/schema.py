@@ -13,7 +13,7 @@ from dataclasses import dataclass, field, replace
 import numpy as np
 
 __all__ = ["SCHEMA_ID", "SCHEMA_VERSION", "LAYER_KINDS", "NEURON_KINDS", "LEAK_KINDS", "RESETS",
-           "InputSpec", "Neuron", "Layer", "Graph", "IRError"]
+           "INPUT_ENCODINGS", "InputSpec", "Neuron", "Layer", "Graph", "IRError"]
 
 from ticketforge.errors import TicketforgeError
 
@@ -23,6 +23,7 @@ LAYER_KINDS = ("conv", "linear", "pool", "flatten", "output")
 NEURON_KINDS = ("conv", "linear")        # layers that own LIF neurons
 LEAK_KINDS = ("none", "shift", "fixed")
 RESETS = ("hard", "soft")
+INPUT_ENCODINGS = ("direct", "events")
 
 
 class IRError(TicketforgeError, ValueError):
@@ -32,9 +33,16 @@ class IRError(TicketforgeError, ValueError):
 @dataclass(frozen=True)
 class InputSpec:
     shape: tuple[int, int, int]          # C, H, W
-    encoding: str = "direct"             # the same integer image enters every timestep
+    # "direct": the same integer image enters every timestep (inputs [N, C, H, W]);
+    # "events": a binary frame per timestep, e.g. an event camera's ON/OFF events binned
+    # into T windows as C = 2 channels (inputs [N, T, C, H, W], bits = pixel_max = 1)
+    encoding: str = "direct"
     bits: int = 8                        # unsigned pixel codes 0 .. 2**bits - 1
     pixel_max: int = 255                 # the float model saw pixel / pixel_max
+
+    @property
+    def events(self) -> bool:
+        return self.encoding == "events"
 
 
 @dataclass(frozen=True)

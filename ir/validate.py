@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ticketforge.ir.schema import (LAYER_KINDS, LEAK_KINDS, NEURON_KINDS, RESETS, SCHEMA_ID,
+from ticketforge.ir.schema import (INPUT_ENCODINGS, LAYER_KINDS, LEAK_KINDS, NEURON_KINDS, RESETS, SCHEMA_ID,
                                          SCHEMA_VERSION, Graph, IRError, Layer)
 
 __all__ = ["validate", "conv_out_hw"]
@@ -81,8 +81,11 @@ def validate(g: Graph) -> Graph:
         raise IRError(f"graph: field 'T' must be in [1, {MAX_T}], got {g.T}")
     if g.score != "membrane_sum":
         raise IRError(f"graph: field 'score' must be 'membrane_sum', got {g.score!r}")
-    if g.input.encoding != "direct":
-        raise IRError(f"input: field 'encoding' must be 'direct', got {g.input.encoding!r}")
+    if g.input.encoding not in INPUT_ENCODINGS:
+        raise IRError(f"input: field 'encoding' must be one of {', '.join(INPUT_ENCODINGS)}, got {g.input.encoding!r}")
+    if g.input.events and (g.input.bits, g.input.pixel_max) != (1, 1):
+        raise IRError(f"input: an 'events' input is binary (bits 1, pixel_max 1), got bits {g.input.bits}, "
+                      f"pixel_max {g.input.pixel_max}")
     if not 1 <= g.input.bits <= 16 or not 1 <= g.input.pixel_max < (1 << g.input.bits):
         raise IRError(f"input: bits {g.input.bits} / pixel_max {g.input.pixel_max} are inconsistent")
     if not g.layers:

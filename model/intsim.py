@@ -24,15 +24,16 @@ def _leak(v: torch.Tensor, n) -> torch.Tensor:
 
 @torch.no_grad()
 def torch_integer_run(g: Graph, images: np.ndarray) -> tuple[np.ndarray, dict[str, np.ndarray]]:
-    """Scores [N, classes] and spikes {layer: [N, T, ...]} for integer images."""
+    """Scores [N, classes] and spikes {layer: [N, T, ...]} for integer images [N, C, H, W]
+    (or an ``events`` input's binary frames [N, T, C, H, W], one per timestep)."""
     x0 = torch.from_numpy(np.asarray(images).astype(np.int64))
     n = x0.shape[0]
     t = lambda l, role: torch.from_numpy(g.tensor(l, role).astype(np.int64))  # noqa: E731
     scores = torch.zeros(n, g.layers[-1].out_shape[0], dtype=torch.int64)
     v: dict[str, torch.Tensor] = {}
     spikes: dict[str, list] = {}
-    for _ in range(g.T):
-        x = x0
+    for step in range(g.T):
+        x = x0[:, step] if g.input.encoding == "events" else x0
         for l in g.layers:
             if l.kind == "pool":
                 x = F.max_pool2d(x.double(), l.kernel).to(torch.int64)

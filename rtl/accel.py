@@ -34,6 +34,7 @@ from amaranth.lib import stream, wiring
 from amaranth.lib.wiring import In, Out
 
 from ticketforge.ir.schema import Graph
+from ticketforge.rtl.datapath import check_input
 from ticketforge.rtl.cycles import COUNTERS
 from ticketforge.rtl.lane.loader import PixelLoader
 from ticketforge.rtl.lane.pe import PEArray
@@ -90,6 +91,7 @@ class Accelerator(wiring.Component):
         # refused configuration would otherwise leave one behind.
         if not isinstance(graph, Graph):
             raise TypeError(f"graph must be an ticketforge IR Graph, got {type(graph).__name__}")
+        check_input(graph)              # pixels in; the event (AER) input is not built yet
         if not isinstance(dense, bool) or not isinstance(trace, bool):
             raise TypeError(f"dense and trace must be bools, got {dense!r}, {trace!r}")
         plan = lane_plan(graph, pes, dense, memory_style, fifo_depth, weights)

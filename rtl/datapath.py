@@ -15,7 +15,7 @@ import numpy as np
 from ticketforge.errors import UnsupportedError, UsageError
 from ticketforge.ir.schema import Graph
 
-__all__ = ["DATAPATHS", "check_datapath", "accelerator", "cycle_model", "counter_names", "status_layers"]
+__all__ = ["DATAPATHS", "check_datapath", "check_input", "accelerator", "cycle_model", "counter_names", "status_layers"]
 
 DATAPATHS = ("lane", "bitpar")
 
@@ -24,6 +24,14 @@ def check_datapath(name: str) -> str:
     if name not in DATAPATHS:
         raise UsageError(f"datapath must be one of {', '.join(DATAPATHS)}, got {name!r}")
     return name
+
+
+def check_input(g: Graph) -> None:
+    """Both datapaths take pixel images (the IR's ``direct`` input encoding)."""
+    if g.input.events:
+        raise UnsupportedError("the IR's input is 'events' (a binary frame per timestep): the accelerator's input "
+                               "is a pixel image entering every timestep ('direct'); an event (AER) input is not "
+                               "built yet. The golden interpreter and the torch integer model run such an IR")
 
 
 def accelerator(g: Graph, pes: int, datapath: str = "lane", dense: bool = False, trace: bool = False,
@@ -55,6 +63,7 @@ def cycle_model(g: Graph, images: np.ndarray, pes: int, datapath: str = "lane", 
     """The exact cycles and status counters of each image on the named datapath (``weights``:
     the design's, which the bitpar schedule depends on: runtime designs read every neuron
     layer's keep words)."""
+    check_input(g)
     if check_datapath(datapath) == "bitpar":
         from ticketforge.rtl.bitpar.cycles import cycle_model as bitpar_model
         from ticketforge.rtl.bitpar.plan import plan_graph

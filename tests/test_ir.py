@@ -299,3 +299,58 @@ def test_membranes_take_a_floor_and_only_saturate_later():
             assert b.neuron.membrane_bits == a.neuron.membrane_bits + 3
     assert (run(own, images).scores == run(wide, images).scores).all()
     assert size_membranes(g, images, floor={}) == own
+
+
+@pytest.mark.parametrize("seed", range(30))
+def test_event_input_golden_equals_torch_integer_model(seed):
+    """An ``events`` input (a binary frame per timestep): the interpreter and the torch model
+    agree on scores and every layer's spikes."""
+    g = random_graph(seed, events=True)
+    x = random_images(g, 6, seed)
+    assert x.shape == (6, g.T, *g.input.shape) and set(np.unique(x)) <= {0, 1}
+    res = run(g, x, trace=True)
+    scores, spikes = torch_integer_run(g, x)
+    assert np.array_equal(res.scores, scores)
+    for name, sp in spikes.items():
+        assert np.array_equal(res.spikes[name], sp), name
+
+
+def test_event_frames_enter_at_their_own_timestep():
+    """One event at t = 2 only: the first layer (integrate-and-fire, threshold 1) fires at
+    t = 2 and at no other step; a direct input would have fired every step."""
+    spec = InputSpec((2, 1, 1), encoding="events", bits=1, pixel_max=1)
+    fc = Layer("fc0", "linear", (2,), (1,), weight_bits=2, neuron=Neuron("none", reset="hard", membrane_bits=8),
+               tensors={r: f"fc0.{r}" for r in ("weight", "mask", "bias", "threshold", "neuron_mask")})
+    out = Layer("out", "output", (1,), (1,), weight_bits=2, tensors={"weight": "out.weight", "mask": "out.mask"})
+    g = validate(Graph(T=4, input=spec, layers=(Layer("flatten", "flatten", (2, 1, 1), (2,)), fc, out), tensors={
+        "fc0.weight": np.array([[1, 1]], np.int8), "fc0.mask": np.ones((1, 2), np.uint8),
+        "fc0.bias": np.zeros(1, np.int64), "fc0.threshold": np.ones(1, np.int64),
+        "fc0.neuron_mask": np.ones(1, np.uint8), "out.weight": np.ones((1, 1), np.int8),
+        "out.mask": np.ones((1, 1), np.uint8)}))
+    x = np.zeros((1, 4, 2, 1, 1), np.uint8)
+    x[0, 2, 0] = 1
+    res = run(g, x, trace=True)
+    assert res.spikes["fc0"][0, :, 0].tolist() == [0, 0, 1, 0] and res.scores.tolist() == [[1]]
+    with pytest.raises(IRError, match=r"expects \[N, 4, 2, 1, 1\]"):
+        run(g, x[:, 0])                             # a frame, not one per timestep
+
+
+def test_event_input_is_validated_saved_and_refused_by_the_backends(tmp_path):
+    from ticketforge.errors import UnsupportedError
+    from ticketforge.hls.from_ir import layer_list
+    from ticketforge.rtl.accel import Accelerator
+    from ticketforge.rtl.bitpar.accel import BitparAccelerator
+    from ticketforge.rtl.datapath import cycle_model
+
+    g = random_graph(7, binary=True, events=True)
+    save_graph(g, tmp_path / "ir")
+    back = load_graph(tmp_path / "ir")
+    assert back.input == g.input and back.input.events
+    with pytest.raises(IRError, match="binary"):
+        validate(replace(g, input=replace(g.input, bits=8, pixel_max=255)))
+    with pytest.raises(IRError, match="one of direct, events"):
+        validate(replace(g, input=replace(g.input, encoding="rate")))
+    for build in (lambda: Accelerator(g, 2), lambda: BitparAccelerator(g, 2), lambda: layer_list(g),
+                  lambda: cycle_model(g, random_images(g, 1), 2)):
+        with pytest.raises(UnsupportedError, match="'events'"):
+            build()

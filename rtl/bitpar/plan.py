@@ -39,6 +39,7 @@ import numpy as np
 
 from ticketforge.errors import UnsupportedError, UsageError
 from ticketforge.ir.schema import Graph
+from ticketforge.rtl.datapath import check_input
 
 __all__ = ["WORD", "LANES", "WEIGHT_BITS", "StepRow", "LayerPlan", "BitparPlan", "plan_graph", "bit_index"]
 
@@ -141,8 +142,7 @@ def _lane_words(word_of, grp: int, L: int, Co: int, bit: int = 0) -> tuple[list[
 
 
 def _neuron_layers_ok(g: Graph) -> None:
-    if g.input.encoding != "direct":
-        raise UnsupportedError(f"the bitpar accelerator takes direct-encoded input, got {g.input.encoding!r}")
+    check_input(g)                  # pixels in; the event (AER) input is not built yet
     prev = None
     for l in g.layers:
         if l.has_weights and l.weight_bits not in WEIGHT_BITS:
