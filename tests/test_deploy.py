@@ -104,6 +104,11 @@ def test_fit_hint_names_what_the_design_needs(tmp_path):
     assert "no PE count fits" in closest_fit_hint(tmp_path / "ir", tiny)
     roomy = Board("roomy", "ice40", "x", "y", luts=10, ffs=10, brams=1000, bram_kbits=4, dsps=0)
     assert "try --pes 16" in closest_fit_hint(tmp_path / "ir", roomy)
+    assert "With the lane datapath" in closest_fit_hint(tmp_path / "ir", tiny, "bitpar", 8)
+    wide = next(s for s in range(100) if any(l.has_weights and l.weight_bits > 2 for l in random_graph(s).layers))
+    save_graph(random_graph(wide), tmp_path / "ir8")
+    hint = closest_fit_hint(tmp_path / "ir8", tiny, "bitpar", 8)       # the lane datapath cannot take it
+    assert "try --pes 4" in hint and "multi-bit" in hint and "lane datapath does not take" in hint
 
 
 def test_platform_for_an_estimate_board_is_refused():
