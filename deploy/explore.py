@@ -356,6 +356,7 @@ def plot_explore(out: dict, path: Path) -> str:
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    from matplotlib.ticker import FuncFormatter
 
     rows = out["points"]
     fig, axes = plt.subplots(1, 2, figsize=(10, 4.2), sharey=True)
@@ -374,6 +375,8 @@ def plot_explore(out: dict, path: Path) -> str:
         ax.text(cap, 0.02, f" {out['board']}: {cap:,}", fontsize=7, va="bottom", c="gray",
                 transform=ax.get_xaxis_transform())
         ax.set_xlabel(f"{name} (yosys)")
+        if cap >= 10_000:               # 83,640 LUT4 tick labels run into each other
+            ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v / 1000:g}k"))
         ax.set_yscale("log")
         ax.grid(True, alpha=0.3)
     axes[0].set_ylabel("latency per image (us)")
