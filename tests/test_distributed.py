@@ -86,7 +86,7 @@ def _kill_first_shard_worker(killed: list, stop: threading.Event) -> None:
 
 def test_a_killed_worker_is_retried_to_the_same_result(cluster, design, tmp_path):
     d, g = design
-    x = random_images(g, 20, 11)
+    x = random_images(g, 10, 11)
     local = run_sim(d / "rtl", g, x, tmp_path / "local", "icarus", traced=[0], jobs=2, log=_quiet)
     killed: list = []
     stop = threading.Event()
@@ -99,14 +99,14 @@ def test_a_killed_worker_is_retried_to_the_same_result(cluster, design, tmp_path
         stop.set()
         killer.join()
     assert killed, "no shard worker was seen running"
-    assert on_ray["agree"] == 20 and sum(ex.per_node.values()) == 2      # each shard counted once
+    assert on_ray["agree"] == 10 and sum(ex.per_node.values()) == 2      # each shard counted once
     assert _without_wall_clock(on_ray) == _without_wall_clock(local)
 
 
 def test_sweep_on_two_ray_nodes_equals_local_processes(cluster, tmp_path, root):
     cfg = tmp_path / "tiny_binw.toml"
     cfg.write_text(tiny_template(T=2, seed=0).format(arch="mlp", variant="binw"))
-    grid = ["--grid", "r_p=0.3,0.6", "--grid", "train.seed=0,1"]
+    grid = ["--grid", "r_p=0.3,0.6", "--grid", "train.seed=0,1", "--set", "train.epochs=1"]
     r = run_cli("sweep", "--config", str(cfg), *grid, "--build-dir", str(tmp_path / "local"), "--jobs", "2", cwd=root)
     assert r.returncode == 0, r.stdout + r.stderr
     r = run_cli("sweep", "--config", str(cfg), *grid, "--build-dir", str(tmp_path / "ray"), "--jobs", "2",
