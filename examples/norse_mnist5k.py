@@ -30,9 +30,11 @@ import sys
 import time
 from pathlib import Path
 
-import numpy as np
 import torch
 from torch import nn
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from mnist5k_nir import mnist5k_tensors, write_nir  # noqa: E402  (the examples' shared helper)
 
 T = 8
 DT = 1e-3                # Norse's time step (its default)
@@ -74,17 +76,10 @@ def main(argv=None) -> int:
     ap.add_argument("--epochs", type=int, default=8)
     ap.add_argument("--seed", type=int, default=0)
     args = ap.parse_args(argv)
-    import nir
     import norse.torch as nt
 
-    from ticketforge.model.data import load_dataset
-
     torch.manual_seed(args.seed)
-    ds = load_dataset("mnist5k")
-    xtr = torch.from_numpy(ds.train.images.astype(np.float32) / ds.pixel_max)
-    ytr = torch.from_numpy(ds.train.labels.astype(np.int64))
-    xte = torch.from_numpy(ds.test.images.astype(np.float32) / ds.pixel_max)
-    yte = ds.test.labels
+    xtr, ytr, xte, yte = mnist5k_tensors()
     net = make_net()
     opt = torch.optim.Adam(net.parameters(), lr=2e-3)
     t0 = time.time()
@@ -104,11 +99,7 @@ def main(argv=None) -> int:
     with torch.no_grad():
         graph = nt.to_nir(net.eval(), torch.zeros(1, 28, 28), dt=DT)    # one unbatched sample
     graph.infer_types()         # the exporter leaves the inner convs' types empty, which nir.write refuses
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(f".{out.name}.tmp")
-    nir.write(str(tmp), graph)
-    tmp.replace(out)
+    out = write_nir(graph, args.out)
     print(f"Norse test accuracy {acc:.4f}; NIR graph ({', '.join(type(n).__name__ for n in graph.nodes.values())}) "
           f"-> {out}; import it with --dt {IMPORT_DT:g} --reset hard --timesteps {T}")
     return 0

@@ -24,9 +24,11 @@ import sys
 import time
 from pathlib import Path
 
-import numpy as np
 import torch
 from torch import nn
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from mnist5k_nir import mnist5k_tensors, write_nir  # noqa: E402  (the examples' shared helper)
 
 T = 8
 BETA = 0.9
@@ -64,18 +66,11 @@ def main(argv=None) -> int:
     ap.add_argument("--epochs", type=int, default=4)
     ap.add_argument("--seed", type=int, default=0)
     args = ap.parse_args(argv)
-    import nir
     from snntorch import functional as SF
     from snntorch.export_nir import export_to_nir
 
-    from ticketforge.model.data import load_dataset
-
     torch.manual_seed(args.seed)
-    ds = load_dataset("mnist5k")
-    xtr = torch.from_numpy(ds.train.images.astype(np.float32) / ds.pixel_max)
-    ytr = torch.from_numpy(ds.train.labels.astype(np.int64))
-    xte = torch.from_numpy(ds.test.images.astype(np.float32) / ds.pixel_max)
-    yte = ds.test.labels
+    xtr, ytr, xte, yte = mnist5k_tensors()
     net = make_net(flatten_start=1)
     opt = torch.optim.Adam(net.parameters(), lr=2e-3)
     loss_fn = SF.ce_count_loss()
@@ -100,11 +95,7 @@ def main(argv=None) -> int:
     export.load_state_dict(net.state_dict())
     with torch.no_grad():
         graph = export_to_nir(export.eval(), torch.zeros(1, 28, 28))
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(f".{out.name}.tmp")
-    nir.write(str(tmp), graph)
-    tmp.replace(out)
+    out = write_nir(graph, args.out)
     print(f"snnTorch test accuracy {acc:.4f}; NIR graph ({', '.join(type(n).__name__ for n in graph.nodes.values())}) "
           f"-> {out}; import it with --dt {DT} --reset soft --timesteps {T}")
     return 0
