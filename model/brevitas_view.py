@@ -115,12 +115,15 @@ def calibrate(input_quant: nn.Module, images: torch.Tensor, batch_size: int = 50
 
 
 class BrevitasView(nn.Module):
-    """Built from a trained :class:`TicketNet`; ``forward`` takes images in [0, 1]."""
+    """Built from a trained :class:`TicketNet`; ``forward`` takes images in [0, 1], or with
+    ``events`` binary frames ``[B, T, C, H, W]``, which are already integers: no input
+    quantizer, scale 1."""
 
-    def __init__(self, net: TicketNet):
+    def __init__(self, net: TicketNet, events: bool = False):
         super().__init__()
-        self.T = net.T
-        self.input_quant = QuantIdentity(act_quant=PixelQuant, return_quant_tensor=False)
+        self.T, self.events = net.T, events
+        self.input_quant = nn.Identity() if events else QuantIdentity(act_quant=PixelQuant,
+                                                                       return_quant_tensor=False)
         mods: list[nn.Module] = []
         for i, mod in enumerate(net.body):
             mods.append(self._convert(i, mod))
@@ -154,13 +157,17 @@ class BrevitasView(nn.Module):
 
     @torch.no_grad()
     def calibrate_input(self, images: torch.Tensor, batch_size: int = 500) -> None:
-        calibrate(self.input_quant, images, batch_size)
+        if not self.events:
+            calibrate(self.input_quant, images, batch_size)
 
     def input_scale(self) -> float:
-        return float(self.input_quant.act_quant.scale())
+        return 1.0 if self.events else float(self.input_quant.act_quant.scale())
 
     def input_codes(self, images: torch.Tensor) -> torch.Tensor:
-        """The 8-bit unsigned codes brevitas gives the images (what the hardware receives)."""
+        """The 8-bit unsigned codes brevitas gives the images (what the hardware receives);
+        event frames are their own codes (0/1)."""
+        if self.events:
+            return images.round().to(torch.int64)
         self.input_quant.return_quant_tensor = True
         try:
             return self.input_quant(images).int().to(torch.int64)
@@ -168,6 +175,8 @@ class BrevitasView(nn.Module):
             self.input_quant.return_quant_tensor = False
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.events:
+            return self.body(x.transpose(0, 1)).mean(0)
         x = self.input_quant(x)
         seq = x.unsqueeze(0).repeat(self.T, *([1] * x.dim()))
         return self.body(seq).mean(0)

@@ -3,7 +3,9 @@
 Every dataset is returned as a :class:`Dataset`: ``uint8`` images ``[N, C, H, W]``, integer
 labels, and ``pixel_max`` (the largest pixel code).  The network sees ``pixel / pixel_max``
 (direct encoding, no mean/std shift, so the first layer's input stays an integer the
-hardware can add: see docs/ARCHITECTURE.md).
+hardware can add: see docs/ARCHITECTURE.md).  An event dataset's samples are binary
+frames ``[N, T, 2, H, W]`` (``pixel_max`` 1), one per timestep, binned for the T it is
+loaded with (``load_dataset(..., timesteps=T)``; `model.events`).
 
 - ``digits``: scikit-learn's shipped 8x8 digits (1,797 images, codes 0..16), fixed
   stratified 1,437 / 360 split.
@@ -11,6 +13,10 @@ hardware can add: see docs/ARCHITECTURE.md).
   4,000 / 1,000 split.
 - ``cifar10``, ``cifar100`` (python-pickle batches), ``svhn`` (``.mat``), ``fmnist`` (IDX,
   optionally gzipped) read from ``--data-dir`` or ``$TICKETFORGE_DATA``.
+- ``nmnist5k``: mnist5k's images as an event camera sees them moving along N-MNIST's three
+  saccades (`model.events`: a deterministic DVS pixel model), 2 x 34 x 34, the same split.
+- ``nmnist``: N-MNIST (Orchard et al. 2015) from ``--data-dir``: ``Train/<digit>/*.bin`` and
+  ``Test/<digit>/*.bin``, its own train/test split (60,000 / 10,000).
 - ``synthetic``: seeded random blobs, for tests of the flow only.
 """
 from __future__ import annotations
@@ -26,7 +32,7 @@ import numpy as np
 
 from ticketforge.errors import DatasetError
 
-__all__ = ["Dataset", "Split", "DATASET_NAMES", "load_dataset", "SPLIT_SEED"]
+__all__ = ["Dataset", "Split", "DATASET_NAMES", "EVENT_DATASETS", "load_dataset", "SPLIT_SEED"]
 
 # The train/test split is part of the dataset's definition, not of a run: it never
 # follows the training seed.
@@ -36,12 +42,13 @@ DATA_ENV = "TICKETFORGE_DATA"
 
 @dataclass(frozen=True)
 class Split:
-    images: np.ndarray   # uint8 [N, C, H, W]
+    images: np.ndarray   # uint8 [N, C, H, W], or [N, T, C, H, W] binary frames of events
     labels: np.ndarray   # int64 [N]
 
     def __post_init__(self) -> None:
-        if self.images.dtype != np.uint8 or self.images.ndim != 4:
-            raise DatasetError(f"images must be uint8 [N, C, H, W], got {self.images.dtype} {self.images.shape}")
+        if self.images.dtype != np.uint8 or self.images.ndim not in (4, 5):
+            raise DatasetError(f"images must be uint8 [N, C, H, W] (or event frames [N, T, C, H, W]), got "
+                               f"{self.images.dtype} {self.images.shape}")
         if len(self.images) != len(self.labels):
             raise DatasetError(f"{len(self.images)} images but {len(self.labels)} labels")
 
@@ -59,7 +66,13 @@ class Dataset:
 
     @property
     def input_shape(self) -> tuple[int, int, int]:
-        return tuple(self.train.images.shape[1:])  # type: ignore[return-value]
+        """One timestep's input (C, H, W)."""
+        return tuple(self.train.images.shape[-3:])  # type: ignore[return-value]
+
+    @property
+    def events(self) -> bool:
+        """Samples are per-timestep binary frames [T, C, H, W] (the IR's ``events`` input)."""
+        return self.train.images.ndim == 5
 
 
 def _stratified_split(x: np.ndarray, y: np.ndarray, test_size: int) -> tuple[Split, Split]:
@@ -88,6 +101,39 @@ def _mnist5k(_: Path | None) -> Dataset:
     return Dataset("mnist5k", tr, te, num_classes=10, pixel_max=255)
 
 
+def _nmnist5k(_: Path | None, timesteps: int) -> Dataset:
+    from ticketforge.model.events import model_frames
+
+    base = _mnist5k(None)
+    splits = [Split(model_frames(sp.images, timesteps, f"nmnist5k-{part}"), sp.labels)
+              for part, sp in (("train", base.train), ("test", base.test))]
+    return Dataset("nmnist5k", splits[0], splits[1], num_classes=10, pixel_max=1)
+
+
+def _nmnist(data_dir: Path | None, timesteps: int) -> Dataset:
+    import hashlib
+
+    from ticketforge.model.events import SENSOR, cached_frames, events_to_frames, model_digest, read_nmnist_bin
+
+    root = _locate("nmnist", data_dir, "NMNIST", "Test")
+    splits = []
+    for part in ("Train", "Test"):
+        files = sorted((root / part).glob("[0-9]/*.bin"))
+        if not files:
+            raise DatasetError(f"dataset 'nmnist': no {root / part}/<digit>/*.bin files; expected {_EXPECTED['nmnist']}")
+        labels = np.array([int(f.parent.name) for f in files], np.int64)
+        # the cache key: every file's name and size, and the binning
+        h = hashlib.sha256(str(root.resolve()).encode())
+        for f in files:
+            h.update(f"{f.parent.name}/{f.name}:{f.stat().st_size}".encode())
+        key = f"nmnist-{part.lower()}-T{timesteps}-{model_digest()}-{h.hexdigest()[:16]}"
+        frames = cached_frames(key, len(files), lambda i: events_to_frames(read_nmnist_bin(files[i]), timesteps,
+                                                                               sensor=SENSOR),
+                               desc=f"nmnist {part}: binning T={timesteps}")
+        splits.append(Split(frames, labels))
+    return Dataset("nmnist", splits[0], splits[1], num_classes=10, pixel_max=1)
+
+
 def _synthetic(_: Path | None, n_train: int = 256, n_test: int = 128) -> Dataset:
     """Four classes of noisy bright quadrants on 8x8: learnable in one epoch."""
     rng = np.random.default_rng(SPLIT_SEED)
@@ -111,6 +157,7 @@ _EXPECTED = {
     "svhn": "train_32x32.mat and test_32x32.mat (format 2, cropped digits)",
     "fmnist": "train-images-idx3-ubyte, train-labels-idx1-ubyte, t10k-images-idx3-ubyte, "
               "t10k-labels-idx1-ubyte (IDX, optionally .gz)",
+    "nmnist": "Train/<digit>/*.bin and Test/<digit>/*.bin (N-MNIST, 5 bytes per event)",
 }
 
 
@@ -223,17 +270,26 @@ _LOADERS = {
     "digits": _digits, "mnist5k": _mnist5k, "synthetic": _synthetic,
     "cifar10": _cifar10, "cifar100": _cifar100, "svhn": _svhn, "fmnist": _fmnist,
 }
-DATASET_NAMES = tuple(_LOADERS)
+# event datasets: binned into the T frames they are loaded for
+_EVENT_LOADERS = {"nmnist5k": _nmnist5k, "nmnist": _nmnist}
+DATASET_NAMES = tuple(_LOADERS) + tuple(_EVENT_LOADERS)
+EVENT_DATASETS = tuple(_EVENT_LOADERS)
 
 
-def load_dataset(name: str, data_dir: str | os.PathLike | None = None) -> Dataset:
-    """Load a dataset by name; on-disk ones from `data_dir` or ``$TICKETFORGE_DATA``."""
-    if name not in _LOADERS:
+def load_dataset(name: str, data_dir: str | os.PathLike | None = None, timesteps: int | None = None) -> Dataset:
+    """Load a dataset by name; on-disk ones from `data_dir` or ``$TICKETFORGE_DATA``; an
+    event dataset binned into ``timesteps`` frames per sample."""
+    if name not in DATASET_NAMES:
         raise DatasetError(f"unknown dataset {name!r}; allowed: {', '.join(DATASET_NAMES)}")
+    if name in _EVENT_LOADERS and (isinstance(timesteps, bool) or not isinstance(timesteps, int) or timesteps < 1):
+        raise DatasetError(f"dataset {name!r} is event data, binned into one frame per timestep: it needs "
+                           f"timesteps >= 1 (the model's T), got {timesteps!r}")
     if not data_dir:
         data_dir = os.environ.get(DATA_ENV) or None
     path = Path(data_dir) if data_dir else None
     if path is not None and not path.is_dir():
         raise DatasetError(f"data directory {str(path)!r} does not exist"
                            + (f"; it should hold {_EXPECTED[name]}" if name in _EXPECTED else ""))
+    if name in _EVENT_LOADERS:
+        return _EVENT_LOADERS[name](path, timesteps)
     return _LOADERS[name](path)

@@ -21,18 +21,31 @@ events on every machine. `events_to_frames` bins a stream into ``T`` equal time 
 over the recording with tonic's ``ToFrame`` and keeps whether a pixel had an event of
 each polarity in each window: ``[T, 2, H, W]`` of 0/1, channel 0 = OFF, 1 = ON (tonic's
 order).
+
+**Datasets** (`model.data`): ``nmnist5k`` is mnist5k's images through this model, binned
+into the config's T frames; ``nmnist`` reads the real N-MNIST's ``.bin`` files from a
+local folder. Both are binned once per T and cached (`cached_frames`) under
+``$TICKETFORGE_CACHE`` (default ``~/.cache/ticketforge``), keyed by a digest of what they
+are made from: a change of the model's parameters or of the files makes a new entry.
 """
 from __future__ import annotations
 
+import hashlib
 import math
+import os
+import tempfile
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 
 from ticketforge.errors import DatasetError
 
 __all__ = ["EVENT_DTYPE", "SENSOR", "SACCADE_PX", "SACCADE_US", "STEPS", "THRESHOLD", "REFRACTORY_US", "LOG_EPS",
-           "saccade_path", "image_events", "events_to_frames", "write_nmnist_bin", "read_nmnist_bin"]
+           "CACHE_ENV", "saccade_path", "image_events", "events_to_frames", "write_nmnist_bin", "read_nmnist_bin",
+           "cache_dir", "cached_frames", "model_frames", "model_digest"]
+
+CACHE_ENV = "TICKETFORGE_CACHE"
 
 # tonic's event layout (tonic.io.events_struct): x, y, timestamp (us), polarity
 EVENT_DTYPE = np.dtype([("x", "<i2"), ("y", "<i2"), ("t", "<i8"), ("p", "?")])
@@ -148,3 +161,52 @@ def read_nmnist_bin(path: Path) -> np.ndarray:
         raise DatasetError(f"{path} is {path.stat().st_size} bytes, not a whole number of 5-byte N-MNIST events")
     ev = tonic.io.read_mnist_file(str(path), dtype=EVENT_DTYPE)
     return np.asarray(ev, EVENT_DTYPE)
+
+
+# -- binned datasets, cached ----------------------------------------------------------------
+
+def cache_dir() -> Path:
+    """Where binned event datasets are kept: ``$TICKETFORGE_CACHE`` or ``~/.cache/ticketforge``."""
+    return Path(os.environ.get(CACHE_ENV) or Path.home() / ".cache" / "ticketforge")
+
+
+def cached_frames(key: str, count: int, make: Callable[[int], np.ndarray], desc: str) -> np.ndarray:
+    """``[count, T, 2, H, W]`` uint8 frames, ``make(i)`` being sample i's, read from the cache
+    file named by ``key`` or made (with a progress bar) and written there whole or not at
+    all (a temporary file renamed into place), bit-packed."""
+    from tqdm.auto import tqdm
+
+    path = cache_dir() / f"{key}.npz"
+    if path.is_file():
+        try:
+            with np.load(path) as z:
+                shape = tuple(int(v) for v in z["shape"])
+                return np.unpackbits(z["bits"], count=int(np.prod(shape))).reshape(shape)
+        except Exception:  # noqa: BLE001 - an unreadable entry is made again
+            path.unlink(missing_ok=True)
+    frames = np.stack([make(i) for i in tqdm(range(count), desc=desc, unit="sample", leave=False)]) \
+        if count else np.zeros((0,), np.uint8)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".tmp")
+        with os.fdopen(fd, "wb") as f:
+            np.savez_compressed(f, bits=np.packbits(frames.reshape(-1)), shape=np.array(frames.shape))
+        os.replace(tmp, path)
+    except OSError:
+        pass        # a read-only cache costs time on the next load, nothing else
+    return frames
+
+
+def model_digest() -> str:
+    """The DVS model's parameters, as a digest: a cache entry made with others is not reused."""
+    params = (SENSOR, SACCADE_PX, SACCADE_US, STEPS, THRESHOLD, REFRACTORY_US, LOG_EPS, "v1")
+    return hashlib.sha256(repr(params).encode()).hexdigest()[:16]
+
+
+def model_frames(images: np.ndarray, T: int, name: str) -> np.ndarray:
+    """``[N, T, 2, 34, 34]``: each ``[N, 1, H, W]`` image's events (`image_events`) binned
+    into T frames (`events_to_frames`), cached by the images, the model and T."""
+    images = np.ascontiguousarray(images)
+    key = f"{name}-T{T}-{model_digest()}-{hashlib.sha256(images.tobytes()).hexdigest()[:16]}"
+    return cached_frames(key, len(images), lambda i: events_to_frames(image_events(images[i, 0]), T),
+                         desc=f"{name}: events of T={T}")

@@ -515,7 +515,10 @@ def import_nir(nir_path: Path, out_dir: Path, dt: float, dataset: str, reset: st
     clear_record(out_dir / "manifest.json")        # the stage's record: removed first, written last
     graph = read_nir(nir_path)
     in_shape, blocks = nir_blocks(graph, dt)
-    ds = load_dataset(dataset, data_dir)
+    ds = load_dataset(dataset, data_dir, timesteps=T)
+    if ds.events:
+        raise NIRImportError(f"--dataset {dataset}: event data; the NIR import calibrates on image datasets "
+                             "(a NIR graph's input there is a pixel image entering every timestep)")
     digest = hashlib.sha256(Path(nir_path).read_bytes()).hexdigest()
     provenance = {"nir": str(nir_path), "nir_sha256": digest, "dt": dt, "reset": reset, "weight_bits": weight_bits,
                   "dataset": ds.name, "dataset_pixel_max": ds.pixel_max, "nodes": [b.node for b in blocks]}

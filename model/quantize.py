@@ -66,9 +66,10 @@ def _git_revision() -> str:
         return "unknown"
 
 
-def lower(net: TicketNet, view: BrevitasView, cfg, input_shape, provenance: dict) -> Graph:
+def lower(net: TicketNet, view: BrevitasView, cfg, input_shape, provenance: dict, events: bool = False) -> Graph:
     """Float-stage IR of a ticket: integer weights and input scale from brevitas, BN and
-    neuron parameters from the ticket (consumed by ``LOWERING_PASSES``)."""
+    neuron parameters from the ticket (consumed by ``LOWERING_PASSES``); ``events``: the
+    input is a binary frame per timestep (the IR's ``events`` encoding)."""
     layers: list[Layer] = []
     tensors: dict[str, np.ndarray] = {}
     shape: tuple = tuple(input_shape)
@@ -154,7 +155,8 @@ def lower(net: TicketNet, view: BrevitasView, cfg, input_shape, provenance: dict
         refs["neuron_mask"] = f"{name}.neuron_mask"
         tensors[refs["neuron_mask"]] = np.ones(out, np.uint8)       # a NeuronGate may follow
         pending = (fields, refs, {"scale": scale, "bn_eps": float(bn.eps)})
-    spec = InputSpec(tuple(int(s) for s in input_shape), bits=8, pixel_max=255)
+    spec = (InputSpec(tuple(int(s) for s in input_shape), encoding="events", bits=1, pixel_max=1) if events
+            else InputSpec(tuple(int(s) for s in input_shape), bits=8, pixel_max=255))
     provenance = {**provenance, "ticket_layers": [n for n, _ in masked_layers(net)]}
     return Graph(T=net.T, input=spec, layers=tuple(layers), tensors=tensors, provenance=provenance,
                  stage="float")
@@ -174,15 +176,15 @@ def quantize_ticket(ticket_dir: Path, out_dir: Path, data_dir: str | None = None
     if cfg.model.variant not in ("binw", "slt", "snn"):
         raise UnsupportedError(f"variant {cfg.model.variant!r} cannot be lowered to the hardware IR: it takes "
                       "spiking tickets (binw, slt, snn); ann and bnn are model-stage baselines")
-    ds: Dataset = load_dataset(cfg.data.dataset, data_dir or cfg.data.data_dir)
-    view = BrevitasView(net)
+    ds: Dataset = load_dataset(cfg.data.dataset, data_dir or cfg.data.data_dir, timesteps=cfg.model.timesteps)
+    view = BrevitasView(net, events=ds.events)
     view.calibrate_input(_to_float(ds.train.images[:CALIBRATION_IMAGES], ds.pixel_max))
     provenance = {
         "ticket": str(ticket_dir), "ticket_sha256": meta.get("model_sha256"),
         "config": cfg.to_dict(), "git_revision": _git_revision(),
         "input_scale": view.input_scale(), "dataset": ds.name, "dataset_pixel_max": ds.pixel_max,
     }
-    g = lower(net, view, cfg, ds.input_shape, provenance)
+    g = lower(net, view, cfg, ds.input_shape, provenance, events=ds.events)
     for p in LOWERING_PASSES:
         g = p(g, precision_bits=precision_bits) if p.__name__ == "integerize" else p(g)
     codes = lambda imgs: view.input_codes(_to_float(imgs, ds.pixel_max)).numpy()  # noqa: E731

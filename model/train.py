@@ -23,7 +23,7 @@ import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
-from ticketforge.errors import TicketError
+from ticketforge.errors import ConfigError, TicketError
 from ticketforge.model.config import RunConfig
 from ticketforge.model.data import Dataset, Split, load_dataset
 from ticketforge.model.energy import energy_report, measure_activity
@@ -168,7 +168,10 @@ def prepare(cfg: RunConfig) -> tuple[Dataset, TicketNet, torch.Generator]:
     if cfg.train.threads:
         torch.set_num_threads(cfg.train.threads)
     torch.manual_seed(cfg.train.seed)
-    ds = load_dataset(cfg.data.dataset, cfg.data.data_dir)
+    ds = load_dataset(cfg.data.dataset, cfg.data.data_dir, timesteps=cfg.model.timesteps)
+    if ds.events and cfg.data.augment:
+        raise ConfigError(f"data.augment: the crop-and-flip augmentation is for images; {ds.name!r} is event "
+                          "data (set data.augment = false)")
     net = build_model(cfg.model, ds.input_shape, ds.num_classes)
     return ds, net, torch.Generator().manual_seed(cfg.train.seed)
 

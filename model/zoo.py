@@ -126,7 +126,8 @@ class BasicBlock(nn.Module):
 
 class TicketNet(nn.Module):
     """A zoo network.  ``forward`` takes images ``[B, C, H, W]`` scaled to [0, 1], repeats
-    them over T (direct encoding), and returns class scores averaged over T."""
+    them over T (direct encoding), or event frames ``[B, T, C, H, W]``, and returns class
+    scores averaged over T."""
 
     def __init__(self, body: nn.Sequential, cfg: ModelConfig, input_shape, num_classes: int):
         super().__init__()
@@ -140,8 +141,13 @@ class TicketNet(nn.Module):
         return self.forward_steps(x).mean(0)
 
     def forward_steps(self, x: torch.Tensor, T: int | None = None) -> torch.Tensor:
-        """Per-timestep class scores ``[T, B, classes]`` (T defaults to the model's)."""
+        """Per-timestep class scores ``[T, B, classes]`` (T defaults to the model's).  An
+        event input ``[B, T, C, H, W]`` (one binary frame per timestep) is taken as it is."""
         functional.reset_net(self)
+        if x.dim() == len(self.input_shape) + 2:
+            if x.shape[1] != (T or self.T):
+                raise ValueError(f"event input has {x.shape[1]} frames per sample; the network runs T={T or self.T}")
+            return self.body(x.transpose(0, 1))
         seq = x.unsqueeze(0).expand(T or self.T, *x.shape)
         return self.body(seq)
 

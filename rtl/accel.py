@@ -1,6 +1,7 @@
 """The event-driven, neuron-per-PE accelerator, generated with Amaranth from an IR.
 
-One image at a time: ``start``, then the image's pixels on the ``pixels`` stream, then the
+One image at a time: ``start``, then the image's pixels on the ``pixels`` stream (an
+``events`` input: each timestep's AER words on the ``aer`` stream, `rtl.aer`), then the
 class scores on the ``scores`` stream, then a one-cycle ``done``.  The layers run one
 after another on one array of P PEs, every timestep; spikes between layers stay on chip
 in event queues.  The blocks, each a ``wiring.Component`` of `rtl/lane/` with its own
@@ -36,7 +37,8 @@ from amaranth.lib.wiring import In, Out
 from ticketforge.ir.schema import Graph
 from ticketforge.rtl.datapath import check_input
 from ticketforge.rtl.cycles import COUNTERS
-from ticketforge.rtl.lane.loader import PixelLoader
+from ticketforge.rtl.aer import aer_layout
+from ticketforge.rtl.lane.loader import EventLoader, PixelLoader
 from ticketforge.rtl.lane.pe import PEArray
 from ticketforge.rtl.lane.plan import (COUNTER_BITS, MEMORY_STYLES, LanePlan, bram18_blocks, fan_in, field_map,
                                        lane_plan, status_map, u_range, ubits)
@@ -51,12 +53,14 @@ __all__ = ["Accelerator", "core_members", "status_map", "fan_in", "u_range", "br
 
 def core_members(g: Graph, score_bits: int, status_words: int, trace_lanes: int, event_width: int,
                  trace: bool, load_layout=None) -> dict:
-    """The accelerator's outside, whatever its datapath: the pixel and score streams, start,
-    busy, done, the status block, and with ``trace`` the spike-trace port of ``trace_lanes``
-    lanes of ``event_width``-bit (c, y, x) events (the testbench and board top rely on it);
-    with a ``load_layout`` (runtime weights) the ``load`` stream of memory words."""
+    """The accelerator's outside, whatever its datapath: the pixel stream (an ``events``
+    input: the ``aer`` stream of `rtl.aer`), the score stream, start, busy, done, the status
+    block, and with ``trace`` the spike-trace port of ``trace_lanes`` lanes of
+    ``event_width``-bit (c, y, x) events (the testbench and board top rely on it); with a
+    ``load_layout`` (runtime weights) the ``load`` stream of memory words."""
     sig = {
-        "pixels": In(stream.Signature(unsigned(g.input.bits))),
+        **({"aer": In(stream.Signature(aer_layout(g.input.shape)))} if g.input.events else
+           {"pixels": In(stream.Signature(unsigned(g.input.bits)))}),
         "scores": Out(stream.Signature(signed(score_bits))),
         "start": In(1), "busy": Out(1), "done": Out(1),
         "status_addr": In(range(max(2, status_words))),
@@ -91,7 +95,7 @@ class Accelerator(wiring.Component):
         # refused configuration would otherwise leave one behind.
         if not isinstance(graph, Graph):
             raise TypeError(f"graph must be an ticketforge IR Graph, got {type(graph).__name__}")
-        check_input(graph)              # pixels in; the event (AER) input is not built yet
+        check_input(graph, "lane", dense)
         if not isinstance(dense, bool) or not isinstance(trace, bool):
             raise TypeError(f"dense and trace must be bools, got {dense!r}, {trace!r}")
         plan = lane_plan(graph, pes, dense, memory_style, fifo_depth, weights)
@@ -119,7 +123,7 @@ class Accelerator(wiring.Component):
         m = Module()
         plan, P = self.plan, self.P
         m.submodules.schedule = sched = Schedule(plan)
-        m.submodules.loader = loader = PixelLoader(plan)
+        m.submodules.loader = loader = EventLoader(plan) if plan.graph.input.events else PixelLoader(plan)
         m.submodules.reader = reader = EventReader(plan)
         m.submodules.pes = pes = PEArray(plan)
         m.submodules.pool = pool = OrPool(plan)
@@ -127,14 +131,18 @@ class Accelerator(wiring.Component):
         m.submodules.status = status = StatusBlock(len(plan.graph.layers), plan.counter_layers, inc_bits)
 
         # outside
-        wiring.connect(m, wiring.flipped(self.pixels), loader.pixels)
+        if plan.graph.input.events:
+            wiring.connect(m, wiring.flipped(self.aer), loader.aer)
+        else:
+            wiring.connect(m, wiring.flipped(self.pixels), loader.pixels)
         m.d.comb += [sched.start.eq(self.start), self.busy.eq(sched.busy), self.done.eq(sched.done),
                      self.scores.payload.eq(pes.score), self.scores.valid.eq(sched.scores_valid),
                      sched.scores_ready.eq(self.scores.ready), pes.score_index.eq(sched.score_index),
                      status.status_addr.eq(self.status_addr), self.status_data.eq(status.status_data)]
         # the schedule's phases
         layer = sched.layer
-        m.d.comb += [loader.active.eq(sched.load), loader.clear.eq(sched.image_start), sched.loaded.eq(loader.loaded),
+        m.d.comb += [loader.active.eq(sched.load), loader.clear.eq(sched.image_start | sched.step_start),
+                     sched.loaded.eq(loader.loaded),
                      reader.layer.eq(layer), reader.start.eq(sched.reader_start),
                      sched.reader_idle.eq(reader.idle), sched.head_level.eq(reader.head_level),
                      pes.layer.eq(layer), pes.last_t.eq(sched.last_t), pes.acc_run.eq(sched.acc_run),

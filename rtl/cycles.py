@@ -5,6 +5,8 @@ on Icarus and Verilator) equal to it cycle for cycle and count for count.
 Schedule, per image (``busy`` cycles; the status block's cycle counter):
 
 - ``LOAD``: one cycle per input pixel, and ``LOAD_EXTRA`` (the pixel stream is registered);
+  an ``events`` input loads at every timestep: one cycle per AER word (the timestep's
+  events and its step word, `rtl.aer`) and ``LOAD_EXTRA``;
 - per timestep, each layer in order (flatten costs nothing), then 1 cycle (``NEXT_T``):
   - conv / linear / readout, **ACC**: ``1`` (reader set-up) + ``RUN`` + ``ACC_DRAIN``.
     ``RUN`` is ``1`` when the source has no event; otherwise the *per-PE row streams*:
@@ -25,7 +27,8 @@ Schedule, per image (``busy`` cycles; the status block's cycle counter):
 - ``OUT``: one cycle per class score.
 
 Events, in the order the reader meets them: the non-zero pixels in C-H-W order (dense:
-every pixel); the spikes of the previous neuron layer, PE 0's queue first, each queue in
+every pixel; an ``events`` input: the timestep's events in C-H-W order, the order
+`rtl.aer.aer_words` sends them); the spikes of the previous neuron layer, PE 0's queue first, each queue in
 slot order (dense: every neuron, spiking or not); a pool's OR-merged spikes in the order
 their first spike arrived (dense: every pooled position, C-H-W).
 
@@ -76,7 +79,7 @@ class ImageCycles:
 def layer_inputs(g: Graph, images: np.ndarray, spikes: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
     """For each layer, its input per timestep: [N, T, *in_shape] (0/1 or pixel codes)."""
     n = len(images)
-    x = np.broadcast_to(images[:, None], (n, g.T) + images.shape[1:])
+    x = images if g.input.events else np.broadcast_to(images[:, None], (n, g.T) + images.shape[1:])
     out = {}
     for l in g.layers:
         out[l.name] = x
@@ -128,8 +131,13 @@ def _event_order(g: Graph, prog: Program, images: np.ndarray, spikes: dict, dens
     """For every weighted layer: per image and timestep, the flat input positions of its
     events in the order the reader broadcasts them (list over images of lists over t)."""
     n, T = len(images), g.T
-    flat_in = np.asarray(images).reshape(n, -1)
-    cur = [[np.arange(flat_in.shape[1]) if dense else np.flatnonzero(flat_in[i])] * T for i in range(n)]
+    flat_in = np.asarray(images).reshape(n, T if g.input.events else 1, -1)
+    if dense:
+        cur = [[np.arange(flat_in.shape[2])] * T for _ in range(n)]
+    elif g.input.events:
+        cur = [[np.flatnonzero(flat_in[i, t]) for t in range(T)] for i in range(n)]
+    else:
+        cur = [[np.flatnonzero(flat_in[i, 0])] * T for i in range(n)]
     out = {}
     for l, lp in zip(g.layers, prog.layers):
         if l.has_weights:
@@ -272,7 +280,13 @@ def cycle_model(g: Graph, images: np.ndarray, P: int, dense: bool = False,
                 upd += int(g.tensor(l, "neuron_mask").sum()) * T          # live neurons, also when dense
                 ideal[l.name] += int(g.tensor(l, "neuron_mask").sum()) * T
         per_layer[l.name] += c
-    totals = sum(per_layer.values()) + int(np.prod(g.input.shape)) + LOAD_EXTRA + T + g.layers[-1].out_shape[0]
+    n_in = int(np.prod(g.input.shape))
+    if g.input.events:          # every timestep: its events and the step word
+        words = T * n_in if dense else (images.reshape(n, T, -1) != 0).sum((1, 2))
+        load = words + T * (1 + LOAD_EXTRA)
+    else:
+        load = n_in + LOAD_EXTRA
+    totals = sum(per_layer.values()) + load + T + g.layers[-1].out_shape[0]
     return [ImageCycles(int(totals[i]), {k: int(v[i]) for k, v in per_layer.items()}, int(syn[i]),
                         int(upd[i]), (int(syn[i]) + int(upd[i])) / P,
                         {k: {c: int(v[i]) for c, v in d.items()} for k, d in counters.items()},

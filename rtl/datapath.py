@@ -26,12 +26,19 @@ def check_datapath(name: str) -> str:
     return name
 
 
-def check_input(g: Graph) -> None:
-    """Both datapaths take pixel images (the IR's ``direct`` input encoding)."""
-    if g.input.events:
-        raise UnsupportedError("the IR's input is 'events' (a binary frame per timestep): the accelerator's input "
-                               "is a pixel image entering every timestep ('direct'); an event (AER) input is not "
-                               "built yet. The golden interpreter and the torch integer model run such an IR")
+def check_input(g: Graph, datapath: str = "lane", dense: bool = False) -> None:
+    """Both datapaths take pixel images (the IR's ``direct`` input encoding); the lane
+    datapath also takes an ``events`` input as an AER stream (`rtl.aer`)."""
+    if not g.input.events:
+        return
+    if datapath != "lane":
+        raise UnsupportedError(f"the IR's input is 'events' (a binary frame per timestep): the {datapath} "
+                               "datapath takes pixel images only; its AER (event) input is not built. The lane "
+                               "datapath takes it (hw.datapath = \"lane\")")
+    if dense:
+        raise UnsupportedError("the IR's input is 'events': the AER stream carries only the events, so there is "
+                               "no dense (no-skipping) design of it; the report's dense figure is the cycle "
+                               "model's (every input position an event)")
 
 
 def accelerator(g: Graph, pes: int, datapath: str = "lane", dense: bool = False, trace: bool = False,
@@ -63,7 +70,7 @@ def cycle_model(g: Graph, images: np.ndarray, pes: int, datapath: str = "lane", 
     """The exact cycles and status counters of each image on the named datapath (``weights``:
     the design's, which the bitpar schedule depends on: runtime designs read every neuron
     layer's keep words)."""
-    check_input(g)
+    check_input(g, datapath)
     if check_datapath(datapath) == "bitpar":
         from ticketforge.rtl.bitpar.cycles import cycle_model as bitpar_model
         from ticketforge.rtl.bitpar.plan import plan_graph

@@ -9,6 +9,7 @@ import numpy as np
 from amaranth.sim import Simulator
 
 from ticketforge.rtl.accel import Accelerator
+from ticketforge.rtl.aer import aer_words
 from ticketforge.rtl.cycles import STATUS_LATENCY
 
 __all__ = ["RTLResult", "simulate"]
@@ -23,7 +24,8 @@ class RTLResult:
 
 
 def simulate(acc: Accelerator, images: np.ndarray, max_cycles: int = 10_000_000, load=None) -> list[RTLResult]:
-    """Run ``images`` (pixel codes [N, C, H, W]) one after another; with ``acc.trace`` the
+    """Run ``images`` (pixel codes [N, C, H, W], or an ``events`` input's binary frames [N, T,
+    C, H, W], sent as AER words) one after another; with ``acc.trace`` the
     spike trains are rebuilt from the trace port.  ``max_cycles`` per image guards against
     a hang (an error, not a wrong answer).  A design with runtime weights gets every memory
     word through its ``load`` port first (``load`` may hold other contents: a list of
@@ -51,30 +53,31 @@ def simulate(acc: Accelerator, images: np.ndarray, max_cycles: int = 10_000_000,
             ctx.set(acc.start, 1)
             await ctx.tick()
             ctx.set(acc.start, 0)
-            ctx.set(acc.pixels.valid, 1)
-            flat, k = img.reshape(-1), 0
-            for _ in range(max_cycles):             # a pixel is taken on an edge where ready is high
-                if k == len(flat):
-                    break
-                ctx.set(acc.pixels.payload, int(flat[k]))
-                ready = ctx.get(acc.pixels.ready)
-                await ctx.tick()
-                k += ready
-            else:
-                raise RuntimeError(f"the accelerator took {k} of {len(flat)} pixels in {max_cycles} cycles")
-            ctx.set(acc.pixels.valid, 0)
+            port = acc.aer if g.input.events else acc.pixels
+            payload = port.payload.as_value() if g.input.events else port.payload
+            flat = aer_words(img) if g.input.events else img.reshape(-1)
             ctx.set(acc.scores.ready, 1)
-            scores = []
-            for _ in range(max_cycles):
+            scores, k = [], 0
+            # one loop for the input words and the outputs: an event input's words go in at
+            # every timestep, while the layers before it spike
+            for _ in range(max_cycles * g.T):
+                if k < len(flat):
+                    ctx.set(port.valid, 1)
+                    ctx.set(payload, int(flat[k]))
+                else:
+                    ctx.set(port.valid, 0)
                 if ctx.get(acc.scores.valid):
                     scores.append(ctx.get(acc.scores.payload))
                 if acc.trace and ctx.get(acc.trace_valid):
                     _collect(ctx, acc, xyz, spikes)
                 if ctx.get(acc.done):
                     break
+                ready = k < len(flat) and ctx.get(port.ready)   # a word is taken on an edge where ready is high
                 await ctx.tick()
+                k += bool(ready)
             else:
-                raise RuntimeError(f"the accelerator did not finish an image in {max_cycles} cycles")
+                raise RuntimeError(f"the accelerator did not finish an image in {max_cycles} cycles (it took {k} "
+                                   f"of {len(flat)} input words)")
             status = []
             for a in range(len(acc.status)):
                 ctx.set(acc.status_addr, a)

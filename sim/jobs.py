@@ -57,7 +57,7 @@ def write_job(g: Graph, images: np.ndarray, pes: int, dense: bool, traced: list[
     np.savez(job / "job.npz", **arrays)
     return {"layers": [{"name": l.name, "kind": l.kind, "out_shape": list(l.out_shape)} for l in g.layers],
             "model_layers": status_layers,
-            "T": g.T, "pes": pes, "trace": trace_port}
+            "T": g.T, "pes": pes, "trace": trace_port, "events": g.input.events}
 
 
 def _write_job_star(args: tuple, fifo_depth: int | None, datapath: str = "lane", weights: str = "baked") -> dict:

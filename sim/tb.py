@@ -7,7 +7,8 @@ trains.  The pieces here are small and typed:
 
 - :class:`TB` owns reset (the clock runs in the HDL: no Python or VPI write per edge);
 - :class:`WeightLoader` writes a runtime-weights design's memories from its load image;
-- :class:`PixelDriver` streams an image into ``pixels`` (valid/ready);
+- :class:`InputDriver` streams an image into ``pixels``, or an event sample's AER words
+  (`rtl.aer`) into ``aer``, timestep by timestep (valid/ready);
 - :class:`ScoreMonitor` collects the class scores from ``scores``;
 - :class:`StatusBlock` reads the counters after ``done``;
 - :class:`TraceMonitor` rebuilds spike trains from the trace port (traced images only:
@@ -45,7 +46,7 @@ class TB:
         d = self.dut
         d.rst.value = 1
         d.start.value = 0
-        d.pixels__valid.value = 0
+        (d.aer__valid if hasattr(d, "aer__valid") else d.pixels__valid).value = 0
         d.scores__ready.value = 0
         d.status_addr.value = 0
         if hasattr(d, "load__valid"):            # runtime weights: no load during reset
@@ -78,28 +79,37 @@ class WeightLoader:
         return image.words
 
 
-class PixelDriver:
-    def __init__(self, dut):
-        self.dut = dut
+class InputDriver:
+    def __init__(self, dut, events: bool):
+        self.dut, self.events = dut, events
+        prefix = "aer" if events else "pixels"
+        self.valid, self.payload, self.ready = (getattr(dut, f"{prefix}__{k}") for k in ("valid", "payload", "ready"))
 
-    async def send(self, pixels: np.ndarray) -> None:
-        """Pulse start, then one pixel per cycle while ready (the design accepts every cycle)."""
+    async def send(self, sample: np.ndarray) -> None:
+        """Pulse start, then one word per cycle while ready: an image's pixels (the design
+        takes them back to back), or an event sample's AER words, whose ``ready`` drops
+        while the layers run a timestep (Python then sleeps until it rises again)."""
+        from ticketforge.rtl.aer import aer_words
+
         d = self.dut
+        words = aer_words(sample) if self.events else sample.reshape(-1).tolist()
         await FallingEdge(d.clk)
         d.start.value = 1
         await FallingEdge(d.clk)
         d.start.value = 0
-        d.pixels__valid.value = 1
+        self.valid.value = 1
         i = 0
-        flat = pixels.reshape(-1)
-        while i < len(flat):
-            d.pixels__payload.value = int(flat[i])
+        while i < len(words):
+            self.payload.value = int(words[i])
             await ReadOnly()                       # ready is a function of the state: stable here
-            accepted = bool(d.pixels__ready.value)
+            if not self.ready.value:
+                await RisingEdge(self.ready)
+                await FallingEdge(d.clk)
+                continue
             await RisingEdge(d.clk)
-            i += accepted
+            i += 1
             await FallingEdge(d.clk)
-        d.pixels__valid.value = 0
+        self.valid.value = 0
 
 
 class ScoreMonitor:
@@ -216,7 +226,7 @@ async def run_job(dut):
     await tb.start()
     if "weights_file" in meta:
         await WeightLoader(dut, meta).load()
-    driver, status = PixelDriver(dut), StatusBlock(dut, len(meta["status"]))
+    driver, status = InputDriver(dut, meta.get("events", False)), StatusBlock(dut, len(meta["status"]))
     monitor = ScoreMonitor(dut, exp_scores.shape[1], meta["score_bits"])
     board = Scoreboard(meta["status"])
     tracer = TraceMonitor(dut, meta) if meta["trace"] else None

@@ -21,8 +21,9 @@ def _pes(seed: int) -> int:
     return (1, 3, 4, 4, 16)[seed % 5]
 
 
-def _check(seed: int, P: int, dense: bool, n_images: int = 2, fifo_depth: int | None = None):
-    g = random_graph(seed, binary=True)
+def _check(seed: int, P: int, dense: bool, n_images: int = 2, fifo_depth: int | None = None,
+           events: bool = False):
+    g = random_graph(seed, binary=True, events=events)
     images = random_images(g, n_images, seed)
     acc = Accelerator(g, P, dense=dense, trace=True, fifo_depth=fifo_depth)
     rtl = simulate(acc, images)
@@ -41,6 +42,39 @@ def _check(seed: int, P: int, dense: bool, n_images: int = 2, fifo_depth: int | 
 @pytest.mark.parametrize("seed", SPARSE_SEEDS)
 def test_random_ir_equals_golden_and_cycle_model(seed):
     _check(seed, _pes(seed), dense=False)
+
+
+EVENT_SEEDS = range(12)
+
+
+@pytest.mark.parametrize("seed", EVENT_SEEDS)
+def test_event_input_equals_golden_and_cycle_model(seed):
+    """An ``events`` input as an AER stream (rtl/aer.py): each timestep's events into the
+    first layer's queue; scores, spike trains, cycles and counters as the golden model and
+    the cycle model say."""
+    _check(seed, _pes(seed), dense=False, events=True)
+
+
+def test_event_input_takes_an_empty_timestep_and_a_full_one():
+    g = random_graph(3, binary=True, events=True)
+    frames = random_images(g, 2, 3)
+    frames[0, 0] = 0                                  # a timestep without events: one step word
+    frames[1, -1] = 1                                 # every position at once: the queue's depth
+    acc = Accelerator(g, 3, trace=True)
+    rtl, gold = simulate(acc, frames), run(g, frames, trace=True)
+    model = cycle_model(g, frames, 3, gold=gold)
+    assert [r.scores for r in rtl] == gold.scores.tolist()
+    assert [r.cycles for r in rtl] == [c.total for c in model]
+
+
+def test_event_input_refuses_what_is_not_built():
+    g = random_graph(3, binary=True, events=True)
+    with pytest.raises(UnsupportedError, match="no dense"):
+        Accelerator(g, 2, dense=True)
+    from ticketforge.rtl.datapath import accelerator
+
+    with pytest.raises(UnsupportedError, match="bitpar datapath takes pixel images only"):
+        accelerator(g, 2, datapath="bitpar")
 
 
 def test_a_row_pointer_one_past_the_last_row_fits_its_field():

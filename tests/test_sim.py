@@ -14,15 +14,17 @@ from ticketforge.sim.runner import SimError, SimMismatch, run_sim, simulator_ver
 # 50 random binary IRs: pruned neurons, empty layers, saturating membranes, all leak and
 # reset kinds, strides, pools (the same generator and cases as tests/test_rtl_accel.py)
 SEEDS = range(1000, 1050)
+EVENT_SEEDS = range(1100, 1110)
 
 
 def _pes(seed: int) -> int:
     return (1, 2, 3, 4, 8)[seed % 5]
 
 
-@pytest.mark.parametrize("seed", SEEDS)
-def test_random_ir_on_icarus_equals_golden(seed, tmp_path):
-    g = random_graph(seed, binary=True)
+@pytest.mark.parametrize("seed,events", [(s, False) for s in SEEDS] + [(s, True) for s in EVENT_SEEDS])
+def test_random_ir_on_icarus_equals_golden(seed, events, tmp_path):
+    """``events``: an event-camera input (binary frames per timestep) as the AER stream."""
+    g = random_graph(seed, binary=True, events=events)
     save_graph(g, tmp_path / "ir")
     write_rtl(tmp_path / "ir", tmp_path / "rtl", pes=_pes(seed), run_lint=False, progress=lambda *a, **k: None)
     x = random_images(g, 2, seed)

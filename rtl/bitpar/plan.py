@@ -142,7 +142,7 @@ def _lane_words(word_of, grp: int, L: int, Co: int, bit: int = 0) -> tuple[list[
 
 
 def _neuron_layers_ok(g: Graph) -> None:
-    check_input(g)                  # pixels in; the event (AER) input is not built yet
+    check_input(g, "bitpar")        # pixels in; its event (AER) input is not built
     prev = None
     for l in g.layers:
         if l.has_weights and l.weight_bits not in WEIGHT_BITS:

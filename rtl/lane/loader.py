@@ -1,4 +1,5 @@
-"""The pixel loader: the image's pixel stream into the input event queue.
+"""The input loaders: the image's pixel stream (`PixelLoader`), or a timestep's AER event
+stream (`EventLoader`, `rtl.aer`), into the input event queue.
 
 While ``active`` (the schedule's LOAD state) one pixel per cycle is taken from ``pixels``
 into a register and written the next cycle, at its (c, y, x) in C-H-W order: the non-zero
@@ -7,6 +8,11 @@ layer reads again (direct encoding).  ``ready`` drops once the image's last pixe
 ``loaded`` is high in the cycle its last pixel is written.  ``clear`` (an image starts)
 empties the queue.  The queue's read side (``addr`` -> ``data`` one cycle later, and
 ``count``) belongs to the event reader.
+
+The event loader takes one AER word per cycle in the same way; it writes each event word
+as an event of value 1 and ``loaded`` is high in the cycle after it took the step word.
+Its ``clear`` comes at every timestep: each timestep's events are the first layer's source
+once.
 """
 from __future__ import annotations
 
@@ -14,9 +20,10 @@ from amaranth import C, Cat, Module, Signal, unsigned
 from amaranth.lib import stream, wiring
 from amaranth.lib.wiring import In, Out
 
+from ticketforge.rtl.aer import aer_layout
 from ticketforge.rtl.lane.plan import LanePlan
 
-__all__ = ["PixelLoader", "step_chw"]
+__all__ = ["PixelLoader", "EventLoader", "step_chw"]
 
 
 def step_chw(m: Module, c, y, x, h: int, w: int) -> None:
@@ -74,4 +81,49 @@ class PixelLoader(wiring.Component):
                     m.d.comb += self.loaded.eq(1)
         with m.If(self.clear):
             m.d.sync += [self.count.eq(0), ld_c.eq(0), ld_y.eq(0), ld_x.eq(0), n_taken.eq(0), got_all.eq(0)]
+        return m
+
+
+class EventLoader(wiring.Component):
+    """A timestep's AER words (`rtl.aer`) into the input event queue: the same queue side
+    as `PixelLoader`, the ``aer`` stream instead of ``pixels``."""
+
+    def __init__(self, plan: LanePlan):
+        self.plan = plan
+        super().__init__({
+            "aer": In(stream.Signature(aer_layout(plan.graph.input.shape))),
+            "active": In(1),
+            "clear": In(1),
+            "loaded": Out(1),
+            "addr": In(range(max(2, plan.in_depth))),
+            "data": Out(plan.in_ev),
+            "count": Out(range(plan.in_depth + 1)),
+        })
+
+    def elaborate(self, platform):
+        m = Module()
+        plan = self.plan
+        m.submodules.in_queue = queue = plan.memory("in_queue")
+        w, r = queue.write_port(), queue.read_port()
+        m.d.comb += [r.addr.eq(self.addr), self.data.eq(r.data)]
+        take, word_v, word = Signal(), Signal(), Signal.like(self.aer.payload)
+        got_step = Signal()
+        m.d.comb += take.eq(self.aer.valid & self.aer.ready)
+        m.d.sync += [word_v.eq(take), word.eq(self.aer.payload)]
+        with m.If(take & self.aer.payload.step):
+            m.d.sync += got_step.eq(1)
+        with m.If(self.active):
+            m.d.comb += self.aer.ready.eq(~got_step)
+            with m.If(word_v):
+                with m.If(word.step):
+                    m.d.comb += self.loaded.eq(1)
+                # a binary frame has at most in_depth events: more cannot be in one timestep
+                with m.Elif(self.count < plan.in_depth):
+                    fields = (word.c, word.y, word.x)
+                    m.d.comb += [w.addr.eq(self.count), w.en.eq(1),
+                                 w.data.eq(Cat(C(1, plan.vbits), *(f[:plan.in_ev[k].width]
+                                                                  for f, k in zip(fields, ("c", "y", "x")))))]
+                    m.d.sync += self.count.eq(self.count + 1)
+        with m.If(self.clear):
+            m.d.sync += [self.count.eq(0), got_step.eq(0)]
         return m

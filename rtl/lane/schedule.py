@@ -1,8 +1,10 @@
 """The schedule: one image, state by state (`cycles.py` counts exactly these cycles).
 
 ``IDLE`` waits for ``start`` (registered), then ``image_start`` clears the image's state.
-``LOAD`` lasts until the loader has written the last pixel.  Then, every timestep, each
-layer in order (flatten takes no state):
+``LOAD`` lasts until the loader has written the last pixel (an ``events`` input: until it
+has taken the timestep's step word, and LOAD comes again at every timestep, after
+``step_start`` has cleared the input queue).  Then, every timestep, each layer in order
+(flatten takes no state):
 
 - conv / linear / readout: ``ACC<i>_START`` (``reader_start``), ``ACC<i>_RUN`` (``acc_run``)
   until the reader is idle and every PE is idle, ``ACC<i>_DRAIN`` (`cycles.ACC_DRAIN`
@@ -53,6 +55,7 @@ class Schedule(wiring.Component):
             "busy": Out(1),
             "done": Out(1),
             "image_start": Out(1),
+            "step_start": Out(1),
             "load": Out(1),
             "reader_start": Out(1),
             "acc_run": Out(1),
@@ -188,8 +191,13 @@ class Schedule(wiring.Component):
                     m.next = "OUT"
                 with m.Else():
                     m.d.sync += t.eq(t + 1)
-                    enter(order[0])
-                    m.next = first_state(order[0])
+                    if g.input.events:
+                        # the next timestep's events: the input queue starts empty
+                        m.d.comb += self.step_start.eq(1)
+                        m.next = "LOAD"
+                    else:
+                        enter(order[0])
+                        m.next = first_state(order[0])
             with m.State("OUT"):
                 m.d.comb += [self.busy.eq(1), self.scores_valid.eq(~scores_sent)]
                 with m.If(scores_sent):

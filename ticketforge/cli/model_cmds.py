@@ -44,7 +44,7 @@ def cmd_eval(args) -> int:
     cfg = load_cfg(args)
     tdir = Path(args.ticket) if args.ticket else Path(args.build_dir) / cfg.name / "ticket"
     net, tcfg, meta = load_ticket(tdir)
-    ds = load_dataset(tcfg.data.dataset, cfg.data.data_dir or tcfg.data.data_dir)
+    ds = load_dataset(tcfg.data.dataset, cfg.data.data_dir or tcfg.data.data_dir, timesteps=tcfg.model.timesteps)
     acc, correct = evaluate(net, ds.test, ds.pixel_max, tcfg.data.eval_batch_size)
     recorded = None
     mpath = tdir / "metrics.json"
