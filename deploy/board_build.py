@@ -102,9 +102,9 @@ def build_board(rtl_dir: Path, board: Board, out_dir: Path, pixels: int, classes
         """The Amaranth build plan of the board design into ``out_dir``; its tool steps."""
         plat = platform_for(board)
         core = CoreInstance(json.loads((rtl_dir / "interface.json").read_text()))
+        man = json.loads((rtl_dir / "manifest.json").read_text())
         top = BoardTop(core, pixels=pixels, classes=classes, clk_hz=clk_hz, pll=pll,
-                       design_id=expected_identity(rtl_dir),
-                       load=json.loads((rtl_dir / "manifest.json").read_text()).get("load"))
+                       design_id=expected_identity(rtl_dir), load=man.get("load"), aer=man.get("aer"))
         plat.add_file("core.il", (rtl_dir / "core.il").read_text())
         plat.add_file("synth_top.v", (rtl_dir / "synth_top.v").read_text())
         plan = plat.build(top, name=NAME, do_build=False, synth_opts=synth_opts,

@@ -137,10 +137,17 @@ class BoardTop(Elaboratable):
     the cycle count the board returns is the core's own, the one the cycle model predicts,
     not the UART's (10^3 times slower than the pixel port).  An image whose bytes stop for
     ``byte_timeout_cycles`` (default: 50 ms at ``clk_hz``, at least 40 byte times) before
-    the last one is dropped with an ``ERR_INCOMPLETE`` answer."""
+    the last one is dropped with an ``ERR_INCOMPLETE`` answer.
+
+    ``aer``: a core whose input is events (the ``aer`` stream of `rtl/aer.py`) takes the
+    protocol's ``A`` command instead of ``I``: the rtl manifest's ``aer`` entry gives the
+    buffer's depth in words (``capacity``: `protocol.aer_capacity`) and the word's width.
+    The sample's words are buffered in the same way and fed to the core, which takes each
+    timestep's words at one per cycle and drops ``ready`` while its layers run."""
 
     def __init__(self, core, pixels: int, classes: int, clk_hz: float, design_id: int, baud: int = 115200,
-                 uart=None, pll=None, byte_timeout_cycles: int | None = None, load: dict | None = None):
+                 uart=None, pll=None, byte_timeout_cycles: int | None = None, load: dict | None = None,
+                 aer: dict | None = None):
         """``pll``: a `deploy.pll.PllSetting`; the core then runs at its output frequency
         (which ``clk_hz`` must be) instead of the board's oscillator.  ``load``: for a core
         with runtime weights, the rtl manifest's ``load`` entry (its loadable memories with
@@ -170,6 +177,13 @@ class BoardTop(Elaboratable):
             raise ValueError("the link's W command carries a 1-byte memory index and a 3-byte address: this "
                              "core has more memories or deeper ones (at most 42 PEs with runtime weights)")
         self.load = load
+        if aer is not None:
+            if not {"capacity", "width"} <= set(aer) or not 1 <= int(aer["capacity"]) <= 1 << 24:
+                raise ValueError("aer must be the rtl manifest's aer entry (capacity: 1..2**24 words, width)")
+            if int(aer["width"]) > 8 * protocol.AER_WORD_BYTES:
+                raise UnsupportedError(f"the board link carries AER words of {8 * protocol.AER_WORD_BYTES} bits; this "
+                                       f"core's are {aer['width']} bits (a sensor over 128 x 128 x 2)")
+        self.aer = aer
         width = len(_port(core, "scores.payload"))
         if width > 16:
             raise UnsupportedError(f"the board link (protocol {protocol.VERSION}) sends each class score in 16 "
@@ -200,9 +214,15 @@ class BoardTop(Elaboratable):
                 m.d.sync += por.eq(por - 1)
             m.d.comb += core.rst.eq(por != 0)
 
-        m.submodules.image = image = Memory(shape=8, depth=N, init=[])
+        # the sample's buffer: an image's pixel bytes, or an event sample's AER words
+        depth = int(self.aer["capacity"]) if self.aer else N
+        m.submodules.image = image = Memory(shape=8 * protocol.AER_WORD_BYTES if self.aer else 8, depth=depth,
+                                            init=[])
         wr, rd = image.write_port(), image.read_port()
-        ptr = Signal(range(N + 1))
+        ptr = Signal(range(depth + 1))
+        # the sample's last word: N - 1, or the A command's count - 1
+        last = Signal(range(depth + 1), init=0 if self.aer else N - 1)
+        in_port = "aer" if self.aer else "pixels"
         scores = Array(Signal(signed(16), name=f"score{k}") for k in range(K))
         # the answer being sent: its kind, the item k of it, the item's bytes, the checksum
         kind, k = Signal(8), Signal(range(max(K, 4) + 4))
@@ -214,8 +234,10 @@ class BoardTop(Elaboratable):
         data_bits = max([48] + [int(d["width"]) for d in self.load["memories"]]) if self.load else 48
         got, nbyte = Signal(data_bits + 8), Signal(range(data_bits // 8 + 2))
         byte_in = urx.data.valid
-        m.d.comb += [p("status_addr").eq(0), p("pixels.payload").eq(rd.data), rd.addr.eq(ptr),
-                     wr.addr.eq(ptr), wr.data.eq(urx.data.payload), utx.data.payload.eq(word[:8])]
+        m.d.comb += [p("status_addr").eq(0), p(f"{in_port}.payload").eq(rd.data), rd.addr.eq(ptr),
+                     wr.addr.eq(ptr), utx.data.payload.eq(word[:8])]
+        if not self.aer:
+            m.d.comb += wr.data.eq(urx.data.payload)
 
         def answer(marker):
             m.d.sync += [kind.eq(marker), k.eq(0)]
@@ -228,9 +250,14 @@ class BoardTop(Elaboratable):
         with m.FSM():
             with m.State("CMD"):
                 with m.If(urx.data.valid):
-                    with m.If(urx.data.payload == protocol.IMAGE):
-                        m.d.sync += [ptr.eq(0), idle.eq(0)]
-                        m.next = "RECV"
+                    if self.aer:
+                        with m.If(urx.data.payload == protocol.AER_SAMPLE):
+                            m.d.sync += [nbyte.eq(0), got.eq(0), idle.eq(0)]
+                            m.next = "AER_HEAD"
+                    else:
+                        with m.If(urx.data.payload == protocol.IMAGE):
+                            m.d.sync += [ptr.eq(0), idle.eq(0)]
+                            m.next = "RECV"
                     with m.Elif(urx.data.payload == protocol.IDENTIFY):
                         answer(protocol.ANSWER_ID)
                     if self.load:                         # runtime weights: W and D
@@ -265,6 +292,27 @@ class BoardTop(Elaboratable):
                     answer(protocol.ANSWER_ERROR)
                 with m.Else():
                     m.d.sync += idle.eq(idle + 1)
+
+            if self.aer:
+                with m.State("AER_HEAD"):                 # A: the number of words (3 bytes)
+                    collect(protocol.AER_HEAD, "AER_SETUP")
+                with m.State("AER_SETUP"):
+                    count = got[:24]
+                    m.d.sync += [ptr.eq(0), last.eq(count - 1), nbyte.eq(0), got.eq(0), idle.eq(0)]
+                    with m.If((count == 0) | (count > depth)):
+                        m.d.sync += error.eq(protocol.ERR_CAPACITY)
+                        answer(protocol.ANSWER_ERROR)
+                    with m.Else():
+                        m.next = "AER_WORD"
+                with m.State("AER_WORD"):                 # a word's bytes, least significant first
+                    collect(protocol.AER_WORD_BYTES, "AER_WRITE")
+                with m.State("AER_WRITE"):
+                    m.d.comb += [wr.en.eq(1), wr.data.eq(got[:8 * protocol.AER_WORD_BYTES])]
+                    m.d.sync += [ptr.eq(ptr + 1), nbyte.eq(0), got.eq(0), idle.eq(0)]
+                    with m.If(ptr == last):
+                        m.next = "START"
+                    with m.Else():
+                        m.next = "AER_WORD"
 
             if self.load:
                 with m.State("WEIGHTS_ID"):               # D: the id of the weights just loaded
@@ -305,11 +353,11 @@ class BoardTop(Elaboratable):
                 m.d.sync += ptr.eq(0)
                 m.next = "FEED"
             with m.State("FEED"):
-                m.d.comb += p("pixels.valid").eq(1)
-                with m.If(p("pixels.ready")):
+                m.d.comb += p(f"{in_port}.valid").eq(1)
+                with m.If(p(f"{in_port}.ready")):
                     m.d.comb += rd.addr.eq(ptr + 1)
                     m.d.sync += ptr.eq(ptr + 1)
-                    with m.If(ptr == N - 1):
+                    with m.If(ptr == last):
                         m.d.sync += [ptr.eq(0), k.eq(0)]
                         m.next = "COLLECT"
             with m.State("COLLECT"):

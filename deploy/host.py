@@ -138,6 +138,26 @@ class BoardLink:
         self.send_image_bytes(flat.astype(np.uint8).tobytes())
         return self.read_image_answer()
 
+    def run_events(self, frames: np.ndarray) -> BoardAnswer:
+        """Send one event sample (binary frames [T, C, H, W]) as its AER words (`rtl/aer.py`);
+        return the board's scores and cycle count."""
+        from ticketforge.rtl.aer import aer_words
+
+        ident = self.identity or self.identify()
+        frames = np.asarray(frames)
+        if frames.ndim != 4 or int(np.prod(frames.shape[1:])) != ident.pixels:
+            raise ValueError(f"an event sample is [T, C, H, W] frames of {ident.pixels} positions for this design, "
+                             f"got shape {list(frames.shape)}")
+        if frames.min(initial=0) < 0 or frames.max(initial=0) > 1:
+            raise ValueError("event frames hold 0 or 1 per position and timestep")
+        words = aer_words(frames)
+        cap = protocol.aer_capacity(len(frames), ident.pixels)
+        if len(words) > cap:
+            raise ValueError(f"the sample is {len(words)} AER words; the board buffers {cap}")
+        self._write(bytes([protocol.AER_SAMPLE]) + len(words).to_bytes(protocol.AER_HEAD, "little") +
+                    b"".join(w.to_bytes(protocol.AER_WORD_BYTES, "little") for w in words))
+        return self.read_image_answer()
+
     def send_image_bytes(self, pixels: bytes) -> None:
         """The image command and its bytes as given (a test of the link drops one)."""
         self._write(bytes([protocol.IMAGE]) + pixels)
@@ -272,8 +292,9 @@ def validate_on_board(ir_dir: Path, port: str, pes: int, design_id: int, fifo_de
         # validate: each answer checked as it comes (progress shows the mismatches so far);
         # throughput: nothing but the link in the timed loop, every answer checked after it
         t0, bad = time.perf_counter(), 0
+        send = bl.run_events if g.input.events else bl.run_image
         for i, img in enumerate(codes):
-            ans = bl.run_image(img)
+            ans = send(img)
             answers.append(ans)
             if mode == "validate":
                 bad += not same(i, ans)

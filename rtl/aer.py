@@ -19,35 +19,45 @@ depth; the accelerator drops events beyond that.
 from __future__ import annotations
 
 import numpy as np
-from amaranth.lib import data
 
-__all__ = ["aer_layout", "aer_words", "aer_field"]
+__all__ = ["aer_fields", "aer_width", "aer_layout", "aer_words", "AER_FIELDS"]
 
-
-def _bits(n: int) -> int:
-    return max(1, (int(n) - 1).bit_length())
+AER_FIELDS = ("x", "y", "c", "step")          # first field lowest
 
 
-def aer_layout(shape) -> data.StructLayout:
-    """The AER word of an input of ``shape`` (C, H, W): x, y, c, step, first field lowest."""
+def aer_fields(shape) -> dict[str, tuple[int, int]]:
+    """(offset, width) of each field of the AER word of an input of ``shape`` (C, H, W).
+    Pure Python: the host driver packs words without Amaranth."""
     c, h, w = (int(s) for s in shape)
-    return data.StructLayout({"x": _bits(w), "y": _bits(h), "c": _bits(c), "step": 1})
+    widths = {"x": max(1, (w - 1).bit_length()), "y": max(1, (h - 1).bit_length()),
+              "c": max(1, (c - 1).bit_length()), "step": 1}
+    out, off = {}, 0
+    for k in AER_FIELDS:
+        out[k] = (off, widths[k])
+        off += widths[k]
+    return out
 
 
-def aer_field(layout: data.StructLayout, name: str) -> tuple[int, int]:
-    """(offset, width) of a field of the word."""
-    f = layout[name]
-    return f.offset, f.width
+def aer_width(shape) -> int:
+    """Bits of the AER word."""
+    return sum(w for _, w in aer_fields(shape).values())
 
 
-def aer_words(frames: np.ndarray, shape=None) -> list[int]:
+def aer_layout(shape):
+    """The AER word as an Amaranth ``data.StructLayout`` (the fields of `aer_fields`)."""
+    from amaranth.lib import data
+
+    return data.StructLayout({k: wd for k, (_, wd) in aer_fields(shape).items()})
+
+
+def aer_words(frames: np.ndarray) -> list[int]:
     """The AER stream of one sample: ``frames`` [T, C, H, W] of 0/1 -> the words, per
     timestep its events in C-H-W order then a step word."""
     frames = np.asarray(frames)
     if frames.ndim != 4:
         raise ValueError(f"an event sample is [T, C, H, W] binary frames, got shape {list(frames.shape)}")
-    layout = aer_layout(frames.shape[1:] if shape is None else shape)
-    (xo, _), (yo, _), (co, _), (so, _) = (aer_field(layout, k) for k in ("x", "y", "c", "step"))
+    f = aer_fields(frames.shape[1:])
+    xo, yo, co, so = (f[k][0] for k in AER_FIELDS)
     words: list[int] = []
     for frame in frames:
         c, y, x = np.nonzero(frame)

@@ -177,6 +177,12 @@ def write_rtl(ir_dir: Path, out_dir: Path, pes: int = 16, dense: bool = False, t
         # what a board running this core answers to the link's identity query (deploy/protocol.py)
         "design_id": design_id_of(core_il),
     }
+    if g.input.events:
+        # the board link's sample buffer for the AER stream (deploy/protocol.py)
+        from ticketforge.deploy.protocol import aer_capacity
+        from ticketforge.rtl.aer import aer_width
+
+        manifest["aer"] = {"capacity": aer_capacity(g.T, manifest["pixels"]), "width": aer_width(g.input.shape)}
     if weights == "runtime":
         # the load image: every loadable memory's words, for the host to send (load_image.py)
         image = write_load_image(out_dir / "weights.bin", manifest["design_id"], [

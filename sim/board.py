@@ -42,7 +42,8 @@ def board_verilog(rtl_dir: Path, byte_timeout_cycles: int = BYTE_TIMEOUT_CYCLES)
     man = json.loads((rtl_dir / "manifest.json").read_text())
     core = CoreInstance(json.loads((rtl_dir / "interface.json").read_text()))
     top = BoardTop(core, pixels=man["pixels"], classes=man["classes"], clk_hz=DIVISOR * 115200,
-                   design_id=design_id, byte_timeout_cycles=byte_timeout_cycles, load=man.get("load"))
+                   design_id=design_id, byte_timeout_cycles=byte_timeout_cycles, load=man.get("load"),
+                   aer=man.get("aer"))
     return verilog.convert(top, name=BOARD_TOP, ports=[top.rx, top.tx], emit_src=False)
 
 

@@ -73,7 +73,7 @@ TIERS = {
     "rtlsim": ("test_board_top", "test_host", "test_rtl_accel", "test_rtl_bitpar", "test_rtl_lane", "test_rtl_neuron",
                "test_rtl_popcount_lane", "test_sim", "test_soak"),
     # external tools: yosys, nextpnr, Verilator builds, g++ (hls4ml), whole `ticketforge hw` runs
-    "tools": ("test_deploy", "test_distributed", "test_explore", "test_hls", "test_interrupt", "test_netlist", "test_quantize", "test_rtl_emit"),
+    "tools": ("test_deploy", "test_distributed", "test_event_flow", "test_explore", "test_hls", "test_interrupt", "test_netlist", "test_quantize", "test_rtl_emit"),
 }
 _TIER_OF = {mod: tier for tier, mods in TIERS.items() for mod in mods}
 

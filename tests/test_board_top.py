@@ -15,6 +15,7 @@ from ticketforge.deploy.board_top import BoardTop, CoreInstance, UartRx
 from ticketforge.ir import random_images, run
 from ticketforge.ir.random import random_graph
 from ticketforge.rtl.accel import Accelerator
+from ticketforge.rtl.aer import aer_width, aer_words
 from ticketforge.rtl.cycles import cycle_model
 from ticketforge.rtl.lane.plan import field_map
 
@@ -78,6 +79,33 @@ def test_board_link_returns_golden_scores_and_cycles(seed):
     for n, got in enumerate(answers):
         scores = gold.scores[n].astype("<i2").tobytes()
         assert got == _frame(protocol.ANSWER_IMAGE, scores + int(model[n].total).to_bytes(4, "little")), n
+
+
+def _aer_command(frames) -> bytes:
+    words = aer_words(frames)
+    return bytes([protocol.AER_SAMPLE]) + len(words).to_bytes(protocol.AER_HEAD, "little") + \
+        b"".join(w.to_bytes(protocol.AER_WORD_BYTES, "little") for w in words)
+
+
+def test_board_link_runs_event_samples_as_aer_words():
+    """An event design takes ``A`` and the sample's AER words (each timestep's events and a
+    step word), buffers them and feeds the core; scores and cycles as the golden model and
+    the cycle model say. ``I`` is no command for it, and a count over the buffer is refused."""
+    g = random_graph(1104, binary=True, events=True)
+    frames = random_images(g, 2, 5)
+    gold = run(g, frames)
+    model = cycle_model(g, frames, 2)
+    K, N = g.layers[-1].out_shape[0], int(np.prod(g.input.shape))
+    cap = protocol.aer_capacity(g.T, N)
+    top = _board(g, aer={"capacity": cap, "width": aer_width(g.input.shape)})
+    size = protocol.image_payload(K) + 2
+    too_many = bytes([protocol.AER_SAMPLE]) + (cap + 1).to_bytes(protocol.AER_HEAD, "little")
+    got = _talk(top, [_aer_command(f) for f in frames] + [bytes([protocol.IMAGE]), too_many], [size, size, 3, 3])
+    for n in range(2):
+        scores = gold.scores[n].astype("<i2").tobytes()
+        assert got[n] == _frame(protocol.ANSWER_IMAGE, scores + int(model[n].total).to_bytes(4, "little")), n
+    assert got[2] == _frame(protocol.ANSWER_ERROR, bytes([protocol.ERR_COMMAND]))
+    assert got[3] == _frame(protocol.ANSWER_ERROR, bytes([protocol.ERR_CAPACITY]))
 
 
 def test_board_identifies_itself_and_refuses_what_it_does_not_know():

@@ -73,3 +73,70 @@ def test_nmnist_bin_round_trip_and_malformed_files(tmp_path):
         read_nmnist_bin(tmp_path / "none.bin")
     with pytest.raises(DatasetError, match="at most"):
         image_events(np.zeros((40, 40), np.uint8))
+
+
+def test_model_frames_are_cached_whole_and_remade_when_the_entry_is_broken(tmp_path, monkeypatch):
+    import ticketforge.model.events as events
+
+    monkeypatch.setenv(events.CACHE_ENV, str(tmp_path))
+    images = np.stack([_digit(), np.rot90(_digit()).copy()])[:, None]
+    frames = events.model_frames(images, 3, "digits2")
+    assert frames.shape == (2, 3, 2, *SENSOR) and frames.dtype == np.uint8 and set(np.unique(frames)) <= {0, 1}
+    assert np.array_equal(frames[0], events_to_frames(image_events(images[0, 0]), 3))
+    entries = list(tmp_path.glob("digits2-T3-*.npz"))
+    assert len(entries) == 1 and not list(tmp_path.glob("*.tmp"))
+    # read back without making anything
+    monkeypatch.setattr(events, "image_events", lambda *_: pytest.fail("the cache entry was not read"))
+    assert np.array_equal(events.model_frames(images, 3, "digits2"), frames)
+    monkeypatch.undo()
+    monkeypatch.setenv(events.CACHE_ENV, str(tmp_path))
+    entries[0].write_bytes(b"not an npz")                      # a broken entry is made again
+    assert np.array_equal(events.model_frames(images, 3, "digits2"), frames)
+    assert len(list(tmp_path.glob("digits2-T3-*.npz"))) == 1
+    assert events.model_frames(images, 2, "digits2").shape[1] == 2   # another T: another entry
+
+
+def _nmnist_tree(root, per_digit: int = 2) -> None:
+    """A small N-MNIST folder in the real layout: Train/<digit>/*.bin and Test/<digit>/*.bin."""
+    for part in ("Train", "Test"):
+        for d in (0, 1, 7):
+            folder = root / part / str(d)
+            folder.mkdir(parents=True)
+            for i in range(per_digit):
+                img = np.roll(_digit(), 3 * d + i, axis=1)
+                write_nmnist_bin(folder / f"{i:05d}.bin", image_events(img))
+
+
+def test_nmnist_reads_the_real_layout_and_bins_per_timestep(tmp_path, monkeypatch):
+    from ticketforge.model.data import load_dataset
+
+    monkeypatch.setenv("TICKETFORGE_CACHE", str(tmp_path / "cache"))
+    _nmnist_tree(tmp_path / "NMNIST")
+    ds = load_dataset("nmnist", tmp_path, timesteps=4)
+    assert ds.events and ds.pixel_max == 1 and ds.input_shape == (2, 34, 34)
+    assert ds.train.images.shape == (6, 4, 2, 34, 34) and ds.test.labels.tolist() == [0, 0, 1, 1, 7, 7]
+    ev = read_nmnist_bin(tmp_path / "NMNIST" / "Test" / "7" / "00001.bin")
+    assert np.array_equal(ds.test.images[5], events_to_frames(ev, 4))
+    with pytest.raises(DatasetError, match="timesteps >= 1"):
+        load_dataset("nmnist", tmp_path)
+    (tmp_path / "empty" / "Test").mkdir(parents=True)
+    with pytest.raises(DatasetError, match="Train/<digit>/"):
+        load_dataset("nmnist", tmp_path / "empty", timesteps=4)
+    with pytest.raises(DatasetError, match="--data-dir"):
+        monkeypatch.delenv("TICKETFORGE_DATA", raising=False)
+        load_dataset("nmnist", None, timesteps=4)
+
+
+def test_a_network_takes_event_frames_one_per_timestep():
+    import torch
+
+    from ticketforge.model.config import ModelConfig
+    from ticketforge.model.zoo import build_model
+
+    net = build_model(ModelConfig(arch="mlp", variant="binw", width=0.05, T=3), (2, 34, 34), 10)
+    x = torch.zeros(5, 3, 2, 34, 34)
+    assert net(x).shape == (5, 10)
+    steps = net.forward_steps(x)
+    assert steps.shape == (3, 5, 10)
+    with pytest.raises(ValueError, match="4 frames per sample"):
+        net(torch.zeros(5, 4, 2, 34, 34))

@@ -22,10 +22,10 @@ IMAGES = 24
 
 
 def _build(root, seed: int, pes: int, weights: str = "baked", wrong_labels: int = 0, graph=None,
-           datapath: str = "lane", fit_to=None):
-    """A random IR (or ``graph``) with a test split of IMAGES images (the first
-    ``wrong_labels`` labels wrong) and its rtl stage, in ``root``."""
-    g = random_graph(seed, binary=True) if graph is None else graph
+           datapath: str = "lane", fit_to=None, events: bool = False):
+    """A random IR (or ``graph``; ``events``: with event input) with a test split of IMAGES
+    images (the first ``wrong_labels`` labels wrong) and its rtl stage, in ``root``."""
+    g = random_graph(seed, binary=True, events=events) if graph is None else graph
     codes = random_images(g, IMAGES, seed=seed)
     save_graph(g, root / "ir")
     labels = run(g, codes).predictions.copy()
@@ -125,13 +125,29 @@ def test_a_missing_port_and_bad_images_are_named(tmp_path, board):
             link.run_image(np.array([300] + [0] * (n - 1)))
 
 
+def test_an_event_design_runs_its_samples_as_aer_words_over_the_link(tmp_path):
+    """An IR with event input: the host sends each sample's AER words (``A``), the board
+    buffers and feeds them; every sample equals the golden model and the cycle model, and a
+    sample over the board's buffer is refused on the host before a byte is sent."""
+    g, root = _build(tmp_path, 1104, pes=2, events=True)
+    with SimulatedBoard(root / "rtl", root / "simboard", log=lambda *a, **k: None) as board:
+        res = validate_on_board(root / "ir", board.port, pes=2, design_id=expected_identity(root / "rtl"),
+                                timeout_s=30, clock_mhz=12.0, link="simulated")
+        assert res["board_matches_golden"] and res["images_identical"] == IMAGES, res["mismatches"]
+        with BoardLink(board.port, timeout_s=30) as bl:
+            with pytest.raises(ValueError, match="positions for this design"):
+                bl.run_events(np.zeros((g.T, 1, 2, 2), np.uint8))
+            with pytest.raises(ValueError, match="the board buffers"):
+                bl.run_events(np.ones((protocol.AER_BUFFER_WORDS, *g.input.shape), np.uint8))
+
+
 def test_the_host_driver_needs_no_torch_and_no_amaranth():
     import subprocess
     import sys
 
     # the host module and what validate_on_board imports: the IR, both cycle models
     code = ("import sys, ticketforge.deploy.host, ticketforge.ir, ticketforge.rtl.datapath, ticketforge.rtl.cycles, "
-            "ticketforge.rtl.bitpar.cycles, ticketforge.rtl.bitpar.plan; "
+            "ticketforge.rtl.bitpar.cycles, ticketforge.rtl.bitpar.plan, ticketforge.rtl.aer; "
             "bad = [m for m in ('torch', 'amaranth') if m in sys.modules]; print(bad); sys.exit(bool(bad))")
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert r.returncode == 0, r.stdout + r.stderr
