@@ -17,6 +17,15 @@ loaded with (``load_dataset(..., timesteps=T)``; `model.events`).
   saccades (`model.events`: a deterministic DVS pixel model), 2 x 34 x 34, the same split.
 - ``nmnist``: N-MNIST (Orchard et al. 2015) from ``--data-dir``: ``Train/<digit>/*.bin`` and
   ``Test/<digit>/*.bin``, its own train/test split (60,000 / 10,000).
+- ``dvs128gesture``: DVS128 Gesture (Amir et al. 2017, 11 classes) from ``--data-dir``: the
+  release's ``DvsGesture/`` (AEDAT 3.1 recordings, their ``_labels.csv`` and the official
+  ``trials_to_train.txt`` / ``trials_to_test.txt``: users 1-23 train, 24-29 test), or
+  tonic's ``ibmGestureTrain/`` and ``ibmGestureTest/`` (a ``.npy`` per gesture, the same
+  split). Each gesture's events, start to end, in T windows; 128 x 128 scaled to 32 x 32.
+- ``cifar10dvs``: CIFAR10-DVS (Li et al. 2017) from ``--data-dir``: ``<class>/cifar10_<class>_<i>
+  .aedat`` (the original AEDAT 2.0) or ``.aedat4`` (tonic's). It has no official split:
+  samples 0-99 of each class are the test set, 100-999 the training set (the TEBN split,
+  spikingjelly's ``CIFAR10DVSTEBNSplit``). Each recording in T windows; 32 x 32.
 - ``synthetic``: seeded random blobs, for tests of the flow only.
 """
 from __future__ import annotations
@@ -111,9 +120,7 @@ def _nmnist5k(_: Path | None, timesteps: int) -> Dataset:
 
 
 def _nmnist(data_dir: Path | None, timesteps: int) -> Dataset:
-    import hashlib
-
-    from ticketforge.model.events import SENSOR, cached_frames, events_to_frames, model_digest, read_nmnist_bin
+    from ticketforge.model.events import SENSOR, events_to_frames, read_nmnist_bin
 
     root = _locate("nmnist", data_dir, "NMNIST", "Test")
     splits = []
@@ -121,17 +128,115 @@ def _nmnist(data_dir: Path | None, timesteps: int) -> Dataset:
         files = sorted((root / part).glob("[0-9]/*.bin"))
         if not files:
             raise DatasetError(f"dataset 'nmnist': no {root / part}/<digit>/*.bin files; expected {_EXPECTED['nmnist']}")
-        labels = np.array([int(f.parent.name) for f in files], np.int64)
-        # the cache key: every file's name and size, and the binning
-        h = hashlib.sha256(str(root.resolve()).encode())
-        for f in files:
-            h.update(f"{f.parent.name}/{f.name}:{f.stat().st_size}".encode())
-        key = f"nmnist-{part.lower()}-T{timesteps}-{model_digest()}-{h.hexdigest()[:16]}"
-        frames = cached_frames(key, len(files), lambda i: events_to_frames(read_nmnist_bin(files[i]), timesteps,
-                                                                               sensor=SENSOR),
-                               desc=f"nmnist {part}: binning T={timesteps}")
-        splits.append(Split(frames, labels))
+        frames = _binned_split("nmnist", part.lower(), timesteps, root, files, files, SENSOR,
+                               lambda i, files=files: events_to_frames(read_nmnist_bin(files[i]), timesteps))
+        splits.append(Split(frames, np.array([int(f.parent.name) for f in files], np.int64)))
     return Dataset("nmnist", splits[0], splits[1], num_classes=10, pixel_max=1)
+
+
+def _files_digest(root: Path, files: list[Path]) -> str:
+    """A cache key of a file set: the root, every file's relative name and size."""
+    import hashlib
+
+    h = hashlib.sha256(str(root.resolve()).encode())
+    for f in files:
+        h.update(f"{f.relative_to(root)}:{f.stat().st_size}".encode())
+    return h.hexdigest()[:16]
+
+
+def _binned_split(name: str, part: str, timesteps: int, root: Path, files: list[Path], samples: list,
+                  size: tuple[int, int], make) -> np.ndarray:
+    """The split's frames [N, T, 2, *size], ``make(i)`` sample i's, cached by the files."""
+    from ticketforge.model.events import cached_frames
+
+    key = f"{name}-{part}-T{timesteps}-{size[0]}x{size[1]}-{_files_digest(root, files)}"
+    return cached_frames(key, len(samples), make, desc=f"{name} {part}: binning T={timesteps}")
+
+
+def _dvs128gesture(data_dir: Path | None, timesteps: int) -> Dataset:
+    from ticketforge.model.dvs_files import bin_sample, read_aedat31, read_gesture_labels, read_gesture_npy
+
+    if data_dir is None:
+        _locate("dvs128gesture", None, "", "")
+    official = next((c for c in (data_dir, data_dir / "DvsGesture", data_dir / "dvs128gesture" / "DvsGesture")
+                     if (c / "trials_to_test.txt").is_file()), None)
+    tonic_root = next((c for c in (data_dir, data_dir / "DVSGesture", data_dir / "dvs128gesture")
+                       if (c / "ibmGestureTest").is_dir()), None)
+    splits = []
+    for part in ("train", "test"):
+        if official is not None:
+            names = [ln.strip() for ln in (official / f"trials_to_{part}.txt").read_text().splitlines() if ln.strip()]
+            files = [official / n for n in names]
+            for f in files:
+                if not f.is_file():
+                    raise DatasetError(f"dataset 'dvs128gesture': {f} (listed in trials_to_{part}.txt) is missing")
+            samples = [(f, c, s, e) for f in files
+                       for c, s, e in read_gesture_labels(f.with_name(f.stem + "_labels.csv"))]
+            memo: dict = {}
+
+            def make(i, samples=samples, memo=memo):
+                f, _, s, e = samples[i]
+                if memo.get("file") != f:                  # a recording holds many gestures, in order
+                    memo.update(file=f, events=read_aedat31(f))
+                return bin_sample(memo["events"], timesteps, DVS_FRAME, s, e)
+            root = official
+        elif tonic_root is not None:
+            folder = tonic_root / f"ibmGesture{part.title()}"
+            files = sorted(folder.glob("user*/*.npy"))
+            if not files:
+                raise DatasetError(f"dataset 'dvs128gesture': no {folder}/user*/<class>.npy files; "
+                                   f"expected {_EXPECTED['dvs128gesture']}")
+            samples = [(f, int(f.stem), None, None) for f in files]
+
+            def make(i, samples=samples):
+                return bin_sample(read_gesture_npy(samples[i][0]), timesteps, DVS_FRAME)
+            root = tonic_root
+        else:
+            raise DatasetError(f"dataset 'dvs128gesture': {str(data_dir)!r} does not hold {_EXPECTED['dvs128gesture']}")
+        labels = np.array([smp[1] for smp in samples], np.int64)
+        if labels.size and not 0 <= labels.min() <= labels.max() <= 10:
+            raise DatasetError(f"dataset 'dvs128gesture': class numbers {labels.min()}..{labels.max()}, expected 0..10")
+        splits.append(Split(_binned_split("dvs128gesture", part, timesteps, root, files, samples, DVS_FRAME, make),
+                            labels))
+    return Dataset("dvs128gesture", splits[0], splits[1], num_classes=11, pixel_max=1)
+
+
+def _cifar10dvs(data_dir: Path | None, timesteps: int) -> Dataset:
+    import re
+
+    from ticketforge.model.dvs_files import bin_sample, read_aedat2, read_aedat4
+
+    if data_dir is None:
+        _locate("cifar10dvs", None, "", "")
+    root = next((c for c in (data_dir, data_dir / "CIFAR10DVS", data_dir / "cifar10dvs", data_dir / "CIFAR10-DVS")
+                 if (c / "airplane").is_dir()), None)
+    if root is None:
+        raise DatasetError(f"dataset 'cifar10dvs': {str(data_dir)!r} does not hold {_EXPECTED['cifar10dvs']}")
+    found = {"train": [], "test": []}
+    for k, cls in enumerate(CIFAR10_CLASSES):
+        files = sorted(f for f in (root / cls).glob(f"cifar10_{cls}_*") if f.suffix in (".aedat", ".aedat4"))
+        if not files:
+            raise DatasetError(f"dataset 'cifar10dvs': no {root / cls}/cifar10_{cls}_<i>.aedat files; expected "
+                               f"{_EXPECTED['cifar10dvs']}")
+        for f in files:
+            m = re.fullmatch(rf"cifar10_{cls}_(\d+)", f.stem)
+            if m is None:
+                raise DatasetError(f"dataset 'cifar10dvs': {f.name} is not named cifar10_{cls}_<index>{f.suffix}")
+            found["test" if int(m.group(1)) < 100 else "train"].append((f, k))
+    splits = []
+    for part in ("train", "test"):
+        samples = found[part]
+        if not samples:
+            raise DatasetError(f"dataset 'cifar10dvs': no {part} samples (samples 0-99 of a class are the test set, "
+                               "100-999 the training set)")
+
+        def make(i, samples=samples):
+            f = samples[i][0]
+            return bin_sample(read_aedat4(f) if f.suffix == ".aedat4" else read_aedat2(f), timesteps, DVS_FRAME)
+        frames = _binned_split("cifar10dvs", part, timesteps, root, [f for f, _ in samples], samples, DVS_FRAME,
+                               make)
+        splits.append(Split(frames, np.array([k for _, k in samples], np.int64)))
+    return Dataset("cifar10dvs", splits[0], splits[1], num_classes=10, pixel_max=1)
 
 
 def _synthetic(_: Path | None, n_train: int = 256, n_test: int = 128) -> Dataset:
@@ -158,7 +263,13 @@ _EXPECTED = {
     "fmnist": "train-images-idx3-ubyte, train-labels-idx1-ubyte, t10k-images-idx3-ubyte, "
               "t10k-labels-idx1-ubyte (IDX, optionally .gz)",
     "nmnist": "Train/<digit>/*.bin and Test/<digit>/*.bin (N-MNIST, 5 bytes per event)",
+    "dvs128gesture": "DvsGesture/{trials_to_train.txt, trials_to_test.txt, user*.aedat, user*_labels.csv} "
+                     "(the release, AEDAT 3.1) or ibmGestureTrain/ and ibmGestureTest/ (tonic's .npy per gesture)",
+    "cifar10dvs": "<class>/cifar10_<class>_<i>.aedat (AEDAT 2.0) or .aedat4, for the 10 CIFAR-10 classes",
 }
+# the frames the DVS128 datasets are scaled to: the CIFAR VGG-9's 32 x 32 input
+DVS_FRAME = (32, 32)
+CIFAR10_CLASSES = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck")
 
 
 def _locate(name: str, data_dir: Path | None, subdir: str, marker: str) -> Path:
@@ -271,7 +382,8 @@ _LOADERS = {
     "cifar10": _cifar10, "cifar100": _cifar100, "svhn": _svhn, "fmnist": _fmnist,
 }
 # event datasets: binned into the T frames they are loaded for
-_EVENT_LOADERS = {"nmnist5k": _nmnist5k, "nmnist": _nmnist}
+_EVENT_LOADERS = {"nmnist5k": _nmnist5k, "nmnist": _nmnist, "dvs128gesture": _dvs128gesture,
+                  "cifar10dvs": _cifar10dvs}
 DATASET_NAMES = tuple(_LOADERS) + tuple(_EVENT_LOADERS)
 EVENT_DATASETS = tuple(_EVENT_LOADERS)
 

@@ -64,7 +64,8 @@ async def uart_byte(ctx, tx, div: int) -> int:
 TIERS = {
     # pure Python: the model stage on tiny settings, the IR, the cycle and energy models, the
     # report, the config and the fuzzing of every input
-    "unit": ("test_config", "test_cycles", "test_data", "test_datapath_options", "test_energy", "test_events",
+    "unit": ("test_config", "test_cycles", "test_data", "test_datapath_options", "test_dvs_files", "test_energy",
+             "test_events",
              "test_flow",
              "test_nir_import",
              "test_load_image",
