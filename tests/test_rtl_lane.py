@@ -9,7 +9,8 @@ from amaranth.sim import Simulator
 from ticketforge.ir import random_images, run
 from ticketforge.ir.random import random_graph
 from ticketforge.rtl.cycles import ACC_DRAIN, COUNTERS, POOL_DRAIN, UPD_DRAIN
-from ticketforge.rtl.lane.loader import PixelLoader
+from ticketforge.rtl.aer import aer_words
+from ticketforge.rtl.lane.loader import EventLoader, PixelLoader
 from ticketforge.rtl.lane.pe import PEArray
 from ticketforge.rtl.lane.plan import lane_plan, pack
 from ticketforge.rtl.lane.pool import OrPool
@@ -441,6 +442,52 @@ def test_pe_array_computes_the_first_layer_of_an_image(seed, P, dense):
     _simulate(dut, bench)
 
 
+@pytest.mark.parametrize("seed", [1100, 1103])
+def test_event_loader_queues_each_timesteps_aer_events(seed):
+    """Each timestep: its AER words at random valid cycles; the events (value 1) in the queue
+    in arrival order, ``ready`` low from the step word on, ``loaded`` the cycle after it is
+    taken; ``clear`` empties the queue for the next timestep."""
+    g = random_graph(seed, binary=True, events=True)
+    plan = lane_plan(g, 2)
+    dut = EventLoader(plan)
+    frames = random_images(g, 1, seed)[0]
+    frames[1] = 0                                               # a timestep without events
+    rng = np.random.default_rng(seed)
+
+    async def bench(ctx):
+        for t, frame in enumerate(frames):
+            ctx.set(dut.clear, 1)
+            await ctx.tick()
+            ctx.set(dut.clear, 0)
+            ctx.set(dut.active, 1)
+            words = aer_words(frame[None])
+            k, taken_at, loaded_at = 0, [], []
+            for cycle in range(4 * len(words) + 10):
+                valid = k < len(words) and rng.random() < 0.7
+                ctx.set(dut.aer.valid, int(valid))
+                ctx.set(dut.aer.payload.as_value(), words[k] if k < len(words) else 0)
+                if ctx.get(dut.loaded):
+                    loaded_at.append(cycle)
+                if valid and ctx.get(dut.aer.ready):
+                    taken_at.append(cycle)
+                    k += 1
+                await ctx.tick()
+            assert len(taken_at) == len(words), t              # nothing taken after the step word
+            assert loaded_at == [taken_at[-1] + 1], t
+            ctx.set(dut.active, 0)
+            c, y, x = np.nonzero(frame)
+            expected = [pack(plan.in_ev, value=1, c=int(a), y=int(b), x=int(d)) for a, b, d in zip(c, y, x)]
+            assert ctx.get(dut.count) == len(expected), t
+            got = []
+            for a in range(len(expected)):
+                ctx.set(dut.addr, a)
+                await ctx.tick()
+                got.append(ctx.get(dut.data.as_value()))
+            assert got == expected, t
+
+    _simulate(dut, bench)
+
+
 # ---------------------------------------------------------------- schedule
 class ScheduleModel:
     """The expected outputs of every cycle of one image, given how long the environment takes
@@ -458,8 +505,11 @@ class ScheduleModel:
                 out.append((layer, t, tuple(sorted(k for k, v in flags.items() if v))))
 
         emit(1, 0, 0)                                          # the start, registered
-        emit(next(self.d), 0, 0, busy=1, load=1)
         for t in range(g.T):
+            # the input: once per image, or an event input's words at every timestep (its
+            # later LOADs keep the last layer's index until the first layer is entered)
+            if t == 0 or g.input.events:
+                emit(next(self.d), 0 if t == 0 else plan.order[-1], t, busy=1, load=1)
             for i in plan.order:
                 l, upd = g.layers[i], plan.update_cycles.get(i, 0)
                 if l.kind == "pool":
@@ -483,9 +533,10 @@ class ScheduleModel:
         return out
 
 
-@pytest.mark.parametrize("seed,dense", [(4, False), (19, True), (0, False), (12, False)])
-def test_schedule_steps_through_the_phases_of_an_image(seed, dense):
-    g = random_graph(seed, binary=True)
+@pytest.mark.parametrize("seed,dense,events", [(4, False, False), (19, True, False), (0, False, False),
+                                               (12, False, False), (1101, False, True), (1104, False, True)])
+def test_schedule_steps_through_the_phases_of_an_image(seed, dense, events):
+    g = random_graph(seed, binary=True, events=events)
     plan = lane_plan(g, 2, dense=dense)
     rng = np.random.default_rng(seed)
     durations = [int(v) for v in rng.integers(1, 6, 200)]
