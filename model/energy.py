@@ -105,11 +105,13 @@ def _ratio(records) -> float:
 
 
 def energy_report(acts: list[LayerActivity], timesteps: int, spiking: bool,
-                  e_mac_pj: float = 4.6, e_ac_pj: float = 0.9) -> dict:
-    """Per-layer and total FLOPs, SOPs and energy (picojoules per image)."""
+                  e_mac_pj: float = 4.6, e_ac_pj: float = 0.9, event_input: bool = False) -> dict:
+    """Per-layer and total FLOPs, SOPs and energy (picojoules per image).  With
+    ``event_input`` (event-camera frames) the first layer's inputs are spikes too: it is
+    counted in SOPs and ACs like the others, not in MACs."""
     rows = []
     for i, a in enumerate(acts):
-        event_driven = spiking and i > 0
+        event_driven = spiking and (i > 0 or event_input)
         sops = a.input_rate * timesteps * a.flops if event_driven else 0.0
         energy = e_ac_pj * sops if event_driven else e_mac_pj * a.flops
         rows.append({**asdict(a), "dense_flops": a.dense_flops, "flops": a.flops,

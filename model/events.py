@@ -184,8 +184,9 @@ def cached_frames(key: str, count: int, make: Callable[[int], np.ndarray], desc:
                 return np.unpackbits(z["bits"], count=int(np.prod(shape))).reshape(shape)
         except Exception:  # noqa: BLE001 - an unreadable entry is made again
             path.unlink(missing_ok=True)
-    frames = np.stack([make(i) for i in tqdm(range(count), desc=desc, unit="sample", leave=False)]) \
-        if count else np.zeros((0,), np.uint8)
+    # (a bar on a terminal only: disable=None)
+    bar = tqdm(range(count), desc=desc, unit="sample", leave=False, disable=None)
+    frames = np.stack([make(i) for i in bar]) if count else np.zeros((0,), np.uint8)
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".tmp")

@@ -79,7 +79,8 @@ def activity_and_energy(net: TicketNet, ds: Dataset, cfg: RunConfig) -> dict:
     """Firing rates per layer and theoretical energy, measured on the test split."""
     acts, fire = measure_activity(net, (x for x, _ in batches(ds.test, cfg.data.eval_batch_size, ds.pixel_max)))
     spiking = cfg.model.variant != "ann"
-    rep = energy_report(acts, cfg.model.timesteps, spiking, cfg.energy.e_mac_pj, cfg.energy.e_ac_pj)
+    rep = energy_report(acts, cfg.model.timesteps, spiking, cfg.energy.e_mac_pj, cfg.energy.e_ac_pj,
+                        event_input=ds.events)
     # an ANN's activations are real values, not events: it has no firing rate
     return {"firing_rate": fire if spiking else {}, "energy": rep}
 

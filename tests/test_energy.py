@@ -45,6 +45,11 @@ def test_energy_formula_first_layer_mac_others_ac():
     assert list(fire.values())[0] == acts[1].input_rate
     ann = energy_report(acts, 1, spiking=False)
     assert ann["energy_pj"] == pytest.approx(4.6 * (784 * 340 + 340 * 10))
+    # event-camera input: the first layer's inputs are spikes, counted as SOPs like the rest
+    ev = energy_report(acts, 4, spiking=True, e_mac_pj=4.6, e_ac_pj=0.9, event_input=True)
+    assert ev["layers"][0]["op"] == "AC"
+    assert ev["layers"][0]["sops"] == pytest.approx(acts[0].input_rate * 4 * 784 * 340)
+    assert ev["energy_pj"] == pytest.approx(0.9 * ev["sops_total"])
 
 
 def test_a_wide_memory_is_priced_as_64_bit_banks():
