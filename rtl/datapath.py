@@ -27,15 +27,12 @@ def check_datapath(name: str) -> str:
 
 
 def check_input(g: Graph, datapath: str = "lane", dense: bool = False) -> None:
-    """Both datapaths take pixel images (the IR's ``direct`` input encoding); the lane
-    datapath also takes an ``events`` input as an AER stream (`rtl.aer`)."""
+    """Both datapaths take pixel images (the IR's ``direct`` input encoding) and an ``events``
+    input as an AER stream (`rtl.aer`); the lane datapath has no dense design of the latter."""
     if not g.input.events:
         return
-    if datapath != "lane":
-        raise UnsupportedError(f"the IR's input is 'events' (a binary frame per timestep): the {datapath} "
-                               "datapath takes pixel images only; its AER (event) input is not built. The lane "
-                               "datapath takes it (hw.datapath = \"lane\")")
-    if dense:
+    check_datapath(datapath)
+    if dense and datapath == "lane":
         raise UnsupportedError("the IR's input is 'events': the AER stream carries only the events, so there is "
                                "no dense (no-skipping) design of it; the report's dense figure is the cycle "
                                "model's (every input position an event)")

@@ -67,14 +67,10 @@ def test_event_input_takes_an_empty_timestep_and_a_full_one():
     assert [r.cycles for r in rtl] == [c.total for c in model]
 
 
-def test_event_input_refuses_what_is_not_built():
+def test_event_input_has_no_dense_lane_design():
     g = random_graph(3, binary=True, events=True)
     with pytest.raises(UnsupportedError, match="no dense"):
         Accelerator(g, 2, dense=True)
-    from ticketforge.rtl.datapath import accelerator
-
-    with pytest.raises(UnsupportedError, match="bitpar datapath takes pixel images only"):
-        accelerator(g, 2, datapath="bitpar")
 
 
 def test_a_row_pointer_one_past_the_last_row_fits_its_field():

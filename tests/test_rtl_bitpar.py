@@ -26,8 +26,8 @@ def _lanes(seed: int) -> int:
     return (1, 2, 4, 8, 16)[seed % 5]
 
 
-def _check(seed: int, L: int, dense: bool = False, n_images: int = 2, binary: bool = True):
-    g = random_graph(seed, binary=binary)
+def _check(seed: int, L: int, dense: bool = False, n_images: int = 2, binary: bool = True, events: bool = False):
+    g = random_graph(seed, binary=binary, events=events)
     images = random_images(g, n_images, seed)
     acc = BitparAccelerator(g, L, trace=True, dense=dense)
     rtl = simulate(acc, images)
@@ -46,6 +46,15 @@ def _check(seed: int, L: int, dense: bool = False, n_images: int = 2, binary: bo
 @pytest.mark.parametrize("seed", SEEDS)
 def test_random_ir_equals_golden_and_cycle_model(seed):
     _check(seed, _lanes(seed))
+
+
+# event input (the AER stream set into the first layer's bitmap), binary and multi-bit weights
+EVENT_SEEDS = [(s, True) for s in range(1100, 1108)] + [(s, False) for s in (1, 10, 13)]
+
+
+@pytest.mark.parametrize("seed,binary", EVENT_SEEDS)
+def test_event_input_equals_golden_and_cycle_model(seed, binary):
+    _check(seed, _lanes(seed), binary=binary, events=True)
 
 
 # random IRs with 4- and 8-bit weights (bit-serial rows); 10 has a linear first layer (pixel

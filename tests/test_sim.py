@@ -92,12 +92,14 @@ def test_a_malformed_profile_guided_threshold_names_the_variable(tmp_path, monke
         run_sim(tmp_path / "rtl", None, np.zeros((1, 4)), tmp_path / "sim", "verilator")
 
 
-@pytest.mark.parametrize("seed,binary", [(1000, True), (1001, True), (1003, True), (1004, True), (1, False),
-                                         (10, False)])
-def test_random_ir_on_the_bitpar_datapath_on_icarus_equals_golden(seed, binary, tmp_path):
+@pytest.mark.parametrize("seed,binary,events", [(1000, True, False), (1001, True, False), (1003, True, False),
+                                                (1004, True, False), (1, False, False), (10, False, False),
+                                                (1102, True, True), (1103, True, True), (13, False, True)])
+def test_random_ir_on_the_bitpar_datapath_on_icarus_equals_golden(seed, binary, events, tmp_path):
     """The bitpar accelerator's Verilog: scores, traced spike trains, cycles and every counter
-    (bench/soak.py --datapath bitpar runs many more); seeds 1 and 10 with 4- and 8-bit weights."""
-    g = random_graph(seed, binary=binary)
+    (bench/soak.py --datapath bitpar runs many more); seeds 1 and 10 with 4- and 8-bit weights;
+    ``events``: the AER input."""
+    g = random_graph(seed, binary=binary, events=events)
     assert binary or any(l.has_weights and l.weight_bits > 2 for l in g.layers)
     save_graph(g, tmp_path / "ir")
     lanes = (1, 2, 4, 8, 32)[seed % 5]

@@ -5,7 +5,9 @@ The same outside as `rtl.accel.Accelerator` (``start``, the ``pixels`` stream, t
 testbench, the board top and the host driver take either.  Inside (`plan.py` for the
 dataflow, `cycles.py` for the exact schedule):
 
-- ``pixels``: the image, C-H-W order, one pixel per address;
+- ``pixels``: the image, C-H-W order, one pixel per address (an ``events`` input has none:
+  the ``aer`` stream's events are set, one read-modify-write each, into ``buf0``, cleared
+  first, as the bitmap the first layer reads);
 - ``buf0`` / ``buf1``: two spike bitmaps; a layer reads one and writes the other, so only
   one layer's spikes are alive beside its input.  No membrane memory: a position's
   membranes live in the lanes' registers over its T timesteps;
@@ -222,6 +224,48 @@ class BitparAccelerator(wiring.Component):
         return out
 
     # ------------------------------------------------------------ hardware
+    def _event_load(self, m: Module, rd, wr, plan: BitparPlan, load_i, cur) -> None:
+        """The A machine's input states for an ``events`` input: ``CLEAR`` zeroes the input
+        bitmap in ``buf0`` (one word a cycle), then ``AER`` takes a word a cycle: an event's
+        bitmap word is read and, in ``SET``, written back with the event's bit (timestep,
+        channel: `plan.bit_index`) set; a step word moves to the next timestep, and the last
+        one starts the first layer.  Cycles: input words + 2 per event + T
+        (`cycles.load_cycles`)."""
+        g, T, L = self.graph, plan.T, plan.L
+        n_ch, _, W = g.input.shape
+        chunks = -(-n_ch // WORD)
+        full = (1 << (WORD // L)) - 1                    # every granule of the word
+        t_in = Signal(range(max(2, T)))
+        ev_addr = Signal(range(max(2, plan.input_words)))
+        ev_bit = Signal(range(T * WORD))
+        pl = self.aer.payload
+        cc = pl.c[:5] if len(pl.c) > 5 else pl.c          # channel in its chunk of 32
+        with m.State("CLEAR"):
+            m.d.comb += [self.busy.eq(1), wr.addr.eq(load_i), wr.data.eq(0), wr.en.eq(full)]
+            m.d.sync += load_i.eq(load_i + 1)
+            with m.If(load_i == plan.input_words - 1):
+                m.d.sync += t_in.eq(0)
+                m.next = "AER"
+        with m.State("AER"):
+            word = (pl.y * W + pl.x) * chunks + (pl.c >> 5 if len(pl.c) > 5 else 0)
+            m.d.comb += [self.busy.eq(1), self.aer.ready.eq(1), rd.addr.eq(word)]
+            with m.If(self.aer.valid):
+                with m.If(pl.step):
+                    m.d.sync += t_in.eq(t_in + 1)
+                    with m.If(t_in == T - 1):
+                        m.d.sync += cur.eq(0)
+                        m.next = "LSETUP"
+                with m.Else():
+                    # bit_index(T, L, t, cc) = (cc // L) * T * L + t * L + cc % L
+                    lb = L.bit_length() - 1
+                    m.d.sync += [ev_addr.eq(word),
+                                 ev_bit.eq((cc >> lb) * (T * L) + t_in * L + (cc & (L - 1)))]
+                    m.next = "SET"
+        with m.State("SET"):
+            m.d.comb += [self.busy.eq(1), wr.addr.eq(ev_addr), wr.en.eq(full),
+                         wr.data.eq(rd.data | (C(1, T * WORD) << ev_bit)[:T * WORD])]
+            m.next = "AER"
+
     def elaborate(self, platform):
         m = Module()
         g, plan, L, T = self.graph, self.plan, self.L, self.graph.T
@@ -256,8 +300,11 @@ class BitparAccelerator(wiring.Component):
 
         # ---------------- memories
         n_pix = int(np.prod(g.input.shape))
+        events = g.input.events
         planes = layers[0].planes       # a linear first layer reads 32-pixel words by bit plane
-        if planes:
+        if events:
+            pix_w = pix_r = None        # the events go into buf0 (below)
+        elif planes:
             pix = mk("pixels", unsigned(WORD * planes), -(-n_pix // WORD))
             pix_w, pix_r = pix.write_port(granularity=planes), pix.read_port()
         else:
@@ -427,7 +474,9 @@ class BitparAccelerator(wiring.Component):
         src_addr = Signal(signed(len(src_base) + self.off_bits + 1))
         m.d.comb += src_addr.eq(s1_base + row.off)
         s2_row = Signal.like(s1_row)
-        m.d.comb += [weight_r.addr.eq(s2_row), pix_r.addr.eq(src_addr)]
+        m.d.comb += weight_r.addr.eq(s2_row)
+        if not events:
+            m.d.comb += pix_r.addr.eq(src_addr)
         m.d.sync += [v2.eq(v1 & inb), last2.eq(last1), last3.eq(last2), v3.eq(v2), last4.eq(last3),
                      s2_row.eq(s1_row)]
         if planes:
@@ -452,8 +501,10 @@ class BitparAccelerator(wiring.Component):
 
         if shifts > 1:
             m.d.comb += lanes.shift.eq((s3_plane if planes else 0) + (s3_wshift if self.wshift_max else 0))
-        word_q, pixel_q = Signal(T * WORD), Signal.like(pix_r.data)
-        m.d.sync += [word_q.eq(src_word), pixel_q.eq(pix_r.data)]
+        word_q, pixel_q = Signal(T * WORD), Signal(g.input.bits if events else len(pix_r.data))
+        m.d.sync += word_q.eq(src_word)
+        if not events:
+            m.d.sync += pixel_q.eq(pix_r.data)
         m.d.comb += [handoff.eq(last4), lanes.spikes.eq(word_q), lanes.pixel.eq(pixel_q),
                      lanes.weights.eq(weight_r.data), lanes.first.eq(first), lanes.add.eq(v3),
                      lanes.clear.eq(handoff), tags.r_en.eq(handoff)]
@@ -564,9 +615,13 @@ class BitparAccelerator(wiring.Component):
         cnt_now = {c: Signal(range(L + 2), name=f"inc_{c}") for c in COUNTERS}
         pipe_empty = Signal()
         m.d.comb += pipe_empty.eq(~last1 & ~last2 & ~last3 & ~last4 & b_idle)
-        m.d.comb += [self.busy.eq(0), self.done.eq(0), self.pixels.ready.eq(0), self.scores.valid.eq(0),
-                     self.scores.payload.eq(Array(scores)[out_i]), issue.eq(0), tags.w_en.eq(0),
-                     pix_w.en.eq(0), pix_w.addr.eq(load_i), pix_w.data.eq(self.pixels.payload)]
+        m.d.comb += [self.busy.eq(0), self.done.eq(0), self.scores.valid.eq(0),
+                     self.scores.payload.eq(Array(scores)[out_i]), issue.eq(0), tags.w_en.eq(0)]
+        if events:
+            m.d.comb += self.aer.ready.eq(0)
+        else:
+            m.d.comb += [self.pixels.ready.eq(0), pix_w.en.eq(0), pix_w.addr.eq(load_i),
+                         pix_w.data.eq(self.pixels.payload)]
         if has_keep:
             m.d.comb += keep_r.addr.eq(kaddr)
         with m.If(since != D_live + 1):
@@ -627,19 +682,22 @@ class BitparAccelerator(wiring.Component):
                 with m.If(self.start):
                     m.d.sync += load_i.eq(0)
                     m.d.comb += clear_counters.eq(1)
-                    m.next = "LOAD"
-            with m.State("LOAD"):
-                m.d.comb += [self.busy.eq(1), self.pixels.ready.eq(1)]
-                if planes:      # pixel i is byte lane i mod 32 of word i / 32
-                    m.d.comb += [pix_w.en.eq(Mux(self.pixels.valid, 1 << load_i[:5], 0)),
-                                 pix_w.addr.eq(load_i[5:]), pix_w.data.eq(Cat(*[self.pixels.payload] * WORD))]
-                else:
-                    m.d.comb += pix_w.en.eq(self.pixels.valid)
-                with m.If(self.pixels.valid):
-                    m.d.sync += load_i.eq(load_i + 1)
-                    with m.If(load_i == n_pix - 1):
-                        m.d.sync += cur.eq(0)
-                        m.next = "LSETUP"
+                    m.next = "CLEAR" if events else "LOAD"
+            if events:
+                self._event_load(m, buf_r[0], buf_w[0], plan, load_i, cur)
+            else:
+                with m.State("LOAD"):
+                    m.d.comb += [self.busy.eq(1), self.pixels.ready.eq(1)]
+                    if planes:      # pixel i is byte lane i mod 32 of word i / 32
+                        m.d.comb += [pix_w.en.eq(Mux(self.pixels.valid, 1 << load_i[:5], 0)),
+                                     pix_w.addr.eq(load_i[5:]), pix_w.data.eq(Cat(*[self.pixels.payload] * WORD))]
+                    else:
+                        m.d.comb += pix_w.en.eq(self.pixels.valid)
+                    with m.If(self.pixels.valid):
+                        m.d.sync += load_i.eq(load_i + 1)
+                        with m.If(load_i == n_pix - 1):
+                            m.d.sync += cur.eq(0)
+                            m.next = "LSETUP"
             with m.State("LSETUP"):
                 m.d.comb += self.busy.eq(1)
                 layer_start()

@@ -18,14 +18,16 @@ A issues a group's last step no earlier than the previous group's hold after the
 group's last step, so a handoff never finds B busy.  Schedule per image (``busy`` cycles,
 the status block's cycle counter):
 
-- ``LOAD``: one cycle per pixel (the host keeps ``valid`` high);
+- ``LOAD``: one cycle per pixel (the host keeps ``valid`` high); an ``events`` input: one
+  cycle per word of its bitmap (cleared), two per event (read, then write with its bit)
+  and one per step word (`load_cycles`);
 - per weighted layer: ``LAYER_SETUP``, then the groups as above; the layer ends the last
   group's hold + ``PIPE`` cycles after its last step (the last write is done before the
   next layer reads);
 - ``OUT``: one cycle per class score; then ``DONE``.
 
-No term depends on the data: an image's cycles are fixed by the plan.  The counters that
-depend on the data are the spikes.
+No term depends on the data but an event input's load: an image's cycles are fixed by the
+plan.  The counters that depend on the data are the spikes.
 
 Ideal bound of this datapath, per image and layer: the busier of its two units over the
 live (position, group)s: the step pipeline (the steps whose source word exists: a kernel
@@ -42,7 +44,7 @@ from ticketforge.rtl.bitpar.plan import BitparPlan, LayerPlan
 from ticketforge.rtl.cycles import ImageCycles
 
 __all__ = ["COUNTERS", "LAYER_SETUP", "KEEP_READ", "PIPE", "DONE", "hold_cycles", "cycle_model",
-           "static_cycles", "in_bounds_steps", "layer_cycles"]
+           "static_cycles", "in_bounds_steps", "layer_cycles", "load_cycles"]
 
 COUNTERS = ("steps", "neuron_updates", "spikes", "words_written")
 LAYER_SETUP = 1
@@ -124,16 +126,27 @@ def static_cycles(plan: BitparPlan) -> dict[str, dict]:
     return {lp.name: _layer_static(plan, lp) for lp in plan.layers}
 
 
+def load_cycles(plan: BitparPlan, images: np.ndarray) -> np.ndarray:
+    """Per image, the cycles of its input: a pixel a cycle, or an ``events`` input's bitmap
+    cleared (a word a cycle), two cycles per event and one per step word."""
+    g = plan.graph
+    n = len(images)
+    if not g.input.events:
+        return np.full(n, int(np.prod(g.input.shape)), np.int64)
+    per_event = (np.asarray(images).reshape(n, -1) != 0).sum(1).astype(np.int64)
+    return plan.input_words + 2 * per_event + plan.T
+
+
 def cycle_model(plan: BitparPlan, images: np.ndarray, gold: GoldenResult | None = None) -> list[ImageCycles]:
-    """Cycles and status counters of each image (pixel codes [N, C, H, W])."""
+    """Cycles and status counters of each image (pixel codes [N, C, H, W], or an ``events``
+    input's frames [N, T, C, H, W])."""
     g = plan.graph
     images = np.asarray(images)
     if gold is None or not gold.spikes:             # the spike counters need the traced run
         gold = run(g, images, trace=True)
     st = static_cycles(plan)
-    n_pix = int(np.prod(g.input.shape))
     K = g.layers[-1].out_shape[0]
-    base = n_pix + sum(v["cycles"] for v in st.values()) + K + DONE
+    base = load_cycles(plan, images) + sum(v["cycles"] for v in st.values()) + K + DONE
     ideal = sum(v["ideal"] for v in st.values())
     out = []
     for i in range(len(images)):
@@ -143,7 +156,7 @@ def cycle_model(plan: BitparPlan, images: np.ndarray, gold: GoldenResult | None 
             if lp.kind != "output":
                 c["spikes"] = int(gold.spikes[lp.name][i].sum())
             counters[lp.name] = c
-        ic = ImageCycles(total=base, per_layer={k: v["cycles"] for k, v in st.items()},
+        ic = ImageCycles(total=int(base[i]), per_layer={k: v["cycles"] for k, v in st.items()},
                          synaptic_events=0, neuron_updates=sum(c["neuron_updates"] for c in counters.values()),
                          ideal_bound=ideal, counters=counters,
                          ideal_per_layer={k: v["ideal"] for k, v in st.items()})

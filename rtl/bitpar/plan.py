@@ -15,7 +15,9 @@ per step (the same at every t: direct encoding), and adds ``+-pixel``.
 
 What is skipped, statically: a step none of whose lanes keeps a synapse is not stored and
 costs no cycle (masked synapses are zeros of the AND); a (position, group) with no live
-neuron (DynSNN) runs no step and no update.  A linear first layer (an MLP on pixels) reads
+neuron (DynSNN) runs no step and no update.  An ``events`` input (binary frames per
+timestep) is a bitmap like any layer's spikes: the AER loader writes it into a buffer, and
+the first layer reads it as the others read theirs.  A linear first layer (an MLP on pixels) reads
 the pixels as bit planes instead: a step row is a word of 32 pixels, run once per pixel
 bit b, adding ``(popcount(plane_b & pos) - popcount(plane_b & neg)) << b`` (the same rows
 serve every plane).  Spikes of a layer are *bitmap words*: per
@@ -69,7 +71,7 @@ class LayerPlan:
     index: int                # in g.layers
     name: str
     kind: str                 # conv | linear | output
-    first: bool               # reads the pixels
+    first: bool               # reads the pixels (an events input: False, the loaded bitmap)
     src_shape: tuple[int, int, int]       # (C, H, W) of what it reads (linear: the bitmap's geometry)
     src_chunks: int           # words per source position (1 for the pixels: one pixel per address)
     out_hw: tuple[int, int]   # output positions (1, 1 for linear and output)
@@ -123,8 +125,17 @@ class BitparPlan:
         return self.graph.T
 
     @property
+    def input_words(self) -> int:
+        """Bitmap words of an ``events`` input (its positions x chunks of 32 channels); 0 for pixels."""
+        if not self.graph.input.events:
+            return 0
+        c, h, w = self.graph.input.shape
+        return h * w * math.ceil(c / WORD)
+
+    @property
     def buffer_depth(self) -> int:
-        return max([lp.dst_hw[0] * lp.dst_hw[1] * lp.dst_chunks for lp in self.layers if lp.kind != "output"] + [1])
+        return max([lp.dst_hw[0] * lp.dst_hw[1] * lp.dst_chunks for lp in self.layers if lp.kind != "output"] +
+                   [self.input_words, 1])
 
 
 def _lane_words(word_of, grp: int, L: int, Co: int, bit: int = 0) -> tuple[list[int], list[int]]:
@@ -142,7 +153,7 @@ def _lane_words(word_of, grp: int, L: int, Co: int, bit: int = 0) -> tuple[list[
 
 
 def _neuron_layers_ok(g: Graph) -> None:
-    check_input(g, "bitpar")        # pixels in; its event (AER) input is not built
+    check_input(g, "bitpar")
     prev = None
     for l in g.layers:
         if l.has_weights and l.weight_bits not in WEIGHT_BITS:
@@ -175,7 +186,10 @@ def plan_graph(g: Graph, lanes: int, dense: bool = False, keep_all: bool = False
     L = lanes
     plans: list[LayerPlan] = []
     src_shape = tuple(g.input.shape)
-    src_chunks, first, buf = 1, True, 0
+    # pixels: the first layer reads them one per step (or as bit planes); events: a bitmap in
+    # buffer 0, which the first layer reads as any layer reads the spikes before it
+    first = not g.input.events
+    src_chunks, buf = (1 if first else math.ceil(src_shape[0] / WORD)), 0
     layers = list(g.layers)
     for i, l in enumerate(layers):
         if not l.has_weights:
