@@ -117,7 +117,38 @@ def test_status_block_parameters_are_checked():
         StatusBlock(3, [0], 0)
 
 
-# ---------------------------------------------------------------- pixel loader
+# ---------------------------------------------------------------- loaders
+async def _load(ctx, dut, port, payload, words: list[int], rng, n_expected: int) -> list[int]:
+    """Clear, then offer ``words`` on ``port`` at random valid cycles; check that ready
+    drops after the last one is taken and ``loaded`` comes the cycle after; return the
+    queue's ``n_expected`` words (its count checked)."""
+    ctx.set(dut.clear, 1)
+    await ctx.tick()
+    ctx.set(dut.clear, 0)
+    ctx.set(dut.active, 1)
+    k, taken_at, loaded_at = 0, [], []
+    for cycle in range(4 * len(words) + 10):
+        valid = k < len(words) and rng.random() < 0.7
+        ctx.set(port.valid, int(valid))
+        ctx.set(payload, words[k] if k < len(words) else 0)
+        if ctx.get(dut.loaded):
+            loaded_at.append(cycle)
+        if valid and ctx.get(port.ready):
+            taken_at.append(cycle)
+            k += 1
+        await ctx.tick()
+    assert len(taken_at) == len(words)             # ready drops after the last word
+    assert loaded_at == [taken_at[-1] + 1]         # written the cycle after it is taken
+    ctx.set(dut.active, 0)
+    assert ctx.get(dut.count) == n_expected
+    got = []
+    for a in range(n_expected):
+        ctx.set(dut.addr, a)
+        await ctx.tick()
+        got.append(ctx.get(dut.data.as_value()))
+    return got
+
+
 @pytest.mark.parametrize("seed,dense", [(11, False), (3, False), (4, True)])
 def test_loader_queues_the_pixel_events_of_an_image(seed, dense):
     g = random_graph(seed, binary=True)
@@ -130,31 +161,31 @@ def test_loader_queues_the_pixel_events_of_an_image(seed, dense):
     rng = np.random.default_rng(seed)
 
     async def bench(ctx):
-        ctx.set(dut.clear, 1)
-        await ctx.tick()
-        ctx.set(dut.clear, 0)
-        ctx.set(dut.active, 1)
-        flat, k, taken_at, loaded_at = img.reshape(-1), 0, [], []
-        for cycle in range(4 * len(flat) + 10):
-            valid = k < len(flat) and rng.random() < 0.7
-            ctx.set(dut.pixels.valid, int(valid))
-            ctx.set(dut.pixels.payload, int(flat[k]) if k < len(flat) else 0)
-            if ctx.get(dut.loaded):
-                loaded_at.append(cycle)
-            if valid and ctx.get(dut.pixels.ready):
-                taken_at.append(cycle)
-                k += 1
-            await ctx.tick()
-        assert len(taken_at) == len(flat)              # ready drops after the last pixel
-        assert loaded_at == [taken_at[-1] + 1]         # written the cycle after it is taken
-        ctx.set(dut.active, 0)
-        assert ctx.get(dut.count) == len(expected)
-        got = []
-        for a in range(len(expected)):
-            ctx.set(dut.addr, a)
-            await ctx.tick()
-            got.append(ctx.get(dut.data.as_value()))
-        assert got == expected
+        words = [int(v) for v in img.reshape(-1)]
+        assert await _load(ctx, dut, dut.pixels, dut.pixels.payload, words, rng, len(expected)) == expected
+
+    _simulate(dut, bench)
+
+
+@pytest.mark.parametrize("seed", [1100, 1103])
+def test_event_loader_queues_each_timesteps_aer_events(seed):
+    """Each timestep: its AER words at random valid cycles; the events (value 1) in the queue
+    in arrival order, ``ready`` low from the step word on, ``loaded`` the cycle after it is
+    taken; ``clear`` empties the queue for the next timestep."""
+    g = random_graph(seed, binary=True, events=True)
+    plan = lane_plan(g, 2)
+    dut = EventLoader(plan)
+    frames = random_images(g, 1, seed)[0]
+    frames[1] = 0                                               # a timestep without events
+    rng = np.random.default_rng(seed)
+
+    async def bench(ctx):
+        for frame in frames:
+            c, y, x = np.nonzero(frame)
+            expected = [pack(plan.in_ev, value=1, c=int(a), y=int(b), x=int(d)) for a, b, d in zip(c, y, x)]
+            got = await _load(ctx, dut, dut.aer, dut.aer.payload.as_value(), aer_words(frame[None]), rng,
+                              len(expected))
+            assert got == expected
 
     _simulate(dut, bench)
 
@@ -438,52 +469,6 @@ def test_pe_array_computes_the_first_layer_of_an_image(seed, P, dense):
         live = int(sum(lp_n for lp_n in plan.prog.layers[i].n_slots))
         assert counts["neuron_updates"] == live and counts["spike_count"] == len(want)
         assert counts["membrane_accesses"] == counts["accumulates"] + live
-
-    _simulate(dut, bench)
-
-
-@pytest.mark.parametrize("seed", [1100, 1103])
-def test_event_loader_queues_each_timesteps_aer_events(seed):
-    """Each timestep: its AER words at random valid cycles; the events (value 1) in the queue
-    in arrival order, ``ready`` low from the step word on, ``loaded`` the cycle after it is
-    taken; ``clear`` empties the queue for the next timestep."""
-    g = random_graph(seed, binary=True, events=True)
-    plan = lane_plan(g, 2)
-    dut = EventLoader(plan)
-    frames = random_images(g, 1, seed)[0]
-    frames[1] = 0                                               # a timestep without events
-    rng = np.random.default_rng(seed)
-
-    async def bench(ctx):
-        for t, frame in enumerate(frames):
-            ctx.set(dut.clear, 1)
-            await ctx.tick()
-            ctx.set(dut.clear, 0)
-            ctx.set(dut.active, 1)
-            words = aer_words(frame[None])
-            k, taken_at, loaded_at = 0, [], []
-            for cycle in range(4 * len(words) + 10):
-                valid = k < len(words) and rng.random() < 0.7
-                ctx.set(dut.aer.valid, int(valid))
-                ctx.set(dut.aer.payload.as_value(), words[k] if k < len(words) else 0)
-                if ctx.get(dut.loaded):
-                    loaded_at.append(cycle)
-                if valid and ctx.get(dut.aer.ready):
-                    taken_at.append(cycle)
-                    k += 1
-                await ctx.tick()
-            assert len(taken_at) == len(words), t              # nothing taken after the step word
-            assert loaded_at == [taken_at[-1] + 1], t
-            ctx.set(dut.active, 0)
-            c, y, x = np.nonzero(frame)
-            expected = [pack(plan.in_ev, value=1, c=int(a), y=int(b), x=int(d)) for a, b, d in zip(c, y, x)]
-            assert ctx.get(dut.count) == len(expected), t
-            got = []
-            for a in range(len(expected)):
-                ctx.set(dut.addr, a)
-                await ctx.tick()
-                got.append(ctx.get(dut.data.as_value()))
-            assert got == expected, t
 
     _simulate(dut, bench)
 

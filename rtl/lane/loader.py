@@ -38,11 +38,14 @@ def step_chw(m: Module, c, y, x, h: int, w: int) -> None:
         m.d.sync += x.eq(x + 1)
 
 
-class PixelLoader(wiring.Component):
-    def __init__(self, plan: LanePlan):
+class _QueueLoader(wiring.Component):
+    """What both loaders share: their input stream (``name``, ``payload`` shape), the
+    schedule's controls and the input queue, whose read side the event reader owns."""
+
+    def __init__(self, plan: LanePlan, name: str, payload):
         self.plan = plan
         super().__init__({
-            "pixels": In(stream.Signature(unsigned(plan.vbits))),
+            name: In(stream.Signature(payload)),
             "active": In(1),
             "clear": In(1),
             "loaded": Out(1),
@@ -51,12 +54,22 @@ class PixelLoader(wiring.Component):
             "count": Out(range(plan.in_depth + 1)),
         })
 
+    def _queue(self, m: Module):
+        """The input queue with its read side joined; returns its write port."""
+        m.submodules.in_queue = queue = self.plan.memory("in_queue")
+        w, r = queue.write_port(), queue.read_port()
+        m.d.comb += [r.addr.eq(self.addr), self.data.eq(r.data)]
+        return w
+
+
+class PixelLoader(_QueueLoader):
+    def __init__(self, plan: LanePlan):
+        super().__init__(plan, "pixels", unsigned(plan.vbits))
+
     def elaborate(self, platform):
         m = Module()
         plan = self.plan
-        m.submodules.in_queue = queue = plan.memory("in_queue")
-        w, r = queue.write_port(), queue.read_port()
-        m.d.comb += [r.addr.eq(self.addr), self.data.eq(r.data)]
+        w = self._queue(m)
         ev = plan.ev_xyz
         ld_c, ld_y, ld_x = (Signal(ev[k].width, name=f"load_{k}") for k in ("c", "y", "x"))
         cin, hin, win = plan.graph.input.shape
@@ -84,28 +97,17 @@ class PixelLoader(wiring.Component):
         return m
 
 
-class EventLoader(wiring.Component):
+class EventLoader(_QueueLoader):
     """A timestep's AER words (`rtl.aer`) into the input event queue: the same queue side
     as `PixelLoader`, the ``aer`` stream instead of ``pixels``."""
 
     def __init__(self, plan: LanePlan):
-        self.plan = plan
-        super().__init__({
-            "aer": In(stream.Signature(aer_layout(plan.graph.input.shape))),
-            "active": In(1),
-            "clear": In(1),
-            "loaded": Out(1),
-            "addr": In(range(max(2, plan.in_depth))),
-            "data": Out(plan.in_ev),
-            "count": Out(range(plan.in_depth + 1)),
-        })
+        super().__init__(plan, "aer", aer_layout(plan.graph.input.shape))
 
     def elaborate(self, platform):
         m = Module()
         plan = self.plan
-        m.submodules.in_queue = queue = plan.memory("in_queue")
-        w, r = queue.write_port(), queue.read_port()
-        m.d.comb += [r.addr.eq(self.addr), self.data.eq(r.data)]
+        w = self._queue(m)
         take, word_v, word = Signal(), Signal(), Signal.like(self.aer.payload)
         got_step = Signal()
         m.d.comb += take.eq(self.aer.valid & self.aer.ready)
