@@ -131,3 +131,27 @@ def test_an_imported_network_reports_its_nir_float_accuracy_and_no_sop_energy(tm
     assert rep["energy_uj_per_image"]["theoretical_sop"] is None
     write_report(rep, root)
     assert "an imported network: no model stage" in (root / "report.md").read_text()
+
+
+@pytest.mark.parametrize("datapath,size", [("lane", 2), ("bitpar", 4)])
+def test_the_figures_from_the_sim_stage_equal_the_cycle_model_on_event_input(datapath, size):
+    """The report reads the sparse figures from the sim stage and runs the dense design on one
+    sample; with event input that sample's load differs from the others' on the bitpar
+    datapath, and the mean must still be the model's over every sample."""
+    import numpy as np
+
+    from ticketforge.deploy.report import cycles_from_sim
+    from ticketforge.rtl.datapath import cycle_model
+
+    g = random_graph(1101, binary=True, events=True)
+    frames = random_images(g, 6, 3)
+    frames[0] = 0                                          # the dense run's sample: no event at all
+    direct = model_cycles(g, frames, size, datapath=datapath)
+    sparse = cycle_model(g, frames, size, datapath)
+    sim = {"cycle_model": {"images": len(frames), "per_image_mean": float(np.mean([c.total for c in sparse])),
+                           "ideal_bound_mean": direct["ideal_bound_mean"],
+                           "per_layer": {k: {"sparse": v["sparse"], "ideal": v["ideal"]}
+                                         for k, v in direct["per_layer"].items()}}}
+    got = cycles_from_sim(g, sim, frames, size, datapath=datapath)
+    assert got["dense_per_image_mean"] == pytest.approx(direct["dense_per_image_mean"])
+    assert got["per_image_mean"] == pytest.approx(direct["per_image_mean"])

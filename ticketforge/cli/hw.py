@@ -105,7 +105,7 @@ def assemble_report(cfg, root: Path, synth: dict, seconds: dict) -> dict:
         g = load_graph(root / "ir")
         codes, _ = load_test_inputs(root / "ir")
         if sim.get("cycle_model", {}).get("images") == sim["images_run"] and sim["images_run"]:
-            cycles = cycles_from_sim(g, sim, codes[0], sim["pes"], fifo_depth=sim.get("fifo_depth"),
+            cycles = cycles_from_sim(g, sim, codes[:sim["images_run"]], sim["pes"], fifo_depth=sim.get("fifo_depth"),
                                      datapath=datapath)
         else:                               # a results.json from before the sim stage kept them
             cycles = model_cycles(g, codes[:sim["images_run"]], sim["pes"], jobs=os.cpu_count() or 1,
