@@ -187,14 +187,19 @@ def cached_frames(key: str, count: int, make: Callable[[int], np.ndarray], desc:
     # (a bar on a terminal only: disable=None)
     bar = tqdm(range(count), desc=desc, unit="sample", leave=False, disable=None)
     frames = np.stack([make(i) for i in bar]) if count else np.zeros((0,), np.uint8)
+    tmp = None
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".tmp")
         with os.fdopen(fd, "wb") as f:
             np.savez_compressed(f, bits=np.packbits(frames.reshape(-1)), shape=np.array(frames.shape))
         os.replace(tmp, path)
+        tmp = None
     except OSError:
         pass        # a read-only cache costs time on the next load, nothing else
+    finally:
+        if tmp is not None:                 # interrupted or failed: no half-written entry stays
+            Path(tmp).unlink(missing_ok=True)
     return frames
 
 
