@@ -156,8 +156,7 @@ def _binned_split(name: str, part: str, timesteps: int, root: Path, files: list[
 def _dvs128gesture(data_dir: Path | None, timesteps: int) -> Dataset:
     from ticketforge.model.dvs_files import bin_sample, read_aedat31, read_gesture_labels, read_gesture_npy
 
-    if data_dir is None:
-        _locate("dvs128gesture", None, "", "")
+    data_dir = _need_dir("dvs128gesture", data_dir)
     official = next((c for c in (data_dir, data_dir / "DvsGesture", data_dir / "dvs128gesture" / "DvsGesture")
                      if (c / "trials_to_test.txt").is_file()), None)
     tonic_root = next((c for c in (data_dir, data_dir / "DVSGesture", data_dir / "dvs128gesture")
@@ -206,8 +205,7 @@ def _cifar10dvs(data_dir: Path | None, timesteps: int) -> Dataset:
 
     from ticketforge.model.dvs_files import bin_sample, read_aedat2, read_aedat4
 
-    if data_dir is None:
-        _locate("cifar10dvs", None, "", "")
+    data_dir = _need_dir("cifar10dvs", data_dir)
     root = next((c for c in (data_dir, data_dir / "CIFAR10DVS", data_dir / "cifar10dvs", data_dir / "CIFAR10-DVS")
                  if (c / "airplane").is_dir()), None)
     if root is None:
@@ -272,12 +270,17 @@ DVS_FRAME = (32, 32)
 CIFAR10_CLASSES = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck")
 
 
-def _locate(name: str, data_dir: Path | None, subdir: str, marker: str) -> Path:
-    """Accept the dataset's own folder, its parent, or a parent holding `<name>/`."""
+def _need_dir(name: str, data_dir: Path | None) -> Path:
     if data_dir is None:
         raise DatasetError(
             f"dataset {name!r} is read from disk: pass --data-dir DIR (or set ${DATA_ENV}) "
             f"to a folder holding {_EXPECTED[name]}")
+    return data_dir
+
+
+def _locate(name: str, data_dir: Path | None, subdir: str, marker: str) -> Path:
+    """Accept the dataset's own folder, its parent, or a parent holding `<name>/`."""
+    data_dir = _need_dir(name, data_dir)
     for cand in (data_dir, data_dir / subdir, data_dir / name, data_dir / name / subdir):
         if (cand / marker).exists() or (cand / (marker + ".gz")).exists():
             return cand

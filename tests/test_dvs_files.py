@@ -181,3 +181,12 @@ def test_the_shipped_dvs_configs_run_on_files_in_the_real_formats(config, make, 
         assert r.returncode == 0, r.stdout + r.stderr
     graph = json.loads((build / config / "ir" / "graph.json").read_text())
     assert graph["input"]["encoding"] == "events" and graph["input"]["shape"] == [2, 32, 32]
+
+
+@pytest.mark.parametrize("name", ["dvs128gesture", "cifar10dvs", "nmnist"])
+def test_an_event_dataset_without_a_folder_names_the_option_and_the_files(name, monkeypatch):
+    monkeypatch.delenv("TICKETFORGE_DATA", raising=False)
+    with pytest.raises(DatasetError, match="--data-dir"):
+        load_dataset(name, timesteps=4)
+    with pytest.raises(DatasetError, match="timesteps >= 1"):
+        load_dataset(name)
