@@ -17,10 +17,8 @@ from pathlib import Path
 import numpy as np
 
 from ticketforge.ir import load_graph, load_test_inputs
-from ticketforge.rtl.bitpar.cycles import load_cycles
-from ticketforge.rtl.bitpar.plan import plan_graph
 from ticketforge.rtl.cycles import LOAD_EXTRA
-from ticketforge.rtl.datapath import cycle_model
+from ticketforge.rtl.datapath import cycle_model, load_cycles
 
 
 def main() -> int:
@@ -45,10 +43,7 @@ def main() -> int:
         datapath, size = point.split(":")
         size = int(size)
         cyc = np.array([c.total for c in cycle_model(g, frames, size, datapath)])
-        if datapath == "bitpar":
-            load = load_cycles(plan_graph(g, size), frames)
-        else:                                           # a timestep's events, its step word, LOAD_EXTRA
-            load = events + g.T * (1 + LOAD_EXTRA)
+        load = load_cycles(g, frames, size, datapath)
         frame_load = g.T * (positions + LOAD_EXTRA)
         print(json.dumps({"datapath": datapath, "size": size, "cycles_per_sample": round(float(cyc.mean()), 1),
                           "input_cycles": round(float(load.mean()), 1),

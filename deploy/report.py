@@ -91,19 +91,14 @@ def cycles_from_sim(g, sim: dict, images: np.ndarray, pes: int, fifo_depth: int 
     """`model_cycles`'s figures from the sim stage's ``cycle_model`` section (the sparse
     per-layer means and the ideal bound, computed there for every simulated image) and one
     dense run: the dense design meets the same events on every image, so one image gives
-    its cycles exactly; but on the bitpar datapath an event input's load depends on its
-    events, so that term is the mean over ``images`` (the simulated ones)."""
-    from ticketforge.rtl.datapath import cycle_model
+    its cycles exactly but for the input's load, which an event input makes depend on the
+    data: that term is the mean over ``images`` (the simulated ones)."""
+    from ticketforge.rtl.datapath import cycle_model, load_cycles
 
     cm = sim["cycle_model"]
     dense = cycle_model(g, images[:1], pes, datapath, dense=True, fifo_depth=fifo_depth)[0]
-    total = float(dense.total)
-    if g.input.events and datapath == "bitpar":
-        from ticketforge.rtl.bitpar.cycles import load_cycles
-        from ticketforge.rtl.bitpar.plan import plan_graph
-
-        load = load_cycles(plan_graph(g, pes, dense=True), images)
-        total += float(load.mean()) - float(load[0])
+    load = load_cycles(g, images, pes, datapath, dense=True)
+    total = float(dense.total) + float(load.mean()) - float(load[0])
     return {"images": cm["images"], "per_image_mean": cm["per_image_mean"], "ideal_bound_mean": cm["ideal_bound_mean"],
             "dense_per_image_mean": total,
             "per_layer": {k: {"sparse": v["sparse"], "dense": float(dense.per_layer[k]), "ideal": v["ideal"]}

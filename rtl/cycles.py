@@ -48,7 +48,7 @@ from ticketforge.ir.schema import Graph
 from ticketforge.rtl.program import Program, map_graph
 
 __all__ = ["STATUS_LATENCY", "LOAD_EXTRA", "READ_LATENCY", "ACC_DRAIN", "UPD_DRAIN", "POOL_DRAIN", "SWEEP_DRAIN", "COUNTERS",
-           "MIN_FIFO_DEPTH", "ImageCycles", "cycle_model", "layer_inputs", "default_fifo_depth", "check_fifo_depth"]
+           "MIN_FIFO_DEPTH", "ImageCycles", "cycle_model", "load_cycles", "layer_inputs", "default_fifo_depth", "check_fifo_depth"]
 
 STATUS_LATENCY = 2        # status_addr -> status_data: both registered (not counted in any image's cycles)
 LOAD_EXTRA = 1            # the registered pixel stream: a pixel is written the cycle after it is taken
@@ -221,6 +221,17 @@ def _fan_out(l, g: Graph, dense: bool) -> np.ndarray:
     return fan[:, p:p + H, p:p + W]
 
 
+def load_cycles(g: Graph, images: np.ndarray, dense: bool = False) -> np.ndarray:
+    """Per image, the cycles of ``LOAD``: a pixel a cycle and ``LOAD_EXTRA``; an ``events``
+    input, at every timestep, a cycle per AER word (its events, every position when dense,
+    and the step word) and ``LOAD_EXTRA``."""
+    n, T, n_in = len(images), g.T, int(np.prod(g.input.shape))
+    if not g.input.events:
+        return np.full(n, n_in + LOAD_EXTRA, np.int64)
+    words = np.full(n, T * n_in, np.int64) if dense else (np.asarray(images).reshape(n, -1) != 0).sum(1)
+    return words.astype(np.int64) + T * (1 + LOAD_EXTRA)
+
+
 def cycle_model(g: Graph, images: np.ndarray, P: int, dense: bool = False,
                 gold: GoldenResult | None = None, prog: Program | None = None,
                 fifo_depth: int | None = None) -> list[ImageCycles]:
@@ -280,13 +291,7 @@ def cycle_model(g: Graph, images: np.ndarray, P: int, dense: bool = False,
                 upd += int(g.tensor(l, "neuron_mask").sum()) * T          # live neurons, also when dense
                 ideal[l.name] += int(g.tensor(l, "neuron_mask").sum()) * T
         per_layer[l.name] += c
-    n_in = int(np.prod(g.input.shape))
-    if g.input.events:          # every timestep: its events and the step word
-        words = T * n_in if dense else (images.reshape(n, T, -1) != 0).sum((1, 2))
-        load = words + T * (1 + LOAD_EXTRA)
-    else:
-        load = n_in + LOAD_EXTRA
-    totals = sum(per_layer.values()) + load + T + g.layers[-1].out_shape[0]
+    totals = sum(per_layer.values()) + load_cycles(g, images, dense) + T + g.layers[-1].out_shape[0]
     return [ImageCycles(int(totals[i]), {k: int(v[i]) for k, v in per_layer.items()}, int(syn[i]),
                         int(upd[i]), (int(syn[i]) + int(upd[i])) / P,
                         {k: {c: int(v[i]) for c, v in d.items()} for k, d in counters.items()},

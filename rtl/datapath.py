@@ -15,7 +15,8 @@ import numpy as np
 from ticketforge.errors import UnsupportedError, UsageError
 from ticketforge.ir.schema import Graph
 
-__all__ = ["DATAPATHS", "check_datapath", "check_input", "accelerator", "cycle_model", "counter_names", "status_layers"]
+__all__ = ["DATAPATHS", "check_datapath", "check_input", "accelerator", "cycle_model", "load_cycles", "counter_names",
+           "status_layers"]
 
 DATAPATHS = ("lane", "bitpar")
 
@@ -76,6 +77,19 @@ def cycle_model(g: Graph, images: np.ndarray, pes: int, datapath: str = "lane", 
     from ticketforge.rtl.cycles import cycle_model as lane_model
 
     return lane_model(g, images, pes, dense=dense, gold=gold, prog=prog, fifo_depth=fifo_depth)
+
+
+def load_cycles(g: Graph, images: np.ndarray, pes: int, datapath: str = "lane", dense: bool = False) -> np.ndarray:
+    """Per image, the cycles its input takes on the named datapath (part of `cycle_model`'s
+    total): the one term an ``events`` input makes depend on the data."""
+    if check_datapath(datapath) == "bitpar":
+        from ticketforge.rtl.bitpar.cycles import load_cycles as bitpar_load
+        from ticketforge.rtl.bitpar.plan import plan_graph
+
+        return bitpar_load(plan_graph(g, pes, dense), images)
+    from ticketforge.rtl.cycles import load_cycles as lane_load
+
+    return lane_load(g, images, dense)
 
 
 def counter_names(datapath: str = "lane") -> tuple[str, ...]:
