@@ -71,6 +71,22 @@ def test_a_stage_is_kept_until_its_inputs_params_code_or_tools_change(made):
     assert not run_stage(stage()).kept and len(calls) == 4
 
 
+def test_a_kept_stage_reports_the_seconds_it_ran_to_the_tenth(made, monkeypatch):
+    """A run that took 84.7499 s is recorded as 84.75 s, and the report's tenth is the same
+    whether the stage ran or was kept: the time is rounded once, when it is recorded
+    (rounding the unrounded time gave 84.7, the record 84.8)."""
+    import ticketforge.flow as flow
+
+    stage, *_ = made
+    ticks = iter([1000.0, 1084.7499])
+    monkeypatch.setattr(flow.time, "perf_counter", lambda: next(ticks))
+    ran = run_stage(stage())
+    monkeypatch.undo()
+    kept = run_stage(stage())
+    assert kept.kept and not ran.kept
+    assert ran.seconds == kept.seconds == 84.75 and round(ran.seconds, 1) == round(kept.seconds, 1)
+
+
 def test_a_failing_stage_leaves_no_folder_and_its_work_seeds_the_next_run(made):
     stage, calls, inp, src, version, tmp = made
     run_stage(stage())

@@ -221,12 +221,14 @@ def run_stage(stage: Stage, force: bool = False, say: Callable[[str], None] | No
         if not seeded and work.is_dir() and not any(work.iterdir()):
             work.rmdir()
         raise
-    seconds = time.perf_counter() - t0
+    # the recorded figure, rounded once: a kept stage reports its record, and rounding the
+    # unrounded time and the record again could differ at a tie (84.749 -> 84.7, 84.75 -> 84.8)
+    seconds = round(time.perf_counter() - t0, 2)
     missing = [f for f in stage.outputs if not (work / f).is_file()]
     if missing:
         raise StageMissingError(f"the {stage.name} stage finished without writing {missing[0]} "
                                 f"(its work folder {work} is left as it is)")
-    record = {"stage": stage.name, "key": key, "seconds": round(seconds, 2),
+    record = {"stage": stage.name, "key": key, "seconds": seconds,
               "finished": datetime.now(timezone.utc).isoformat(timespec="seconds"),
               **({"summary": summary} if isinstance(summary, dict) else {})}
     _close_work(stage, record)
