@@ -123,14 +123,6 @@ def closest_fit_hint(ir_dir: Path, board: Board, datapath: str = "lane", lanes: 
         fewer = f"--pes {lanes // 2}" if lanes > 1 else "the lane datapath"
         hint = (f"A bitpar design's block RAMs follow its memories' widths (each step row holds {lanes} lanes x 64 "
                 f"synapse bits, each spike bitmap word T x 32 bits) and its logic the lanes' popcounts: try {fewer}")
-        g = load_graph(ir_dir)
-        wide = [l.name for l in g.layers if l.has_weights and l.weight_bits != 2]
-        if wide:        # the lane datapath takes binary weights only
-            bits = sorted({l.weight_bits for l in g.layers if l.name in wide})
-            return (hint + f". Its weights are multi-bit ({'/'.join(map(str, bits))} bits in "
-                    f"{', '.join(wide[:3])}{', ...' if len(wide) > 3 else ''}), which the lane datapath does not "
-                    "take: fewer bits per weight, a smaller or more pruned network, or a board with more block "
-                    "RAM would fit")
         return hint + ", or --datapath lane. With the lane datapath: " + closest_fit_hint(ir_dir, board)
     g = load_graph(ir_dir)
     cap = board.memory_kbits * 1024

@@ -45,7 +45,7 @@ import numpy as np
 from ticketforge.ir.golden import GoldenResult, or_pool, run
 from ticketforge.errors import ConfigError
 from ticketforge.ir.schema import Graph
-from ticketforge.rtl.program import Program, map_graph
+from ticketforge.rtl.program import Program, kept_synapses, map_graph
 
 __all__ = ["STATUS_LATENCY", "LOAD_EXTRA", "READ_LATENCY", "ACC_DRAIN", "UPD_DRAIN", "POOL_DRAIN", "SWEEP_DRAIN", "COUNTERS",
            "MIN_FIFO_DEPTH", "ImageCycles", "cycle_model", "load_cycles", "layer_inputs", "default_fifo_depth", "check_fifo_depth"]
@@ -200,10 +200,11 @@ def _stream_run(seqs: list[np.ndarray], lanes: np.ndarray, depth: int) -> np.nda
 
 def _fan_out(l, g: Graph, dense: bool) -> np.ndarray:
     """Per input position (the layer's ``in_shape``), how many accumulates one event there
-    causes: the kept synapses (dense: all) from it into neurons with a slot (the output
-    layer and dense: all neurons).  An image's accumulates are then its events weighted by
-    this map, one dot product instead of a convolution per image and timestep."""
-    mask = g.tensor(l, "mask").astype(np.int64)
+    causes: the kept synapses with a non-zero weight (`program.kept_synapses`; dense: all) from it
+    into neurons with a slot (the output layer and dense: all neurons).  An image's
+    accumulates are then its events weighted by this map, one dot product instead of a
+    convolution per image and timestep."""
+    mask = kept_synapses(g, l).astype(np.int64)
     if dense:
         mask = np.ones_like(mask)
     live = (np.ones(l.out_shape, np.int64) if dense or l.kind == "output"

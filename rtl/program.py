@@ -19,16 +19,18 @@ cycle model (`cycles.py`) counts, comes from here, so the two cannot disagree on
 - **Compressed synapse store.** Synapses are grouped by *event source*: a conv layer's
   (input channel c, input position class ``(y mod s*ry, x mod s*rx)``), a linear or
   readout layer's input index.  Each source owns consecutive *rows*; a row holds at most
-  one *lane* per PE (valid, sign, target address, conv offsets), packed from the first
+  one *lane* per PE (valid, sign, target address, conv offsets, weight magnitude), packed from the first
   row down, so a PE's lanes of a source are the first ``lane_counts[s, p]`` rows of its
-  column.  Each PE walks its own column, one lane per cycle (`accel.py`).  A masked synapse has no lane: it costs
-  no cycle and no read.  Linear lanes into pruned neurons are dropped here; conv lanes
+  column.  Each PE walks its own column, one lane per cycle (`accel.py`).  A masked synapse
+  (or a kept one whose integer weight is 0) has no lane: it costs no cycle and no read.  Linear lanes into pruned neurons are dropped here; conv lanes
   are shared by every position of a class and pruned targets are dropped by the lookup.
 - **Synapse words** (what the hardware stores).  A PE's lanes of a source are packed into
   *words* of ``W`` candidate synapses (``W`` = the largest k*k of a conv layer): a conv
   word is one group (its rank) and a bit per kernel tap; a linear word is ``W``
   consecutive slots (word address j: slots ``j*W .. j*W+W-1``).  A word holds a *mask*
-  (kept synapses), their signs, and in the dense variant a *zero* bit (masked: adds 0).
+  (kept synapses), their signs, in the dense variant a *zero* bit (masked: adds 0), and
+  with multi-bit weights each synapse's magnitude less one, ``mag_bits`` bits per
+  synapse (`Program.mag_bits`; 0 for binary weights, whose magnitude is 1).
   Only words with a kept synapse are stored, each PE's from the source's first word row
   down, so a PE reads ``word_counts[s, p]`` words for an event and emits one lane per
   cycle from them (a lowest-set-bit walk of the mask): the cycles are still the lane
@@ -55,13 +57,14 @@ from ticketforge.errors import UnsupportedError, UsageError
 from ticketforge.ir.schema import Graph, Layer
 
 __all__ = ["LayerProgram", "Program", "map_graph", "MAX_PES", "LANE_FIELDS", "WORD_FIELDS", "GROUPS_PER_PE",
-           "position_classes", "place_groups", "word_bits"]
+           "position_classes", "place_groups", "word_bits", "magnitude_bits", "kept_synapses"]
 
 MAX_PES = 1024
 MAX_ROWS = 1 << 20            # rows of the synapse store, all layers together
 MAX_SLOTS_PER_PE = 1 << 16
-LANE_FIELDS = ("valid", "neg", "zero", "addr", "dy", "dx")
-WORD_FIELDS = ("addr", "mask", "sign", "zero")       # mask/sign/zero: W-bit integers
+LANE_FIELDS = ("valid", "neg", "zero", "addr", "dy", "dx", "mag")      # mag: |weight| (1 when binary)
+# mask/sign/zero: W-bit integers; mag: W fields of mag_bits, synapse b's |weight| - 1 at b * mag_bits
+WORD_FIELDS = ("addr", "mask", "sign", "zero", "mag")
 
 
 def _is_pow2(n: int) -> bool:
@@ -75,8 +78,8 @@ class LayerProgram:
     layer: Layer
     # weighted layers: synapse store
     rowptr: np.ndarray | None = None  # int64 [sources, 2]: (first row, row count)
-    lanes: np.ndarray | None = None   # int64 [rows, P, 6]: LANE_FIELDS
-    # the stored form: word rows [R, P, 4] of WORD_FIELDS, and per source (first row, rows)
+    lanes: np.ndarray | None = None   # int64 [rows, P, 7]: LANE_FIELDS
+    # the stored form: word rows [R, P, 5] of WORD_FIELDS, and per source (first row, rows)
     words: np.ndarray | None = None
     word_ptr: np.ndarray | None = None
     word_counts: np.ndarray | None = None  # [sources, P]: words each PE reads for a source
@@ -147,6 +150,7 @@ class Program:
     W: int = 1                        # candidate synapses per stored word (word_bits)
     implicit_addr: bool = False       # a PE's j-th word of a source is word address j (no address field)
     uniform_rows: bool = False        # every PE reads all word rows of a source (_uniform_rows)
+    mag_bits: int = 0                 # bits of |weight| - 1 per synapse in a word (`magnitude_bits`)
 
     def layer(self, name: str) -> LayerProgram:
         return next(lp for lp in self.layers if lp.name == name)
@@ -187,10 +191,6 @@ def _check(g: Graph, P: int) -> None:
         raise UsageError(f"number of PEs must be an integer in [1, {MAX_PES}], got {P!r}")
     prev = None
     for i, l in enumerate(g.layers):
-        if l.has_weights and l.weight_bits != 2:
-            raise UnsupportedError(f"layer {l.name!r}: weight_bits {l.weight_bits}; the event-driven "
-                          "accelerator adds +-event values and takes binary weights only (weight_bits 2); "
-                          "the bitpar datapath takes 2- to 8-bit weights (hw.datapath = \"bitpar\")")
         if l.kind == "conv" and not _is_pow2(l.stride):
             raise UnsupportedError(f"layer {l.name!r}: stride {l.stride}; the accelerator takes power-of-two strides")
         if l.kind == "pool":
@@ -209,22 +209,30 @@ def word_bits(g: Graph) -> int:
     return max([l.kernel * l.kernel for l in g.layers if l.kind == "conv"] + [8])
 
 
+def magnitude_bits(g: Graph) -> int:
+    """Bits of ``|weight| - 1`` that a synapse word stores per synapse: 0 when every weight is
+    -1, 0 or +1 (binary designs store signs only), else enough for the largest magnitude of
+    any layer (a PE adds ``value * |weight|``, `lane/pe.py`)."""
+    top = max([int(np.abs(g.tensor(l, "weight")).max(initial=0)) for l in g.layers if l.has_weights] + [1])
+    return (top - 1).bit_length()
+
+
 def map_graph(g: Graph, P: int, dense: bool = False) -> Program:
     _check(g, P)
-    W = word_bits(g)
+    W, mb = word_bits(g), magnitude_bits(g)
     layers, dicts = [], {}
     for l in g.layers:
         if l.kind == "conv":
             lp = _map_conv(g, l, P, dense)
             k, pad = l.kernel, l.padding
-            dicts[l.name] = _word_dicts(lp, P, lambda lane: (lane[3], (pad - lane[4]) * k + pad - lane[5]))
+            dicts[l.name] = _word_dicts(lp, P, lambda lane: (lane[3], (pad - lane[4]) * k + pad - lane[5]), mb)
         elif l.kind in ("linear", "output"):
             lp = _map_linear(g, l, P, dense)
-            dicts[l.name] = _word_dicts(lp, P, lambda lane: divmod(lane[3], W))
+            dicts[l.name] = _word_dicts(lp, P, lambda lane: divmod(lane[3], W), mb)
         else:
             lp = LayerProgram(l.name, l.kind, l)
         layers.append(lp)
-    implicit = _implicit_addresses(list(dicts.values()), W, dense)
+    implicit = _implicit_addresses(list(dicts.values()), W, dense, mb)
     for lp in layers:
         if lp.name in dicts:
             _words(lp, P, dicts[lp.name], implicit)
@@ -237,7 +245,7 @@ def map_graph(g: Graph, P: int, dense: bool = False) -> Program:
         if lp.slots and lp.update_cycles > MAX_SLOTS_PER_PE:
             raise UnsupportedError(f"layer {lp.name!r}: {lp.update_cycles} neurons on one PE, over the limit of "
                           f"{MAX_SLOTS_PER_PE}; use more PEs")
-    return Program(P, dense, layers, W, implicit, uniform)
+    return Program(P, dense, layers, W, implicit, uniform, mb)
 
 
 # Padding every PE's words of a source to the source's word rows may cost at most this
@@ -266,7 +274,7 @@ def _uniform_rows(lps: list[LayerProgram]) -> bool:
     return True
 
 
-def _word_dicts(lp: LayerProgram, P: int, place) -> list[list[dict[int, list[int]]]]:
+def _word_dicts(lp: LayerProgram, P: int, place, mag_bits: int) -> list[list[dict[int, list[int]]]]:
     """Per source, per PE: word address -> word (WORD_FIELDS) of the PE's lanes;
     ``place(lane)`` gives a lane's (word address, bit)."""
     out = []
@@ -278,22 +286,23 @@ def _word_dicts(lp: LayerProgram, P: int, place) -> list[list[dict[int, list[int
                 if not lane[0]:
                     continue
                 a, b = (int(v) for v in place(lane))
-                w = wd.setdefault(a, [a, 0, 0, 0])
+                w = wd.setdefault(a, [a, 0, 0, 0, 0])
                 w[1] |= 1 << b
                 w[2] |= int(lane[1]) << b
                 w[3] |= int(lane[2]) << b
+                w[4] |= max(int(lane[6]) - 1, 0) << (b * mag_bits)
             per_pe.append(wd)
         out.append(per_pe)
     return out
 
 
-def _implicit_addresses(layer_dicts: list, W: int, dense: bool) -> bool:
+def _implicit_addresses(layer_dicts: list, W: int, dense: bool, mag_bits: int = 0) -> bool:
     """Implicit word addresses when storing the holes as empty words costs fewer bits than
     storing an address in every word (a hole costs its PE one cycle per event)."""
     stats = [_word_stats(d) for d in layer_dicts]
     rows, filled = sum(s[0] for s in stats), sum(s[1] for s in stats)
     abits = max(1, max((s[2] for s in stats), default=0).bit_length())
-    wbits = 3 * W if dense else 2 * W
+    wbits = (3 if dense else 2) * W + mag_bits * W
     return filled * wbits < rows * (wbits + abits)
 
 
@@ -314,7 +323,7 @@ def _words(lp: LayerProgram, P: int, dicts, implicit: bool) -> None:
         per_pe, hole = [], []
         for wd in per_pe_d:
             if implicit and wd:
-                per_pe.append([wd.get(a, [a, 0, 0, 0]) for a in range(max(wd) + 1)])
+                per_pe.append([wd.get(a, [a, 0, 0, 0, 0]) for a in range(max(wd) + 1)])
                 hole.append(max(wd) + 1 - len(wd))
             else:
                 per_pe.append([wd[a] for a in sorted(wd)])
@@ -335,7 +344,7 @@ def _words(lp: LayerProgram, P: int, dicts, implicit: bool) -> None:
 
 
 def _pack(per_pe: list[list[tuple]], P: int):
-    """Per-PE lane lists of one source -> rows [R, P, 6]; R = the longest list."""
+    """Per-PE lane lists of one source -> rows [R, P, 7]; R = the longest list."""
     r = max((len(x) for x in per_pe), default=0)
     rows = np.zeros((r, P, len(LANE_FIELDS)), np.int64)
     for p, lst in enumerate(per_pe):
@@ -352,9 +361,15 @@ def _finish(lp: LayerProgram, sources: list[np.ndarray], P: int) -> LayerProgram
     return lp
 
 
+def kept_synapses(g: Graph, l: Layer) -> np.ndarray:
+    """The synapses that add something: kept by the mask and with a non-zero integer weight
+    (a multi-bit ticket's small weights can quantize to 0; the golden model adds w * x)."""
+    return g.tensor(l, "mask").astype(bool) & (g.tensor(l, "weight") != 0)
+
+
 def _map_linear(g: Graph, l: Layer, P: int, dense: bool) -> LayerProgram:
     w = g.tensor(l, "weight")
-    mask = g.tensor(l, "mask").astype(bool)
+    kept = kept_synapses(g, l)
     cout, cin = w.shape
     if l.kind == "linear":
         live = np.ones(cout, bool) if dense else g.tensor(l, "neuron_mask").astype(bool)
@@ -371,15 +386,15 @@ def _map_linear(g: Graph, l: Layer, P: int, dense: bool) -> LayerProgram:
     for i in range(cin):
         per_pe: list[list[tuple]] = [[] for _ in range(P)]
         for j, o in enumerate(units):
-            if mask[o, i] or dense:
-                per_pe[j % P].append((1, int(w[o, i] < 0), int(not mask[o, i]), j // P, 0, 0))
+            if kept[o, i] or dense:
+                per_pe[j % P].append((1, int(w[o, i] < 0), int(not kept[o, i]), j // P, 0, 0, abs(int(w[o, i]))))
         sources.append(_pack(per_pe, P))
     return _finish(lp, sources, P)
 
 
 def _map_conv(g: Graph, l: Layer, P: int, dense: bool) -> LayerProgram:
     w = g.tensor(l, "weight")
-    mask = g.tensor(l, "mask").astype(bool)
+    kept = kept_synapses(g, l)
     keep = g.tensor(l, "neuron_mask").astype(np.int64)
     live = np.ones_like(keep, bool) if dense else keep.astype(bool)
     cout, cin, k, _ = w.shape
@@ -420,10 +435,10 @@ def _map_conv(g: Graph, l: Layer, P: int, dense: bool) -> LayerProgram:
                             continue
                         py, px = (ty // s) % ry, (tx // s) % rx
                         for o in range(cout):
-                            if not (mask[o, c, ky, kx] or dense):
+                            if not (kept[o, c, ky, kx] or dense):
                                 continue
                             gg = o + cout * (py * rx + px)
-                            per_pe[g_pe[gg]].append((1, int(w[o, c, ky, kx] < 0), int(not mask[o, c, ky, kx]),
-                                                     g_rank[gg], pad - ky, pad - kx))
+                            per_pe[g_pe[gg]].append((1, int(w[o, c, ky, kx] < 0), int(not kept[o, c, ky, kx]),
+                                                     g_rank[gg], pad - ky, pad - kx, abs(int(w[o, c, ky, kx]))))
                 sources.append(_pack(per_pe, P))
     return _finish(lp, sources, P)

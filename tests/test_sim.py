@@ -21,6 +21,20 @@ def _pes(seed: int) -> int:
     return (1, 2, 3, 4, 8)[seed % 5]
 
 
+def _regress(g, seed: int, pes: int, tmp_path, **write) -> dict:
+    """``g``'s RTL (write_rtl with ``write``) on Icarus on 2 random images, both traced: scores,
+    spike trains, cycles and counters equal to the golden and cycle models."""
+    save_graph(g, tmp_path / "ir")
+    write_rtl(tmp_path / "ir", tmp_path / "rtl", pes=pes, progress=lambda *a, **k: None, **write)
+    x = random_images(g, 2, seed)
+    try:
+        r = run_sim(tmp_path / "rtl", g, x, tmp_path / "sim", "icarus", traced=[0, 1], log=lambda *a, **k: None)
+    except SimMismatch as e:
+        pytest.fail(f"random IR seed {seed} (P={pes}, {write}): {e}")
+    assert r["rtl_matches_golden"] and r["agree"] == 2 and r["cycles_equal_model"] and r["traced_images"] == [0, 1]
+    return r
+
+
 @pytest.mark.parametrize("seed,events", [(s, False) for s in SEEDS] + [(s, True) for s in EVENT_SEEDS])
 def test_random_ir_on_icarus_equals_golden(seed, events, tmp_path):
     """``events``: an event-camera input (binary frames per timestep) as the AER stream."""
@@ -35,6 +49,17 @@ def test_random_ir_on_icarus_equals_golden(seed, events, tmp_path):
     assert r["rtl_matches_golden"] and r["agree"] == 2 and r["cycles_equal_model"]
     assert r["traced_images"] == [0, 1]
     assert not (tmp_path / "sim" / "mismatches.json").exists()
+
+
+@pytest.mark.parametrize("seed,weights", [(13, "baked"), (64, "baked"), (3, "runtime")])
+def test_multi_bit_random_ir_on_icarus_equals_golden(seed, weights, tmp_path):
+    """The lane datapath's Verilog with 4- and 8-bit weights (tests/test_rtl_accel.py:
+    MULTI_BIT_SEEDS): 13 and 64 multiply 8-bit pixels by 4- and 8-bit weights in the first
+    layer; 3 loads its magnitudes through the load port (runtime weights)."""
+    g = random_graph(seed)
+    assert any(l.has_weights and l.weight_bits > 2 for l in g.layers)
+    r = _regress(g, seed, _pes(seed), tmp_path, run_lint=seed == 13, weights=weights)
+    assert r["datapath"] == "lane"
 
 
 def test_a_wrong_reference_is_reported_with_image_layer_timestep_neuron(tmp_path, monkeypatch):
@@ -101,17 +126,8 @@ def test_random_ir_on_the_bitpar_datapath_on_icarus_equals_golden(seed, binary, 
     ``events``: the AER input."""
     g = random_graph(seed, binary=binary, events=events)
     assert binary or any(l.has_weights and l.weight_bits > 2 for l in g.layers)
-    save_graph(g, tmp_path / "ir")
-    lanes = (1, 2, 4, 8, 32)[seed % 5]
-    write_rtl(tmp_path / "ir", tmp_path / "rtl", pes=lanes, run_lint=seed == 1000, progress=lambda *a, **k: None,
-              datapath="bitpar")
-    x = random_images(g, 2, seed)
-    try:
-        r = run_sim(tmp_path / "rtl", g, x, tmp_path / "sim", "icarus", traced=[0, 1], log=lambda *a, **k: None)
-    except SimMismatch as e:
-        pytest.fail(f"random IR seed {seed} ({lanes} bitpar lanes): {e}")
-    assert r["rtl_matches_golden"] and r["agree"] == 2 and r["cycles_equal_model"] and r["datapath"] == "bitpar"
-    assert r["traced_images"] == [0, 1]
+    r = _regress(g, seed, (1, 2, 4, 8, 32)[seed % 5], tmp_path, run_lint=seed == 1000, datapath="bitpar")
+    assert r["datapath"] == "bitpar"
 
 
 @pytest.mark.parametrize("seed", (1050, 1051, 1052, 1054))

@@ -186,9 +186,13 @@ class LanePE(wiring.Component):
                      mask.eq(Mux(fresh, word(row_r.data).mask, rest_reg)),
                      rest.eq(mask & (mask - 1))]                      # the mask without its lowest bit
         bit = Signal(range(max(2, W)))
+        mb = plan.mag_bits
+        mag_sel = Signal(mb, name="lane_mag") if mb else None      # its |weight| - 1 (multi-bit)
         for j in reversed(range(W)):                                  # lowest set bit
             with m.If(mask[j]):
                 m.d.comb += bit.eq(j)
+                if mb:
+                    m.d.comb += mag_sel.eq(cur_w.mag[j * mb:(j + 1) * mb])
         pop, issue, word_done, last = Signal(), Signal(), Signal(), Signal(name="last_lane")
         m.d.comb += [issue.eq(ctrl.acc_run & (words_left != 0)), word_done.eq(rest == 0),
                      last.eq((words_left == 0) | (issue & word_done & (words_left == 1))),
@@ -232,6 +236,8 @@ class LanePE(wiring.Component):
         m.d.sync += [a1_v.eq(issue & mask.any()), a1_ev.eq(cur_ev),
                      a1_lane.neg.eq((cur_w.sign & low).any()), a1_lane.addr.eq(l_addr),
                      a1_lane.dy.eq(l_dy), a1_lane.dx.eq(l_dx)]
+        if mb:
+            m.d.sync += a1_lane.mag.eq(mag_sel)
         if plan.dense:
             m.d.sync += a1_lane.zero.eq((cur_w.zero & low).any())
         m.d.comb += [self.weight_read.eq(issue & fresh),       # a word's first lane: one read of the word
@@ -264,10 +270,14 @@ class LanePE(wiring.Component):
         m.d.comb += lut_r.addr.eq(lut_addr)
         m.d.sync += a2_local.eq(local)
         mag = Signal(signed(plan.acc_bits))
+        # value * |weight|: with binary weights the value itself; with multi-bit weights a
+        # multiply, which is an AND for spikes (value 0 or 1) and a small vbits x mag_bits
+        # product for the first layer's pixels (synthesis maps it to LUTs or a DSP)
+        prod = ev.value * (lane.mag + 1) if plan.mag_bits else ev.value
         with m.Switch(ctrl.layer):                 # constant shifts per layer: wires, no shifter
             for i in plan.weighted:
                 with m.Case(i):
-                    m.d.comb += mag.eq(Mux(lzero, 0, ev.value << g.layers[i].input_shift))
+                    m.d.comb += mag.eq(Mux(lzero, 0, prod << g.layers[i].input_shift))
         a2_v, a2_slot, a2_delta = Signal(), Signal(plan.lane["addr"].width), Signal(signed(plan.acc_bits))
         m.d.sync += [a2_v.eq(a1_v & (inr | ~ctrl.is_conv)), a2_slot.eq(lane.addr),
                      a2_delta.eq(Mux(lane.neg, -mag, mag))]

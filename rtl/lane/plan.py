@@ -193,15 +193,17 @@ class LanePlan:
         self.regular = [i for i in self.neuron_layers if lps[i].regular]
         # membrane width: each neuron layer's accumulator holds U over the accumulation
         # (`u_range`); one bit over the membrane at least (the update's own arithmetic)
+        # (an input of at most max_in times a weight of at most wmax: what one synapse adds)
         max_in, self.acc_need = (1 << g.input.bits) - 1, {}
         for i, l in enumerate(g.layers):
             if not l.has_weights:
                 continue
+            wmax = max(1, int(np.abs(g.tensor(l, "weight")).max(initial=0)))
             if l.kind == "output":
-                top = max_in * fan_in(g, l) * g.T
+                top = max_in * wmax * fan_in(g, l) * g.T
                 self.score_bits = sbits(-top, top)
                 continue
-            self.acc_need[i] = max(l.neuron.membrane_bits + 1, sbits(*u_range(g, l, max_in)))
+            self.acc_need[i] = max(l.neuron.membrane_bits + 1, sbits(*u_range(g, l, max_in * wmax)))
             max_in = 1
         self.acc_bits = max(self.acc_need.values(), default=2)
         self.mem_lo_bits, self.wide = self.membrane_split()
@@ -275,19 +277,22 @@ class LanePlan:
         self.entry = data.StructLayout({"ev": self.ev, "start": unsigned(ubits(max_start)),
                                         "count": unsigned(self.word_count_bits)})
         # a stored synapse word (program.WORD_FIELDS): a group rank / slot chunk and W-bit
-        # mask, signs (and zero flags when dense) of its candidate synapses
+        # mask, signs (and zero flags when dense) of its candidate synapses, and with multi-bit
+        # weights W magnitudes less one of mag_bits each
         W = self.W = prog.W
+        self.mag_bits = prog.mag_bits
         waddr = max([int(lps[i].words[:, :, 0].max()) for i in self.weighted if len(lps[i].words)] + [0])
         # implicit addresses (program.py): the PE counts its words of the event instead
         self.word = _struct(addr=0 if prog.implicit_addr else ubits(waddr), mask=W, sign=W,
-                            zero=W if self.dense else 0)
+                            zero=W if self.dense else 0, **({"mag": W * self.mag_bits} if self.mag_bits else {}))
         all_lanes = [lps[i].lanes for i in self.weighted if len(lps[i].lanes)]
         lanes = np.concatenate([a.reshape(-1, len(LANE_FIELDS)) for a in all_lanes]) if all_lanes else \
             np.zeros((1, len(LANE_FIELDS)), np.int64)
         dmax = int(np.abs(lanes[:, 4:6]).max()) if len(lanes) else 0
         # the lane a PE emits each cycle from its current word (its pipeline's own format)
         self.lane = _struct(neg=1, zero=1 if self.dense else 0, addr=ubits(int(lanes[:, 3].max())),
-                            dy=signed(ubits(dmax) + 1), dx=signed(ubits(dmax) + 1))
+                            dy=signed(ubits(dmax) + 1), dx=signed(ubits(dmax) + 1),
+                            **({"mag": self.mag_bits} if self.mag_bits else {}))       # binary: no field
         self.param = _struct(bias=signed(self.acc_bits), thr=signed(self.acc_bits))
         self.slot = _struct(keep=1, c=self.ev_xyz["c"].width, y=self.ev_xyz["y"].width, x=self.ev_xyz["x"].width)
         lut_max = max([int(max((t.max(initial=-1) for t in lps[i].lookup), default=-1))
@@ -431,10 +436,12 @@ class LanePlan:
         words = []
         for i in self.weighted:
             for row in self.prog.layers[i].words:
-                addr, mask, sign, zero = (int(a) for a in row[p])
+                addr, mask, sign, zero, mag = (int(a) for a in row[p])
                 kw = dict(mask=mask, sign=sign) if self.prog.implicit_addr else dict(addr=addr, mask=mask, sign=sign)
                 if self.dense:
                     kw["zero"] = zero
+                if self.mag_bits:
+                    kw["mag"] = mag
                 words.append(pack(self.word, **kw))
         return words or [0]
 

@@ -111,9 +111,9 @@ def assemble_report(cfg, root: Path, synth: dict, seconds: dict) -> dict:
             cycles = model_cycles(g, codes[:sim["images_run"]], sim["pes"], jobs=os.cpu_count() or 1,
                                   fifo_depth=sim.get("fifo_depth"), datapath=datapath,
                                   weights=sim.get("weights", "baked"))
-        if datapath == "bitpar" and all(l.weight_bits == 2 for l in g.layers if l.has_weights):
+        if datapath == "bitpar":
             # the one-synapse-per-PE floor on the same P, beside this datapath's own bound (the lane
-            # datapath's cycle model, which takes binary weights only)
+            # datapath's cycle model)
             from ticketforge.deploy.report import one_synapse_bound
 
             cycles["bound_one_synapse_per_pe"] = one_synapse_bound(g, codes[:sim["images_run"]], sim["pes"])
