@@ -5,15 +5,15 @@
     .venv/bin/python bench/soak.py --datapath bitpar --irs 100 --amaranth 50 --icarus 50
 
 For each seed (``--start`` on): a random IR (`ticketforge.ir.random`; every other seed
-with binary weights, the ones the accelerator takes) and 3 random images:
+with binary weights, the others with 2- to 8-bit ones) and 3 random images:
 - the golden interpreter equals the independent torch integer model (`model/intsim.py`) in
   scores and every layer's spike trains;
-- binary IRs: the cycle model runs at a P from 1 to 8, and its accumulates equal the
-  golden model's synaptic events counted independently here;
-- the first ``--amaranth`` binary IRs: the accelerator in Amaranth simulation equals the
-  golden scores and the cycle model's cycles;
-- the first ``--icarus`` / ``--verilator`` binary IRs: the Verilog through the cocotb
-  regression (`ticketforge.sim.runner.run_sim`), equal to golden and the cycle model.
+- the cycle model runs at a P from 1 to 8, and its accumulates equal the golden model's
+  synaptic events (kept synapses with a non-zero weight) counted independently here;
+- the first ``--amaranth`` IRs: the accelerator in Amaranth simulation equals the golden
+  scores and the cycle model's cycles;
+- the first ``--icarus`` / ``--verilator`` IRs: the Verilog through the cocotb regression
+  (`ticketforge.sim.runner.run_sim`), equal to golden and the cycle model.
 With ``--datapath bitpar`` the accelerator is the bit-parallel one (`rtl/bitpar`), at a lane
 count from 1 to 16 by seed, and the Amaranth check also compares every status counter.
 A failure prints the seed and what differed, and the run goes on; the summary counts them.
@@ -40,7 +40,8 @@ from ticketforge.rtl.cycles import cycle_model, layer_inputs
 
 
 def _synaptic_events(g, images, gold) -> np.ndarray:
-    """Accumulates into live neurons over kept synapses, per image, by direct convolution."""
+    """Accumulates into live neurons over kept synapses with a non-zero weight (the golden
+    model adds w * x), per image, by direct convolution."""
     ins = layer_inputs(g, images, gold.spikes)
     n = len(images)
     total = np.zeros(n, np.int64)
@@ -48,7 +49,7 @@ def _synaptic_events(g, images, gold) -> np.ndarray:
         if not l.has_weights:
             continue
         x = (ins[l.name] != 0).astype(np.int64).sum(1)                   # events over T per input position
-        mask = g.tensor(l, "mask").astype(np.int64)
+        mask = ((g.tensor(l, "mask") != 0) & (g.tensor(l, "weight") != 0)).astype(np.int64)
         live = np.ones(l.out_shape, np.int64) if l.kind == "output" else g.tensor(l, "neuron_mask").astype(np.int64)
         if l.kind == "conv":
             k, s, p = mask.shape[-1], l.stride, l.padding
@@ -64,7 +65,7 @@ def _synaptic_events(g, images, gold) -> np.ndarray:
 
 
 def _bitpar_hw(seed: int, g, images, gold, amaranth: bool, simulators: list[str], tmp: Path) -> list[str]:
-    """The bitpar accelerator on one binary IR: Amaranth simulation and the Verilog regression
+    """The bitpar accelerator on one IR: Amaranth simulation and the Verilog regression
     against golden and its own cycle model."""
     from ticketforge.rtl.bitpar.accel import BitparAccelerator
     from ticketforge.rtl.bitpar.cycles import cycle_model as bitpar_model
@@ -112,8 +113,6 @@ def soak_one(seed: int, amaranth: bool, simulators: list[str], tmp: Path, datapa
         problems.append("torch integer model scores differ from golden")
     problems += [f"torch integer model spikes of {k} differ" for k in gold.spikes
                  if not np.array_equal(spikes[k], gold.spikes[k])]
-    if not binary:
-        return problems
     if datapath == "bitpar":
         return problems + _bitpar_hw(seed, g, images, gold, amaranth, simulators, tmp)
     P = 1 + seed % 8
@@ -168,7 +167,7 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--irs", type=int, default=1000, help="random IRs (default 1000)")
     ap.add_argument("--start", type=int, default=0, help="first seed (default 0)")
-    ap.add_argument("--amaranth", type=int, default=0, help="of the binary ones, how many in Amaranth simulation")
+    ap.add_argument("--amaranth", type=int, default=0, help="how many of the IRs in Amaranth simulation")
     ap.add_argument("--icarus", type=int, default=0, help="... how many through the cocotb regression on Icarus")
     ap.add_argument("--verilator", type=int, default=0, help="... on Verilator (one build each)")
     ap.add_argument("--datapath", choices=("lane", "bitpar"), default="lane", help="the accelerator (default lane)")
@@ -181,9 +180,9 @@ def main() -> int:
     with tempfile.TemporaryDirectory() as tmp:
         for seed in tqdm(range(args.start, args.start + args.irs), desc="soak", unit="IR", dynamic_ncols=True):
             binary = seed % 2 == 0
-            b = counts["binary"]
-            sims = [s for s in ("icarus", "verilator") if binary and b < getattr(args, s)]
-            amaranth = binary and b < args.amaranth
+            done = counts["irs"]
+            sims = [s for s in ("icarus", "verilator") if done < getattr(args, s)]
+            amaranth = done < args.amaranth
             try:
                 problems = soak_one(seed, amaranth, sims, Path(tmp), args.datapath)
             except Exception as e:          # a crash is a finding too: name it and go on
