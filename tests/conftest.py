@@ -59,6 +59,15 @@ async def uart_byte(ctx, tx, div: int) -> int:
     return byte
 
 
+def sampled(values, default: int) -> list:
+    """Parameters of a random-IR sweep: the first ``default`` in the default suite, the rest
+    marked ``slow`` (`make test-slow` runs them all).  The default ones are chosen to hold
+    the hard cases (see the tests that check the seeds' coverage)."""
+    values = list(values)
+    return values[:default] + [pytest.param(*(v if isinstance(v, tuple) else (v,)), marks=pytest.mark.slow)
+                               for v in values[default:]]
+
+
 # Test tiers, by module: `make test` runs every tier but `slow`; `make test-unit` (seconds to a
 # minute) is the quick loop while editing.  A module's tier says what it needs to run.
 TIERS = {

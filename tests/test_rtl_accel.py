@@ -4,6 +4,7 @@ on random IRs from the fuzz generator: binary weights, and 2- to 8-bit ones."""
 import numpy as np
 import pytest
 
+from conftest import sampled
 from ticketforge.errors import UnsupportedError, UsageError
 from ticketforge.ir import random_images, run
 from ticketforge.ir.random import random_graph
@@ -14,7 +15,7 @@ from ticketforge.rtl.program import map_graph
 from ticketforge.rtl.simulate import simulate
 
 SPARSE_SEEDS = range(30)
-DENSE_SEEDS = (4, 5, 7, 8, 18, 19)
+DENSE_SEEDS = (5, 7, 8, 4, 18, 19)     # the first three in the default suite (conftest.sampled)
 
 
 def _pes(seed: int) -> int:
@@ -80,7 +81,7 @@ def test_binary_words_store_no_magnitude():
 EVENT_SEEDS = range(12)
 
 
-@pytest.mark.parametrize("seed", EVENT_SEEDS)
+@pytest.mark.parametrize("seed", sampled(EVENT_SEEDS, 6))
 def test_event_input_equals_golden_and_cycle_model(seed):
     """An ``events`` input as an AER stream (rtl/aer.py): each timestep's events into the
     first layer's queue; scores, spike trains, cycles and counters as the golden model and
@@ -112,13 +113,13 @@ def test_a_row_pointer_one_past_the_last_row_fits_its_field():
     _check(280, 1, dense=False, n_images=3)
 
 
-@pytest.mark.parametrize("seed", DENSE_SEEDS)
+@pytest.mark.parametrize("seed", sampled(DENSE_SEEDS, 3))
 def test_dense_variant_equals_golden_and_cycle_model(seed):
     _check(seed, _pes(seed), dense=True)
 
 
-@pytest.mark.parametrize("seed,P,depth", [(s, P, MIN_FIFO_DEPTH + d) for s in (1, 4, 6, 12, 19)
-                                           for P, d in ((3, 0), (4, 1), (16, 2))])
+@pytest.mark.parametrize("seed,P,depth", sampled([(s, P, MIN_FIFO_DEPTH + d) for s in (1, 6, 4, 12, 19)
+                                                   for P, d in ((3, 0), (4, 1), (16, 2))], 6))
 def test_shallow_fifos_equal_golden_and_cycle_model(seed, P, depth):
     """With the shortest FIFOs the reader stalls on the busiest PE's credit all the time:
     the recurrence's credit term (not just its PE drift) is what these images exercise."""
