@@ -200,8 +200,8 @@ def _stream_run(seqs: list[np.ndarray], lanes: np.ndarray, depth: int) -> np.nda
 
 def _fan_out(l, g: Graph, dense: bool) -> np.ndarray:
     """Per input position (the layer's ``in_shape``), how many accumulates one event there
-    causes: the kept synapses with a non-zero weight (`program.kept_synapses`; dense: all) from it
-    into neurons with a slot (the output layer and dense: all neurons).  An image's
+    causes: the kept synapses with a non-zero weight (`program.kept_synapses`; dense: all)
+    from it into neurons with a slot (the output layer and dense: all neurons).  An image's
     accumulates are then its events weighted by this map, one dot product instead of a
     convolution per image and timestep."""
     mask = kept_synapses(g, l).astype(np.int64)

@@ -19,11 +19,12 @@ cycle model (`cycles.py`) counts, comes from here, so the two cannot disagree on
 - **Compressed synapse store.** Synapses are grouped by *event source*: a conv layer's
   (input channel c, input position class ``(y mod s*ry, x mod s*rx)``), a linear or
   readout layer's input index.  Each source owns consecutive *rows*; a row holds at most
-  one *lane* per PE (valid, sign, target address, conv offsets, weight magnitude), packed from the first
-  row down, so a PE's lanes of a source are the first ``lane_counts[s, p]`` rows of its
-  column.  Each PE walks its own column, one lane per cycle (`accel.py`).  A masked synapse
-  (or a kept one whose integer weight is 0) has no lane: it costs no cycle and no read.  Linear lanes into pruned neurons are dropped here; conv lanes
-  are shared by every position of a class and pruned targets are dropped by the lookup.
+  one *lane* per PE (valid, sign, target address, conv offsets, weight magnitude), packed
+  from the first row down, so a PE's lanes of a source are the first ``lane_counts[s, p]``
+  rows of its column.  Each PE walks its own column, one lane per cycle (`accel.py`).  A
+  masked synapse (or a kept one whose integer weight is 0: `kept_synapses`) has no lane: it
+  costs no cycle and no read.  Linear lanes into pruned neurons are dropped here; conv
+  lanes are shared by every position of a class and pruned targets are dropped by the lookup.
 - **Synapse words** (what the hardware stores).  A PE's lanes of a source are packed into
   *words* of ``W`` candidate synapses (``W`` = the largest k*k of a conv layer): a conv
   word is one group (its rank) and a bit per kernel tap; a linear word is ``W``
