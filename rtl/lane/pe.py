@@ -272,8 +272,12 @@ class LanePE(wiring.Component):
         mag = Signal(signed(plan.acc_bits))
         # value * |weight|: with binary weights the value itself; with multi-bit weights a
         # multiply, which is an AND for spikes (value 0 or 1) and a small vbits x mag_bits
-        # product for the first layer's pixels (synthesis maps it to LUTs or a DSP)
-        prod = ev.value * (lane.mag + 1) if plan.mag_bits else ev.value
+        # product for the first layer's pixels (synthesis maps it to LUTs or a DSP); one
+        # signal, so that each layer's case below shifts the same product, not its own copy
+        prod = ev.value
+        if plan.mag_bits:
+            prod = Signal(plan.vbits + plan.mag_bits + 1, name="value_x_magnitude")
+            m.d.comb += prod.eq(ev.value * (lane.mag + 1))
         with m.Switch(ctrl.layer):                 # constant shifts per layer: wires, no shifter
             for i in plan.weighted:
                 with m.Case(i):
