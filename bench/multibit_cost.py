@@ -1,32 +1,47 @@
-"""What multi-bit weights cost the lane datapath in logic and memory: the same random IR
-with binary weights and with its own 2- to 8-bit ones, through yosys for each board.
+"""What multi-bit weights cost the lane datapath in logic and memory: a random IR with its
+own 2- to 8-bit weights, and the same IR with every weight replaced by its sign (binary),
+through yosys for each board.
 
     .venv/bin/python bench/multibit_cost.py                         # seed 13 at 4 PEs, ulx3s and icebreaker
     .venv/bin/python bench/multibit_cost.py --seeds 13 64 --pes 4 16 --boards ulx3s
 
-`ticketforge.ir.random.random_graph(seed, binary=...)` draws the same network either way
-(the weights' widths differ, and with them which kept synapses quantize to 0). Each row is
-the core alone (`deploy.synth.synthesize`, yosys synth_ice40 / synth_ecp5): LUT4, flip-flops,
+The two designs differ only in the weights' magnitudes: the same layers, neurons, masks,
+signs and zeros. Each row is the core alone (`deploy.synth.synthesize`, yosys synth_ice40 / synth_ecp5): LUT4, flip-flops,
 block RAMs and DSP blocks, beside the synapse words' width and the stored bits.
 """
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import sys
 import tempfile
 import warnings
 from pathlib import Path
 
+import numpy as np
+
 from ticketforge.deploy.boards import get_board
 from ticketforge.deploy.synth import synthesize
-from ticketforge.ir import save_graph
+from ticketforge.ir import save_graph, validate
 from ticketforge.ir.random import random_graph
 from ticketforge.rtl.emit import write_rtl
 from ticketforge.rtl.lane.plan import lane_plan
 
 
+def signs_only(g):
+    """``g`` with every weight replaced by its sign: binary weights (weight_bits 2)."""
+    tensors, layers = dict(g.tensors), []
+    for l in g.layers:
+        if l.has_weights:
+            tensors[l.tensors["weight"]] = np.sign(g.tensor(l, "weight")).astype(np.int8)
+            l = dataclasses.replace(l, weight_bits=2)
+        layers.append(l)
+    return validate(g.with_layers(layers, tensors))
+
+
 def measure(seed: int, pes: int, binary: bool, boards: list[str], tmp: Path) -> list[dict]:
-    g = random_graph(seed, binary=binary)
+    g = random_graph(seed)
+    g = signs_only(g) if binary else g
     plan = lane_plan(g, pes)
     rows_bits = sum(s["bits"] for s in plan.memories if s["name"].endswith("_rows"))
     d = tmp / f"{seed}-{pes}-{binary}"
