@@ -38,8 +38,10 @@ def _weights(rng, shape, bits):
 
 def random_graph(seed: int, max_conv: int = 2, max_linear: int = 2, binary: bool = False,
                  events: bool = False) -> Graph:
-    """``binary``: every weighted layer gets weight_bits 2 (what the event-driven
-    accelerator takes); the random draws are the same, only the widths are overridden.
+    """``binary``: every weighted layer gets weight_bits 2.  The signs of a binary layer are
+    drawn after its magnitudes, so once a layer that would have been multi-bit is binary the
+    later draws (neurons, masks, the next layers) differ: the binary and the multi-bit graph
+    of a seed are different networks.
     ``events``: an event-camera input, binary frames of 2 channels (ON, OFF) that differ
     per timestep, instead of 8-bit pixels (the same draws otherwise)."""
     rng = np.random.default_rng(seed)
