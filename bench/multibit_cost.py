@@ -12,31 +12,17 @@ block RAMs and DSP blocks, beside the synapse words' width and the stored bits.
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import sys
 import tempfile
 import warnings
 from pathlib import Path
 
-import numpy as np
-
 from ticketforge.deploy.boards import get_board
 from ticketforge.deploy.synth import synthesize
-from ticketforge.ir import save_graph, validate
-from ticketforge.ir.random import random_graph
+from ticketforge.ir import save_graph
+from ticketforge.ir.random import random_graph, signs_only
 from ticketforge.rtl.emit import write_rtl
 from ticketforge.rtl.lane.plan import lane_plan
-
-
-def signs_only(g):
-    """``g`` with every weight replaced by its sign: binary weights (weight_bits 2)."""
-    tensors, layers = dict(g.tensors), []
-    for l in g.layers:
-        if l.has_weights:
-            tensors[l.tensors["weight"]] = np.sign(g.tensor(l, "weight")).astype(np.int8)
-            l = dataclasses.replace(l, weight_bits=2)
-        layers.append(l)
-    return validate(g.with_layers(layers, tensors))
 
 
 def measure(seed: int, pes: int, binary: bool, boards: list[str], tmp: Path) -> list[dict]:

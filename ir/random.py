@@ -6,12 +6,14 @@ saturate.  ``random_graph(seed)`` always passes :func:`validate`.
 """
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 
 from ticketforge.ir.schema import Graph, InputSpec, Layer, Neuron
 from ticketforge.ir.validate import conv_out_hw, validate
 
-__all__ = ["random_graph", "random_images", "random_ticket_like"]
+__all__ = ["random_graph", "random_images", "random_ticket_like", "signs_only"]
 
 
 def _neuron(rng: np.random.Generator) -> Neuron:
@@ -112,6 +114,18 @@ def random_graph(seed: int, max_conv: int = 2, max_linear: int = 2, binary: bool
     g = Graph(T=int(rng.integers(1, 6)), input=spec, layers=tuple(layers), tensors=tensors,
               provenance={"generator": "ticketforge.ir.random", "seed": seed})
     return validate(g)
+
+
+def signs_only(g: Graph) -> Graph:
+    """``g`` with every weight replaced by its sign (weight_bits 2): the same network, layers,
+    neurons, masks and zeros, with binary weights (what a multi-bit design is compared with)."""
+    tensors, layers = dict(g.tensors), []
+    for l in g.layers:
+        if l.has_weights:
+            tensors[l.tensors["weight"]] = np.sign(g.tensor(l, "weight")).astype(np.int8)
+            l = dataclasses.replace(l, weight_bits=2)
+        layers.append(l)
+    return validate(g.with_layers(layers, tensors))
 
 
 def random_ticket_like(g: Graph, seed: int) -> Graph:

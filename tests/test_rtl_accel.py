@@ -7,7 +7,7 @@ import pytest
 from conftest import sampled
 from ticketforge.errors import UnsupportedError, UsageError
 from ticketforge.ir import random_images, run
-from ticketforge.ir.random import random_graph
+from ticketforge.ir.random import random_graph, signs_only
 from ticketforge.rtl.accel import Accelerator, bram18_blocks
 from ticketforge.rtl.cycles import MIN_FIFO_DEPTH, cycle_model
 from ticketforge.rtl.lane.plan import lane_plan
@@ -66,8 +66,9 @@ def test_multi_bit_weights_equal_golden_and_cycle_model(seed):
 def test_binary_words_store_no_magnitude():
     """Binary weights (-1, 0, +1) need no magnitude: their words and lanes have no such field,
     so binary designs are the netlists they were; a multi-bit design's words grow by W
-    magnitudes of the largest weight's bits."""
-    binary, multi = lane_plan(random_graph(13, binary=True), 4), lane_plan(random_graph(13), 4)
+    magnitudes of the largest weight's bits (against the same network's signs)."""
+    multi = lane_plan(random_graph(13), 4)
+    binary = lane_plan(signs_only(multi.graph), 4)
     assert binary.mag_bits == 0 and "mag" not in dict(binary.word) and "mag" not in dict(binary.lane)
     top = max(int(abs(multi.graph.tensor(l, "weight")).max()) for l in multi.graph.layers if l.has_weights)
     assert multi.mag_bits == (top - 1).bit_length() == 7
