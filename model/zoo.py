@@ -9,6 +9,9 @@ Layer lists (channels; ``M`` = 2x2 max-pool, applied to spikes, i.e. an OR):
 - ``resnet19`` = conv128, 3x128, 3x256, 2x512 basic blocks, global average pool,
   FC 256 -> classes (Zheng et al.'s ResNet-19, the one the papers use): 12,687,232 (paper 12.63M)
 - ``mlp``    = 784-340-10 (DynSNN paper), a hidden layer of 340.
+- ``sconv``  = 16/2, 32/2 | FC 64: two 3x3 convolutions of stride 2 (``c/2``), LeNet-sized
+  for small FPGAs (docs/SCALING.md, "What 97% on the UP5K needs"): a stride-2 layer has a
+  quarter of the neurons to update per timestep of a stride-1 layer, and no pool.
 
 The BinW-SLT paper gives only the counts.  Conv-4 is edge-popup's/MPT's Conv4, and the
 counts of "VGG-9" and "VGG-11" are those of the same family's Conv6 and Conv8 (6 or 8 convs
@@ -41,7 +44,7 @@ __all__ = ["ArchSpec", "ARCHS", "TicketNet", "NeuronGate", "build_model", "pruna
 @dataclass(frozen=True)
 class ArchSpec:
     name: str
-    features: tuple = ()          # channels and "M" (VGG-style); empty for mlp/resnet
+    features: tuple = ()          # channels, (channels, stride) and "M" (VGG-style); empty for mlp/resnet
     hidden: tuple = ()            # hidden FC widths before the readout
     resnet_stages: tuple = ()     # ((channels, blocks, stride), ...) for resnet19
     stem: int = 0                 # resnet stem channels
@@ -60,6 +63,7 @@ ARCHS: dict[str, ArchSpec] = {
                          hidden=(256,), paper_params=12.63e6,
                          note="residual adds and average pooling: model stage only"),
     "mlp": ArchSpec("mlp", (), (340,)),
+    "sconv": ArchSpec("sconv", ((16, 2), (32, 2)), (64,), note="3x3 convolutions of stride 2"),
 }
 assert set(ARCHS) == set(ARCHITECTURES)
 
@@ -181,8 +185,10 @@ def build_model(cfg: ModelConfig, input_shape=(3, 32, 32), num_classes: int = 10
             mods.append(_seq(nn.MaxPool2d(2)))
             h, w = h // 2, w // 2
         else:
-            out = b.ch(item)
-            mods += [_seq(b.conv(c, out), b.bn(out, 2)), b.act(), NeuronGate((out, h, w))]
+            channels, stride = item if isinstance(item, tuple) else (item, 1)
+            out = b.ch(channels)
+            h, w = (h - 1) // stride + 1, (w - 1) // stride + 1          # 3x3, padding 1
+            mods += [_seq(b.conv(c, out, stride=stride), b.bn(out, 2)), b.act(), NeuronGate((out, h, w))]
             c = out
     mods.append(_seq(nn.Flatten()))
     fin = c * h * w

@@ -120,3 +120,34 @@ def test_cycle_overhead_bench_splits_the_whole_gap(tmp_path):
     # the rest holds what no other part counts, LOAD's one cycle per pixel among it
     assert gap["rest"] >= int(np.prod(g.input.shape))
     assert len(out) == 1 + sum(l.has_weights for l in g.layers)
+
+
+def test_latency_budget_bench_reports_both_cycle_models(tmp_path):
+    """bench/latency_budget.py on a random IR: its cycles are the lane and bitpar cycle
+    models', and a figure is bold exactly when it is within the budget."""
+    import json
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    from ticketforge.ir import save_graph
+    from ticketforge.rtl.bitpar.cycles import cycle_model as bitpar_cycle_model
+    from ticketforge.rtl.bitpar.plan import plan_graph
+
+    root = Path(__file__).parent.parent
+    g = random_graph(1000, binary=True)
+    ir = tmp_path / "ir"
+    save_graph(g, ir)
+    codes = random_images(g, 3, 5)
+    np.savez(ir / "test_inputs.npz", codes=codes, labels=np.zeros(3, np.int64))
+    (ir / "metrics.json").write_text(json.dumps({"accuracy_float": 0.5, "accuracy_integer": 0.25}))
+    lane = [np.mean([c.total for c in cycle_model(g, codes, p)]) for p in (2, 4, 8)]
+    bitpar = [np.mean([c.total for c in bitpar_cycle_model(plan_graph(g, n), codes)]) for n in (2, 4, 8, 16)]
+    budget = sorted(lane + bitpar)[3]                     # some within it, some not
+    out = subprocess.run([sys.executable, str(root / "bench" / "latency_budget.py"), str(ir), "--images", "3",
+                          "--clock-mhz", "1", "--budget-us", str(budget)],
+                         capture_output=True, text=True, check=True).stdout.splitlines()
+    cells = [c.strip() for c in out[-1].strip("|").split("|")]
+    assert cells[3:5] == ["50.0", "25.0"]
+    for cell, cycles in zip(cells[7:], lane + bitpar):
+        assert cell.strip("*") == f"{cycles:,.0f}" and cell.startswith("**") == (cycles <= budget), (cell, cycles)

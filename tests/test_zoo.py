@@ -24,6 +24,16 @@ def test_documented_counts():
     assert [m.weight.shape for _, m in masked_layers(mlp)] == [(340, 784), (10, 340)]
 
 
+def test_strided_convs_quarter_the_feature_maps():
+    net = build_model(ModelConfig(arch="sconv", variant="binw", width=0.5), (1, 28, 28), 10)
+    assert [tuple(m.weight.shape) for _, m in masked_layers(net)] == [(8, 1, 3, 3), (16, 8, 3, 3), (32, 784), (10, 32)]
+    assert [m.stride for _, m in masked_layers(net)[:2]] == [(2, 2), (2, 2)]
+    assert net(torch.rand(2, 1, 28, 28)).shape == (2, 10)
+    with torch.no_grad():
+        x = torch.rand(1, 1, 1, 28, 28)
+        assert net.body[:3](x).shape == (1, 1, 8, 14, 14)       # conv, LIF, neuron gate
+
+
 def test_width_multiplier_scales_channels():
     full = build_model(ModelConfig(arch="vgg9", variant="snn"), (1, 28, 28), 10)
     half = build_model(ModelConfig(arch="vgg9", variant="snn", width=0.5), (1, 28, 28), 10)

@@ -1,0 +1,72 @@
+"""Which tickets meet a latency budget on which datapath, before any RTL is generated: the
+exact cycle models of both datapaths on each IR's first test images, against a budget at a
+clock (the design study behind docs/SCALING.md, "What 97% on the UP5K needs").
+
+    .venv/bin/python bench/latency_budget.py build/a/mlp_binw_tiny/ir build/b/mlp_binw_tiny/ir
+    .venv/bin/python bench/latency_budget.py <ir>... --clock-mhz 15 --budget-us 500 --images 20
+
+Per IR, one markdown row: weight bits, float and integer accuracy (the quantize stage's
+metrics.json), neurons, the bits a weight-streaming design reads per image (mask and sign
+of every synapse of a binary layer, the value of every synapse of a multi-bit one), and
+cycles per image on the lane datapath at 2, 4 and 8 PEs (`rtl/cycles.py`) and on the
+bitpar datapath at 2-16 lanes (`rtl/bitpar/cycles.py`).  A cycle count within the budget
+(budget_us x clock_mhz cycles) is in bold.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+import numpy as np
+
+from ticketforge.ir import load_graph, load_test_inputs
+from ticketforge.rtl.bitpar.cycles import cycle_model as bitpar_cycle_model
+from ticketforge.rtl.bitpar.plan import plan_graph
+from ticketforge.rtl.cycles import cycle_model as lane_cycle_model
+
+LANE_PES = (2, 4, 8)
+BITPAR_LANES = (2, 4, 8, 16)
+
+
+def weight_stream_bits(g) -> int:
+    """Bits of every synapse of every weighted layer: 2 (mask, sign) for a binary layer,
+    weight_bits for a multi-bit one."""
+    return sum(int(g.tensor(l, "weight").size) * (2 if l.weight_bits == 2 else l.weight_bits)
+               for l in g.layers if l.has_weights)
+
+
+def row(ir: Path, images: int, budget_cycles: float) -> str:
+    g = load_graph(ir)
+    x, _ = load_test_inputs(ir)
+    x = x[:images]
+    metrics = json.loads((ir / "metrics.json").read_text())
+    lane = [np.mean([c.total for c in lane_cycle_model(g, x, p)]) for p in LANE_PES]
+    bitpar = [np.mean([c.total for c in bitpar_cycle_model(plan_graph(g, n), x)]) for n in BITPAR_LANES]
+    bits = sorted({l.weight_bits for l in g.layers if l.has_weights})
+    neurons = sum(int(np.prod(l.out_shape)) for l in g.layers if l.kind in ("conv", "linear"))
+    cell = lambda c: f"**{c:,.0f}**" if c <= budget_cycles else f"{c:,.0f}"  # noqa: E731
+    return (f"| {ir} | {g.T} | {'/'.join(map(str, bits))} | {metrics['accuracy_float'] * 100:.1f} | "
+            f"{metrics['accuracy_integer'] * 100:.1f} | {neurons:,} | {weight_stream_bits(g) / 1024:,.0f} | "
+            + " | ".join(cell(c) for c in lane + bitpar) + " |")
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("irs", nargs="+", type=Path, help="IR folders (build/<name>/ir)")
+    ap.add_argument("--clock-mhz", type=float, default=15.0, help="the core's clock (default: the UP5K's 15 MHz PLL)")
+    ap.add_argument("--budget-us", type=float, default=500.0, help="latency budget per image")
+    ap.add_argument("--images", type=int, default=20, help="test images the cycle models run")
+    a = ap.parse_args()
+    budget = a.budget_us * a.clock_mhz
+    print(f"budget: {a.budget_us:g} us at {a.clock_mhz:g} MHz = {budget:,.0f} cycles per image; "
+          f"mean of the first {a.images} test images\n")
+    print("| IR | T | weight bits | float % | integer % | neurons | weight Kbit | "
+          + " | ".join(f"lane P={p}" for p in LANE_PES) + " | " + " | ".join(f"bitpar L={n}" for n in BITPAR_LANES) + " |")
+    print("|" + "---|" * (7 + len(LANE_PES) + len(BITPAR_LANES)))
+    for ir in a.irs:
+        print(row(ir, a.images, budget), flush=True)
+
+
+if __name__ == "__main__":
+    main()
