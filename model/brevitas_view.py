@@ -3,7 +3,9 @@
 - Binary-weight layers (``alpha * M * sign(w)``) use a 2-bit narrow-range integer quantizer
   (levels -1, 0, +1).  brevitas' binary quantizers cannot represent a pruned zero, and with
   the effective weight written in, the abs-max scale is exactly ``alpha`` (TOOLCHAIN.md).
-- Real-valued tickets (``snn``, ``slt``) use brevitas' 8-bit narrow-range per-tensor quantizer.
+- Real-valued tickets (``snn``, ``slt``) use brevitas' narrow-range per-tensor quantizer at
+  ``weight_bits`` (2-8, the config's ``hw.weight_bits``; 8 by default): post-training, the
+  quantize stage reports what it costs (float against integer accuracy).
 - The input is an 8-bit unsigned quantizer calibrated (max statistics) on training images.
 
 The integer weights and input codes of the hardware IR are read from this view
@@ -39,13 +41,23 @@ class Int8NarrowWeightQuant(Int8WeightPerTensorFloat):
     narrow_range = True
 
 
+def weight_quant_for(bits: int) -> type:
+    """The brevitas weight quantizer of a layer with ``bits``-bit signed integer weights."""
+    if bits == 2:
+        return TernaryWeightQuant
+    if bits == 8:
+        return Int8NarrowWeightQuant
+    return type(f"Int{bits}NarrowWeightQuant", (Int8NarrowWeightQuant,), {"bit_width": bits})
+
+
 class PixelQuant(Uint8ActPerTensorFloat):
     """8-bit unsigned input, scale from the maximum seen in calibration."""
     scaling_stats_op = StatsOp.MAX
 
 
-def weight_bits_for(m: MaskedLayer) -> int:
-    return 2 if m.mode in ("binary", "score_bin") else 8
+def weight_bits_for(m: MaskedLayer, real_bits: int = 8) -> int:
+    """A binary layer's weights are {-1, 0, +1} (2 bits); a real-valued one's ``real_bits``."""
+    return 2 if m.mode in ("binary", "score_bin") else real_bits
 
 
 class UnrolledLIF(nn.Module):
@@ -89,10 +101,11 @@ class _Seq(nn.Module):
         return y.reshape(t, b, *y.shape[1:])
 
 
-def quant_copy(m: MaskedLayer, linear_zero_bias: bool = False) -> nn.Module:
+def quant_copy(m: MaskedLayer, linear_zero_bias: bool = False, real_bits: int = 8) -> nn.Module:
     """The brevitas layer computing what masked layer `m` computes (its effective weight).
-    ``linear_zero_bias``: give a linear layer an explicit zero bias (see bnn_qonnx)."""
-    wq = TernaryWeightQuant if weight_bits_for(m) == 2 else Int8NarrowWeightQuant
+    ``linear_zero_bias``: give a linear layer an explicit zero bias (see bnn_qonnx);
+    ``real_bits``: the weight bits of a real-valued layer."""
+    wq = weight_quant_for(weight_bits_for(m, real_bits))
     if isinstance(m, MaskedConv2d):
         q = QuantConv2d(m.in_channels, m.out_channels, m.kernel_size, stride=m.stride, padding=m.padding,
                         bias=False, weight_quant=wq)
@@ -119,19 +132,19 @@ class BrevitasView(nn.Module):
     ``events`` binary frames ``[B, T, C, H, W]``, which are already integers: no input
     quantizer, scale 1."""
 
-    def __init__(self, net: TicketNet, events: bool = False):
+    def __init__(self, net: TicketNet, events: bool = False, weight_bits: int = 8):
         super().__init__()
-        self.T, self.events = net.T, events
+        self.T, self.events, self.weight_bits = net.T, events, weight_bits
         self.input_quant = nn.Identity() if events else QuantIdentity(act_quant=PixelQuant,
                                                                        return_quant_tensor=False)
         mods: list[nn.Module] = []
         for i, mod in enumerate(net.body):
-            mods.append(self._convert(i, mod))
+            mods.append(self._convert(i, mod, weight_bits))
         self.body = nn.Sequential(*mods)
         self.eval()
 
     @staticmethod
-    def _convert(i: int, mod: nn.Module) -> nn.Module:
+    def _convert(i: int, mod: nn.Module, weight_bits: int) -> nn.Module:
         if isinstance(mod, BasicBlock):
             raise IRError(f"layer body.{i} (residual block): the hardware IR has no residual additions; "
                           "resnet19 is a model-stage architecture (use conv4/vgg9/vgg11/vgg16/mlp)")
@@ -143,7 +156,7 @@ class BrevitasView(nn.Module):
             inner = []
             for sub in mod:
                 if isinstance(sub, MaskedLayer):
-                    inner.append(quant_copy(sub))
+                    inner.append(quant_copy(sub, real_bits=weight_bits))
                 elif isinstance(sub, (nn.BatchNorm1d, nn.BatchNorm2d, nn.Flatten)):
                     inner.append(sub)
                 elif isinstance(sub, nn.MaxPool2d):

@@ -191,6 +191,9 @@ class HwConfig:
     clock_mhz: float | None = None
     # every other setting a hardware build depends on; the command line's options override them
     precision_bits: int = 8       # quantize: bits of threshold precision per channel (--precision-bits)
+    # quantize: signed bits of a real-valued ticket's (snn, slt) weights, 2-8, quantized after
+    # training; a binary ticket's are 2 whatever this says (--weight-bits)
+    weight_bits: int = 8
     memory_style: str = "auto"    # rtl: how synthesis maps the memories: auto, block, logic (--memory-style)
     # rtl: the network's numbers baked in as memory initial values, or "runtime": loaded over
     # the board link before the first image (--weights)
@@ -212,6 +215,7 @@ class HwConfig:
 
     def __post_init__(self) -> None:
         _check_range("hw.precision_bits", self.precision_bits, 2, 16)
+        _check_range("hw.weight_bits", self.weight_bits, 2, 8)
         _check_choice("hw.memory_style", self.memory_style, ("auto", "block", "logic"))
         _check_choice("hw.weights", self.weights, ("baked", "runtime"))
         _check_choice("hw.simulator", self.simulator, ("icarus", "verilator"))

@@ -138,7 +138,7 @@ def lower(net: TicketNet, view: BrevitasView, cfg, input_shape, provenance: dict
         refs = {"weight": f"{name}.weight", "mask": f"{name}.mask"}
         tensors[refs["weight"]], tensors[refs["mask"]] = w_int, mask
         fields = dict(name=name, kind="output" if last else kind, in_shape=shape, out_shape=out,
-                      weight_bits=weight_bits_for(tq), **geo)
+                      weight_bits=weight_bits_for(tq, view.weight_bits), **geo)
         shape = out
         if last:
             if len(subs) != 1 or kind != "linear":
@@ -167,7 +167,8 @@ def _to_float(images: np.ndarray, pixel_max: int) -> torch.Tensor:
 
 
 def quantize_ticket(ticket_dir: Path, out_dir: Path, data_dir: str | None = None,
-                    precision_bits: int = 8, progress=print, membrane_floor: dict | None = None) -> dict:
+                    precision_bits: int = 8, progress=print, membrane_floor: dict | None = None,
+                    weight_bits: int = 8) -> dict:
     t0 = time.perf_counter()
     clear_record(Path(out_dir) / "manifest.json")      # the stage's record: removed first, written last
     warnings.filterwarnings("ignore", message="fast_hadamard_transform")
@@ -177,7 +178,7 @@ def quantize_ticket(ticket_dir: Path, out_dir: Path, data_dir: str | None = None
         raise UnsupportedError(f"variant {cfg.model.variant!r} cannot be lowered to the hardware IR: it takes "
                       "spiking tickets (binw, slt, snn); ann and bnn are model-stage baselines")
     ds: Dataset = load_dataset(cfg.data.dataset, data_dir or cfg.data.data_dir, timesteps=cfg.model.timesteps)
-    view = BrevitasView(net, events=ds.events)
+    view = BrevitasView(net, events=ds.events, weight_bits=weight_bits)
     view.calibrate_input(_to_float(ds.train.images[:CALIBRATION_IMAGES], ds.pixel_max))
     provenance = {
         "ticket": str(ticket_dir), "ticket_sha256": meta.get("model_sha256"),
@@ -228,7 +229,7 @@ def quantize_ticket(ticket_dir: Path, out_dir: Path, data_dir: str | None = None
         "accuracy_float": acc_float, "accuracy_integer": acc_int, "images": int(len(ds.test)),
         "accuracy_brevitas": float((view_pred == ds.test.labels).mean()),
         "prediction_agreement_float_integer": float((float_pred == pred).mean()),
-        "golden_seconds": golden_s, "precision_bits": precision_bits,
+        "golden_seconds": golden_s, "precision_bits": precision_bits, "weight_bits": weight_bits,
         "membrane_bits": {l.name: l.neuron.membrane_bits for l in g.layers if l.neuron},
         "leak": {l.name: l.neuron.leak for l in g.layers if l.neuron},
     }
@@ -237,7 +238,7 @@ def quantize_ticket(ticket_dir: Path, out_dir: Path, data_dir: str | None = None
         "stage": "quantize", "inputs": {f: _sha256(Path(ticket_dir) / f) for f in ("model.pt", "ticket.json")},
         "outputs": {f: _sha256(out_dir / f) for f in ("graph.json", "tensors.npz", "vectors.npz", TEST_INPUTS_FILE)},
         "versions": _versions(), "seconds": time.perf_counter() - t0,
-        "params": {"precision_bits": precision_bits, "data_dir": data_dir},
+        "params": {"precision_bits": precision_bits, "weight_bits": weight_bits, "data_dir": data_dir},
         "code": lowering_digest(),
     }
     write_record(out_dir / "manifest.json", manifest, indent=2)

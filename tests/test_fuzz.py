@@ -35,7 +35,7 @@ values = st.recursive(scalars, lambda inner: st.one_of(st.lists(inner, max_size=
 SECTIONS = ("model", "data", "train", "energy", "prune", "hw")
 KEYS = ("arch", "variant", "width", "T", "lam", "r_p", "reset", "v_threshold", "dataset", "batch_size", "epochs",
         "lr", "optimizer", "seed", "e_mac_pj", "board", "pes", "fifo_depth", "rounds", "rate", "eb_window",
-        "datapath", "clock_mhz", "precision_bits", "memory_style", "trace", "simulator", "images", "trace_images",
+        "datapath", "clock_mhz", "precision_bits", "weight_bits", "memory_style", "trace", "simulator", "images", "trace_images",
         "bitstream", "hls", "hls_backend", "netlist_images", "bogus")
 
 

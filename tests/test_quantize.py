@@ -55,6 +55,49 @@ def test_vectors_equal_golden_and_torch_integer_model(tiny_ir):
         assert np.array_equal(gold.membranes[name], v[f"membranes/{name}"])
 
 
+@pytest.mark.parametrize("bits", [3, 4, 8])
+def test_the_view_quantizes_a_real_valued_ticket_to_its_weight_bits(bits):
+    from ticketforge.model.brevitas_view import BrevitasView, weight_bits_for
+    from ticketforge.model.layers import masked_layers
+
+    torch.manual_seed(0)
+    net = build_model(ModelConfig(arch="sconv", variant="snn", width=0.5), (1, 8, 8), 4)
+    view = BrevitasView(net, weight_bits=bits)
+    quant = [m for m in view.modules() if hasattr(m, "quant_weight")]
+    assert len(quant) == len(masked_layers(net)) == 4
+    for q in quant:
+        w = q.quant_weight()
+        assert int(w.bit_width) == bits
+        levels = w.int()
+        assert levels.abs().max() == 2 ** (bits - 1) - 1            # narrow range, the largest weight at the top
+    assert {weight_bits_for(m, bits) for _, m in masked_layers(net)} == {bits}
+    binary = build_model(ModelConfig(arch="sconv", variant="binw", width=0.5), (1, 8, 8), 4)
+    assert {weight_bits_for(m, bits) for _, m in masked_layers(binary)} == {2}
+
+
+def test_weight_bits_through_quantize_give_an_exact_ir_of_that_width(tmp_path, root):
+    """`quantize --weight-bits 4` on a tiny snn ticket: 4-bit weights in the IR, the golden
+    model equal to the torch integer model, the cost reported, and an out-of-range value
+    refused by name."""
+    cfg = tmp_path / "tinysnn.toml"
+    cfg.write_text(TINY.format(arch="sconv", variant="snn"))
+    build = tmp_path / "build"
+    assert run_cli("train", "--config", str(cfg), "--build-dir", str(build), "--quiet", cwd=root).returncode == 0
+    r = run_cli("quantize", "--config", str(cfg), "--build-dir", str(build), "--weight-bits", "4", cwd=root)
+    assert r.returncode == 0, r.stdout + r.stderr
+    ir = build / "tinysnn" / "ir"
+    g = load_graph(ir)
+    assert {l.weight_bits for l in g.layers if l.has_weights} == {4}
+    assert max(int(np.abs(g.tensor(l, "weight")).max()) for l in g.layers if l.has_weights) <= 7
+    m = json.loads((ir / "metrics.json").read_text())
+    assert m["weight_bits"] == 4 and 0 <= m["accuracy_integer"] <= 1
+    v = np.load(ir / "vectors.npz")
+    assert np.array_equal(torch_integer_run(g, v["inputs"])[0], v["scores"])
+    assert np.array_equal(run(g, v["inputs"]).scores, v["scores"])
+    r = run_cli("quantize", "--config", str(cfg), "--build-dir", str(build), "--weight-bits", "9", cwd=root)
+    assert r.returncode == 2 and "--weight-bits 9" in r.stderr and "Traceback" not in r.stderr, r.stderr
+
+
 def test_qonnx_file_has_brevitas_quant_nodes(tiny_ir):
     onnx = pytest.importorskip("onnx")
     ir, _ = tiny_ir
@@ -199,10 +242,11 @@ def test_the_ir_is_stale_after_other_precision_bits_or_lowering_code(tiny_ir, tm
 
     ir, _ = tiny_ir
     cfg = load_config(str(ir.parent.parent.parent / "tinyq.toml"))
-    args = lambda bits: argparse.Namespace(build_dir=str(ir.parent.parent), precision_bits=bits,  # noqa: E731
-                                           quiet=True)
+    args = lambda bits, weight_bits=8: argparse.Namespace(  # noqa: E731
+        build_dir=str(ir.parent.parent), precision_bits=bits, weight_bits=weight_bits, quiet=True)
     assert stale_reason(quantize_stage(args(8), cfg)) is None
     assert stale_reason(quantize_stage(args(6), cfg)) == "precision_bits 8 -> 6"
+    assert stale_reason(quantize_stage(args(8, 4), cfg)) == "weight_bits unset -> 4"
     other_data = with_overrides(cfg, data={"data_dir": str(tmp_path)})
     assert stale_reason(quantize_stage(args(8), other_data)) == f"data_dir None -> {tmp_path}"
     passes = next(f for f in q.LOWERING_SOURCES if f.name == "passes.py" and f.parent.name == "ir")

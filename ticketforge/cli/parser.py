@@ -17,6 +17,12 @@ def _add_precision_arg(p: argparse.ArgumentParser) -> None:
                         "hw.precision_bits, 8)")
 
 
+def _add_weight_bits_arg(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--weight-bits", type=int, default=None,
+                   help="signed bits (2-8) of a real-valued ticket's (snn, slt) weights in the IR, quantized "
+                        "after training; binary tickets are 2-bit (default: the config's hw.weight_bits, 8)")
+
+
 def _add_config_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--config", required=True,
                    help="MODEL name (model/configs/<name>.toml) or path to a .toml file")
@@ -128,6 +134,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_config_args(p)
     p.add_argument("--ticket", default=None, help="ticket folder (default: build/<name>/ticket)")
     _add_precision_arg(p)
+    _add_weight_bits_arg(p)
     _add_fit_arg(p)
     p = sub.add_parser("import", help="a NIR network (snnTorch, Norse, Sinabs, ...) lowered to the integer IR: "
                                       "build/<name>/ir/ (and, with --nir, the config build/<name>/<name>.toml)")
@@ -193,6 +200,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("hw", help="the main job: model -> quantize -> rtl -> sim -> synth [-> hls] -> report")
     _add_config_args(p)
     _add_precision_arg(p)
+    _add_weight_bits_arg(p)
     _add_rtl_args(p)
     _add_sim_args(p)
     _add_synth_args(p)

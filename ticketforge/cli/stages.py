@@ -35,7 +35,7 @@ def _sources(pkg: str, *names: str, recurse: bool = False) -> tuple[Path, ...]:
 
 
 # the settings each command takes from the command line, else from the config's [hw] table
-_HW_KEYS = {"precision_bits": "precision_bits", "memory_style": "memory_style", "weights": "weights", "trace": "trace",
+_HW_KEYS = {"precision_bits": "precision_bits", "weight_bits": "weight_bits", "memory_style": "memory_style", "weights": "weights", "trace": "trace",
             "simulator": "simulator", "images": "images", "trace_images": "trace_images",
             "bitstream": "bitstream", "hls": "hls", "backend": "hls_backend", "board": "board",
             "netlist_images": "netlist_images", "fit_to": "fit_to"}
@@ -53,7 +53,7 @@ def resolve_hw_args(args: argparse.Namespace, cfg) -> None:
         if getattr(args, arg) is None:
             value = getattr(cfg.hw, key)
             setattr(args, arg, ("all" if value is None else str(value)) if arg == "images" else value)
-        elif arg in ("precision_bits", "trace_images", "netlist_images"):
+        elif arg in ("precision_bits", "weight_bits", "trace_images", "netlist_images"):
             given[key] = getattr(args, arg)
     for key, value in given.items():          # a command-line value out of range fails as the config's would
         try:
@@ -66,7 +66,7 @@ def resolve_hw_args(args: argparse.Namespace, cfg) -> None:
 
 def hw_settings(args: argparse.Namespace, cfg) -> dict:
     """Every hardware setting of this build, as run (the report records it)."""
-    keys = ("precision_bits", "datapath", "pes", "fifo_depth", "memory_style", "weights", "fit_to", "trace", "simulator",
+    keys = ("precision_bits", "weight_bits", "datapath", "pes", "fifo_depth", "memory_style", "weights", "fit_to", "trace", "simulator",
             "images",
             "trace_images", "board", "bitstream", "netlist_images", "hls", "backend")
     return {"clock_mhz": cfg.hw.clock_mhz, **{k: getattr(args, k) for k in keys if hasattr(args, k)}}
@@ -148,12 +148,15 @@ def quantize_stage(args, cfg, ticket_dir: Path | None = None) -> Stage:
     floor = _membrane_floor(args)
 
     def run(out: Path) -> dict:
-        m = quantize_ticket(tdir, out, data_dir=data_dir, precision_bits=args.precision_bits, membrane_floor=floor)
+        m = quantize_ticket(tdir, out, data_dir=data_dir, precision_bits=args.precision_bits, membrane_floor=floor,
+                            weight_bits=args.weight_bits)
         return {k: m[k] for k in ("accuracy_float", "accuracy_integer", "images")}
 
     return Stage("quantize", root / "ir", run,
                  inputs={"model.pt": tdir / "model.pt", "ticket.json": tdir / "ticket.json"},
                  params={"precision_bits": args.precision_bits, "data_dir": data_dir}
+                 # (recorded when not the default, so the IRs made before the setting existed stay kept)
+                 | ({"weight_bits": args.weight_bits} if args.weight_bits != 8 else {})
                  | ({"membrane_floor": floor} if floor else {}),
                  code=tuple(LOWERING_SOURCES),
                  tools={"torch": package_version("torch"), "brevitas": package_version("brevitas")},
