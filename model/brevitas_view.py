@@ -147,7 +147,7 @@ class BrevitasView(nn.Module):
     def _convert(i: int, mod: nn.Module, weight_bits: int) -> nn.Module:
         if isinstance(mod, BasicBlock):
             raise IRError(f"layer body.{i} (residual block): the hardware IR has no residual additions; "
-                          "resnet19 is a model-stage architecture (use conv4/vgg9/vgg11/vgg16/mlp)")
+                          "resnet19 is a model-stage architecture (use conv4/vgg9/vgg11/vgg16/mlp/sconv)")
         if isinstance(mod, sj_neuron.LIFNode):
             return UnrolledLIF(mod)
         if isinstance(mod, NeuronGate):
