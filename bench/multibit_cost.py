@@ -33,10 +33,10 @@ def measure(seed: int, pes: int, binary: bool, boards: list[str], tmp: Path) -> 
     d = tmp / f"{seed}-{pes}-{binary}"
     save_graph(g, d / "ir")
     write_rtl(d / "ir", d / "rtl", pes=pes, run_lint=False, progress=lambda *a, **k: None)
+    bits = sorted({l.weight_bits for l in g.layers if l.has_weights})
     out = []
     for b in boards:
         res = synthesize(d / "rtl", get_board(b), d / b, log=lambda *a, **k: None)["resources"]
-        bits = sorted({l.weight_bits for l in g.layers if l.has_weights})
         out.append({"seed": seed, "pes": pes, "weights": "binary" if binary else "/".join(map(str, bits)) + " bits",
                     "board": b, "word_bits": plan.word.size, "mag_bits": plan.mag_bits, "synapse_kbit": rows_bits / 1024,
                     **{k: res.get(k, 0) for k in ("luts", "ffs", "brams", "dsps")}})

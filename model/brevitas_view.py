@@ -15,6 +15,8 @@ computes what the ticket computes and the ONNX exporter can trace it.
 """
 from __future__ import annotations
 
+import functools
+
 import torch
 from torch import nn
 from brevitas.core.stats import StatsOp
@@ -41,6 +43,7 @@ class Int8NarrowWeightQuant(Int8WeightPerTensorFloat):
     narrow_range = True
 
 
+@functools.cache
 def weight_quant_for(bits: int) -> type:
     """The brevitas weight quantizer of a layer with ``bits``-bit signed integer weights."""
     if bits == 2:

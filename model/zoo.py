@@ -33,6 +33,7 @@ from torch import nn
 from spikingjelly.activation_based import functional, layer
 
 from ticketforge.errors import ConfigError
+from ticketforge.ir.validate import conv_out_hw
 from ticketforge.model.config import ARCHITECTURES, VARIANTS, ModelConfig
 from ticketforge.model.layers import MaskedConv2d, MaskedLinear, masked_layers
 from ticketforge.model.neurons import make_activation
@@ -187,7 +188,7 @@ def build_model(cfg: ModelConfig, input_shape=(3, 32, 32), num_classes: int = 10
         else:
             channels, stride = item if isinstance(item, tuple) else (item, 1)
             out = b.ch(channels)
-            h, w = (h - 1) // stride + 1, (w - 1) // stride + 1          # 3x3, padding 1
+            h, w = conv_out_hw(h, w, 3, stride, 1)
             mods += [_seq(b.conv(c, out, stride=stride), b.bn(out, 2)), b.act(), NeuronGate((out, h, w))]
             c = out
     mods.append(_seq(nn.Flatten()))
