@@ -16,6 +16,7 @@ from pathlib import Path
 import numpy as np
 from hls4ml.model.graph import ModelGraph
 
+from ticketforge.ir.chain import chain_form
 from ticketforge.hls.extension import SpikePool, SpikingLIF, register
 from ticketforge.errors import UnsupportedError
 from ticketforge.ir.schema import Graph, Layer
@@ -84,6 +85,7 @@ def _neuron_layer(g: Graph, l: Layer, max_in: int, first: bool) -> dict:
 
 def layer_list(g: Graph) -> list[dict]:
     """The hls4ml layer dictionaries of an integer IR, in execution order."""
+    g = chain_form(g)      # a residual IR runs as its chain form (ir/chain.py)
     if g.input.events:
         raise UnsupportedError("the IR's input is 'events' (a binary frame per timestep): the HLS path's input is "
                                "a pixel image entering every timestep ('direct')")

@@ -15,9 +15,9 @@ from dataclasses import dataclass, field
 import numpy as np
 from numpy.lib.stride_tricks import sliding_window_view
 
-from ticketforge.ir.schema import Graph, IRError, Layer, Neuron
+from ticketforge.ir.schema import INPUT, Graph, IRError, Layer, Neuron
 
-__all__ = ["GoldenResult", "run", "input_shape", "conv_accumulate", "linear_accumulate", "leak", "or_pool"]
+__all__ = ["GoldenResult", "run", "input_shape", "accumulate", "conv_accumulate", "linear_accumulate", "leak", "or_pool"]
 
 
 @dataclass
@@ -72,10 +72,30 @@ def linear_accumulate(x: np.ndarray, w: np.ndarray, bound: int = 1 << 52) -> np.
     return (x.astype(dt) @ w.T.astype(dt)).astype(np.int64)
 
 
-def _bound(g: Graph, l: Layer, max_in: int) -> int:
-    w = g.tensor(l, "weight")
+def _bound(w: np.ndarray, max_in: int) -> int:
+    """max |accumulation| of synapses ``w`` [O, ...] over inputs up to ``max_in``."""
     fan_in = int(np.prod(w.shape[1:]))
     return max_in * max(1, int(np.abs(w).max()) if w.size else 1) * fan_in
+
+
+def accumulation_bound(g: Graph, l: Layer, max_in: list[int]) -> int:
+    """Bound on |accumulation| of a weighted layer whose inputs carry values up to ``max_in``."""
+    return _bound(g.tensor(l, "weight"), max_in[0]) + (_bound(g.tensor(l, "skip_weight"), max_in[1])
+                                                       if l.has_skip else 0)
+
+
+def accumulate(g: Graph, l: Layer, inputs: list[np.ndarray], bound: int = 1 << 52) -> np.ndarray:
+    """A conv/linear/output layer's integer accumulation over its input and, for a layer
+    with a skip input, plus the skip synapses' over the skip source (docs/IR.md); ``bound``
+    (`accumulation_bound`) picks the exact float type."""
+    w = g.tensor(l, "weight")
+    acc = (conv_accumulate(inputs[0], w, l.stride, l.padding, bound) if l.kind == "conv"
+           else linear_accumulate(inputs[0], w, bound))
+    if l.has_skip:
+        ws = g.tensor(l, "skip_weight")
+        acc = acc + (conv_accumulate(inputs[1], ws, l.skip_stride, l.skip_padding, bound) if l.kind == "conv"
+                     else linear_accumulate(inputs[1], ws, bound))
+    return acc
 
 
 def leak(v: np.ndarray, n: Neuron) -> np.ndarray:
@@ -138,27 +158,37 @@ def _run_batch(g: Graph, x0: np.ndarray, trace: bool, measure_range: bool) -> Go
     state: dict[str, np.ndarray] = {}
     spikes: dict[str, list] = {}
     h_range: dict[str, tuple[int, int]] | None = {} if measure_range else None
-    # direct encoding: the first layer's input, so its acc, repeats every t (events: it does not)
-    first_acc: list | None = None if g.input.events else []
-    bounds, max_in = {}, (1 << g.input.bits) - 1
+    sources = g.sources()
+    max_out, bounds = {INPUT: (1 << g.input.bits) - 1}, {}
     for l in g.layers:
         if l.has_weights:
-            bounds[l.name] = _bound(g, l, max_in)
-            max_in = 1
+            bounds[l.name] = accumulation_bound(g, l, [max_out[s] for s in sources[l.name]])
+        max_out[l.name] = 1 if l.neuron is not None else max_out[sources[l.name][0]]
+    # direct encoding: a layer that reads only the input accumulates the same every t
+    # (events: the input differs per timestep)
+    repeat: dict[str, np.ndarray] | None = None if g.input.events else {}
     for t in range(g.T):
-        x = x0[:, t] if g.input.events else x0
+        outs = {INPUT: x0[:, t] if g.input.events else x0}
         for l in g.layers:
+            srcs = sources[l.name]
+            x = outs[srcs[0]]
             if l.kind == "pool":
                 x = or_pool(x, l.kernel)
             elif l.kind == "flatten":
                 x = x.reshape(n, -1)
             elif l.kind == "output":
-                scores += linear_accumulate(x, g.tensor(l, "weight"), bounds[l.name])
+                scores += accumulate(g, l, [x], bounds[l.name])
             else:
-                x = _neuron_layer(g, l, x, state, h_range, bounds[l.name],
-                                  first_acc if l is g.layers[0] else None)
+                if repeat is not None and l.name in repeat:
+                    acc = repeat[l.name]
+                else:
+                    acc = accumulate(g, l, [outs[s] for s in srcs], bounds[l.name])
+                    if repeat is not None and set(srcs) == {INPUT}:
+                        repeat[l.name] = acc
+                x = _neuron_update(g, l, acc, state, h_range)
                 if trace:
                     spikes.setdefault(l.name, []).append(x.astype(np.uint8))
+            outs[l.name] = x
     res = GoldenResult(scores=scores, h_range=h_range or {})
     if trace:
         res.spikes = {k: np.stack(v, axis=1) for k, v in spikes.items()}
@@ -166,16 +196,7 @@ def _run_batch(g: Graph, x0: np.ndarray, trace: bool, measure_range: bool) -> Go
     return res
 
 
-def _neuron_layer(g: Graph, l: Layer, x: np.ndarray, state: dict, h_range: dict | None, bound: int,
-                  cache: list | None) -> np.ndarray:
-    if cache:
-        acc = cache[0]
-    else:
-        w = g.tensor(l, "weight")
-        acc = (conv_accumulate(x, w, l.stride, l.padding, bound) if l.kind == "conv"
-               else linear_accumulate(x, w, bound))
-        if cache is not None:
-            cache.append(acc)
+def _neuron_update(g: Graph, l: Layer, acc: np.ndarray, state: dict, h_range: dict | None) -> np.ndarray:
     nrn = l.neuron
     v = state.get(l.name)
     if v is None:

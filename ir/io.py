@@ -12,7 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ticketforge.ir.schema import (SCHEMA_ID, SCHEMA_VERSION, Graph, InputSpec, IRError, Layer,
+from ticketforge.ir.schema import (INPUT, SCHEMA_ID, SCHEMA_VERSION, Graph, InputSpec, IRError, Layer,
                                          Neuron)
 
 __all__ = ["save_graph", "load_graph", "graph_to_dict", "graph_from_dict", "load_test_inputs", "SCHEMA_FILE",
@@ -23,15 +23,23 @@ __all__ = ["save_graph", "load_graph", "graph_to_dict", "graph_from_dict", "load
 TEST_INPUTS_FILE = "test_inputs.npz"
 
 SCHEMA_FILE = Path(__file__).with_name("graph.schema.json")
+# Version 1 is a chain (no ``inputs``): it loads as the version-2 graph whose every layer
+# reads the one before, which is what it meant.
+READS_VERSIONS = (1, SCHEMA_VERSION)
 
 
 def graph_to_dict(g: Graph) -> dict:
     d = {"schema": g.schema, "version": g.version, "stage": g.stage, "T": g.T, "score": g.score,
          "input": asdict(g.input), "provenance": g.provenance, "layers": []}
     d["input"]["shape"] = list(g.input.shape)
+    sources = g.sources()
     for l in g.layers:
         ld = asdict(l)
         ld["in_shape"], ld["out_shape"] = list(l.in_shape), list(l.out_shape)
+        ld["inputs"] = list(sources[l.name])          # on disk always explicit
+        if not (l.has_skip and l.kind == "conv"):          # only a conv's skip synapses have a geometry
+            for k in ("skip_kernel", "skip_stride", "skip_padding"):
+                del ld[k]
         if l.neuron is None:
             del ld["neuron"]
         if not l.attrs:
@@ -115,9 +123,9 @@ def graph_from_dict(raw: dict, tensors: dict[str, np.ndarray]) -> Graph:
     if schema != SCHEMA_ID:
         raise IRError(f"{where}: field 'schema' is {schema!r}, expected {SCHEMA_ID!r}")
     version = _get(raw, "version", int, where)
-    if version != SCHEMA_VERSION:
-        raise IRError(f"{where}: field 'version' is {version}, this ticketforge reads version "
-                      f"{SCHEMA_VERSION}; re-run `ticketforge quantize` to regenerate the IR")
+    if version not in READS_VERSIONS:
+        raise IRError(f"{where}: field 'version' is {version}, this ticketforge reads versions "
+                      f"{', '.join(map(str, READS_VERSIONS))}; re-run `ticketforge quantize` to regenerate the IR")
     stage = _get(raw, "stage", str, where)
     if stage != "integer":
         raise IRError(f"{where}: field 'stage' is {stage!r}; an IR on disk must be 'integer'")
@@ -144,7 +152,19 @@ def graph_from_dict(raw: dict, tensors: dict[str, np.ndarray]) -> Graph:
         for role, key in tens.items():
             if not isinstance(key, str):
                 raise IRError(f"{lw}: tensors[{role!r}] must be a string key into tensors.npz")
+        inputs = ()
+        if version >= 2:
+            inputs = tuple(_get(ld, "inputs", list, lw))
+            if not inputs or len(inputs) > 2 or not all(isinstance(x, str) for x in inputs):
+                raise IRError(f"{lw}: field 'inputs' must be a list of 1 or 2 layer names "
+                              f"({INPUT!r} for the graph's input), got {inputs!r:.80}")
+            if inputs == ((layers[-1].name if layers else INPUT),):
+                inputs = ()                 # the layer before: the in-memory chain form
+        elif "inputs" in ld:
+            raise IRError(f"{lw}: field 'inputs' is a version-2 field in a version-1 IR")
         layers.append(Layer(
+            inputs=inputs, skip_kernel=_get(ld, "skip_kernel", int, lw, 0),
+            skip_stride=_get(ld, "skip_stride", int, lw, 1), skip_padding=_get(ld, "skip_padding", int, lw, 0),
             name=name, kind=_get(ld, "kind", str, lw),
             in_shape=_shape(ld, "in_shape", lw), out_shape=_shape(ld, "out_shape", lw),
             kernel=_get(ld, "kernel", int, lw, 0), stride=_get(ld, "stride", int, lw, 1),
@@ -152,4 +172,4 @@ def graph_from_dict(raw: dict, tensors: dict[str, np.ndarray]) -> Graph:
             input_shift=_get(ld, "input_shift", int, lw, 0), neuron=neuron, tensors=dict(tens)))
     return Graph(T=T, input=spec, layers=tuple(layers), tensors=tensors,
                  score=_get(raw, "score", str, where), provenance=_get(raw, "provenance", dict, where, {}),
-                 schema=schema, version=version)
+                 schema=schema, version=SCHEMA_VERSION)      # a version-1 chain reads as the same version-2 one

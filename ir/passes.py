@@ -57,10 +57,23 @@ def fold_batchnorm(g: Graph) -> Graph:
         inv = gamma / np.sqrt(var + l.attrs["bn_eps"])
         a = np.broadcast_to(l.attrs["scale"] * inv, mean.shape).copy()
         b = np.broadcast_to(beta - mean * inv, mean.shape).copy()
-        refs = {k: v for k, v in l.tensors.items() if not k.startswith("bn_")}
+        refs = {k: v for k, v in l.tensors.items() if not k.startswith(("bn_", "skip_bn_"))}
         refs["fold_a"], refs["fold_b"] = f"{l.name}.fold_a", f"{l.name}.fold_b"
         tensors[refs["fold_a"]], tensors[refs["fold_b"]] = a, b
-        attrs = {k: v for k, v in l.attrs.items() if k not in ("scale", "bn_eps")}
+        if l.has_skip:
+            # the skip synapses' own float membrane input a_s*acc_s + b_s (their BatchNorm,
+            # or none: an identity shortcut adds its spikes at scale 1)
+            a_s = np.full(mean.shape, float(l.attrs["skip_scale"]))
+            b_s = np.zeros(mean.shape)
+            if "skip_bn_mean" in l.tensors:
+                pop = lambda role, default: (tensors.pop(l.tensors[role]).astype(np.float64)  # noqa: E731
+                                             if role in l.tensors else default)
+                inv_s = pop("skip_bn_gamma", 1.0) / np.sqrt(pop("skip_bn_var", None) + l.attrs["skip_bn_eps"])
+                a_s = a_s * inv_s
+                b_s = pop("skip_bn_beta", 0.0) - pop("skip_bn_mean", None) * inv_s
+            refs["fold_skip_a"], refs["fold_skip_b"] = f"{l.name}.fold_skip_a", f"{l.name}.fold_skip_b"
+            tensors[refs["fold_skip_a"]], tensors[refs["fold_skip_b"]] = a_s, b_s
+        attrs = {k: v for k, v in l.attrs.items() if k not in ("scale", "bn_eps", "skip_scale", "skip_bn_eps")}
         layers.append(replace(l, tensors=refs, attrs=attrs))
     return replace(g.with_layers(layers, tensors), stage="folded")
 
@@ -112,14 +125,50 @@ def integerize(g: Graph, precision_bits: int = 8, reset: str | None = None) -> G
         s = max(0, math.ceil(precision_bits - math.log2(vth / float(a.max()))))
         step = (2.0 ** s) / a
         thr = np.maximum(1, np.round(vth * step)).astype(np.int64)
+        extra = {}
+        if l.has_skip:
+            b = b + tensors[l.tensors["fold_skip_b"]]
+            s, extra = _integerize_skip(l, tensors, a, s)
         bias = np.round(b * step).astype(np.int64)
         refs = {k: v for k, v in l.tensors.items() if not k.startswith("fold_")}
         refs["bias"], refs["threshold"] = f"{l.name}.bias", f"{l.name}.threshold"
         tensors[refs["bias"]], tensors[refs["threshold"]] = bias, thr
+        for k in [k for k in l.tensors if k.startswith("fold_")]:
+            tensors.pop(l.tensors[k], None)
         neuron = Neuron(reset=reset or l.neuron.reset, membrane_bits=PROVISIONAL_MEMBRANE_BITS,
                         **choose_leak(float(l.attrs["lam"])))
-        layers.append(replace(l, tensors=refs, attrs={}, input_shift=s, neuron=neuron))
+        layers.append(replace(l, tensors=refs, attrs={}, input_shift=s, neuron=neuron, **extra))
     return replace(g.with_layers(layers, tensors), stage="integer")
+
+
+SKIP_WEIGHT_BITS = 8
+
+
+def _integerize_skip(l, tensors: dict, a: np.ndarray, s: int) -> tuple[int, dict]:
+    """A residual layer's two sets of synapses on one integer membrane (docs/IR.md).
+
+    The membrane is divided by ``a_o / 2**s`` as for any layer, so a main synapse adds
+    ``w << s``; a skip synapse must add ``w_s * a_s,o / a_o * 2**s``, which is not a whole
+    multiple of ``2**s``.  So the layer's input shift becomes ``s - k``: the main weights
+    are multiplied by ``2**k`` and the skip weights are ``round(w_s * a_s,o / a_o * 2**k)``,
+    k as large as fits ``SKIP_WEIGHT_BITS``-bit weights (k extra bits of skip precision;
+    the rounding is the float -> integer cost, measured like every other).  Returns the
+    input shift and the layer's new ``weight_bits``."""
+    w = tensors[l.tensors["weight"]].astype(np.int64)
+    ws = tensors[l.tensors["skip_weight"]].astype(np.int64)
+    ratio = (tensors.pop(l.tensors["fold_skip_a"]) / a).reshape((-1,) + (1,) * (ws.ndim - 1))
+    wmax = (1 << (SKIP_WEIGHT_BITS - 1)) - 1
+    for k in range(s, -1, -1):
+        main, skip = w << k, np.round(ws * ratio * 2.0 ** k).astype(np.int64)
+        if max(np.abs(main).max(initial=0), np.abs(skip).max(initial=0)) <= wmax:
+            break
+    else:
+        raise IRError(f"layer {l.name!r}: its skip synapses are over {wmax} times its main synapses' step "
+                      f"(largest ratio {float(np.abs(ratio).max()):.1f}); they do not fit {SKIP_WEIGHT_BITS}-bit weights")
+    skip = skip * (tensors[l.tensors["skip_mask"]] != 0)
+    tensors[l.tensors["weight"]], tensors[l.tensors["skip_weight"]] = main.astype(np.int8), skip.astype(np.int8)
+    m = int(max(np.abs(main).max(initial=1), np.abs(skip).max(initial=1)))
+    return s - k, {"weight_bits": _bits_for(-m, m)}
 
 
 def _bits_for(lo: int, hi: int) -> int:
@@ -162,6 +211,8 @@ def compact_pruned_neurons(g: Graph) -> Graph:
     layers = list(g.layers)
     keep_in: np.ndarray | None = None      # kept indices of the current layer's input channels
     spatial = 1                            # flatten: positions per channel
+    # a residual's skip source keeps its channels: its skip synapses index them too
+    skip_sources = {g.sources()[l.name][1] for l in layers if l.has_skip}
     for i, l in enumerate(layers):
         if keep_in is not None and l.kind in ("conv", "linear", "output"):
             w = tensors[l.tensors["weight"]]
@@ -182,10 +233,11 @@ def compact_pruned_neurons(g: Graph) -> Graph:
         if l.neuron is not None:
             nm = tensors[l.tensors["neuron_mask"]]
             alive = nm.reshape(nm.shape[0], -1).any(axis=1)
-            if alive.any() and not alive.all():     # an all-pruned layer stays (empty but valid)
+            if alive.any() and not alive.all() and l.name not in skip_sources:   # an all-pruned layer stays
                 keep = np.flatnonzero(alive)
-                for role in ("weight", "mask", "bias", "threshold", "neuron_mask"):
-                    tensors[l.tensors[role]] = tensors[l.tensors[role]][keep]
+                for role in ("weight", "mask", "bias", "threshold", "neuron_mask", "skip_weight", "skip_mask"):
+                    if role in l.tensors:
+                        tensors[l.tensors[role]] = tensors[l.tensors[role]][keep]
                 l = replace(l, out_shape=(len(keep),) + tuple(l.out_shape[1:]))
                 keep_in = keep
         layers[i] = l

@@ -38,14 +38,30 @@ def _weights(rng, shape, bits):
     return (w * mask).astype(np.int8), mask
 
 
+def _residual(rng, layers: list, stride: int):
+    """A skip source for the next weighted layer, or None: the neuron layer two back when
+    the layer between is a neuron layer of the same kind (no pool, no flatten), with the
+    1x1 skip stride that maps it onto the new layer's outputs (the product of the strides);
+    drawn with probability 0.6."""
+    if len(layers) < 2 or rng.random() >= 0.6:
+        return None
+    src, mid = layers[-2], layers[-1]
+    if src.neuron is None or mid.neuron is None or src.kind != mid.kind:
+        return None
+    return src.name, tuple(src.out_shape), mid.stride * stride
+
+
 def random_graph(seed: int, max_conv: int = 2, max_linear: int = 2, binary: bool = False,
-                 events: bool = False) -> Graph:
+                 events: bool = False, residual: bool = False) -> Graph:
     """``binary``: every weighted layer gets weight_bits 2.  The signs of a binary layer are
     drawn after its magnitudes, so once a layer that would have been multi-bit is binary the
     later draws (neurons, masks, the next layers) differ: the binary and the multi-bit graph
     of a seed are different networks.
     ``events``: an event-camera input, binary frames of 2 channels (ON, OFF) that differ
-    per timestep, instead of 8-bit pixels (the same draws otherwise)."""
+    per timestep, instead of 8-bit pixels (the same draws otherwise).
+    ``residual``: one more conv and linear layer allowed, and a weighted layer whose two
+    previous layers are neuron layers of its kind reads the first of them as a skip input,
+    with probability 0.6 (version-2 DAGs; without it the draws are those of a chain)."""
     rng = np.random.default_rng(seed)
     c, h, w = int(rng.integers(1, 4)), int(rng.integers(4, 9)), int(rng.integers(4, 9))
     spec = InputSpec((c, h, w), bits=8, pixel_max=255)
@@ -56,11 +72,21 @@ def random_graph(seed: int, max_conv: int = 2, max_linear: int = 2, binary: bool
     shape: tuple = (c, h, w)
     first = True
 
-    def neuron_layer(name, kind, in_shape, out_shape, wshape, **kw):
+    def neuron_layer(name, kind, in_shape, out_shape, wshape, skip=None, **kw):
+        """``skip``: (source layer, its shape, skip stride) for a residual layer."""
         nonlocal first
         bits = int(rng.choice([2, 2, 2, 4, 8]))
         bits = 2 if binary else bits
         wt, mk = _weights(rng, wshape, bits)
+        if skip is not None:
+            src, sshape, sstride = skip
+            sw, sm = _weights(rng, (out_shape[0], sshape[0], 1, 1) if kind == "conv" else (out_shape[0], sshape[0]),
+                              bits)
+            tensors[f"{name}.skip_weight"], tensors[f"{name}.skip_mask"] = sw, sm
+            kw.update(inputs=(layers[-1].name, src))
+            if kind == "conv":
+                kw.update(skip_kernel=1, skip_stride=sstride, skip_padding=0)
+            wshape = (wshape[0], int(np.prod(wshape[1:])) + int(np.prod(sw.shape[1:])))   # fan-in below
         n = _neuron(rng)
         cout = out_shape[0]
         vmax = (1 << (n.membrane_bits - 1)) - 1
@@ -72,7 +98,7 @@ def random_graph(seed: int, max_conv: int = 2, max_linear: int = 2, binary: bool
         bias = rng.integers(-typical // 4, typical // 4 + 1, cout).clip(-vmax - 1, vmax)
         p_prune = 1.0 if name == empty_layer else float(rng.choice([0.0, 0.0, 0.3]))
         keep = (rng.random(out_shape) >= p_prune).astype(np.uint8)
-        refs = {}
+        refs = {role: f"{name}.{role}" for role in ("skip_weight", "skip_mask")} if skip is not None else {}
         for role, arr in (("weight", wt), ("mask", mk), ("bias", bias.astype(np.int64)),
                           ("threshold", thr.astype(np.int64)), ("neuron_mask", keep)):
             refs[role] = f"{name}.{role}"
@@ -81,8 +107,8 @@ def random_graph(seed: int, max_conv: int = 2, max_linear: int = 2, binary: bool
                             neuron=n, tensors=refs, **kw))
         first = False
 
-    n_conv = int(rng.integers(0, max_conv + 1))
-    n_linear = int(rng.integers(0 if n_conv else 1, max_linear + 1))
+    n_conv = int(rng.integers(0, max_conv + 1 + residual))
+    n_linear = int(rng.integers(0 if n_conv else 1, max_linear + 1 + residual))
     # about one graph in ten has one fully pruned ("empty") layer
     empty_layer = rng.choice([f"conv{i}" for i in range(n_conv)] + [f"fc{i}" for i in range(n_linear)]) \
         if rng.random() < 0.1 else None
@@ -91,7 +117,8 @@ def random_graph(seed: int, max_conv: int = 2, max_linear: int = 2, binary: bool
         stride, pad = int(rng.choice([1, 1, 2])), int(k // 2)
         ho, wo = conv_out_hw(shape[1], shape[2], k, stride, pad)
         out = (cout, ho, wo)
-        neuron_layer(f"conv{i}", "conv", shape, out, (cout, shape[0], k, k), kernel=k, stride=stride, padding=pad)
+        neuron_layer(f"conv{i}", "conv", shape, out, (cout, shape[0], k, k), kernel=k, stride=stride, padding=pad,
+                     skip=_residual(rng, layers, stride) if residual else None)
         shape = out
         if rng.random() < 0.5 and min(shape[1:]) >= 2:
             out = (shape[0], shape[1] // 2, shape[2] // 2)
@@ -102,7 +129,8 @@ def random_graph(seed: int, max_conv: int = 2, max_linear: int = 2, binary: bool
     shape = flat
     for i in range(n_linear):
         out = (int(rng.integers(1, 12)),)
-        neuron_layer(f"fc{i}", "linear", shape, out, (out[0], shape[0]))
+        neuron_layer(f"fc{i}", "linear", shape, out, (out[0], shape[0]),
+                     skip=_residual(rng, layers, 1) if residual else None)
         shape = out
     classes = int(rng.integers(2, 6))
     wbits = int(rng.choice([2, 4]))

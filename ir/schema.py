@@ -12,13 +12,14 @@ from dataclasses import dataclass, field, replace
 
 import numpy as np
 
-__all__ = ["SCHEMA_ID", "SCHEMA_VERSION", "LAYER_KINDS", "NEURON_KINDS", "LEAK_KINDS", "RESETS",
+__all__ = ["SCHEMA_ID", "SCHEMA_VERSION", "INPUT", "LAYER_KINDS", "NEURON_KINDS", "LEAK_KINDS", "RESETS",
            "INPUT_ENCODINGS", "InputSpec", "Neuron", "Layer", "Graph", "IRError"]
 
 from ticketforge.errors import TicketforgeError
 
 SCHEMA_ID = "ticketforge.ir"
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
+INPUT = "input"                          # the name by which a layer reads the graph's input
 LAYER_KINDS = ("conv", "linear", "pool", "flatten", "output")
 NEURON_KINDS = ("conv", "linear")        # layers that own LIF neurons
 LEAK_KINDS = ("none", "shift", "fixed")
@@ -81,10 +82,22 @@ class Layer:
     # Float parameters of a not-yet-integerized layer (stage "float"/"folded" only; the
     # passes consume them): scale, v_threshold, lam, bn_eps.
     attrs: dict = field(default_factory=dict)
+    # The layers whose outputs this one reads, by name (INPUT: the graph's input); empty
+    # means the layer before it (a chain).  A conv/linear layer may name a second input, its
+    # residual *skip* source: its own synapses (tensors skip_weight, skip_mask; a conv's
+    # with skip_kernel/skip_stride/skip_padding) add into the same accumulator (docs/IR.md).
+    inputs: tuple[str, ...] = ()
+    skip_kernel: int = 0
+    skip_stride: int = 1
+    skip_padding: int = 0
 
     @property
     def has_weights(self) -> bool:
         return self.kind in ("conv", "linear", "output")
+
+    @property
+    def has_skip(self) -> bool:
+        return len(self.inputs) > 1
 
 
 @dataclass(frozen=True)
@@ -106,6 +119,24 @@ class Graph:
 
     def with_layers(self, layers, tensors=None) -> "Graph":
         return replace(self, layers=tuple(layers), tensors=dict(self.tensors if tensors is None else tensors))
+
+    def sources(self) -> dict[str, tuple[str, ...]]:
+        """Every layer's inputs by name, an empty ``inputs`` resolved to the layer before."""
+        out, prev = {}, INPUT
+        for l in self.layers:
+            out[l.name] = tuple(l.inputs) or (prev,)
+            prev = l.name
+        return out
+
+    @property
+    def is_chain(self) -> bool:
+        """Each layer reads only the one before it (what version 1 could say)."""
+        prev = INPUT
+        for l in self.layers:
+            if tuple(l.inputs) not in ((), (prev,)):
+                return False
+            prev = l.name
+        return True
 
     def layer(self, name: str) -> Layer:
         for l in self.layers:

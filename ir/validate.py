@@ -1,7 +1,8 @@
 """`validate(graph)`: reject a malformed IR with an error naming the layer and the field.
 
-Checks what a backend relies on: known kinds, shapes that chain and follow from the
-kernel/stride/padding, every referenced tensor present with the right shape and dtype,
+Checks what a backend relies on: known kinds, inputs that name the graph's input or an
+earlier layer, shapes that match them and follow from the kernel/stride/padding (a skip
+input's too), every referenced tensor present with the right shape and dtype,
 weights inside their bit width and zero where the synapse mask is zero, thresholds and
 biases that fit the membrane width, and a readout at the end.
 """
@@ -9,7 +10,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ticketforge.ir.schema import (INPUT_ENCODINGS, LAYER_KINDS, LEAK_KINDS, NEURON_KINDS, RESETS, SCHEMA_ID,
+from ticketforge.ir.schema import (INPUT, INPUT_ENCODINGS, LAYER_KINDS, LEAK_KINDS, NEURON_KINDS, RESETS, SCHEMA_ID,
                                          SCHEMA_VERSION, Graph, IRError, Layer)
 
 __all__ = ["validate", "conv_out_hw"]
@@ -90,17 +91,24 @@ def validate(g: Graph) -> Graph:
         raise IRError(f"input: bits {g.input.bits} / pixel_max {g.input.pixel_max} are inconsistent")
     if not g.layers:
         raise IRError("graph: field 'layers' is empty")
-    names = set()
-    shape = tuple(g.input.shape)
-    max_in = g.input.pixel_max
+    sources = g.sources()
+    shapes: dict[str, tuple] = {INPUT: tuple(g.input.shape)}
+    max_out: dict[str, int] = {INPUT: g.input.pixel_max}      # the largest value each output carries
     for i, l in enumerate(g.layers):
-        if l.name in names:
-            _fail(l, "name", "used twice")
-        names.add(l.name)
+        if l.name in shapes:
+            _fail(l, "name", "used twice" if l.name != INPUT else f"{INPUT!r} names the graph's input")
         if l.kind not in LAYER_KINDS:
             _fail(l, "kind", f"unknown layer kind {l.kind!r}; allowed: {', '.join(LAYER_KINDS)}")
+        srcs = sources[l.name]
+        for src in srcs:
+            if src not in shapes:
+                _fail(l, "inputs", f"{src!r} is neither {INPUT!r} nor a layer before this one")
+        if len(srcs) > 2 or (len(srcs) == 2 and l.kind not in NEURON_KINDS):
+            _fail(l, "inputs", f"{list(srcs)}: a conv/linear layer reads one input and at most one skip "
+                  "input; every other layer reads one")
+        shape = shapes[srcs[0]]
         if tuple(l.in_shape) != shape:
-            _fail(l, "in_shape", f"{list(l.in_shape)} does not match the previous output {list(shape)}")
+            _fail(l, "in_shape", f"{list(l.in_shape)} does not match the output of {srcs[0]!r} {list(shape)}")
         if tuple(l.out_shape) != _expected_out(l):
             _fail(l, "out_shape", f"{list(l.out_shape)}, expected {list(_expected_out(l))}")
         if (l.kind == "output") != (i == len(g.layers) - 1):
@@ -111,31 +119,62 @@ def validate(g: Graph) -> Graph:
             _fail(l, "attrs", f"float parameters {sorted(l.attrs)} left in an integer IR")
         if l.kind not in NEURON_KINDS and l.neuron is not None:
             _fail(l, "neuron", f"a {l.kind} layer has no neurons")
+        if not l.has_skip and (l.skip_kernel or {"skip_weight", "skip_mask"} & set(l.tensors)):
+            _fail(l, "skip_kernel", "skip synapses without a second input in 'inputs'")
         if l.has_weights:
-            _check_weights(g, l, max_in)
-        shape = tuple(l.out_shape)
-        if l.kind in NEURON_KINDS:
-            max_in = 1                 # spikes from here on
+            skip = (shapes[srcs[1]], max_out[srcs[1]]) if l.has_skip else None
+            _check_weights(g, l, max_out[srcs[0]], skip)
+        shapes[l.name] = tuple(l.out_shape)
+        max_out[l.name] = 1 if l.kind in NEURON_KINDS else max_out[srcs[0]]     # spikes from a neuron layer
     return g
 
 
-def _check_weights(g: Graph, l: Layer, max_in: int) -> None:
+def _skip_shape(l: Layer, src_shape: tuple) -> tuple:
+    """The skip synapses' weight shape, after checking that their geometry maps the skip
+    source onto the layer's outputs."""
+    if l.kind == "linear":
+        if len(src_shape) != 1:
+            _fail(l, "inputs", f"a linear layer's skip source must be a flat vector, got {list(src_shape)}")
+        return (l.out_shape[0], src_shape[0])
+    if len(src_shape) != 3:
+        _fail(l, "inputs", f"a conv layer's skip source must be [C, H, W], got {list(src_shape)}")
+    if l.skip_kernel < 1 or l.skip_stride < 1 or l.skip_padding < 0:
+        _fail(l, "skip_kernel", f"skip kernel {l.skip_kernel}, stride {l.skip_stride}, padding "
+              f"{l.skip_padding} are not valid")
+    hw = conv_out_hw(src_shape[1], src_shape[2], l.skip_kernel, l.skip_stride, l.skip_padding)
+    if hw != tuple(l.out_shape[1:]):
+        _fail(l, "skip_stride", f"the skip synapses map {list(src_shape)} to {list(hw)}, not to the "
+              f"layer's output {list(l.out_shape[1:])}")
+    return (l.out_shape[0], src_shape[0], l.skip_kernel, l.skip_kernel)
+
+
+def _check_synapses(g: Graph, l: Layer, prefix: str, wshape: tuple) -> None:
+    w = _tensor(g, l, prefix + "weight", wshape, "i")
+    m = _tensor(g, l, prefix + "mask", wshape, "iub")
+    wmax = (1 << (l.weight_bits - 1)) - 1
+    if w.size and (w.max() > wmax or w.min() < -wmax):
+        _fail(l, f"tensors.{prefix}weight", f"values in [{w.min()}, {w.max()}] exceed {l.weight_bits}-bit "
+              f"narrow range [-{wmax}, {wmax}]")
+    if np.any((m != 0) & (m != 1)):
+        _fail(l, f"tensors.{prefix}mask", "must hold only 0 and 1")
+    if np.any((m == 0) & (w != 0)):
+        _fail(l, f"tensors.{prefix}weight", "a masked synapse (mask 0) has a non-zero weight")
+
+
+def _check_weights(g: Graph, l: Layer, max_in: int, skip: tuple | None) -> None:
     if not 2 <= l.weight_bits <= 8:
         _fail(l, "weight_bits", f"must be in [2, 8], got {l.weight_bits}")
     if not 0 <= l.input_shift <= 24:
         _fail(l, "input_shift", f"must be in [0, 24], got {l.input_shift}")
     cout = l.out_shape[0]
     wshape = (cout, l.in_shape[0], l.kernel, l.kernel) if l.kind == "conv" else (cout, l.in_shape[0])
-    w = _tensor(g, l, "weight", wshape, "i")
-    m = _tensor(g, l, "mask", wshape, "iub")
+    _check_synapses(g, l, "", wshape)
     wmax = (1 << (l.weight_bits - 1)) - 1
-    if w.size and (w.max() > wmax or w.min() < -wmax):
-        _fail(l, "tensors.weight", f"values in [{w.min()}, {w.max()}] exceed {l.weight_bits}-bit "
-              f"narrow range [-{wmax}, {wmax}]")
-    if np.any((m != 0) & (m != 1)):
-        _fail(l, "tensors.mask", "must hold only 0 and 1")
-    if np.any((m == 0) & (w != 0)):
-        _fail(l, "tensors.weight", "a masked synapse (mask 0) has a non-zero weight")
+    bound = max_in * wmax * int(np.prod(wshape[1:]))
+    if skip is not None:
+        sshape = _skip_shape(l, skip[0])
+        _check_synapses(g, l, "skip_", sshape)
+        bound += skip[1] * wmax * int(np.prod(sshape[1:]))
     if l.kind == "output":
         return
     n = l.neuron
@@ -159,6 +198,5 @@ def _check_weights(g: Graph, l: Layer, max_in: int) -> None:
         _fail(l, "neuron.membrane_bits", f"{n.membrane_bits} bits (max {n.vmax}) cannot hold threshold {th.max()}")
     if b.size and (b.max() > n.vmax or b.min() < n.vmin):
         _fail(l, "neuron.membrane_bits", f"{n.membrane_bits} bits cannot hold bias in [{b.min()}, {b.max()}]")
-    fan_in = int(np.prod(l.in_shape)) if l.kind == "linear" else l.in_shape[0] * l.kernel * l.kernel
-    if (max_in * wmax * fan_in) << l.input_shift >= 1 << 52:
+    if bound << l.input_shift >= 1 << 52:
         _fail(l, "input_shift", "the accumulator could exceed 2**52 (the interpreter's exact range)")

@@ -29,7 +29,7 @@ from ticketforge.ir.schema import IRError
 from ticketforge.model.layers import MaskedConv2d, MaskedLayer
 from ticketforge.model.zoo import BasicBlock, NeuronGate, TicketNet
 
-__all__ = ["TernaryWeightQuant", "PixelQuant", "UnrolledLIF", "BrevitasView", "weight_bits_for", "quant_copy",
+__all__ = ["TernaryWeightQuant", "PixelQuant", "UnrolledLIF", "BrevitasView", "ResidualView", "weight_bits_for", "quant_copy",
            "calibrate"]
 
 
@@ -130,6 +130,18 @@ def calibrate(input_quant: nn.Module, images: torch.Tensor, batch_size: int = 50
     input_quant.eval()
 
 
+class ResidualView(nn.Module):
+    """A basic block's view: ``act2(conv2(act1(conv1 x)) + shortcut x)`` on ``[T, B, ...]``,
+    its parts converted like any layer (the shortcut: a 1x1 conv + BatchNorm, or identity)."""
+
+    def __init__(self, conv1: nn.Module, act1: nn.Module, conv2: nn.Module, shortcut: nn.Module, act2: nn.Module):
+        super().__init__()
+        self.conv1, self.act1, self.conv2, self.shortcut, self.act2 = conv1, act1, conv2, shortcut, act2
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.act2(self.conv2(self.act1(self.conv1(x))) + self.shortcut(x))
+
+
 class BrevitasView(nn.Module):
     """Built from a trained :class:`TicketNet`; ``forward`` takes images in [0, 1], or with
     ``events`` binary frames ``[B, T, C, H, W]``, which are already integers: no input
@@ -149,8 +161,9 @@ class BrevitasView(nn.Module):
     @staticmethod
     def _convert(i: int, mod: nn.Module, weight_bits: int) -> nn.Module:
         if isinstance(mod, BasicBlock):
-            raise IRError(f"layer body.{i} (residual block): the hardware IR has no residual additions; "
-                          "resnet19 is a model-stage architecture (use conv4/vgg9/vgg11/vgg16/mlp/sconv)")
+            parts = [BrevitasView._convert(i, m, weight_bits) if not isinstance(m, nn.Identity) else m
+                     for m in (mod.conv1, mod.act1, mod.conv2, mod.shortcut, mod.act2)]
+            return ResidualView(*parts)
         if isinstance(mod, sj_neuron.LIFNode):
             return UnrolledLIF(mod)
         if isinstance(mod, NeuronGate):
@@ -164,6 +177,9 @@ class BrevitasView(nn.Module):
                     inner.append(sub)
                 elif isinstance(sub, nn.MaxPool2d):
                     inner.append(sub)
+                elif isinstance(sub, nn.AdaptiveAvgPool2d):
+                    raise IRError(f"layer body.{i} (global average pool): the hardware IR has no average "
+                                  "pooling yet; residual blocks without it map (arch sresnet)")
                 else:
                     raise IRError(f"layer body.{i} ({type(sub).__name__}): not mappable to the hardware IR "
                                   "(it takes conv/linear + BatchNorm + LIF, 2x2 max-pool on spikes, flatten)")

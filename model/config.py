@@ -26,7 +26,7 @@ CONFIG_DIR = Path(__file__).resolve().parent / "configs"
 
 # Allowed values, checked when a config is built (kept here so the config module stays
 # torch-free; the zoo and data registries assert that they agree with these tuples).
-ARCHITECTURES = ("conv4", "vgg9", "vgg11", "vgg16", "resnet19", "mlp", "sconv")
+ARCHITECTURES = ("conv4", "vgg9", "vgg11", "vgg16", "resnet19", "mlp", "sconv", "sresnet")
 VARIANTS = ("ann", "snn", "binw", "slt", "bnn")
 DATASETS = ("digits", "mnist5k", "cifar10", "cifar100", "svhn", "fmnist", "synthetic", "nmnist5k", "nmnist", "dvs128gesture", "cifar10dvs")
 OPTIMIZERS = ("sgd", "adam")

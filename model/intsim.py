@@ -9,7 +9,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from ticketforge.ir.schema import Graph
+from ticketforge.ir.schema import INPUT, Graph
 
 __all__ = ["torch_integer_run"]
 
@@ -32,9 +32,17 @@ def torch_integer_run(g: Graph, images: np.ndarray) -> tuple[np.ndarray, dict[st
     scores = torch.zeros(n, g.layers[-1].out_shape[0], dtype=torch.int64)
     v: dict[str, torch.Tensor] = {}
     spikes: dict[str, list] = {}
+    sources = g.sources()
+
+    def synapses(l, prefix: str, x: torch.Tensor, stride: int, padding: int) -> torch.Tensor:
+        w = t(l, prefix + "weight").double()
+        return (F.conv2d(x.double(), w, stride=stride, padding=padding) if l.kind == "conv"
+                else F.linear(x.double(), w)).round().to(torch.int64)
+
     for step in range(g.T):
-        x = x0[:, step] if g.input.encoding == "events" else x0
+        outs = {INPUT: x0[:, step] if g.input.encoding == "events" else x0}
         for l in g.layers:
+            x = outs[sources[l.name][0]]
             if l.kind == "pool":
                 x = F.max_pool2d(x.double(), l.kernel).to(torch.int64)
             elif l.kind == "flatten":
@@ -42,9 +50,9 @@ def torch_integer_run(g: Graph, images: np.ndarray) -> tuple[np.ndarray, dict[st
             elif l.kind == "output":
                 scores += F.linear(x.double(), t(l, "weight").double()).round().to(torch.int64)
             else:
-                w = t(l, "weight").double()
-                acc = (F.conv2d(x.double(), w, stride=l.stride, padding=l.padding) if l.kind == "conv"
-                       else F.linear(x.double(), w)).round().to(torch.int64)
+                acc = synapses(l, "", x, l.stride, l.padding)
+                if l.has_skip:          # the residual: the skip source's synapses into the same sum
+                    acc = acc + synapses(l, "skip_", outs[sources[l.name][1]], l.skip_stride, l.skip_padding)
                 shape = (1, -1) + (1,) * (acc.dim() - 2)
                 bias, thr = t(l, "bias").view(shape), t(l, "threshold").view(shape)
                 keep = t(l, "neuron_mask").bool().unsqueeze(0)
@@ -56,4 +64,5 @@ def torch_integer_run(g: Graph, images: np.ndarray) -> tuple[np.ndarray, dict[st
                 v[l.name] = torch.where(keep, nv, torch.zeros_like(nv))
                 x = s.to(torch.int64)
                 spikes.setdefault(l.name, []).append(x)
+            outs[l.name] = x
     return scores.numpy(), {k: torch.stack(s, 1).numpy().astype(np.uint8) for k, s in spikes.items()}

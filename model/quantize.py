@@ -18,7 +18,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from ticketforge.model.brevitas_view import BrevitasView, UnrolledLIF, _Seq, weight_bits_for
+from ticketforge.model.brevitas_view import BrevitasView, ResidualView, UnrolledLIF, _Seq, weight_bits_for
 from ticketforge.model.data import Dataset, load_dataset
 from ticketforge import ir as ir_package
 from ticketforge.errors import UnsupportedError
@@ -66,10 +66,53 @@ def _git_revision() -> str:
         return "unknown"
 
 
+def _synapses(name: str, q: nn.Module, tq: nn.Module, shape: tuple, weight_bits: int, tensors: dict,
+              prefix: str = "") -> tuple[dict, dict, tuple, float]:
+    """One brevitas conv/linear's integer weights and the ticket's mask into ``tensors``
+    (roles ``prefix`` + weight/mask): (layer fields, tensor refs, output shape, weight scale)."""
+    qw = q.quant_weight()
+    w_int = qw.int().detach().numpy().astype(np.int8)
+    mask = tq.current_mask().numpy().astype(np.uint8)
+    if np.any((mask == 0) & (w_int != 0)):
+        raise IRError(f"layer {name!r}: brevitas gave a non-zero weight where the ticket's mask is 0")
+    if w_int.ndim == 4:
+        k, st, pd = q.kernel_size[0], q.stride[0], q.padding[0]
+        out = (w_int.shape[0],) + conv_out_hw(shape[1], shape[2], k, st, pd)
+        geo = {f"{prefix}kernel": k, f"{prefix}stride": st, f"{prefix}padding": pd}
+    else:
+        out, geo = (w_int.shape[0],), {}
+    refs = {f"{prefix}weight": f"{name}.{prefix}weight", f"{prefix}mask": f"{name}.{prefix}mask"}
+    tensors[refs[f"{prefix}weight"]], tensors[refs[f"{prefix}mask"]] = w_int, mask
+    if not prefix:
+        geo["weight_bits"] = weight_bits_for(tq, weight_bits)
+    return geo, refs, out, float(qw.scale.detach().reshape(-1)[0])
+
+
+def _batchnorm(name: str, bn, tensors: dict, prefix: str = "") -> dict:
+    """A BatchNorm's statistics into ``tensors`` (roles ``prefix`` + bn_*): their refs."""
+    if not isinstance(bn, nn.modules.batchnorm._BatchNorm):
+        raise UnsupportedError(f"layer {name!r}: a hidden conv/linear must be followed by BatchNorm")
+    refs = {}
+    for role, t in (("bn_mean", bn.running_mean), ("bn_var", bn.running_var)) + \
+            ((("bn_gamma", bn.weight), ("bn_beta", bn.bias)) if bn.affine else ()):
+        refs[prefix + role] = f"{name}.{prefix}{role}"
+        tensors[refs[prefix + role]] = t.detach().numpy().astype(np.float64)
+    return refs
+
+
+def _lif(name: str, vmod: UnrolledLIF) -> tuple[Neuron, dict]:
+    if vmod.v_reset not in (None, 0.0):
+        raise UnsupportedError(f"layer {name!r}: reset to {vmod.v_reset} (only 0 or soft reset map)")
+    return Neuron(reset="soft" if vmod.v_reset is None else "hard"), \
+        {"v_threshold": vmod.v_threshold, "lam": 1.0 - 1.0 / vmod.tau}
+
+
 def lower(net: TicketNet, view: BrevitasView, cfg, input_shape, provenance: dict, events: bool = False) -> Graph:
     """Float-stage IR of a ticket: integer weights and input scale from brevitas, BN and
     neuron parameters from the ticket (consumed by ``LOWERING_PASSES``); ``events``: the
-    input is a binary frame per timestep (the IR's ``events`` encoding)."""
+    input is a binary frame per timestep (the IR's ``events`` encoding).  A residual block
+    becomes two conv layers, the second reading the block's input as its skip input (the
+    shortcut's 1x1 conv and BatchNorm, or an identity of scale 1)."""
     layers: list[Layer] = []
     tensors: dict[str, np.ndarray] = {}
     shape: tuple = tuple(input_shape)
@@ -82,6 +125,35 @@ def lower(net: TicketNet, view: BrevitasView, cfg, input_shape, provenance: dict
         counts[prefix] += 1
         return f"{prefix}{counts[prefix]}"
 
+    def neuron_layer(q, tq, bn, lif, **extra) -> Layer:
+        """A conv/linear + BatchNorm + LIF layer on ``shape`` (``extra``: its skip input)."""
+        name = next_name("conv" if isinstance(q, nn.Conv2d) else "fc")
+        geo, refs, out, wscale = _synapses(name, q, tq, shape, view.weight_bits, tensors)
+        refs.update(_batchnorm(name, bn, tensors))
+        refs["neuron_mask"] = f"{name}.neuron_mask"
+        tensors[refs["neuron_mask"]] = np.ones(out, np.uint8)       # a NeuronGate may follow
+        neuron, attrs = _lif(name, lif)
+        attrs.update(scale=wscale * in_scale, bn_eps=float(bn.eps))
+        skip = extra.pop("skip", None)
+        if skip is not None:
+            sq, stq, sbn, src, src_shape = skip
+            if sq is None:                  # identity shortcut: 1x1, stride 1, weight 1 per channel
+                c = src_shape[0]
+                eye = np.eye(c, dtype=np.int8).reshape((c, c) + ((1, 1) if len(src_shape) == 3 else ()))
+                tensors[f"{name}.skip_weight"], tensors[f"{name}.skip_mask"] = eye, eye.astype(np.uint8)
+                refs.update(skip_weight=f"{name}.skip_weight", skip_mask=f"{name}.skip_mask")
+                sgeo, sscale = ({"skip_kernel": 1, "skip_stride": 1, "skip_padding": 0} if len(src_shape) == 3 else {}), 1.0
+            else:
+                sgeo, srefs, _, sscale = _synapses(name, sq, stq, src_shape, view.weight_bits, tensors, "skip_")
+                refs.update(srefs)
+                refs.update(_batchnorm(name, sbn, tensors, "skip_"))
+                attrs["skip_bn_eps"] = float(sbn.eps)
+            attrs["skip_scale"] = sscale * 1.0          # the skip source is spikes (scale 1)
+            extra.update(sgeo, inputs=(layers[-1].name, src))
+        kind = "conv" if isinstance(q, nn.Conv2d) else "linear"
+        return Layer(name=name, kind=kind, in_shape=shape, out_shape=out, neuron=neuron, tensors=refs,
+                     attrs=attrs, **geo, **extra)
+
     for i, (tmod, vmod) in enumerate(body):
         if isinstance(vmod, NeuronGate):
             prev = layers[-1] if layers else None
@@ -89,15 +161,25 @@ def lower(net: TicketNet, view: BrevitasView, cfg, input_shape, provenance: dict
                 raise IRError(f"layer body.{i}: a neuron mask that does not follow a LIF layer")
             tensors[prev.tensors["neuron_mask"]] = vmod.mask.detach().numpy().astype(np.uint8).reshape(prev.out_shape)
             continue
+        if isinstance(vmod, ResidualView):
+            if pending is not None or not layers or layers[-1].neuron is None:
+                raise UnsupportedError(f"layer body.{i}: a residual block must follow a spiking layer (its skip "
+                                       "source); the accelerators carry spikes, not pixels")
+            src, src_shape = layers[-1].name, shape
+            layers.append(neuron_layer(vmod.conv1.body[0], tmod.conv1[0], vmod.conv1.body[1], vmod.act1))
+            shape = layers[-1].out_shape
+            short = (None, None, None) if isinstance(vmod.shortcut, nn.Identity) else \
+                (vmod.shortcut.body[0], tmod.shortcut[0], vmod.shortcut.body[1])
+            layers.append(neuron_layer(vmod.conv2.body[0], tmod.conv2[0], vmod.conv2.body[1], vmod.act2,
+                                       skip=(*short, src, src_shape)))
+            shape = layers[-1].out_shape
+            continue
         if isinstance(vmod, UnrolledLIF):
             if pending is None:
                 raise IRError(f"layer body.{i}: a LIF neuron without a conv/linear before it")
-            fields, refs, attrs = pending
-            attrs.update(v_threshold=vmod.v_threshold, lam=1.0 - 1.0 / vmod.tau)
-            reset = "soft" if vmod.v_reset is None else "hard"
-            if vmod.v_reset not in (None, 0.0):
-                raise UnsupportedError(f"layer {fields['name']!r}: reset to {vmod.v_reset} (only 0 or soft reset map)")
-            layers.append(Layer(**fields, neuron=Neuron(reset=reset), tensors=refs, attrs=attrs))
+            q, tq, bn = pending
+            layers.append(neuron_layer(q, tq, bn, vmod))
+            shape = layers[-1].out_shape
             pending = None
             in_scale = 1.0                  # spikes from here on
             continue
@@ -117,44 +199,13 @@ def lower(net: TicketNet, view: BrevitasView, cfg, input_shape, provenance: dict
             layers.append(Layer("flatten", "flatten", shape, out))
             shape = out
             continue
-        last = i == len(body) - 1
-        name = "output" if last else next_name("conv" if isinstance(q, nn.Conv2d) else "fc")
-        qw = q.quant_weight()
-        w_int = qw.int().detach().numpy().astype(np.int8)
-        mask = tq.current_mask().numpy().astype(np.uint8)
-        if np.any((mask == 0) & (w_int != 0)):
-            raise IRError(f"layer {name!r}: brevitas gave a non-zero weight where the ticket's mask is 0")
-        scale = float(qw.scale.detach().reshape(-1)[0]) * in_scale
-        if w_int.ndim == 4:
-            kind = "conv"
-            k, st, pd = q.kernel_size[0], q.stride[0], q.padding[0]
-            ho, wo = conv_out_hw(shape[1], shape[2], k, st, pd)
-            out = (w_int.shape[0], ho, wo)
-            geo = dict(kernel=k, stride=st, padding=pd)
-        else:
-            kind = "linear"
-            out = (w_int.shape[0],)
-            geo = {}
-        refs = {"weight": f"{name}.weight", "mask": f"{name}.mask"}
-        tensors[refs["weight"]], tensors[refs["mask"]] = w_int, mask
-        fields = dict(name=name, kind="output" if last else kind, in_shape=shape, out_shape=out,
-                      weight_bits=weight_bits_for(tq, view.weight_bits), **geo)
-        shape = out
-        if last:
-            if len(subs) != 1 or kind != "linear":
-                raise UnsupportedError(f"layer {name!r}: the readout must be a plain linear layer")
-            layers.append(Layer(**fields, tensors=refs))
+        if i == len(body) - 1:
+            if len(subs) != 1 or not isinstance(q, nn.Linear):
+                raise UnsupportedError("layer 'output': the readout must be a plain linear layer")
+            geo, refs, out, _ = _synapses("output", q, tq, shape, view.weight_bits, tensors)
+            layers.append(Layer("output", "output", shape, out, tensors=refs, **geo))
             continue
-        bn = subs[1] if len(subs) > 1 else None
-        if not isinstance(bn, nn.modules.batchnorm._BatchNorm):
-            raise UnsupportedError(f"layer {name!r}: a hidden conv/linear must be followed by BatchNorm")
-        for role, t in (("bn_mean", bn.running_mean), ("bn_var", bn.running_var)) + \
-                ((("bn_gamma", bn.weight), ("bn_beta", bn.bias)) if bn.affine else ()):
-            refs[role] = f"{name}.{role}"
-            tensors[refs[role]] = t.detach().numpy().astype(np.float64)
-        refs["neuron_mask"] = f"{name}.neuron_mask"
-        tensors[refs["neuron_mask"]] = np.ones(out, np.uint8)       # a NeuronGate may follow
-        pending = (fields, refs, {"scale": scale, "bn_eps": float(bn.eps)})
+        pending = (q, tq, subs[1] if len(subs) > 1 else None)
     spec = (InputSpec(tuple(int(s) for s in input_shape), encoding="events", bits=1, pixel_max=1) if events
             else InputSpec(tuple(int(s) for s in input_shape), bits=8, pixel_max=255))
     provenance = {**provenance, "ticket_layers": [n for n, _ in masked_layers(net)]}

@@ -12,6 +12,9 @@ Layer lists (channels; ``M`` = 2x2 max-pool, applied to spikes, i.e. an OR):
 - ``sconv``  = 16/2, 32/2 | FC 64: two 3x3 convolutions of stride 2 (``c/2``), LeNet-sized
   for small FPGAs (docs/SCALING.md, "What 97% on the UP5K needs"): a stride-2 layer has a
   quarter of the neurons to update per timestep of a stride-1 layer, and no pool.
+- ``sresnet`` = stem 16/2, basic blocks 16 and 32/2 | readout: the smallest residual
+  network of ResNet-19's kind (identity and 1x1 stride-2 shortcuts), without its global
+  average pool, for MNIST-sized inputs.
 
 The BinW-SLT paper gives only the counts.  Conv-4 is edge-popup's/MPT's Conv4, and the
 counts of "VGG-9" and "VGG-11" are those of the same family's Conv6 and Conv8 (6 or 8 convs
@@ -21,8 +24,8 @@ follows every hidden layer); BatchNorm adds 2 per channel when affine.
 
 Every hidden conv/linear is followed by BatchNorm and the variant's activation; the last
 linear is the readout, whose outputs are averaged over T (the class scores).
-``resnet19`` uses residual additions and global average pooling, which the event-driven
-RTL does not take: it is a model-stage architecture (the IR export refuses it by name).
+Residual blocks lower to the IR's skip inputs (docs/IR.md); ``resnet19``'s global average
+pooling does not (yet): it is a model-stage architecture (the IR export refuses it by name).
 """
 from __future__ import annotations
 
@@ -49,6 +52,8 @@ class ArchSpec:
     hidden: tuple = ()            # hidden FC widths before the readout
     resnet_stages: tuple = ()     # ((channels, blocks, stride), ...) for resnet19
     stem: int = 0                 # resnet stem channels
+    stem_stride: int = 1
+    avgpool: bool = True          # resnet: global average pool before the FC layers
     paper_params: float | None = None   # CIFAR-10 weight count the paper reports
     note: str = ""
 
@@ -62,9 +67,11 @@ ARCHS: dict[str, ArchSpec] = {
                                 512, 512, 512, "M", 512, 512, 512, "M"), ()),
     "resnet19": ArchSpec("resnet19", resnet_stages=((128, 3, 1), (256, 3, 2), (512, 2, 2)), stem=128,
                          hidden=(256,), paper_params=12.63e6,
-                         note="residual adds and average pooling: model stage only"),
+                         note="global average pooling: model stage only"),
     "mlp": ArchSpec("mlp", (), (340,)),
     "sconv": ArchSpec("sconv", ((16, 2), (32, 2)), (64,), note="3x3 convolutions of stride 2"),
+    "sresnet": ArchSpec("sresnet", resnet_stages=((16, 1, 1), (32, 1, 2)), stem=16, stem_stride=2, avgpool=False,
+                        note="two basic blocks, no average pool"),
 }
 assert set(ARCHS) == set(ARCHITECTURES)
 
@@ -167,8 +174,9 @@ def build_model(cfg: ModelConfig, input_shape=(3, 32, 32), num_classes: int = 10
     mods: list[nn.Module] = []
     if spec.resnet_stages:
         stem = b.ch(spec.stem)
-        mods += [_seq(b.conv(c, stem), b.bn(stem, 2)), b.act()]
+        mods += [_seq(b.conv(c, stem, stride=spec.stem_stride), b.bn(stem, 2)), b.act()]
         c = stem
+        h, w = conv_out_hw(h, w, 3, spec.stem_stride, 1)
         for ch, blocks, stride in spec.resnet_stages:
             ch = b.ch(ch)
             for i in range(blocks):
@@ -176,8 +184,9 @@ def build_model(cfg: ModelConfig, input_shape=(3, 32, 32), num_classes: int = 10
                 c = ch
                 if i == 0 and stride == 2:
                     h, w = (h + 1) // 2, (w + 1) // 2
-        mods.append(_seq(nn.AdaptiveAvgPool2d(1)))
-        h = w = 1
+        if spec.avgpool:
+            mods.append(_seq(nn.AdaptiveAvgPool2d(1)))
+            h = w = 1
     for item in spec.features:
         if item == "M":
             if h < 2 or w < 2:

@@ -42,6 +42,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from ticketforge.ir.chain import chain_form
 from ticketforge.ir.golden import GoldenResult, or_pool, run
 from ticketforge.errors import ConfigError
 from ticketforge.ir.schema import Graph
@@ -239,6 +240,7 @@ def cycle_model(g: Graph, images: np.ndarray, P: int, dense: bool = False,
     """Exact cycles and status counters per image for `images` (``gold``: the golden
     interpreter's traced run of the same images, if already computed; ``fifo_depth``: the
     generator's per-PE FIFO depth, default `default_fifo_depth`)."""
+    g = chain_form(g)      # a residual IR runs as its chain form (ir/chain.py)
     prog = prog or map_graph(g, P, dense)
     depth = check_fifo_depth(default_fifo_depth(P) if fifo_depth is None else fifo_depth)
     images = np.asarray(images).astype(np.int64)

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from ticketforge.ir.chain import chain_form
 from ticketforge.errors import UnsupportedError, UsageError
 from ticketforge.ir.schema import Graph
 
@@ -46,6 +47,7 @@ def accelerator(g: Graph, pes: int, datapath: str = "lane", dense: bool = False,
     (memory initial values) or "runtime" (loaded through the core's ``load`` port).
     ``capacity``: the rtl manifest's ``capacity`` record of a runtime-weights bitpar design
     that ``g`` must run on (the same netlist for every ticket that fits it)."""
+    g = chain_form(g)      # a residual IR runs as its chain form (ir/chain.py)
     if check_datapath(datapath) == "bitpar":
         from ticketforge.rtl.bitpar.accel import BitparAccelerator
         from ticketforge.rtl.bitpar.capacity import BitparCapacity
@@ -68,6 +70,7 @@ def cycle_model(g: Graph, images: np.ndarray, pes: int, datapath: str = "lane", 
     """The exact cycles and status counters of each image on the named datapath (``weights``:
     the design's, which the bitpar schedule depends on: runtime designs read every neuron
     layer's keep words)."""
+    g = chain_form(g)      # a residual IR runs as its chain form (ir/chain.py)
     check_input(g, datapath)
     if check_datapath(datapath) == "bitpar":
         from ticketforge.rtl.bitpar.cycles import cycle_model as bitpar_model
@@ -82,6 +85,7 @@ def cycle_model(g: Graph, images: np.ndarray, pes: int, datapath: str = "lane", 
 def load_cycles(g: Graph, images: np.ndarray, pes: int, datapath: str = "lane", dense: bool = False) -> np.ndarray:
     """Per image, the cycles its input takes on the named datapath (part of `cycle_model`'s
     total): the one term an ``events`` input makes depend on the data."""
+    g = chain_form(g)      # a residual IR runs as its chain form (ir/chain.py)
     if check_datapath(datapath) == "bitpar":
         from ticketforge.rtl.bitpar.cycles import load_cycles as bitpar_load
         from ticketforge.rtl.bitpar.plan import plan_graph
@@ -105,6 +109,7 @@ def counter_names(datapath: str = "lane") -> tuple[str, ...]:
 
 def status_layers(g: Graph, datapath: str = "lane") -> list[str]:
     """The layers the status block (and the cycle model's per-layer figures) covers."""
+    g = chain_form(g)      # a residual IR runs as its chain form (ir/chain.py)
     if check_datapath(datapath) == "bitpar":
         return [l.name for l in g.layers if l.has_weights]
     return [l.name for l in g.layers if l.kind != "flatten"]

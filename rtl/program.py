@@ -54,6 +54,7 @@ from functools import cached_property
 
 import numpy as np
 
+from ticketforge.ir.chain import chain_form
 from ticketforge.errors import UnsupportedError, UsageError
 from ticketforge.ir.schema import Graph, Layer
 
@@ -219,6 +220,7 @@ def magnitude_bits(g: Graph) -> int:
 
 
 def map_graph(g: Graph, P: int, dense: bool = False) -> Program:
+    g = chain_form(g)      # a residual IR runs as its chain form (ir/chain.py)
     _check(g, P)
     W, mb = word_bits(g), magnitude_bits(g)
     layers, dicts = [], {}

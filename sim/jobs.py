@@ -8,6 +8,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ticketforge.ir.chain import chain_form
 from ticketforge.ir import Graph, run
 from ticketforge.rtl.datapath import counter_names, cycle_model, status_layers as model_status_layers
 from ticketforge.rtl.program import map_graph
@@ -20,6 +21,7 @@ def write_job(g: Graph, images: np.ndarray, pes: int, dense: bool, traced: list[
               datapath: str = "lane", weights: str = "baked") -> dict:
     """Reference results for `images` into job.json / job.npz (chunked: the traced golden
     run of 1,000 VGG images would not fit in memory at once)."""
+    g = chain_form(g)      # a residual IR runs as its chain form (ir/chain.py)
     prog = map_graph(g, pes, dense) if datapath == "lane" else None
     scores, cycles, counters, layer_cycles, layer_ideal, ideal = [], [], [], [], [], []
     status_layers = model_status_layers(g, datapath)     # also the cycle model's layers
@@ -102,6 +104,7 @@ def write_jobs(g: Graph, images: np.ndarray, out_dir: Path, jobs: int, traced: l
                trace_port: bool, progress: bool, stop_at_first_mismatch: bool) -> tuple[list[Shard], list[dict]]:
     """Split ``images`` into ``jobs`` contiguous shards and write each one's job (the
     references in parallel, one process per shard); returns the shards and their metas."""
+    g = chain_form(g)      # a residual IR runs as its chain form (ir/chain.py)
     params = man["params"]
     pes, dense, fifo_depth = params["pes"], params["dense"], params["fifo_depth"]
     datapath, weights = params.get("datapath", "lane"), params.get("weights", "baked")

@@ -17,6 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ticketforge.ir.chain import chain_form
 from ticketforge.ir import Graph
 from ticketforge.sim import jobs as sim_jobs
 from ticketforge.sim.build import (PGO_ENV, PGO_MIN_CYCLES, SIMULATORS, SIM_TOP, build_simulation, log_tail,
@@ -42,6 +43,7 @@ def run_sim(rtl_dir: Path, g: Graph, images: np.ndarray, out_dir: Path, simulato
     core with its cell models; no trace port), against the same references.
     ``executor``: a `ticketforge.distributed.RayExecutor` runs each shard as a Ray task
     (`sim/remote.py`) instead of a local process; the results are the same."""
+    g = chain_form(g)      # a residual IR runs as its chain form (ir/chain.py)
     version = simulator_version(simulator)
     pgo_threshold = pgo_min_cycles() if simulator == "verilator" else None    # a bad override fails now
     rtl_dir, out_dir = Path(rtl_dir), Path(out_dir)

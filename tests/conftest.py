@@ -78,7 +78,7 @@ TIERS = {
              "test_flow",
              "test_nir_import",
              "test_load_image",
-             "test_fuzz", "test_ir", "test_margins", "test_pruning", "test_report", "test_stages", "test_zoo"),
+             "test_fuzz", "test_ir", "test_ir_dag", "test_margins", "test_pruning", "test_report", "test_stages", "test_zoo"),
     # the generated hardware in simulation: Amaranth's simulator, cocotb on Icarus
     "rtlsim": ("test_board_top", "test_host", "test_rtl_accel", "test_rtl_bitpar", "test_rtl_lane", "test_rtl_neuron",
                "test_rtl_popcount_lane", "test_sim", "test_soak"),

@@ -34,6 +34,17 @@ def test_strided_convs_quarter_the_feature_maps():
         assert net.body[:3](x).shape == (1, 1, 8, 14, 14)       # conv, LIF, neuron gate
 
 
+def test_the_small_residual_network_has_identity_and_strided_shortcuts():
+    from ticketforge.model.zoo import BasicBlock
+
+    net = build_model(ModelConfig(arch="sresnet", variant="binw"), (1, 28, 28), 10)
+    blocks = [m for m in net.body if isinstance(m, BasicBlock)]
+    assert len(blocks) == 2 and isinstance(blocks[0].shortcut, torch.nn.Identity)
+    assert tuple(blocks[1].shortcut[0].weight.shape) == (32, 16, 1, 1) and blocks[1].shortcut[0].stride == (2, 2)
+    assert [tuple(m.weight.shape) for _, m in masked_layers(net)][-1] == (10, 32 * 7 * 7)   # no average pool
+    assert net(torch.rand(2, 1, 28, 28)).shape == (2, 10)
+
+
 def test_width_multiplier_scales_channels():
     full = build_model(ModelConfig(arch="vgg9", variant="snn"), (1, 28, 28), 10)
     half = build_model(ModelConfig(arch="vgg9", variant="snn", width=0.5), (1, 28, 28), 10)

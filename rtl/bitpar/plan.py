@@ -39,6 +39,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from ticketforge.ir.chain import chain_form
 from ticketforge.errors import UnsupportedError, UsageError
 from ticketforge.ir.schema import Graph
 from ticketforge.rtl.datapath import check_input
@@ -179,6 +180,7 @@ def plan_graph(g: Graph, lanes: int, dense: bool = False, keep_all: bool = False
     (position, group) runs, pruned neurons kept silent by their keep bits.  ``keep_all``:
     every neuron layer reads keep words, pruned neurons or not (runtime weights: whether a
     layer has pruned neurons is the loaded ticket's, not the bitstream's)."""
+    g = chain_form(g)      # a residual IR runs as its chain form (ir/chain.py)
     if lanes not in LANES:
         raise UsageError(f"lanes must be one of {', '.join(map(str, LANES))} (they divide a {WORD}-bit word), "
                          f"got {lanes!r}")

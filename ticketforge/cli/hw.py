@@ -93,6 +93,7 @@ def assemble_report(cfg, root: Path, synth: dict, seconds: dict) -> dict:
     """The report's content; the cycle model's per-layer figures are cached per sim result."""
     from ticketforge.deploy.report import build_report, cycles_from_sim, model_cycles
     from ticketforge.ir import load_graph, load_test_inputs
+    from ticketforge.ir.chain import chain_form
 
     sim = json.loads((root / "sim" / "results.json").read_text())
     cache = root / "sim" / "cycle_model.json"
@@ -102,7 +103,7 @@ def assemble_report(cfg, root: Path, synth: dict, seconds: dict) -> dict:
     if cache.is_file() and json.loads(cache.read_text()).get("key") == key:
         cycles = json.loads(cache.read_text())["cycles"]
     else:
-        g = load_graph(root / "ir")
+        g = chain_form(load_graph(root / "ir"))
         codes, _ = load_test_inputs(root / "ir")
         if sim.get("cycle_model", {}).get("images") == sim["images_run"] and sim["images_run"]:
             cycles = cycles_from_sim(g, sim, codes[:sim["images_run"]], sim["pes"], fifo_depth=sim.get("fifo_depth"),

@@ -256,10 +256,11 @@ def sim_stage(args, cfg, netlist_board: str | None = None, images: str | None = 
         from ticketforge.cli.freshness import digests
         from ticketforge.distributed import ray_executor
         from ticketforge.ir import load_graph
+        from ticketforge.ir.chain import chain_form
         from ticketforge.records import write_record
         from ticketforge.sim.runner import run_sim, spread_traced
 
-        g = load_graph(root / "ir")
+        g = chain_form(load_graph(root / "ir"))
         codes, labels, integer = load_split(root, images)
         netlist = None
         if netlist_board:
@@ -314,12 +315,13 @@ def synth_stage(args, cfg) -> Stage:
         from ticketforge.deploy.synth import synthesize
         from ticketforge.errors import UnsupportedError
         from ticketforge.ir import load_graph
+        from ticketforge.ir.chain import chain_form
         from ticketforge.records import write_record
 
         log = _say(args)
         r = None
         if board.name in PLATFORMS:
-            g = load_graph(root / "ir")
+            g = chain_form(load_graph(root / "ir"))
             try:
                 r = build_board(root / "rtl", board, out, pixels=math.prod(g.input.shape),
                                 classes=g.layers[-1].out_shape[0], bitstream=args.bitstream, log=log,
@@ -366,9 +368,10 @@ def hls_stage(args, cfg) -> Stage:
         from ticketforge.cli.freshness import digests
         from ticketforge.hls.csim import run_csim
         from ticketforge.ir import load_graph
+        from ticketforge.ir.chain import chain_form
         from ticketforge.records import write_record
 
-        g = load_graph(root / "ir")
+        g = chain_form(load_graph(root / "ir"))
         codes, labels, integer = load_split(root, args.images)
         res = run_csim(g, codes, labels, out, jobs=args.jobs, backend=args.backend, progress=not args.quiet)
         res["inputs"] = digests(hls_inputs(root))

@@ -1,0 +1,178 @@
+"""IR version 2: layers that name their inputs, residual skip inputs, the migration of
+version-1 files, and the chain form the accelerators run (ir/chain.py)."""
+import json
+from dataclasses import replace
+
+import numpy as np
+import pytest
+
+from ticketforge.ir import (IRError, compact_pruned_neurons, load_graph, random_graph, random_images, run,
+                            save_graph, validate)
+from ticketforge.ir.chain import chain_form, copy_neurons
+from ticketforge.ir.io import SCHEMA_FILE, graph_to_dict
+from ticketforge.ir.schema import INPUT
+from ticketforge.model.intsim import torch_integer_run
+
+# the residual generator's seeds whose graph has at least one skip input
+DAG_SEEDS = [s for s in range(200) if not random_graph(s, residual=True).is_chain][:40]
+
+
+def _skips(g):
+    return [l for l in g.layers if l.has_skip]
+
+
+def test_the_generator_draws_residual_convs_and_linears_some_strided():
+    skips = [l for s in DAG_SEEDS for l in _skips(random_graph(s, residual=True))]
+    assert len(DAG_SEEDS) == 40
+    assert {l.kind for l in skips} == {"conv", "linear"}
+    assert any(l.kind == "conv" and l.skip_stride > 1 for l in skips)
+    # without ``residual`` the draws are those of a chain, as before
+    assert all(random_graph(s).is_chain for s in range(60))
+
+
+@pytest.mark.parametrize("seed", DAG_SEEDS)
+def test_golden_equals_torch_integer_model_on_random_residual_irs(seed):
+    g = random_graph(seed, residual=True)
+    x = random_images(g, 6, seed)
+    gold = run(g, x, trace=True)
+    scores, spikes = torch_integer_run(g, x)
+    assert np.array_equal(gold.scores, scores)
+    for name, s in spikes.items():
+        assert np.array_equal(gold.spikes[name], s), name
+
+
+def test_a_skip_input_adds_into_the_membrane():
+    """Removing the skip synapses changes what the residual layers compute: the skips are
+    not silent in the random IRs."""
+    changed = 0
+    for seed in DAG_SEEDS:
+        g = random_graph(seed, residual=True)
+        t = dict(g.tensors)
+        for l in _skips(g):
+            t[l.tensors["skip_weight"]] = np.zeros_like(t[l.tensors["skip_weight"]])
+        x = random_images(g, 6, seed)
+        a, b = run(g, x, trace=True), run(g.with_layers(g.layers, t), x, trace=True)
+        changed += any(not np.array_equal(a.spikes[l.name], b.spikes[l.name]) for l in _skips(g))
+    assert changed >= 10
+
+
+@pytest.mark.parametrize("seed", DAG_SEEDS)
+def test_the_chain_form_computes_the_same_and_its_copies_are_the_skip_sources(seed):
+    g = random_graph(seed, residual=True)
+    c = chain_form(g)
+    assert c.is_chain and not any(l.has_skip for l in c.layers)
+    assert chain_form(c) is c
+    x = random_images(g, 6, seed)
+    a, b = run(g, x, trace=True), run(c, x, trace=True)
+    assert np.array_equal(a.scores, b.scores)
+    for name, s in a.spikes.items():                   # the original neurons are unchanged
+        assert np.array_equal(b.spikes[name][:, :, :s.shape[2]], s), name
+    added = copy_neurons(g)
+    src, names = g.sources(), [l.name for l in g.layers]
+    for l in _skips(g):                                 # the layer before it carries the source's spikes
+        mids = g.layers[names.index(src[l.name][1]) + 1:names.index(l.name)]
+        if not mids:
+            continue
+        S, prev = a.spikes[src[l.name][1]], mids[-1].name
+        copies = b.spikes[prev][:, :, a.spikes[prev].shape[2]:]
+        f = int(np.prod([m.stride for m in mids if m.kind == "conv"]))
+        assert np.array_equal(copies, S[:, :, :, ::f, ::f] if S.ndim == 5 else S), l.name
+    assert sum(added.values()) == sum(int(np.prod(l.out_shape)) for l in c.layers if l.neuron) - \
+        sum(int(np.prod(l.out_shape)) for l in g.layers if l.neuron)
+
+
+def test_compacting_pruned_neurons_keeps_residual_outputs():
+    for seed in DAG_SEEDS[:15]:
+        g = random_graph(seed, residual=True)
+        x = random_images(g, 5, seed)
+        assert np.array_equal(run(g, x).scores, run(validate(compact_pruned_neurons(g)), x).scores)
+
+
+def test_a_residual_ir_saves_loads_and_matches_the_json_schema(tmp_path):
+    g = random_graph(DAG_SEEDS[0], residual=True)
+    save_graph(g, tmp_path)
+    raw = json.loads((tmp_path / "graph.json").read_text())
+    assert raw["version"] == 2 and all(l["inputs"] for l in raw["layers"])
+    assert any(len(l["inputs"]) == 2 for l in raw["layers"])
+    h = load_graph(tmp_path)
+    assert graph_to_dict(h) == graph_to_dict(g)
+    jsonschema = pytest.importorskip("jsonschema")
+    jsonschema.validate(raw, json.loads(SCHEMA_FILE.read_text()))
+
+
+def test_a_version_1_ir_loads_as_the_same_chain_and_other_versions_are_refused(tmp_path):
+    g = random_graph(7)
+    save_graph(g, tmp_path)
+    raw = json.loads((tmp_path / "graph.json").read_text())
+    for l in raw["layers"]:
+        del l["inputs"]
+    raw["version"] = 1
+    (tmp_path / "graph.json").write_text(json.dumps(raw))
+    h = load_graph(tmp_path)
+    assert h.version == 2 and h.is_chain and graph_to_dict(h) == graph_to_dict(g)
+    raw["layers"][0]["inputs"] = [INPUT]
+    (tmp_path / "graph.json").write_text(json.dumps(raw))
+    with pytest.raises(IRError, match="'inputs' is a version-2 field in a version-1 IR"):
+        load_graph(tmp_path)
+    raw["version"] = 3
+    (tmp_path / "graph.json").write_text(json.dumps(raw))
+    with pytest.raises(IRError, match="reads versions 1, 2; re-run `ticketforge quantize`"):
+        load_graph(tmp_path)
+
+
+def _residual_layer(g):
+    return next(l for l in g.layers if l.has_skip)
+
+
+def _swap(g, old, new):
+    return g.with_layers([new if l is old else l for l in g.layers])
+
+
+def test_validate_names_the_layer_and_field_of_a_bad_input():
+    g = random_graph(DAG_SEEDS[0], residual=True)
+    r = _residual_layer(g)
+    later = g.layers[-1].name
+    cases = [
+        (replace(r, inputs=(r.inputs[0], "nowhere")), "field 'inputs': 'nowhere' is neither 'input' nor a layer before"),
+        (replace(r, inputs=(r.inputs[0], later)), f"field 'inputs': '{later}' is neither"),
+        (replace(r, inputs=(r.inputs[0], r.inputs[1], r.inputs[1])), "field 'inputs'"),
+        (replace(r, inputs=()), "field 'skip_kernel': skip synapses without a second input"),
+    ]
+    if r.kind == "conv":
+        cases.append((replace(r, skip_stride=r.skip_stride + 1), "field 'skip_stride': the skip synapses map"))
+    for bad, msg in cases:
+        with pytest.raises(IRError, match=f"layer '{r.name}'.*{msg}"):
+            validate(_swap(g, r, bad))
+    gp = next(random_graph(s) for s in range(60) if any(l.kind == "pool" for l in random_graph(s).layers))
+    pool = next(l for l in gp.layers if l.kind == "pool")
+    with pytest.raises(IRError, match="reads one input and at most one skip input"):
+        validate(_swap(gp, pool, replace(pool, inputs=(gp.sources()[pool.name][0], INPUT))))
+
+
+def test_the_chain_form_refuses_what_it_cannot_carry_by_name():
+    g = next(random_graph(s, residual=True) for s in DAG_SEEDS
+             if any(l.kind == "conv" for l in _skips(random_graph(s, residual=True))))
+    r = next(l for l in _skips(g) if l.kind == "conv")
+    src = g.layer(r.inputs[1])
+    # a skip from the input image: pixels are not spikes
+    t = dict(g.tensors)
+    t[r.tensors["skip_weight"]] = np.zeros((r.out_shape[0], g.input.shape[0], 1, 1), np.int8)
+    t[r.tensors["skip_mask"]] = np.zeros((r.out_shape[0], g.input.shape[0], 1, 1), np.uint8)
+    names = [l.name for l in g.layers]
+    hw_in = g.input.shape[1:]
+    stride = 1
+    for l in g.layers[:names.index(r.name) + 1]:
+        stride *= l.stride if l.kind in ("conv", "pool") else 1
+    if all(-(-h // stride) == o for h, o in zip(hw_in, r.out_shape[1:])):
+        bad = validate(_swap(g.with_layers(g.layers, t), r, replace(r, inputs=(r.inputs[0], INPUT), skip_stride=stride)))
+        with pytest.raises(IRError, match="skip source is the input image"):
+            chain_form(bad)
+    # a 3x3 skip kernel (valid IR, golden runs it; the chain has no place for it)
+    t = dict(g.tensors)
+    cs = src.out_shape[0]
+    t[r.tensors["skip_weight"]] = np.ones((r.out_shape[0], cs, 3, 3), np.int8)
+    t[r.tensors["skip_mask"]] = np.ones((r.out_shape[0], cs, 3, 3), np.uint8)
+    bad = validate(_swap(g.with_layers(g.layers, t), r, replace(r, skip_kernel=3, skip_padding=1)))
+    run(bad, random_images(bad, 2, 0))
+    with pytest.raises(IRError, match=f"layer '{r.name}': its skip input cannot run on the accelerators: a 3x3 skip"):
+        chain_form(bad)
