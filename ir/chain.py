@@ -43,6 +43,10 @@ def chain_form(g: Graph) -> Graph:
     """``g`` itself when it is a chain; else the equivalent chain (module docstring)."""
     if g.is_chain:
         return g
+    for l in g.layers:
+        if l.kind == "attention":
+            raise IRError(f"layer {l.name!r} (attention): spiking self-attention runs in the golden model and the "
+                          "torch integer model; neither accelerator datapath nor the HLS path has it yet")
     sources = g.sources()
     layers = list(g.layers)
     for i, l in enumerate(layers):

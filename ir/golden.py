@@ -17,7 +17,7 @@ from numpy.lib.stride_tricks import sliding_window_view
 
 from ticketforge.ir.schema import INPUT, Graph, IRError, Layer, Neuron
 
-__all__ = ["GoldenResult", "run", "input_shape", "accumulate", "conv_accumulate", "linear_accumulate", "leak", "or_pool"]
+__all__ = ["GoldenResult", "run", "input_shape", "accumulate", "attention_accumulate", "conv_accumulate", "linear_accumulate", "leak", "or_pool"]
 
 
 @dataclass
@@ -76,6 +76,18 @@ def _bound(w: np.ndarray, max_in: int) -> int:
     """max |accumulation| of synapses ``w`` [O, ...] over inputs up to ``max_in``."""
     fan_in = int(np.prod(w.shape[1:]))
     return max_in * max(1, int(np.abs(w).max()) if w.size else 1) * fan_in
+
+
+def attention_accumulate(q: np.ndarray, k: np.ndarray, v: np.ndarray, heads: int) -> np.ndarray:
+    """Spiking self-attention's integer product: q, k, v [N, C, H, W] (0/1) -> [N, C, H, W],
+    per head of C / heads channels and tokens n, m (positions in H-W order)
+    ``acc[d, n] = sum_m v[d, m] * sum_e q[e, n] * k[e, m]``.  Every partial sum is at most
+    (C / heads) * (H*W)**2, far below 2**52: float64 BLAS is exact."""
+    n, c, h, w = q.shape
+    f = lambda t: t.astype(np.float64).reshape(n, heads, c // heads, h * w)  # noqa: E731
+    qh, kh, vh = f(q), f(k), f(v)
+    a = qh.transpose(0, 1, 3, 2) @ kh                     # [N, heads, tokens, tokens]
+    return (vh @ a.transpose(0, 1, 3, 2)).reshape(n, c, h, w).astype(np.int64)
 
 
 def accumulation_bound(g: Graph, l: Layer, max_in: list[int]) -> int:
@@ -178,6 +190,10 @@ def _run_batch(g: Graph, x0: np.ndarray, trace: bool, measure_range: bool) -> Go
                 x = x.reshape(n, -1)
             elif l.kind == "output":
                 scores += accumulate(g, l, [x], bounds[l.name])
+            elif l.kind == "attention":
+                x = _neuron_update(g, l, attention_accumulate(*(outs[s] for s in srcs), l.heads), state, h_range)
+                if trace:
+                    spikes.setdefault(l.name, []).append(x.astype(np.uint8))
             else:
                 if repeat is not None and l.name in repeat:
                     acc = repeat[l.name]

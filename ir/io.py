@@ -37,6 +37,8 @@ def graph_to_dict(g: Graph) -> dict:
         ld = asdict(l)
         ld["in_shape"], ld["out_shape"] = list(l.in_shape), list(l.out_shape)
         ld["inputs"] = list(sources[l.name])          # on disk always explicit
+        if l.kind != "attention":
+            del ld["heads"]
         if not (l.has_skip and l.kind == "conv"):          # only a conv's skip synapses have a geometry
             for k in ("skip_kernel", "skip_stride", "skip_padding"):
                 del ld[k]
@@ -155,8 +157,8 @@ def graph_from_dict(raw: dict, tensors: dict[str, np.ndarray]) -> Graph:
         inputs = ()
         if version >= 2:
             inputs = tuple(_get(ld, "inputs", list, lw))
-            if not inputs or len(inputs) > 2 or not all(isinstance(x, str) for x in inputs):
-                raise IRError(f"{lw}: field 'inputs' must be a list of 1 or 2 layer names "
+            if not inputs or len(inputs) > 3 or not all(isinstance(x, str) for x in inputs):
+                raise IRError(f"{lw}: field 'inputs' must be a list of 1 to 3 layer names "
                               f"({INPUT!r} for the graph's input), got {inputs!r:.80}")
             if inputs == ((layers[-1].name if layers else INPUT),):
                 inputs = ()                 # the layer before: the in-memory chain form
@@ -169,6 +171,7 @@ def graph_from_dict(raw: dict, tensors: dict[str, np.ndarray]) -> Graph:
             in_shape=_shape(ld, "in_shape", lw), out_shape=_shape(ld, "out_shape", lw),
             kernel=_get(ld, "kernel", int, lw, 0), stride=_get(ld, "stride", int, lw, 1),
             padding=_get(ld, "padding", int, lw, 0), weight_bits=_get(ld, "weight_bits", int, lw, 0),
+            heads=_get(ld, "heads", int, lw, 0),
             input_shift=_get(ld, "input_shift", int, lw, 0), neuron=neuron, tensors=dict(tens)))
     return Graph(T=T, input=spec, layers=tuple(layers), tensors=tensors,
                  score=_get(raw, "score", str, where), provenance=_get(raw, "provenance", dict, where, {}),

@@ -52,7 +52,7 @@ def _residual(rng, layers: list, stride: int):
 
 
 def random_graph(seed: int, max_conv: int = 2, max_linear: int = 2, binary: bool = False,
-                 events: bool = False, residual: bool = False) -> Graph:
+                 events: bool = False, residual: bool = False, attention: bool = False) -> Graph:
     """``binary``: every weighted layer gets weight_bits 2.  The signs of a binary layer are
     drawn after its magnitudes, so once a layer that would have been multi-bit is binary the
     later draws (neurons, masks, the next layers) differ: the binary and the multi-bit graph
@@ -61,7 +61,9 @@ def random_graph(seed: int, max_conv: int = 2, max_linear: int = 2, binary: bool
     per timestep, instead of 8-bit pixels (the same draws otherwise).
     ``residual``: one more conv and linear layer allowed, and a weighted layer whose two
     previous layers are neuron layers of its kind reads the first of them as a skip input,
-    with probability 0.6 (version-2 DAGs; without it the draws are those of a chain)."""
+    with probability 0.6 (version-2 DAGs; without it the draws are those of a chain).
+    ``attention``: a graph with convolutions ends them with a transformer block (Q, K, V,
+    spiking self-attention, a projection with a skip input from the block's input)."""
     rng = np.random.default_rng(seed)
     c, h, w = int(rng.integers(1, 4)), int(rng.integers(4, 9)), int(rng.integers(4, 9))
     spec = InputSpec((c, h, w), bits=8, pixel_max=255)
@@ -83,7 +85,7 @@ def random_graph(seed: int, max_conv: int = 2, max_linear: int = 2, binary: bool
             sw, sm = _weights(rng, (out_shape[0], sshape[0], 1, 1) if kind == "conv" else (out_shape[0], sshape[0]),
                               bits)
             tensors[f"{name}.skip_weight"], tensors[f"{name}.skip_mask"] = sw, sm
-            kw.update(inputs=(layers[-1].name, src))
+            kw.update(inputs=(kw.get("inputs", (layers[-1].name,))[0], src))
             if kind == "conv":
                 kw.update(skip_kernel=1, skip_stride=sstride, skip_padding=0)
             wshape = (wshape[0], int(np.prod(wshape[1:])) + int(np.prod(sw.shape[1:])))   # fan-in below
@@ -124,6 +126,21 @@ def random_graph(seed: int, max_conv: int = 2, max_linear: int = 2, binary: bool
             out = (shape[0], shape[1] // 2, shape[2] // 2)
             layers.append(Layer(f"pool{i}", "pool", shape, out, kernel=2, stride=2))
             shape = out
+    if attention and n_conv:
+        # a transformer block on the token map: Q, K, V (1x1 convs of the map), spiking
+        # self-attention, then a 1x1 projection whose membrane also takes the map (skip)
+        src, c = layers[-1].name, shape[0]
+        for role in ("q", "k", "v"):
+            neuron_layer(f"attn_{role}", "conv", shape, shape, (c, c, 1, 1), kernel=1, inputs=(src,))
+        heads = int(rng.choice([h for h in (1, 2, 4) if c % h == 0]))
+        n = _neuron(rng)
+        thr = np.minimum(rng.integers(1, max(2, c // heads) + 1, c), n.vmax)      # low: sparse Q, K, V
+        refs = {"bias": "attn.bias", "threshold": "attn.threshold", "neuron_mask": "attn.neuron_mask"}
+        tensors.update({"attn.bias": np.zeros(c, np.int64), "attn.threshold": thr.astype(np.int64),
+                        "attn.neuron_mask": np.ones(shape, np.uint8)})
+        layers.append(Layer("attn", "attention", shape, shape, heads=heads, neuron=n, tensors=refs,
+                            inputs=("attn_q", "attn_k", "attn_v")))
+        neuron_layer("attn_proj", "conv", shape, shape, (c, c, 1, 1), kernel=1, skip=(src, shape, 1))
     flat = (int(np.prod(shape)),)
     layers.append(Layer("flatten", "flatten", shape, flat))
     shape = flat

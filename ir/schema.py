@@ -20,8 +20,8 @@ from ticketforge.errors import TicketforgeError
 SCHEMA_ID = "ticketforge.ir"
 SCHEMA_VERSION = 2
 INPUT = "input"                          # the name by which a layer reads the graph's input
-LAYER_KINDS = ("conv", "linear", "pool", "flatten", "output")
-NEURON_KINDS = ("conv", "linear")        # layers that own LIF neurons
+LAYER_KINDS = ("conv", "linear", "pool", "flatten", "output", "attention")
+NEURON_KINDS = ("conv", "linear", "attention")        # layers that own LIF neurons
 LEAK_KINDS = ("none", "shift", "fixed")
 RESETS = ("hard", "soft")
 INPUT_ENCODINGS = ("direct", "events")
@@ -69,7 +69,7 @@ class Neuron:
 @dataclass(frozen=True)
 class Layer:
     name: str
-    kind: str                            # conv | linear | pool | flatten | output
+    kind: str                            # conv | linear | pool | flatten | output | attention
     in_shape: tuple[int, ...]
     out_shape: tuple[int, ...]
     kernel: int = 0                      # conv: square kernel; pool: window (= stride)
@@ -90,6 +90,9 @@ class Layer:
     skip_kernel: int = 0
     skip_stride: int = 1
     skip_padding: int = 0
+    # attention: spiking self-attention over the token map of its three inputs (Q, K, V),
+    # per head of C / heads channels (docs/IR.md)
+    heads: int = 0
 
     @property
     def has_weights(self) -> bool:
@@ -97,7 +100,7 @@ class Layer:
 
     @property
     def has_skip(self) -> bool:
-        return len(self.inputs) > 1
+        return len(self.inputs) > 1 and self.kind != "attention"
 
 
 @dataclass(frozen=True)

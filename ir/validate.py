@@ -64,6 +64,8 @@ def _expected_out(l: Layer) -> tuple[int, ...]:
         return (c, h // l.kernel, w // l.kernel)
     if l.kind == "flatten":
         return (int(np.prod(l.in_shape)),)
+    if l.kind == "attention":
+        return tuple(l.in_shape)
     if len(l.in_shape) != 1:
         _fail(l, "in_shape", f"a {l.kind} layer takes a flat vector, got {list(l.in_shape)}")
     if len(l.out_shape) != 1:
@@ -103,7 +105,11 @@ def validate(g: Graph) -> Graph:
         for src in srcs:
             if src not in shapes:
                 _fail(l, "inputs", f"{src!r} is neither {INPUT!r} nor a layer before this one")
-        if len(srcs) > 2 or (len(srcs) == 2 and l.kind not in NEURON_KINDS):
+        if l.kind == "attention":
+            if len(srcs) != 3 or len({shapes[x] for x in srcs}) != 1:
+                _fail(l, "inputs", f"{list(srcs)}: an attention layer reads three inputs of one shape (Q, K, V), "
+                      f"got shapes {[list(shapes[x]) for x in srcs]}")
+        elif len(srcs) > 2 or (len(srcs) == 2 and l.kind not in ("conv", "linear")):
             _fail(l, "inputs", f"{list(srcs)}: a conv/linear layer reads one input and at most one skip "
                   "input; every other layer reads one")
         shape = shapes[srcs[0]]
@@ -119,14 +125,29 @@ def validate(g: Graph) -> Graph:
             _fail(l, "attrs", f"float parameters {sorted(l.attrs)} left in an integer IR")
         if l.kind not in NEURON_KINDS and l.neuron is not None:
             _fail(l, "neuron", f"a {l.kind} layer has no neurons")
-        if not l.has_skip and (l.skip_kernel or {"skip_weight", "skip_mask"} & set(l.tensors)):
+        if l.kind != "attention" and not l.has_skip and (l.skip_kernel or {"skip_weight", "skip_mask"} & set(l.tensors)):
             _fail(l, "skip_kernel", "skip synapses without a second input in 'inputs'")
         if l.has_weights:
             skip = (shapes[srcs[1]], max_out[srcs[1]]) if l.has_skip else None
             _check_weights(g, l, max_out[srcs[0]], skip)
+        if l.kind == "attention":
+            _check_attention(g, l, [max_out[x] for x in srcs])
         shapes[l.name] = tuple(l.out_shape)
         max_out[l.name] = 1 if l.kind in NEURON_KINDS else max_out[srcs[0]]     # spikes from a neuron layer
     return g
+
+
+def _check_attention(g: Graph, l: Layer, max_in: list[int]) -> None:
+    if len(l.in_shape) != 3:
+        _fail(l, "in_shape", f"attention takes a token map [C, H, W], got {list(l.in_shape)}")
+    if l.heads < 1 or l.in_shape[0] % l.heads:
+        _fail(l, "heads", f"{l.heads} heads do not divide its {l.in_shape[0]} channels")
+    if max(max_in) != 1:
+        _fail(l, "inputs", "attention reads spikes (Q, K and V from neuron layers), not pixel codes")
+    if not 0 <= l.input_shift <= 24:
+        _fail(l, "input_shift", f"must be in [0, 24], got {l.input_shift}")
+    c, h, w = l.in_shape
+    _check_neurons(g, l, c, (c // l.heads) * (h * w) ** 2 << l.input_shift)
 
 
 def _skip_shape(l: Layer, src_shape: tuple) -> tuple:
@@ -177,6 +198,10 @@ def _check_weights(g: Graph, l: Layer, max_in: int, skip: tuple | None) -> None:
         bound += skip[1] * wmax * int(np.prod(sshape[1:]))
     if l.kind == "output":
         return
+    _check_neurons(g, l, cout, bound << l.input_shift)
+
+
+def _check_neurons(g: Graph, l: Layer, cout: int, acc_bound: int) -> None:
     n = l.neuron
     if n.reset not in RESETS:
         _fail(l, "neuron.reset", f"unknown reset {n.reset!r}; allowed: {', '.join(RESETS)}")
@@ -198,5 +223,5 @@ def _check_weights(g: Graph, l: Layer, max_in: int, skip: tuple | None) -> None:
         _fail(l, "neuron.membrane_bits", f"{n.membrane_bits} bits (max {n.vmax}) cannot hold threshold {th.max()}")
     if b.size and (b.max() > n.vmax or b.min() < n.vmin):
         _fail(l, "neuron.membrane_bits", f"{n.membrane_bits} bits cannot hold bias in [{b.min()}, {b.max()}]")
-    if bound << l.input_shift >= 1 << 52:
+    if acc_bound >= 1 << 52:
         _fail(l, "input_shift", "the accumulator could exceed 2**52 (the interpreter's exact range)")

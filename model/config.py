@@ -26,7 +26,8 @@ CONFIG_DIR = Path(__file__).resolve().parent / "configs"
 
 # Allowed values, checked when a config is built (kept here so the config module stays
 # torch-free; the zoo and data registries assert that they agree with these tuples).
-ARCHITECTURES = ("conv4", "vgg9", "vgg11", "vgg16", "resnet19", "mlp", "sconv", "sresnet")
+ARCHITECTURES = ("conv4", "vgg9", "vgg11", "vgg16", "resnet19", "mlp", "sconv", "sresnet", "spikformer",
+                 "spikformer_tiny", "spikformer_small")
 VARIANTS = ("ann", "snn", "binw", "slt", "bnn")
 DATASETS = ("digits", "mnist5k", "cifar10", "cifar100", "svhn", "fmnist", "synthetic", "nmnist5k", "nmnist", "dvs128gesture", "cifar10dvs")
 OPTIMIZERS = ("sgd", "adam")
@@ -52,9 +53,17 @@ class ModelConfig:
     # BatchNorm affine parameters; None picks the variant's default (frozen-weight
     # searches `binw`/`slt` train no weights, so their BN is non-affine, as in edge-popup).
     bn_affine: bool | None = None
+    # Spikformers (model/spikformer.py): "binw" makes the ConvPEP's weights a BinW-SLT ticket
+    # at r_p (the SLT paper's P_a), "trained" trains them like the rest; patch_prune is
+    # MultiSp's P_b, the fraction of patches pruned after train.epochs (stage 1), followed
+    # by train.patch_epochs of training with the patch keep-mask (stage 2).
+    pep_weights: str = "trained"
+    patch_prune: float = 0.0
 
     def __post_init__(self) -> None:
         _check_choice("model.arch", self.arch, ARCHITECTURES)
+        _check_choice("model.pep_weights", self.pep_weights, ("trained", "binw"))
+        _check_range("model.patch_prune", self.patch_prune, 0.0, 1.0, high_open=True)
         _check_choice("model.variant", self.variant, VARIANTS)
         _check_choice("model.reset", self.reset, RESETS)
         _check_choice("model.surrogate", self.surrogate, SURROGATES)
@@ -108,6 +117,8 @@ class TrainConfig:
     finetune_from: str = ""
     # Cap on torch's intra-op threads; 0 keeps torch's default (all cores).
     threads: int = 0
+    # MultiSp stage 2 (model.patch_prune > 0): epochs of training with the patch keep-mask.
+    patch_epochs: int = 2
 
     def __post_init__(self) -> None:
         _check_choice("train.optimizer", self.optimizer, OPTIMIZERS)
@@ -115,6 +126,7 @@ class TrainConfig:
         _check_range("train.epochs", self.epochs, 0, None)
         _check_range("train.lr", self.lr, 0.0, None, low_open=True)
         _check_range("train.threads", self.threads, 0, None)
+        _check_range("train.patch_epochs", self.patch_epochs, 0, None)
 
 
 @dataclass(frozen=True)

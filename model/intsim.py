@@ -22,6 +22,14 @@ def _leak(v: torch.Tensor, n) -> torch.Tensor:
     return v
 
 
+def _attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, heads: int) -> torch.Tensor:
+    """Spiking self-attention's integer product with torch's einsum (docs/IR.md)."""
+    n, c, h, w = q.shape
+    q, k, v = (x.double().reshape(n, heads, c // heads, h * w) for x in (q, k, v))
+    scores = torch.einsum("bhen,bhem->bhnm", q, k)
+    return torch.einsum("bhdm,bhnm->bhdn", v, scores).reshape(n, c, h, w).round().to(torch.int64)
+
+
 @torch.no_grad()
 def torch_integer_run(g: Graph, images: np.ndarray) -> tuple[np.ndarray, dict[str, np.ndarray]]:
     """Scores [N, classes] and spikes {layer: [N, T, ...]} for integer images [N, C, H, W]
@@ -50,8 +58,11 @@ def torch_integer_run(g: Graph, images: np.ndarray) -> tuple[np.ndarray, dict[st
             elif l.kind == "output":
                 scores += F.linear(x.double(), t(l, "weight").double()).round().to(torch.int64)
             else:
-                acc = synapses(l, "", x, l.stride, l.padding)
-                if l.has_skip:          # the residual: the skip source's synapses into the same sum
+                if l.kind == "attention":
+                    acc = _attention(*(outs[s] for s in sources[l.name]), l.heads)
+                else:
+                    acc = synapses(l, "", x, l.stride, l.padding)
+                if l.has_skip and l.kind != "attention":   # the residual: the skip synapses into the same sum
                     acc = acc + synapses(l, "skip_", outs[sources[l.name][1]], l.skip_stride, l.skip_padding)
                 shape = (1, -1) + (1,) * (acc.dim() - 2)
                 bias, thr = t(l, "bias").view(shape), t(l, "threshold").view(shape)

@@ -217,5 +217,12 @@ def train(cfg: RunConfig, out_dir: Path, progress: bool | None = None,
     ds, net, gen = prepare(cfg)
     started_from = _start_from_ticket(net, cfg, build_root, finetune_dir) if cfg.train.finetune_from else None
     history = fit(net, ds, cfg, cfg.train.epochs, gen, progress)
-    return write_ticket(net, ds, cfg, out_dir, history, time.perf_counter() - t0,
-                        extra={"finetuned_from": started_from})
+    extra = {"finetuned_from": started_from}
+    if cfg.model.patch_prune:
+        from ticketforge.model.pruning import multisp
+
+        importance = multisp.patch_importance(net, ds.train, cfg.data.eval_batch_size, ds.pixel_max)
+        extra.update(patch_prune=cfg.model.patch_prune, stage1_test_accuracy=history[-1]["test_accuracy"] if history else None,
+                     **multisp.prune_patches(net, cfg.model.patch_prune, importance))
+        history += fit(net, ds, cfg, cfg.train.patch_epochs, gen, progress, f"{cfg.name} patches")
+    return write_ticket(net, ds, cfg, out_dir, history, time.perf_counter() - t0, extra=extra)

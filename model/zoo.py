@@ -12,6 +12,8 @@ Layer lists (channels; ``M`` = 2x2 max-pool, applied to spikes, i.e. an OR):
 - ``sconv``  = 16/2, 32/2 | FC 64: two 3x3 convolutions of stride 2 (``c/2``), LeNet-sized
   for small FPGAs (docs/SCALING.md, "What 97% on the UP5K needs"): a stride-2 layer has a
   quarter of the neurons to update per timestep of a stride-1 layer, and no pool.
+- ``spikformer``, ``spikformer_tiny``, ``spikformer_small``: spiking transformers
+  (``model/spikformer.py``), the SLT paper's MultiSp networks.
 - ``sresnet`` = stem 16/2, basic blocks 16 and 32/2 | readout: the smallest residual
   network of ResNet-19's kind (identity and 1x1 stride-2 shortcuts), without its global
   average pool, for MNIST-sized inputs.
@@ -72,6 +74,8 @@ ARCHS: dict[str, ArchSpec] = {
     "sconv": ArchSpec("sconv", ((16, 2), (32, 2)), (64,), note="3x3 convolutions of stride 2"),
     "sresnet": ArchSpec("sresnet", resnet_stages=((16, 1, 1), (32, 1, 2)), stem=16, stem_stride=2, avgpool=False,
                         note="two basic blocks, no average pool"),
+    **{name: ArchSpec(name, note="spiking transformer (model/spikformer.py)")
+       for name in ("spikformer", "spikformer_tiny", "spikformer_small")},
 }
 assert set(ARCHS) == set(ARCHITECTURES)
 
@@ -172,6 +176,12 @@ def build_model(cfg: ModelConfig, input_shape=(3, 32, 32), num_classes: int = 10
     b = _Builder(cfg)
     c, h, w = input_shape
     mods: list[nn.Module] = []
+    if cfg.arch.startswith("spikformer"):
+        from ticketforge.model.spikformer import build_spikformer
+
+        net = TicketNet(nn.Sequential(*build_spikformer(cfg, input_shape, num_classes)), cfg, input_shape, num_classes)
+        functional.set_step_mode(net, "m")
+        return net
     if spec.resnet_stages:
         stem = b.ch(spec.stem)
         mods += [_seq(b.conv(c, stem, stride=spec.stem_stride), b.bn(stem, 2)), b.act()]

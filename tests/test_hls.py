@@ -57,6 +57,18 @@ def test_csim_equals_golden_on_random_ir(tmp_path, seed, binary):
                    for l in g.layers if l.neuron and l.name in rng for lo, hi in [rng[l.name]])
 
 
+def test_csim_of_a_residual_ir_equals_its_golden_model(tmp_path):
+    """Seed 82 of the residual generator: a conv skip of stride 4 and a linear skip, which
+    the HLS project builds as the chain form (ir/chain.py); C-sim scores == the residual
+    IR's golden scores."""
+    g = random_graph(82, residual=True)
+    assert [(l.kind, l.skip_stride) for l in g.layers if l.has_skip] == [("conv", 4), ("linear", 1)]
+    images = random_images(g, 12, seed=82)
+    res = run_csim(g, images, np.zeros(len(images), dtype=np.int64), tmp_path, jobs=1, progress=False)
+    assert res["matches_golden"], res["mismatched_images"]
+    assert np.array_equal(np.load(tmp_path / "scores.npy"), golden.run(g, images).scores)
+
+
 def test_generated_code_iterates_live_neurons_and_kept_synapses_only(tmp_path):
     g = random_graph(4)
     run_csim(g, random_images(g, 2), np.zeros(2, np.int64), tmp_path, jobs=1, progress=False)

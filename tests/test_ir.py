@@ -101,8 +101,8 @@ def test_validate_names_layer_and_field():
         t = dict(g.tensors)
         t[l.tensors["threshold"]] = np.full_like(t[l.tensors["threshold"]], 1 << 20)
         validate(g.with_layers(g.layers, t))
-    with pytest.raises(IRError, match="unknown layer kind 'attention'"):
-        validate(_swap(g, l, replace(l, kind="attention")))
+    with pytest.raises(IRError, match="unknown layer kind 'transformer'"):
+        validate(_swap(g, l, replace(l, kind="transformer")))
     with pytest.raises(IRError, match="version"):
         validate(replace(g, version=99))
     t = dict(g.tensors)

@@ -228,3 +228,37 @@ def test_sweep_rejects_bad_grid(tiny_cfg, root):
     d, snn, _ = tiny_cfg
     r = run_cli("sweep", "--config", str(snn), "--grid", "r_p=lots", "--build-dir", str(d / "y"), cwd=root)
     assert r.returncode == 2 and "model.r_p" in r.stderr
+
+
+def test_multisp_prunes_the_weakest_patches_and_they_never_fire(tmp_path, root):
+    """MultiSp on a tiny spikformer (8x8 synthetic images: 2x2 patches): stage 1 trains the
+    ConvPEP's BinW-SLT ticket, stage 2 keeps the half of the patches with the strongest
+    embedding; a pruned patch is 0 in every channel at every timestep."""
+    from ticketforge.model.data import load_dataset
+    from ticketforge.model.pruning.multisp import patch_gate, patch_importance, prune_patches
+    from ticketforge.model.ticket import load_ticket
+
+    cfg = tmp_path / "tinysf.toml"
+    cfg.write_text('[model]\narch = "spikformer"\nvariant = "snn"\npep_weights = "binw"\nwidth = 0.125\nT = 2\n'
+                   'r_p = 0.4\npatch_prune = 0.5\n[data]\ndataset = "synthetic"\nbatch_size = 32\n'
+                   '[train]\nepochs = 1\npatch_epochs = 1\noptimizer = "adam"\nlr = 0.01\nweight_decay = 0.0\n')
+    r = run_cli("train", "--config", str(cfg), "--build-dir", str(tmp_path / "b"), "--quiet", cwd=root)
+    assert r.returncode == 0, r.stderr
+    ticket = tmp_path / "b" / "tinysf" / "ticket"
+    m = json.loads((ticket / "metrics.json").read_text())
+    assert (m["patches"], m["patches_kept"], m["patch_prune"]) == (4, 2, 0.5) and len(m["epochs"]) == 2
+    net, _, _ = load_ticket(ticket)
+    keep = torch.tensor(m["patch_keep_mask"]).bool()
+    assert torch.equal(patch_gate(net).mask.bool(), keep.expand_as(patch_gate(net).mask))
+    out = []
+    handle = patch_gate(net).register_forward_hook(lambda mod, i, o: out.append(o))
+    net.eval()
+    with torch.no_grad():
+        net(torch.rand(16, 1, 8, 8))
+    handle.remove()
+    assert out[0][..., ~keep].abs().sum() == 0 and out[0][..., keep].sum() > 0
+    # the ranking: the patches kept are those of the largest embedding magnitude
+    ds = load_dataset("synthetic", None)
+    imp = patch_importance(net, ds.train, 64, ds.pixel_max)
+    kept = prune_patches(net, 0.25, imp)
+    assert kept["patches_kept"] == 3 and imp.flatten().argmin() == torch.tensor(kept["patch_keep_mask"]).flatten().argmin()

@@ -45,6 +45,46 @@ def test_the_small_residual_network_has_identity_and_strided_shortcuts():
     assert net(torch.rand(2, 1, 28, 28)).shape == (2, 10)
 
 
+def test_spikformer_tiny_and_small_have_the_papers_parameter_counts():
+    """The SLT paper's TINY and SMALL (DeiT-Tiny and -Small scale: 5M and 22M; DeiT-Tiny
+    itself has 5.7M) on CIFAR-10 input, counted as the paper counts: conv/linear weights."""
+    counts = {a: prunable_weight_count(build_model(ModelConfig(arch=a, variant="snn"), (3, 32, 32), 10))
+              for a in ("spikformer_tiny", "spikformer_small")}
+    assert counts == {"spikformer_tiny": 5_518_992, "spikformer_small": 22_069_536}
+    assert 5.0e6 <= counts["spikformer_tiny"] <= 5.7e6 and abs(counts["spikformer_small"] / 22e6 - 1) < 0.02
+
+
+def test_spikformer_has_binary_pep_tokens_as_a_map_and_refuses_other_variants():
+    from ticketforge.model.spikformer import MLPBlock, SelfAttention
+
+    net = build_model(ModelConfig(arch="spikformer", variant="snn", pep_weights="binw", r_p=0.4), (1, 28, 28), 10)
+    modes = [(n, m.mode) for n, m in masked_layers(net)]
+    assert [m for _, m in modes[:3]] == ["score_bin"] * 3 and {m for _, m in modes[3:]} == {"dense"}
+    assert sum(isinstance(m, SelfAttention) for m in net.body) == 2 == sum(isinstance(m, MLPBlock) for m in net.body)
+    with torch.no_grad():
+        x = torch.rand(1, 1, 1, 28, 28)
+        assert net.body[:9](x).shape == (1, 1, 64, 7, 7)            # ConvPEP: 49 patches of 64 channels
+    assert net(torch.rand(2, 1, 28, 28)).shape == (2, 10)
+    assert build_model(ModelConfig(arch="spikformer", variant="ann"), (1, 28, 28), 10)(torch.rand(2, 1, 28, 28)).shape == (2, 10)
+    with pytest.raises(ConfigError, match="model.pep_weights = 'binw'"):
+        build_model(ModelConfig(arch="spikformer", variant="binw"), (1, 28, 28), 10)
+
+
+def test_spiking_attention_is_the_integer_product_of_binary_q_k_v():
+    from ticketforge.model.spikformer import SelfAttention
+
+    net = build_model(ModelConfig(arch="spikformer", variant="snn"), (1, 28, 28), 10)
+    attn = next(m for m in net.body if isinstance(m, SelfAttention))
+    g = torch.Generator().manual_seed(0)
+    q, k, v = ((torch.rand(2, 64, 7, 7, generator=g) < 0.3).float() for _ in range(3))
+    y = attn.attend(q, k, v) * 2 ** attn.attn_shift
+    assert torch.equal(y, y.round())                                 # integers before the 2**-3 scale
+    hq, hk, hv = (t.reshape(2, 4, 16, 49) for t in (q, k, v))
+    n, i = 1, 5                                                      # head 1, token 5, channel 3 of the head
+    expect = sum(hv[n, 1, 3, m] * (hq[n, 1, :, i] * hk[n, 1, :, m]).sum() for m in range(49))
+    assert y.reshape(2, 4, 16, 49)[n, 1, 3, i] == expect
+
+
 def test_width_multiplier_scales_channels():
     full = build_model(ModelConfig(arch="vgg9", variant="snn"), (1, 28, 28), 10)
     half = build_model(ModelConfig(arch="vgg9", variant="snn", width=0.5), (1, 28, 28), 10)
