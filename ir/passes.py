@@ -50,6 +50,12 @@ def fold_batchnorm(g: Graph) -> Graph:
         if l.neuron is None:
             layers.append(l)
             continue
+        if "bn_mean" not in l.tensors:          # no BatchNorm (the attention neurons): y = scale * acc
+            refs = {**l.tensors, "fold_a": f"{l.name}.fold_a", "fold_b": f"{l.name}.fold_b"}
+            tensors[refs["fold_a"]] = np.full(l.out_shape[0], float(l.attrs["scale"]))
+            tensors[refs["fold_b"]] = np.zeros(l.out_shape[0])
+            layers.append(replace(l, tensors=refs, attrs={k: v for k, v in l.attrs.items() if k != "scale"}))
+            continue
         mean = tensors.pop(l.tensors["bn_mean"]).astype(np.float64)
         var = tensors.pop(l.tensors["bn_var"]).astype(np.float64)
         gamma = tensors.pop(l.tensors["bn_gamma"]).astype(np.float64) if "bn_gamma" in l.tensors else 1.0
@@ -87,6 +93,8 @@ def flip_negative_channels(g: Graph) -> Graph:
             continue
         a = tensors[l.tensors["fold_a"]]
         neg = a < 0
+        if l.kind == "attention" and neg.any():
+            raise IRError(f"layer {l.name!r}: an attention layer's scale must be positive")
         if np.any(a == 0):
             raise IRError(f"layer {l.name!r}: a channel has a zero fold factor (BatchNorm gamma = 0 or "
                           "scale 0); it can never fire and cannot be integerized: prune it first")
@@ -207,6 +215,8 @@ def compact_pruned_neurons(g: Graph) -> Graph:
     pruned, and without the synapses that read them.  A removed neuron never fired, so the
     outputs are unchanged (a test checks it against the interpreter)."""
     _require_stage(g, "integer", "compact_pruned_neurons")
+    if any(l.kind == "attention" for l in g.layers):
+        return g            # attention mixes every channel of its head: nothing is compacted
     tensors = dict(g.tensors)
     layers = list(g.layers)
     keep_in: np.ndarray | None = None      # kept indices of the current layer's input channels

@@ -15,6 +15,8 @@ computes what the ticket computes and the ONNX exporter can trace it.
 """
 from __future__ import annotations
 
+import copy
+
 import functools
 
 import torch
@@ -160,6 +162,14 @@ class BrevitasView(nn.Module):
 
     @staticmethod
     def _convert(i: int, mod: nn.Module, weight_bits: int) -> nn.Module:
+        from ticketforge.model.spikformer import MLPBlock, SelfAttention, TokenMean
+
+        if isinstance(mod, (SelfAttention, MLPBlock)):
+            view = copy.copy(mod)          # the same forward, on converted parts
+            view._modules = {k: BrevitasView._convert(i, m, weight_bits) for k, m in mod._modules.items()}
+            return view
+        if isinstance(mod, TokenMean):
+            return mod
         if isinstance(mod, BasicBlock):
             parts = [BrevitasView._convert(i, m, weight_bits) if not isinstance(m, nn.Identity) else m
                      for m in (mod.conv1, mod.act1, mod.conv2, mod.shortcut, mod.act2)]

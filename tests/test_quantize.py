@@ -8,7 +8,7 @@ import torch
 from conftest import run_cli, tiny_template
 from ticketforge.model.config import ModelConfig
 from ticketforge.model.intsim import torch_integer_run
-from ticketforge.ir import load_graph, run
+from ticketforge.ir import IRError, load_graph, run
 from ticketforge.model.nir_export import NIRExportError, export_nir, folded_sequential, import_nir, run_imported
 from ticketforge.model.zoo import build_model
 
@@ -122,6 +122,41 @@ def test_a_residual_ticket_becomes_an_ir_with_skip_inputs_exact_in_both_forms(tm
     assert np.array_equal(run(chain_form(g), v["inputs"]).scores, v["scores"])
     m = json.loads((ir / "metrics.json").read_text())
     assert 0 <= m["accuracy_integer"] <= 1 and "BasicBlock" in m["nir"]
+
+
+def test_a_multisp_spikformer_becomes_an_ir_with_attention_exact_and_its_patch_mask(tmp_path, root):
+    """A tiny spikformer with MultiSp (binary ConvPEP ticket, half its patches pruned)
+    through `quantize`: Q, K, V read the block's input, an attention layer reads them, the
+    projection and the MLP's second layer take the block's input as a skip input, the
+    patch keep-mask is the ConvPEP's neuron mask; golden == torch integer model == vectors;
+    the hardware stages refuse the attention layer by name."""
+    from ticketforge.ir.chain import chain_form
+
+    cfg = tmp_path / "tinysf.toml"
+    cfg.write_text('[model]\narch = "spikformer"\nvariant = "snn"\npep_weights = "binw"\nwidth = 0.125\nT = 2\n'
+                   'r_p = 0.4\npatch_prune = 0.5\n[data]\ndataset = "synthetic"\nbatch_size = 32\n'
+                   '[train]\nepochs = 1\npatch_epochs = 1\noptimizer = "adam"\nlr = 0.01\nweight_decay = 0.0\n')
+    build = tmp_path / "build"
+    assert run_cli("train", "--config", str(cfg), "--build-dir", str(build), "--quiet", cwd=root).returncode == 0
+    r = run_cli("quantize", "--config", str(cfg), "--build-dir", str(build), cwd=root)
+    assert r.returncode == 0, r.stdout + r.stderr
+    ir = build / "tinysf" / "ir"
+    g = load_graph(ir)
+    attn = [l for l in g.layers if l.kind == "attention"]
+    assert len(attn) == 2 and all(l.heads == 4 for l in attn)
+    src = g.sources()
+    block_in = src[attn[0].inputs[0]][0]
+    assert all(src[x] == (block_in,) for x in attn[0].inputs)
+    assert sum(l.has_skip for l in g.layers) == 4                    # two projections, two MLP outputs
+    pep = g.layer(block_in)
+    keep = json.loads((build / "tinysf" / "ticket" / "metrics.json").read_text())["patch_keep_mask"]
+    assert np.array_equal(g.tensor(pep, "neuron_mask"), np.broadcast_to(np.array(keep, np.uint8), pep.out_shape))
+    v = np.load(ir / "vectors.npz")
+    assert np.array_equal(torch_integer_run(g, v["inputs"])[0], v["scores"])
+    assert np.array_equal(run(g, v["inputs"]).scores, v["scores"])
+    assert "attention" in json.loads((ir / "metrics.json").read_text())["qonnx"]
+    with pytest.raises(IRError, match="attention"):
+        chain_form(g)
 
 
 def test_qonnx_file_has_brevitas_quant_nodes(tiny_ir):
