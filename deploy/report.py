@@ -21,7 +21,7 @@ import numpy as np
 from ticketforge.deploy.energy import hardware_events_energy
 from ticketforge.errors import TicketforgeError
 
-__all__ = ["cycles_from_sim", "ReportError", "model_cycles", "build_report", "write_report", "REQUIRED_KEYS"]
+__all__ = ["cycles_from_sim", "ReportError", "model_cycles", "build_report", "write_report", "REQUIRED_KEYS", "residual_cost"]
 
 # the keys the deploy issue asks of report.json (dotted paths; boards.<board>.* per board)
 REQUIRED_KEYS = ("model", "dataset", "accuracy.float", "accuracy.integer", "accuracy.rtl", "accuracy.images",
@@ -182,10 +182,28 @@ def build_report(root: Path, name: str, cycles: dict, synth: dict[str, dict], st
     }
     if hls is not None:
         rep["hls"] = hls
+    skips = residual_cost(root / "ir")
+    if skips:
+        rep["residual"] = skips
     missing = [k for k in REQUIRED_KEYS if _get(rep, k) is _MISSING]
     if missing:
         raise ReportError(f"report for {name} lacks {', '.join(missing)}")
     return rep
+
+
+def residual_cost(ir_dir: Path) -> dict | None:
+    """A residual IR's skip inputs and the copy neurons its chain form adds to carry them
+    (what the accelerator pays for the residuals, docs/IR.md); None for a chain."""
+    from ticketforge.ir import copy_neurons, load_graph
+
+    gj = Path(ir_dir) / "graph.json"
+    if not gj.is_file() or not any(len(l.get("inputs", ())) > 1 for l in json.loads(gj.read_text()).get("layers", ())):
+        return None
+    g = load_graph(ir_dir)
+    copies = copy_neurons(g)
+    neurons = sum(int(np.prod(l.out_shape)) for l in g.layers if l.neuron is not None)
+    return {"skip_inputs": [l.name for l in g.layers if l.has_skip], "copy_neurons": copies,
+            "copy_neurons_total": sum(copies.values()), "neurons": neurons}
 
 
 _MISSING = object()
@@ -291,6 +309,9 @@ def _markdown(rep: dict, figs) -> str:
                 "- (an imported network: no model stage to give firing rates) |"),
              f"| energy per image: hardware events (estimate) | {e['hardware_events']:.4f} uJ |",
              f"| on-chip memory | {rep['rtl']['memory_bits'] / 1e6:.2f} Mbit in {rep['rtl']['memories']} memories |",
+             *([f"| residual skip inputs | {', '.join(rep['residual']['skip_inputs'])}, carried on the accelerator by "
+                f"{_fmt(rep['residual']['copy_neurons_total'])} copy neurons (the network's own: "
+                f"{_fmt(rep['residual']['neurons'])}) |"] if "residual" in rep else []),
              "", "## Boards", "",
              "| board | device | fits | LUTs | FFs | BRAMs | DSPs | Fmax MHz | core clock MHz | latency us | note |",
              "|---|---|---|---|---|---|---|---|---|---|---|"]

@@ -262,3 +262,11 @@ def test_multisp_prunes_the_weakest_patches_and_they_never_fire(tmp_path, root):
     imp = patch_importance(net, ds.train, 64, ds.pixel_max)
     kept = prune_patches(net, 0.25, imp)
     assert kept["patches_kept"] == 3 and imp.flatten().argmin() == torch.tensor(kept["patch_keep_mask"]).flatten().argmin()
+    # the P_b sweep of bench/multisp_sweep.py from this ticket
+    import importlib.util
+    spec = importlib.util.spec_from_file_location("multisp_sweep", root / "bench" / "multisp_sweep.py")
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    res = bench.sweep(ticket, (0.25, 0.5), epochs=1)
+    assert [(p["P_b"], p["patches_kept"], p["epochs"]) for p in res["points"]] == [(0.25, 3, 1), (0.5, 2, 1)]
+    assert all(0 <= p["test_accuracy"] <= 1 for p in res["points"]) and res["P_a"] == 0.4

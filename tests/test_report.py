@@ -2,6 +2,8 @@
 the Amaranth build-script parsing of the board flow."""
 import json
 
+import numpy as np
+
 import pytest
 
 from ticketforge.deploy.board_build import _commands, parse_nextpnr_report
@@ -155,3 +157,17 @@ def test_the_figures_from_the_sim_stage_equal_the_cycle_model_on_event_input(dat
     got = cycles_from_sim(g, sim, frames, size, datapath=datapath)
     assert got["dense_per_image_mean"] == pytest.approx(direct["dense_per_image_mean"])
     assert got["per_image_mean"] == pytest.approx(direct["per_image_mean"])
+
+
+def test_a_residual_irs_report_counts_the_copy_neurons_of_its_chain_form(tmp_path):
+    from ticketforge.deploy.report import residual_cost
+    from ticketforge.ir import chain_form, copy_neurons, random_graph, save_graph
+
+    g = next(random_graph(s, residual=True) for s in range(100) if copy_neurons(random_graph(s, residual=True)))
+    save_graph(g, tmp_path / "dag")
+    r = residual_cost(tmp_path / "dag")
+    c = chain_form(g)
+    assert r["skip_inputs"] == [l.name for l in g.layers if l.has_skip]
+    assert r["copy_neurons_total"] == sum(int(np.prod(l.out_shape)) for l in c.layers if l.neuron) - r["neurons"] > 0
+    save_graph(random_graph(7), tmp_path / "chain")
+    assert residual_cost(tmp_path / "chain") is None
