@@ -7,8 +7,9 @@ from its PEPSp ticket (stage 1: the ConvPEP's BinW-SLT ticket at P_a).
 
 For each ticket and each P_b in 0.1 .. 0.6: the ticket is loaded, the patches of the
 smallest embedding magnitude are pruned (`model/pruning/multisp.py`) and it trains
-``--epochs`` more epochs with the patch keep-mask (stage 2, the config's
-``train.patch_epochs`` by default); the test accuracy is measured on the full test split.
+``--epochs`` more epochs with the patch keep-mask at the config's ``train.patch_lr`` (stage
+2, as `ticketforge train` runs it; ``train.patch_epochs`` by default); the test accuracy is
+measured on the full test split.
 Prints a markdown table and writes the plot and ``<out>.json``.
 """
 from __future__ import annotations
@@ -38,7 +39,7 @@ def sweep(ticket: Path, ratios, epochs: int | None) -> dict:
         imp = patch_importance(net, ds.train, cfg.data.eval_batch_size, ds.pixel_max)
         kept = prune_patches(net, p_b, imp)
         n = cfg.train.patch_epochs if epochs is None else epochs
-        rcfg = replace(cfg, model=replace(cfg.model, patch_prune=p_b))
+        rcfg = replace(cfg, model=replace(cfg.model, patch_prune=p_b), train=replace(cfg.train, lr=cfg.train.patch_lr))
         fit(net, ds, rcfg, n, torch.Generator().manual_seed(cfg.train.seed), False)
         acc, _ = evaluate(net, ds.test, ds.pixel_max, cfg.data.eval_batch_size)
         out["points"].append({"P_b": p_b, "patches_kept": kept["patches_kept"], "patches": kept["patches"],

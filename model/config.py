@@ -117,8 +117,10 @@ class TrainConfig:
     finetune_from: str = ""
     # Cap on torch's intra-op threads; 0 keeps torch's default (all cores).
     threads: int = 0
-    # MultiSp stage 2 (model.patch_prune > 0): epochs of training with the patch keep-mask.
+    # MultiSp stage 2 (model.patch_prune > 0): epochs of training with the patch keep-mask,
+    # from patch_lr (its own schedule: the network has converged; a restart at lr undoes it)
     patch_epochs: int = 2
+    patch_lr: float = 0.001
 
     def __post_init__(self) -> None:
         _check_choice("train.optimizer", self.optimizer, OPTIMIZERS)
@@ -127,6 +129,7 @@ class TrainConfig:
         _check_range("train.lr", self.lr, 0.0, None, low_open=True)
         _check_range("train.threads", self.threads, 0, None)
         _check_range("train.patch_epochs", self.patch_epochs, 0, None)
+        _check_range("train.patch_lr", self.patch_lr, 0.0, None, low_open=True)
 
 
 @dataclass(frozen=True)

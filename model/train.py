@@ -14,6 +14,8 @@ seeded generators, and evaluation runs in a fixed order.
 """
 from __future__ import annotations
 
+from dataclasses import replace
+
 import sys
 import time
 from pathlib import Path
@@ -224,5 +226,6 @@ def train(cfg: RunConfig, out_dir: Path, progress: bool | None = None,
         importance = multisp.patch_importance(net, ds.train, cfg.data.eval_batch_size, ds.pixel_max)
         extra.update(patch_prune=cfg.model.patch_prune, stage1_test_accuracy=history[-1]["test_accuracy"] if history else None,
                      **multisp.prune_patches(net, cfg.model.patch_prune, importance))
-        history += fit(net, ds, cfg, cfg.train.patch_epochs, gen, progress, f"{cfg.name} patches")
+        stage2 = replace(cfg, train=replace(cfg.train, lr=cfg.train.patch_lr))
+        history += fit(net, ds, stage2, cfg.train.patch_epochs, gen, progress, f"{cfg.name} patches")
     return write_ticket(net, ds, cfg, out_dir, history, time.perf_counter() - t0, extra=extra)

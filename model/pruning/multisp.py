@@ -6,7 +6,7 @@ ConvPEP's output (spikes, or activations for the ``ann`` variant) summed over ch
 timesteps and averaged over training images; the lowest ``model.patch_prune`` (P_b)
 fraction of the patches get 0 in the patch keep-mask (the NeuronGate after the ConvPEP),
 so they never become events.  Stage 2 trains ``train.patch_epochs`` more epochs with the
-mask in place.
+mask in place, from ``train.patch_lr`` on a schedule of its own.
 """
 from __future__ import annotations
 
