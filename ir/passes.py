@@ -150,6 +150,7 @@ def integerize(g: Graph, precision_bits: int = 8, reset: str | None = None) -> G
 
 
 SKIP_WEIGHT_BITS = 8
+MAX_INPUT_SHIFT = 24            # validate's bound on input_shift
 
 
 def _integerize_skip(l, tensors: dict, a: np.ndarray, s: int) -> tuple[int, dict]:
@@ -160,19 +161,25 @@ def _integerize_skip(l, tensors: dict, a: np.ndarray, s: int) -> tuple[int, dict
     multiple of ``2**s``.  So the layer's input shift becomes ``s - k``: the main weights
     are multiplied by ``2**k`` and the skip weights are ``round(w_s * a_s,o / a_o * 2**k)``,
     k as large as fits ``SKIP_WEIGHT_BITS``-bit weights (k extra bits of skip precision;
-    the rounding is the float -> integer cost, measured like every other).  Returns the
-    input shift and the layer's new ``weight_bits``."""
+    the rounding is the float -> integer cost, measured like every other).  A skip worth
+    more than 127 main steps (fine multi-bit main weights) takes a negative k: the main
+    weights are rounded to a coarser step.  Returns the input shift and the layer's new
+    ``weight_bits``."""
     w = tensors[l.tensors["weight"]].astype(np.int64)
     ws = tensors[l.tensors["skip_weight"]].astype(np.int64)
     ratio = (tensors.pop(l.tensors["fold_skip_a"]) / a).reshape((-1,) + (1,) * (ws.ndim - 1))
     wmax = (1 << (SKIP_WEIGHT_BITS - 1)) - 1
-    for k in range(s, -1, -1):
-        main, skip = w << k, np.round(ws * ratio * 2.0 ** k).astype(np.int64)
-        if max(np.abs(main).max(initial=0), np.abs(skip).max(initial=0)) <= wmax:
+    for k in range(s, -SKIP_WEIGHT_BITS, -1):
+        # k < 0: the skip is over wmax main steps (multi-bit main weights with a fine step):
+        # the main weights are rounded to a step 2**-k times coarser instead (a cost the
+        # integer accuracy measures)
+        main = w << k if k >= 0 else np.round(w / 2.0 ** -k).astype(np.int64)
+        skip = np.round(ws * ratio * 2.0 ** k).astype(np.int64)
+        if max(np.abs(main).max(initial=0), np.abs(skip).max(initial=0)) <= wmax and s - k <= MAX_INPUT_SHIFT:
             break
     else:
-        raise IRError(f"layer {l.name!r}: its skip synapses are over {wmax} times its main synapses' step "
-                      f"(largest ratio {float(np.abs(ratio).max()):.1f}); they do not fit {SKIP_WEIGHT_BITS}-bit weights")
+        raise IRError(f"layer {l.name!r}: its skip synapses are {float(np.abs(ratio).max()):.1f} times its main "
+                      f"synapses' step; no common step fits {SKIP_WEIGHT_BITS}-bit weights")
     skip = skip * (tensors[l.tensors["skip_mask"]] != 0)
     tensors[l.tensors["weight"]], tensors[l.tensors["skip_weight"]] = main.astype(np.int8), skip.astype(np.int8)
     m = int(max(np.abs(main).max(initial=1), np.abs(skip).max(initial=1)))
