@@ -190,12 +190,10 @@ def _run_batch(g: Graph, x0: np.ndarray, trace: bool, measure_range: bool) -> Go
                 x = x.reshape(n, -1)
             elif l.kind == "output":
                 scores += accumulate(g, l, [x], bounds[l.name])
-            elif l.kind == "attention":
-                x = _neuron_update(g, l, attention_accumulate(*(outs[s] for s in srcs), l.heads), state, h_range)
-                if trace:
-                    spikes.setdefault(l.name, []).append(x.astype(np.uint8))
             else:
-                if repeat is not None and l.name in repeat:
+                if l.kind == "attention":
+                    acc = attention_accumulate(*(outs[s] for s in srcs), l.heads)
+                elif repeat is not None and l.name in repeat:
                     acc = repeat[l.name]
                 else:
                     acc = accumulate(g, l, [outs[s] for s in srcs], bounds[l.name])
