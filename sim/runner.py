@@ -43,9 +43,9 @@ def run_sim(rtl_dir: Path, g: Graph, images: np.ndarray, out_dir: Path, simulato
     core with its cell models; no trace port), against the same references.
     ``executor``: a `ticketforge.distributed.RayExecutor` runs each shard as a Ray task
     (`sim/remote.py`) instead of a local process; the results are the same."""
-    g = chain_form(g)      # a residual IR runs as its chain form (ir/chain.py)
     version = simulator_version(simulator)
     pgo_threshold = pgo_min_cycles() if simulator == "verilator" else None    # a bad override fails now
+    g = chain_form(g)      # a residual IR runs as its chain form (ir/chain.py)
     rtl_dir, out_dir = Path(rtl_dir), Path(out_dir)
     man = json.loads((rtl_dir / "manifest.json").read_text())
     if man["params"].get("weights") == "runtime":
