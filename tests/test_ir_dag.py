@@ -271,3 +271,65 @@ def test_fold_flip_integerize_of_a_residual_match_the_float_neurons(shortcut):
     # rounds to within 1/128 of itself): agreement is that of a 7-bit skip
     assert agree > 0.98
     assert set(np.unique(np.abs(main[main != 0]))) == {int(np.abs(main).max())}   # +-2**k, one k
+
+
+# -- spiking self-attention ------------------------------------------------------------------
+
+def _attention_fires(seed: int) -> bool:
+    g = random_graph(seed, residual=True, attention=True)
+    return any(l.kind == "attention" for l in g.layers) and run(g, random_images(g, 3, seed), trace=True).spikes["attn"].any()
+
+
+ATTN_SEEDS = [s for s in range(80) if any(l.kind == "attention" for l in random_graph(s, residual=True, attention=True).layers)][:24]
+# the ones whose attention layer fires on three random inputs (a random Q, K or V is often silent)
+FIRING_SEEDS = [s for s in range(120) if _attention_fires(s)][:10]
+
+
+@pytest.mark.parametrize("seed", sorted(set(ATTN_SEEDS + FIRING_SEEDS)))
+def test_golden_equals_torch_integer_model_on_random_attention_irs(seed):
+    g = random_graph(seed, residual=True, attention=True)
+    x = random_images(g, 6, seed)
+    gold = run(g, x, trace=True)
+    scores, spikes = torch_integer_run(g, x)
+    assert np.array_equal(gold.scores, scores)
+    for name, s in spikes.items():
+        assert np.array_equal(gold.spikes[name], s), name
+
+
+def test_attention_is_the_integer_product_of_its_definition():
+    """docs/IR.md's loop, written out, on the Q, K, V spikes of random attention IRs whose
+    attention layer fires."""
+    from ticketforge.ir.golden import attention_accumulate
+
+    assert len(FIRING_SEEDS) == 10
+    for seed in FIRING_SEEDS:
+        g = random_graph(seed, residual=True, attention=True)
+        r = run(g, random_images(g, 3, seed), trace=True)
+        q, k, v = (r.spikes[f"attn_{x}"].reshape((-1,) + g.layer("attn").in_shape) for x in "qkv")   # every (image, t)
+        heads = g.layer("attn").heads
+        n, c, h, w = q.shape
+        dh, tok = c // heads, h * w
+        qf, kf, vf = (a.reshape(n, c, tok).astype(np.int64) for a in (q, k, v))
+        expect = np.zeros((n, c, tok), np.int64)
+        for i in range(n):
+            for d in range(c):
+                e = slice(d // dh * dh, d // dh * dh + dh)
+                for t in range(tok):
+                    expect[i, d, t] = sum(vf[i, d, m] * int((qf[i, e, t] * kf[i, e, m]).sum()) for m in range(tok))
+        assert np.array_equal(attention_accumulate(q, k, v, heads).reshape(n, c, tok), expect)
+        assert expect.any()
+
+
+def test_attention_is_validated_saved_and_refused_by_the_hardware_by_name(tmp_path):
+    g = random_graph(ATTN_SEEDS[0], residual=True, attention=True)
+    a = g.layer("attn")
+    save_graph(g, tmp_path)
+    assert graph_to_dict(load_graph(tmp_path)) == graph_to_dict(g)
+    jsonschema = pytest.importorskip("jsonschema")
+    jsonschema.validate(json.loads((tmp_path / "graph.json").read_text()), json.loads(SCHEMA_FILE.read_text()))
+    for bad, msg in ((replace(a, inputs=a.inputs[:2]), "reads three inputs of one shape"),
+                     (replace(a, heads=a.in_shape[0] + 1), "field 'heads'")):
+        with pytest.raises(IRError, match=f"layer 'attn'.*{msg}"):
+            validate(_swap(g, a, bad))
+    with pytest.raises(IRError, match="layer 'attn' \\(attention\\): spiking self-attention runs in the golden model"):
+        chain_form(g)
