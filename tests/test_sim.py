@@ -156,8 +156,12 @@ def test_runtime_weights_on_icarus_equal_golden(seed, tmp_path):
 DAG_SEEDS = [s for s in range(2000, 2300) if not random_graph(s, binary=True, residual=True).is_chain][:40]
 
 
+# bitpar: the designs of at most 4 lanes by default (a 32-lane design takes 30 s on Icarus)
+BITPAR_DAG_SEEDS = sorted(DAG_SEEDS[28:], key=lambda s: ((1, 2, 4, 8, 32)[s % 5] > 4, s))
+
+
 @pytest.mark.parametrize("seed,datapath", sampled([(s, "lane") for s in DAG_SEEDS[:28]], 14) +
-                         sampled([(s, "bitpar") for s in DAG_SEEDS[28:]], 6))
+                         sampled([(s, "bitpar") for s in BITPAR_DAG_SEEDS], 6))
 def test_random_residual_ir_on_icarus_equals_golden(seed, datapath, tmp_path):
     """Skip inputs carried by copy neurons (ir/chain.py): scores, the spike trains of every
     layer (copies included), cycles and counters equal to the golden and cycle models of
