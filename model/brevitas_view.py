@@ -165,8 +165,9 @@ class BrevitasView(nn.Module):
         from ticketforge.model.spikformer import MLPBlock, SelfAttention, TokenMean
 
         if isinstance(mod, (SelfAttention, MLPBlock)):
-            view = copy.copy(mod)          # the same forward, on converted parts
-            view._modules = {k: BrevitasView._convert(i, m, weight_bits) for k, m in mod._modules.items()}
+            view = copy.deepcopy(mod)      # the same forward, on converted parts
+            for name, child in mod.named_children():
+                setattr(view, name, BrevitasView._convert(i, child, weight_bits))
             return view
         if isinstance(mod, TokenMean):
             return mod
