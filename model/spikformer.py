@@ -118,7 +118,6 @@ class SelfAttention(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         q, k, v = self.q_act(self.q(x)), self.k_act(self.k(x)), self.v_act(self.v(x))
-        t, b = x.shape[:2]
         y = self.attend(q.flatten(0, 1), k.flatten(0, 1), v.flatten(0, 1)).reshape(x.shape)
         return self.act(self.proj(self.attn_act(y)) + x)
 
