@@ -42,9 +42,10 @@ CALIBRATION_IMAGES = 1000    # training images for input statistics and membrane
 _MODEL = Path(__file__).parent
 _IR = Path(ir_package.__file__).parent
 # The code that decides what IR a ticket becomes: this module, the brevitas view, the zoo's
-# layers and neurons, and the IR package (schema, passes, golden interpreter, io).
+# layers, neurons and transformer blocks, and the IR package (schema, passes, golden
+# interpreter, io).
 LOWERING_SOURCES = (_MODEL / "quantize.py", _MODEL / "brevitas_view.py", _MODEL / "layers.py",
-                    _MODEL / "neurons.py", _MODEL / "zoo.py", *sorted(_IR.glob("*.py")))
+                    _MODEL / "neurons.py", _MODEL / "zoo.py", _MODEL / "spikformer.py", *sorted(_IR.glob("*.py")))
 
 
 def lowering_digest(sources=None) -> str:

@@ -129,8 +129,8 @@ def model_stage(args, cfg) -> Stage:
         return {"test_accuracy": m["final_test_accuracy"]}
 
     return Stage("model", root / "ticket", run, inputs=inputs, params=params,
-                 code=_sources("model", "train.py", "zoo.py", "layers.py", "neurons.py", "data.py", "energy.py",
-                               "ticket.py") + _sources("model.pruning"),
+                 code=_sources("model", "train.py", "zoo.py", "spikformer.py", "layers.py", "neurons.py", "data.py",
+                               "energy.py", "ticket.py") + _sources("model.pruning"),
                  tools={"torch": package_version("torch"), "spikingjelly": package_version("spikingjelly")},
                  outputs=("model.pt", "ticket.json", "metrics.json"), doing="ticket search",
                  inputs_from=f"train.finetune_from names a ticket that is not there: train "
