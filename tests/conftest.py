@@ -42,6 +42,21 @@ seed = {seed}
 """
 
 
+def assert_golden_equals_intsim(g, x) -> None:
+    """The golden interpreter and the torch integer model agree on ``x``: scores and every
+    neuron layer's spike trains, exactly."""
+    import numpy as np
+
+    from ticketforge.ir import run
+    from ticketforge.model.intsim import torch_integer_run
+
+    gold = run(g, x, trace=True)
+    scores, spikes = torch_integer_run(g, x)
+    assert np.array_equal(gold.scores, scores)
+    for name, s in spikes.items():
+        assert np.array_equal(gold.spikes[name], s), name
+
+
 def uart_frame(byte: int) -> list[int]:
     """The line levels of one 8N1 byte: start bit, 8 data bits (LSB first), stop bit."""
     return [0] + [(byte >> k) & 1 for k in range(8)] + [1]

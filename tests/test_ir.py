@@ -10,6 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from conftest import assert_golden_equals_intsim
 from ticketforge.model.intsim import torch_integer_run
 from ticketforge.ir import (IRError, compact_pruned_neurons, flip_negative_channels, fold_batchnorm,
                                   integerize, load_graph, random_graph, random_images, run, save_graph,
@@ -28,12 +29,7 @@ def test_ir_package_is_torch_free():
 @pytest.mark.parametrize("seed", range(60))
 def test_golden_equals_torch_integer_model_on_random_irs(seed):
     g = random_graph(seed)
-    x = random_images(g, 6, seed)
-    gold = run(g, x, trace=True)
-    scores, spikes = torch_integer_run(g, x)
-    assert np.array_equal(gold.scores, scores), f"seed {seed}"
-    for name, s in spikes.items():
-        assert np.array_equal(gold.spikes[name], s), f"seed {seed} layer {name}"
+    assert_golden_equals_intsim(g, random_images(g, 6, seed))
 
 
 def test_random_irs_cover_pruning_saturation_and_silence():
@@ -308,11 +304,7 @@ def test_event_input_golden_equals_torch_integer_model(seed):
     g = random_graph(seed, events=True)
     x = random_images(g, 6, seed)
     assert x.shape == (6, g.T, *g.input.shape) and set(np.unique(x)) <= {0, 1}
-    res = run(g, x, trace=True)
-    scores, spikes = torch_integer_run(g, x)
-    assert np.array_equal(res.scores, scores)
-    for name, sp in spikes.items():
-        assert np.array_equal(res.spikes[name], sp), name
+    assert_golden_equals_intsim(g, x)
 
 
 def test_event_frames_enter_at_their_own_timestep():

@@ -6,12 +6,12 @@ from dataclasses import replace
 import numpy as np
 import pytest
 
+from conftest import assert_golden_equals_intsim
 from ticketforge.ir import (IRError, compact_pruned_neurons, load_graph, random_graph, random_images, run,
                             save_graph, validate)
 from ticketforge.ir.chain import chain_form, copy_neurons
 from ticketforge.ir.io import SCHEMA_FILE, graph_to_dict
 from ticketforge.ir.schema import INPUT
-from ticketforge.model.intsim import torch_integer_run
 
 # the residual generator's seeds whose graph has at least one skip input
 DAG_SEEDS = [s for s in range(200) if not random_graph(s, residual=True).is_chain][:40]
@@ -33,12 +33,7 @@ def test_the_generator_draws_residual_convs_and_linears_some_strided():
 @pytest.mark.parametrize("seed", DAG_SEEDS)
 def test_golden_equals_torch_integer_model_on_random_residual_irs(seed):
     g = random_graph(seed, residual=True)
-    x = random_images(g, 6, seed)
-    gold = run(g, x, trace=True)
-    scores, spikes = torch_integer_run(g, x)
-    assert np.array_equal(gold.scores, scores)
-    for name, s in spikes.items():
-        assert np.array_equal(gold.spikes[name], s), name
+    assert_golden_equals_intsim(g, random_images(g, 6, seed))
 
 
 def test_a_skip_input_adds_into_the_membrane():
@@ -288,12 +283,7 @@ FIRING_SEEDS = [s for s in range(120) if _attention_fires(s)][:10]
 @pytest.mark.parametrize("seed", sorted(set(ATTN_SEEDS + FIRING_SEEDS)))
 def test_golden_equals_torch_integer_model_on_random_attention_irs(seed):
     g = random_graph(seed, residual=True, attention=True)
-    x = random_images(g, 6, seed)
-    gold = run(g, x, trace=True)
-    scores, spikes = torch_integer_run(g, x)
-    assert np.array_equal(gold.scores, scores)
-    for name, s in spikes.items():
-        assert np.array_equal(gold.spikes[name], s), name
+    assert_golden_equals_intsim(g, random_images(g, 6, seed))
 
 
 def test_attention_is_the_integer_product_of_its_definition():

@@ -98,6 +98,22 @@ def test_weight_bits_through_quantize_give_an_exact_ir_of_that_width(tmp_path, r
     assert r.returncode == 2 and "--weight-bits 9" in r.stderr and "Traceback" not in r.stderr, r.stderr
 
 
+TINY_SPIKFORMER = ('[model]\narch = "spikformer"\nvariant = "snn"\npep_weights = "binw"\nwidth = 0.125\nT = 2\n'
+                   'r_p = 0.4\npatch_prune = 0.5\n[data]\ndataset = "synthetic"\nbatch_size = 32\n'
+                   '[train]\nepochs = 1\npatch_epochs = 1\noptimizer = "adam"\nlr = 0.01\nweight_decay = 0.0\n')
+
+
+def _train_and_quantize(tmp_path, root, name: str, toml: str):
+    """`train` then `quantize` the config ``toml`` (named ``name``) as a user would: its IR folder."""
+    cfg = tmp_path / f"{name}.toml"
+    cfg.write_text(toml)
+    build = tmp_path / "build"
+    assert run_cli("train", "--config", str(cfg), "--build-dir", str(build), "--quiet", cwd=root).returncode == 0
+    r = run_cli("quantize", "--config", str(cfg), "--build-dir", str(build), cwd=root)
+    assert r.returncode == 0, r.stdout + r.stderr
+    return build / name / "ir"
+
+
 def test_a_residual_ticket_becomes_an_ir_with_skip_inputs_exact_in_both_forms(tmp_path, root):
     """A tiny `sresnet` BinW-SLT ticket through `quantize`: its two blocks are layers with
     skip inputs (an identity and a 1x1 stride-2 shortcut), the golden model equals the torch
@@ -105,13 +121,7 @@ def test_a_residual_ticket_becomes_an_ir_with_skip_inputs_exact_in_both_forms(tm
     the same scores."""
     from ticketforge.ir.chain import chain_form
 
-    cfg = tmp_path / "tinyres.toml"
-    cfg.write_text(TINY.format(arch="sresnet", variant="binw"))
-    build = tmp_path / "build"
-    assert run_cli("train", "--config", str(cfg), "--build-dir", str(build), "--quiet", cwd=root).returncode == 0
-    r = run_cli("quantize", "--config", str(cfg), "--build-dir", str(build), cwd=root)
-    assert r.returncode == 0, r.stdout + r.stderr
-    ir = build / "tinyres" / "ir"
+    ir = _train_and_quantize(tmp_path, root, "tinyres", TINY.format(arch="sresnet", variant="binw"))
     g = load_graph(ir)
     skips = [l for l in g.layers if l.has_skip]
     assert [(l.skip_kernel, l.skip_stride) for l in skips] == [(1, 1), (1, 2)]
@@ -132,15 +142,8 @@ def test_a_multisp_spikformer_becomes_an_ir_with_attention_exact_and_its_patch_m
     the hardware stages refuse the attention layer by name."""
     from ticketforge.ir.chain import chain_form
 
-    cfg = tmp_path / "tinysf.toml"
-    cfg.write_text('[model]\narch = "spikformer"\nvariant = "snn"\npep_weights = "binw"\nwidth = 0.125\nT = 2\n'
-                   'r_p = 0.4\npatch_prune = 0.5\n[data]\ndataset = "synthetic"\nbatch_size = 32\n'
-                   '[train]\nepochs = 1\npatch_epochs = 1\noptimizer = "adam"\nlr = 0.01\nweight_decay = 0.0\n')
+    ir = _train_and_quantize(tmp_path, root, "tinysf", TINY_SPIKFORMER)
     build = tmp_path / "build"
-    assert run_cli("train", "--config", str(cfg), "--build-dir", str(build), "--quiet", cwd=root).returncode == 0
-    r = run_cli("quantize", "--config", str(cfg), "--build-dir", str(build), cwd=root)
-    assert r.returncode == 0, r.stdout + r.stderr
-    ir = build / "tinysf" / "ir"
     g = load_graph(ir)
     attn = [l for l in g.layers if l.kind == "attention"]
     assert len(attn) == 2 and all(l.heads == 4 for l in attn)
