@@ -15,7 +15,6 @@ from pathlib import Path
 
 import numpy as np
 
-from ticketforge.ir.chain import chain_form
 from ticketforge.hls.from_ir import HLS_PART, build_model, loop_work, traced_layers
 from ticketforge.ir import golden
 from ticketforge.errors import UsageError
@@ -36,7 +35,6 @@ def _quiet():
 
 def write_project(g: Graph, out_dir: Path, backend: str = "Vitis", part: str = HLS_PART):
     """Write and compile the project (tracing on); returns the compiled ModelGraph."""
-    g = chain_form(g)      # a residual IR runs as its chain form (ir/chain.py)
     model = build_model(g, out_dir, backend=backend, part=part, trace=True)
     with _quiet():
         model.config.trace_output = True
@@ -114,7 +112,6 @@ def run_csim(g: Graph, images: np.ndarray, labels: np.ndarray, out_dir: Path, jo
              backend: str = "Vitis", progress: bool = True) -> dict:
     """C-simulate `images` ([N, C, H, W] input codes) on the hls4ml project written to
     `out_dir`/project; returns the result (the caller records it) and saves `scores.npy`."""
-    g = chain_form(g)      # a residual IR runs as its chain form (ir/chain.py)
     if len(images) == 0:
         raise UsageError("no images to simulate")
     out_dir = Path(out_dir)

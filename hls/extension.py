@@ -1,11 +1,14 @@
 """ticketforge's spiking layers as an hls4ml extension (hls4ml 1.3 has none).
 
-Three hls4ml layer classes, their Vivado/Vitis templates and one C++ header
+Five hls4ml layer classes, their Vivado/Vitis templates and one C++ header
 (`hls/nnet_utils/nnet_spiking.h`), registered through hls4ml's extension API
 (`register_layer`, `backend.register_template`, `backend.register_source`):
 
 - `SpikingLIF`: a conv or linear layer of integer LIF neurons over all T steps, with its
   compressed tables (live neurons, kept synapses) as hls4ml weight variables;
+- `SpikingSkipLIF`: the same with a residual skip input (two sources, two synapse tables,
+  one accumulation);
+- `SpikeAttention`: spiking self-attention over three sources (Q, K, V), AND + popcount;
 - `SpikePool`: the k x k OR-pool of spikes;
 - `SpikeReadout`: the membrane-sum readout (class scores summed over T).
 
@@ -22,7 +25,8 @@ from hls4ml.backends.template import FunctionCallTemplate, LayerConfigTemplate
 from hls4ml.model.layers import Layer
 from hls4ml.model.types import IntegerPrecisionType
 
-__all__ = ["SpikingLIF", "SpikePool", "SpikeReadout", "HEADER", "BACKENDS", "register"]
+__all__ = ["SpikingLIF", "SpikingSkipLIF", "SpikeAttention", "SpikePool", "SpikeReadout", "HEADER", "BACKENDS",
+           "register"]
 
 HEADER = Path(__file__).parent / "nnet_utils" / "nnet_spiking.h"
 BACKENDS = ("Vitis", "Vivado")
@@ -50,7 +54,7 @@ class _TableLayer(Layer):
     def _add_tables(self) -> None:
         for name in self._tables:
             data = np.asarray(self.get_attr("tables")[name], dtype=np.int64)
-            signed = name in ("tap_w", "bias", "threshold")
+            signed = name in ("tap_w", "skip_tap_w", "bias", "threshold")
             self.add_weights_variable(name=name, var_name=f"{name}{{index}}", type_name=f"{name}{{index}}_t",
                                       precision=int_type(data, signed=signed), data=data)
 
@@ -59,6 +63,29 @@ class SpikingLIF(_TableLayer):
     """Output: spikes [T * out_c * out_h * out_w], 1 bit, t-major."""
 
     _tables = ("live", "tap_start", "taps", "tap_w", "bias", "threshold")
+
+    def initialize(self):
+        self.add_output_variable([self.get_attr("T") * self.get_attr("n_out")],
+                                 precision=IntegerPrecisionType(width=1, signed=False))
+        self._add_tables()
+
+
+class SpikingSkipLIF(_TableLayer):
+    """A residual LIF layer: inputs (main source, skip source); output as `SpikingLIF`'s.
+    (Not a subclass of it: hls4ml picks a layer's templates by its class.)"""
+
+    _tables = SpikingLIF._tables + ("skip_tap_start", "skip_taps", "skip_tap_w")
+
+    def initialize(self):
+        self.add_output_variable([self.get_attr("T") * self.get_attr("n_out")],
+                                 precision=IntegerPrecisionType(width=1, signed=False))
+        self._add_tables()
+
+
+class SpikeAttention(_TableLayer):
+    """Inputs (Q, K, V); output: spikes [T * C * H * W], 1 bit, t-major."""
+
+    _tables = ("live", "bias", "threshold")
 
     def initialize(self):
         self.add_output_variable([self.get_attr("T") * self.get_attr("n_out")],
@@ -102,6 +129,21 @@ _LIF_CONFIG = """struct config{index} : nnet::lif_config {{
 }};
 """
 
+_SKIP_CONFIG = _LIF_CONFIG.replace("nnet::lif_config", "nnet::lif_skip_config").replace("}};\n", """\
+    static const unsigned skip_c = {skip_c}, skip_h = {skip_h}, skip_w = {skip_w};
+    static const unsigned skip_kernel = {skip_kernel}, skip_stride = {skip_stride}, skip_padding = {skip_padding};
+    static const bool skip_per_step = {skip_per_step};
+    static const unsigned n_skip_taps = {n_skip_taps};
+    static const bool skip_binary = {skip_binary};
+}};
+""")
+
+_ATTENTION_CONFIG = _LIF_CONFIG.replace("nnet::lif_config", "nnet::spike_attention_config").replace("}};\n", """\
+    static const unsigned heads = {heads};
+    typedef ap_uint<{score_bits}> score_t;
+}};
+""")
+
 _POOL_CONFIG = """struct config{index} : nnet::spike_pool_config {{
     static const unsigned T = {T};
     static const unsigned c = {c}, in_h = {in_h}, in_w = {in_w}, kernel = {kernel};
@@ -142,6 +184,14 @@ class SpikingLIFConfig(_Config):
     layer, text = SpikingLIF, _LIF_CONFIG
 
 
+class SpikingSkipLIFConfig(_Config):
+    layer, text = SpikingSkipLIF, _SKIP_CONFIG
+
+
+class SpikeAttentionConfig(_Config):
+    layer, text = SpikeAttention, _ATTENTION_CONFIG
+
+
 class SpikePoolConfig(_Config):
     layer, text = SpikePool, _POOL_CONFIG
 
@@ -161,6 +211,9 @@ class _Function(FunctionCallTemplate):
     def format(self, node):
         p = self._default_function_params(node)
         p.update(_table_params(node, getattr(self.layer, "_tables", ())))
+        for i, name in enumerate(node.inputs):      # a layer with several sources: input0, input1, ...
+            var = node.get_input_variable(name)
+            p[f"input{i}"], p[f"input{i}_t"] = var.name, var.type.name
         return self.text.format(**p)
 
 
@@ -168,6 +221,20 @@ class SpikingLIFFunction(_Function):
     layer = SpikingLIF
     text = ("nnet::lif_layer<{input_t}, {output_t}, {live_t}, {tap_start_t}, {taps_t}, {tap_w_t}, {bias_t}, "
             "{threshold_t}, {config}>({input}, {output}, {live}, {tap_start}, {taps}, {tap_w}, {bias}, {threshold});")
+
+
+class SpikingSkipLIFFunction(_Function):
+    layer = SpikingSkipLIF
+    text = ("nnet::lif_skip_layer<{input0_t}, {input1_t}, {output_t}, {live_t}, {tap_start_t}, {taps_t}, {tap_w_t}, "
+            "{skip_tap_start_t}, {skip_taps_t}, {skip_tap_w_t}, {bias_t}, {threshold_t}, {config}>"
+            "({input0}, {input1}, {output}, {live}, {tap_start}, {taps}, {tap_w}, {skip_tap_start}, {skip_taps}, "
+            "{skip_tap_w}, {bias}, {threshold});")
+
+
+class SpikeAttentionFunction(_Function):
+    layer = SpikeAttention
+    text = ("nnet::spike_attention<{input0_t}, {input1_t}, {input2_t}, {output_t}, {live_t}, {bias_t}, {threshold_t}, "
+            "{config}>({input0}, {input1}, {input2}, {output}, {live}, {bias}, {threshold});")
 
 
 class SpikePoolFunction(_Function):
@@ -190,13 +257,14 @@ def register(backend_name: str = "Vitis") -> None:
         raise ValueError(f"hls backend {backend_name!r} is not supported by the spiking extension; "
                          f"choose one of {', '.join(BACKENDS)}")
     if not _registered:
-        for cls in (SpikingLIF, SpikePool, SpikeReadout):
+        for cls in (SpikingLIF, SpikingSkipLIF, SpikeAttention, SpikePool, SpikeReadout):
             hls4ml.model.layers.register_layer(cls.__name__, cls)
     if backend_name in _registered:
         return
     backend = hls4ml.backends.get_backend(backend_name)
-    for template in (SpikingLIFConfig, SpikePoolConfig, SpikeReadoutConfig,
-                     SpikingLIFFunction, SpikePoolFunction, SpikeReadoutFunction):
+    for template in (SpikingLIFConfig, SpikingSkipLIFConfig, SpikeAttentionConfig, SpikePoolConfig,
+                     SpikeReadoutConfig, SpikingLIFFunction, SpikingSkipLIFFunction, SpikeAttentionFunction,
+                     SpikePoolFunction, SpikeReadoutFunction):
         backend.register_template(template)
     backend.register_source(HEADER)
     _registered.add(backend_name)

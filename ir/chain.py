@@ -1,5 +1,6 @@
-"""`chain_form(g)`: a residual IR as the chain of layers the accelerators and the HLS path
-run, computing exactly the same scores.
+"""`chain_form(g)`: a residual IR as the chain of layers the accelerators run, computing
+exactly the same scores.  (The HLS path takes the graph as it is: its layers may have
+several sources, `ticketforge.hls.from_ir`.)
 
 Both accelerator datapaths stream one layer's spikes into the next.  A residual layer R
 reads a second, earlier source S through its skip synapses; the chain carries S's spikes
@@ -46,7 +47,7 @@ def chain_form(g: Graph) -> Graph:
     for l in g.layers:
         if l.kind == "attention":
             raise IRError(f"layer {l.name!r} (attention): spiking self-attention runs in the golden model and the "
-                          "torch integer model; neither accelerator datapath nor the HLS path has it yet")
+                          "torch integer model and the HLS path (`ticketforge hls`); neither accelerator datapath has it yet")
     sources = g.sources()
     layers = list(g.layers)
     for i, l in enumerate(layers):

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from ticketforge.hls.csim import run_csim
-from ticketforge.hls.from_ir import layer_list
+from ticketforge.hls.from_ir import layer_list, traced_layers
 from ticketforge.ir import golden
 from ticketforge.ir.random import random_graph, random_images
 from ticketforge.errors import UnsupportedError
@@ -58,15 +58,34 @@ def test_csim_equals_golden_on_random_ir(tmp_path, seed, binary):
 
 
 def test_csim_of_a_residual_ir_equals_its_golden_model(tmp_path):
-    """Seed 82 of the residual generator: a conv skip of stride 4 and a linear skip, which
-    the HLS project builds as the chain form (ir/chain.py); C-sim scores == the residual
-    IR's golden scores."""
+    """Seed 82 of the residual generator: a conv skip of stride 4 and a linear skip, built as
+    two-source hls4ml layers (no copy neurons); C-sim scores == the residual IR's golden
+    scores."""
     g = random_graph(82, residual=True)
     assert [(l.kind, l.skip_stride) for l in g.layers if l.has_skip] == [("conv", 4), ("linear", 1)]
     images = random_images(g, 12, seed=82)
     res = run_csim(g, images, np.zeros(len(images), dtype=np.int64), tmp_path, jobs=1, progress=False)
     assert res["matches_golden"], res["mismatched_images"]
     assert np.array_equal(np.load(tmp_path / "scores.npy"), golden.run(g, images).scores)
+    assert [d["class_name"] for d in layer_list(g) if d.get("skip_c")] == ["SpikingSkipLIF"] * 2
+
+
+@pytest.mark.parametrize("seed", [5, 33])      # seeds whose attention layer fires on these images
+def test_csim_of_a_transformer_dag_equals_its_golden_model(tmp_path, seed):
+    """Random DAGs with residuals and spiking self-attention (Q, K, V from one source, a
+    three-input `SpikeAttention`): C-sim scores and every neuron layer's spike trains, the
+    attention layer's included, == golden, and the attention neurons do fire."""
+    g = random_graph(seed, residual=True, attention=True)
+    att = [l.name for l in g.layers if l.kind == "attention"]
+    assert att and set(att) <= set(traced_layers(g))
+    images = random_images(g, 10, seed=seed)
+    res = run_csim(g, images, np.zeros(len(images), dtype=np.int64), tmp_path, jobs=1, progress=False)
+    assert res["matches_golden"], res["mismatched_images"]
+    ref = golden.run(g, images, trace=True)
+    assert all(ref.spikes[name].any() for name in att)
+    assert np.array_equal(np.load(tmp_path / "scores.npy"), ref.scores)
+    work = res["synapse_loop_iterations_per_image"]["per_layer"]
+    assert all(work[name]["kept"] <= work[name]["dense"] for name in att)
 
 
 def test_generated_code_iterates_live_neurons_and_kept_synapses_only(tmp_path):

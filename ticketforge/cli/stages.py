@@ -368,10 +368,9 @@ def hls_stage(args, cfg) -> Stage:
         from ticketforge.cli.freshness import digests
         from ticketforge.hls.csim import run_csim
         from ticketforge.ir import load_graph
-        from ticketforge.ir.chain import chain_form
         from ticketforge.records import write_record
 
-        g = chain_form(load_graph(root / "ir"))
+        g = load_graph(root / "ir")          # the HLS path takes the IR's graph as it is (residuals, attention)
         codes, labels, integer = load_split(root, args.images)
         res = run_csim(g, codes, labels, out, jobs=args.jobs, backend=args.backend, progress=not args.quiet)
         res["inputs"] = digests(hls_inputs(root))
