@@ -95,7 +95,7 @@ def measure_point(hw: dict, ir_files: dict[str, bytes], images: bytes, board_nam
     from ticketforge.deploy.boards import BoardError, get_board
     from ticketforge.deploy.synth import parse_stat, synthesize
     from ticketforge.ir import load_graph
-    from ticketforge.ir.chain import chain_form
+    from ticketforge.ir.prefix import accelerator_form
     from ticketforge.rtl.datapath import cycle_model
     from ticketforge.rtl.emit import write_rtl
 
@@ -107,7 +107,7 @@ def measure_point(hw: dict, ir_files: dict[str, bytes], images: bytes, board_nam
         ir_dir.mkdir()
         for name, data in ir_files.items():
             (ir_dir / name).write_bytes(data)
-        g = chain_form(load_graph(ir_dir))
+        g = accelerator_form(load_graph(ir_dir))
         t = time.perf_counter()
         models = cycle_model(g, x, hw["pes"], hw["datapath"], fifo_depth=hw["fifo_depth"], weights=hw["weights"])
         cycles = np.array([m.total for m in models], np.int64)

@@ -246,12 +246,12 @@ def validate_on_board(ir_dir: Path, port: str, pes: int, design_id: int, fifo_de
     from ticketforge.rtl.load_image import LoadImageError, read_load_image
 
     from ticketforge.ir import load_graph, load_test_inputs, run
-    from ticketforge.ir.chain import chain_form
+    from ticketforge.ir.prefix import accelerator_form
     from ticketforge.rtl.datapath import cycle_model
 
     if mode not in MODES:
         raise ValueError(f"mode must be one of {', '.join(MODES)}, got {mode!r}")
-    g = chain_form(load_graph(ir_dir))
+    g = accelerator_form(load_graph(ir_dir))
     codes, labels = load_test_inputs(ir_dir)
     if images is not None:
         codes, labels = codes[:images], labels[:images]

@@ -20,6 +20,7 @@ import numpy as np
 
 from ticketforge.deploy.energy import hardware_events_energy
 from ticketforge.errors import TicketforgeError
+from ticketforge.ir.prefix import describe_prefix
 
 __all__ = ["cycles_from_sim", "ReportError", "model_cycles", "build_report", "write_report", "REQUIRED_KEYS", "residual_cost"]
 
@@ -156,6 +157,7 @@ def build_report(root: Path, name: str, cycles: dict, synth: dict[str, dict], st
         "model": name, "dataset": ticket.get("dataset"),
         "accuracy": {"float": ticket.get("final_test_accuracy"), "integer": ir.get("accuracy_integer"),
                      "rtl": sim["accuracy_rtl"], "images": n, "integer_images": ir.get("images")},
+        **({"accelerator_prefix": sim["accelerator_prefix"]} if sim.get("accelerator_prefix") else {}),
         "rtl_matches_golden": bool(sim["rtl_matches_golden"]), "images_checked": n,
         "simulator": sim.get("simulator_version"),
         "cycles": {"per_image_mean": cyc_mean, "per_image_min": sim["cycles"]["min"],
@@ -296,8 +298,10 @@ def _markdown(rep: dict, figs) -> str:
     a, c, e = rep["accuracy"], rep["cycles"], rep["energy_uj_per_image"]
     lines = [f"# ticketforge report: {rep['model']} ({rep['dataset']})", "",
              "| | |", "|---|---|",
-             f"| accuracy float / integer IR / RTL | {a['float']:.4f} / {a['integer']:.4f} / {a['rtl']:.4f} "
+             f"| accuracy float / integer IR / RTL | {a['float']:.4f} / {a['integer']:.4f} / {_fmt(a['rtl'])} "
              f"({a['images']} test images) |",
+             *([f"| accelerator prefix | {describe_prefix(rep['accelerator_prefix'])} |"]
+               if rep.get("accelerator_prefix") else []),
              f"| RTL equals the golden model | **{rep['rtl_matches_golden']}** on {rep['images_checked']} images "
              f"({rep.get('simulator')}) |",
              f"| cycles per image (measured) | {_fmt(c['per_image_mean'])} (min {_fmt(c['per_image_min'])}, "
@@ -346,7 +350,7 @@ def _hls_markdown(h: dict, acc: dict) -> list[str]:
              f"| project | hls4ml {h['backend']} backend, part {h['part']}, spiking extension layers |",
              f"| equals the golden model | **{h['matches_golden']}**: {h['agree']}/{h['images']} images "
              f"({h['compared']}) |",
-             f"| accuracy (C simulation) | {h['accuracy_hls']:.4f} (RTL {acc['rtl']:.4f}) |"]
+             f"| accuracy (C simulation) | {h['accuracy_hls']:.4f} (RTL {_fmt(acc['rtl'])}) |"]
     w = h.get("synapse_loop_iterations_per_image")
     if w:
         lines += [f"| synapse-loop iterations per image | {w['kept']:,} (dense loops: {w['dense']:,}, "

@@ -117,7 +117,7 @@ def closest_fit_hint(ir_dir: Path, board: Board, datapath: str = "lane", lanes: 
     (memories are the binding resource of these designs).  A bitpar design's block RAMs
     follow its memories' widths more than their bits, so its hint names the lanes first."""
     from ticketforge.ir import load_graph
-    from ticketforge.ir.chain import chain_form
+    from ticketforge.ir.prefix import accelerator_form
     from ticketforge.rtl.lane.plan import lane_plan
 
     if datapath == "bitpar":
@@ -125,7 +125,7 @@ def closest_fit_hint(ir_dir: Path, board: Board, datapath: str = "lane", lanes: 
         hint = (f"A bitpar design's block RAMs follow its memories' widths (each step row holds {lanes} lanes x 64 "
                 f"synapse bits, each spike bitmap word T x 32 bits) and its logic the lanes' popcounts: try {fewer}")
         return hint + ", or --datapath lane. With the lane datapath: " + closest_fit_hint(ir_dir, board)
-    g = chain_form(load_graph(ir_dir))
+    g = accelerator_form(load_graph(ir_dir))
     cap = board.memory_kbits * 1024
     tried = []
     for P in (16, 8, 4, 2, 1):

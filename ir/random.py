@@ -74,10 +74,11 @@ def random_graph(seed: int, max_conv: int = 2, max_linear: int = 2, binary: bool
     shape: tuple = (c, h, w)
     first = True
 
-    def neuron_layer(name, kind, in_shape, out_shape, wshape, skip=None, **kw):
-        """``skip``: (source layer, its shape, skip stride) for a residual layer."""
+    def neuron_layer(name, kind, in_shape, out_shape, wshape, skip=None, like=None, **kw):
+        """``skip``: (source layer, its shape, skip stride) for a residual layer; ``like``: a
+        layer whose weight bits, neuron and input shift this one shares."""
         nonlocal first
-        bits = int(rng.choice([2, 2, 2, 4, 8]))
+        bits = int(rng.choice([2, 2, 2, 4, 8])) if like is None else like.weight_bits
         bits = 2 if binary else bits
         wt, mk = _weights(rng, wshape, bits)
         if skip is not None:
@@ -89,10 +90,10 @@ def random_graph(seed: int, max_conv: int = 2, max_linear: int = 2, binary: bool
             if kind == "conv":
                 kw.update(skip_kernel=1, skip_stride=sstride, skip_padding=0)
             wshape = (wshape[0], int(np.prod(wshape[1:])) + int(np.prod(sw.shape[1:])))   # fan-in below
-        n = _neuron(rng)
+        n = _neuron(rng) if like is None else like.neuron
         cout = out_shape[0]
         vmax = (1 << (n.membrane_bits - 1)) - 1
-        shift = int(rng.integers(0, 3))
+        shift = int(rng.integers(0, 3)) if like is None else like.input_shift
         fan_in = int(np.prod(wshape[1:]))
         # thresholds on the scale of a typical accumulation, so that layers do spike
         typical = max(2, int(fan_in * (60 if first and not events else 1) * (1 << shift) * 0.3))
@@ -127,11 +128,13 @@ def random_graph(seed: int, max_conv: int = 2, max_linear: int = 2, binary: bool
             layers.append(Layer(f"pool{i}", "pool", shape, out, kernel=2, stride=2))
             shape = out
     if attention and n_conv:
-        # a transformer block on the token map: Q, K, V (1x1 convs of the map), spiking
-        # self-attention, then a 1x1 projection whose membrane also takes the map (skip)
+        # a transformer block on the token map: Q, K, V (1x1 convs of the map, one neuron
+        # and weight format, as a trained block's), spiking self-attention, then a 1x1
+        # projection whose membrane also takes the map (skip)
         src, c = layers[-1].name, shape[0]
         for role in ("q", "k", "v"):
-            neuron_layer(f"attn_{role}", "conv", shape, shape, (c, c, 1, 1), kernel=1, inputs=(src,))
+            neuron_layer(f"attn_{role}", "conv", shape, shape, (c, c, 1, 1), kernel=1, inputs=(src,),
+                         like=layers[-1] if role != "q" else None)
         heads = int(rng.choice([h for h in (1, 2, 4) if c % h == 0]))
         n = _neuron(rng)
         thr = np.minimum(rng.integers(1, max(2, c // heads) + 1, c), n.vmax)      # low: sparse Q, K, V

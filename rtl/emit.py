@@ -30,7 +30,7 @@ from amaranth.lib import wiring
 
 from ticketforge.errors import StageMissingError, UnsupportedError, UsageError
 from ticketforge.ir import load_graph
-from ticketforge.ir.chain import chain_form
+from ticketforge.ir.prefix import accelerator_form
 from ticketforge.records import clear_record, write_record
 from ticketforge.rtl.accel import Accelerator
 from ticketforge.rtl import cycles
@@ -136,7 +136,7 @@ def write_rtl(ir_dir: Path, out_dir: Path, pes: int = 16, dense: bool = False, t
         raise UsageError("write_rtl: the lint reads top.v, which simulation=False does not write")
     ir_dir, out_dir = Path(ir_dir), Path(out_dir)
     clear_record(out_dir / "manifest.json")            # the stage's record: removed first, written last
-    g = chain_form(load_graph(ir_dir))
+    g = accelerator_form(load_graph(ir_dir))
     t0 = time.perf_counter()
     ref = reference_design(fit_to, datapath, pes, weights) if fit_to is not None else None
     acc = accelerator(g, pes, datapath, dense=dense, trace=trace, memory_style=memory_style, fifo_depth=fifo_depth,

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ticketforge.ir.chain import chain_form
+from ticketforge.ir.prefix import accelerator_form, prefix_info
 from ticketforge.ir import Graph
 from ticketforge.sim import jobs as sim_jobs
 from ticketforge.sim.build import (PGO_ENV, PGO_MIN_CYCLES, SIMULATORS, SIM_TOP, build_simulation, log_tail,
@@ -45,7 +45,7 @@ def run_sim(rtl_dir: Path, g: Graph, images: np.ndarray, out_dir: Path, simulato
     (`sim/remote.py`) instead of a local process; the results are the same."""
     version = simulator_version(simulator)
     pgo_threshold = pgo_min_cycles() if simulator == "verilator" else None    # a bad override fails now
-    g = chain_form(g)      # a residual IR runs as its chain form (ir/chain.py)
+    g = accelerator_form(g)    # what the RTL runs: the chain form, or a transformer's prefix (ir/prefix.py)
     rtl_dir, out_dir = Path(rtl_dir), Path(out_dir)
     man = json.loads((rtl_dir / "manifest.json").read_text())
     if man["params"].get("weights") == "runtime":
@@ -87,6 +87,9 @@ def run_sim(rtl_dir: Path, g: Graph, images: np.ndarray, out_dir: Path, simulato
     run_s = time.perf_counter() - t2
 
     results = _results(_merge(shards, parts), parts, refs, metas, man, images, labels, netlist)
+    if prefix_info(g) is not None:
+        # an accelerator prefix (ir/prefix.py): its readout counts spikes, it does not predict
+        results.update(accuracy_rtl=None, accuracy_golden=None, accelerator_prefix=prefix_info(g))
     results.update({"simulator": simulator, "simulator_version": version,
                     "wall_seconds": {"reference": round(ref_s, 2), "build": round(build_s, 2), "run": round(run_s, 2),
                                      "testbench_loop": round(max(p["wall_seconds"] for p in parts), 2)},

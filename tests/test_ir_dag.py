@@ -1,5 +1,6 @@
 """IR version 2: layers that name their inputs, residual skip inputs, the migration of
-version-1 files, and the chain form the accelerators run (ir/chain.py)."""
+version-1 files, the chain form the accelerators run (ir/chain.py) and a transformer's
+accelerator prefix (ir/prefix.py)."""
 import json
 from dataclasses import replace
 
@@ -323,3 +324,41 @@ def test_attention_is_validated_saved_and_refused_by_the_hardware_by_name(tmp_pa
             validate(_swap(g, a, bad))
     with pytest.raises(IRError, match="layer 'attn' \\(attention\\): spiking self-attention runs in the golden model"):
         chain_form(g)
+
+
+# -- the accelerator prefix of a transformer (ir/prefix.py) ------------------------------------
+
+@pytest.mark.parametrize("seed", ATTN_SEEDS[:12])
+def test_the_accelerator_prefix_computes_the_networks_spikes_up_to_attention(seed):
+    """Every layer the prefix keeps spikes as in the whole network, the fused QKV layer is
+    Q, K and V side by side, the readout counts its spikes per channel, and what is left out
+    is named."""
+    from ticketforge.ir.prefix import accelerator_form, accelerator_prefix, prefix_info
+
+    g = random_graph(seed, residual=True, attention=True)
+    p = accelerator_prefix(g)
+    info = prefix_info(p)
+    assert info["fused"] == {"attn_q_attn_k_attn_v": ["attn_q", "attn_k", "attn_v"]}
+    assert info["left_out"][0] == "attn" and "attn_proj" in info["left_out"]
+    assert accelerator_form(g).is_chain and prefix_info(accelerator_form(g)) == info
+    x = random_images(g, 4, seed)
+    a, b = run(g, x, trace=True), run(p, x, trace=True)
+    for name in info["runs"]:
+        if name in a.spikes and name not in ("attn_q", "attn_k", "attn_v"):
+            assert np.array_equal(a.spikes[name], b.spikes[name]), name
+    qkv = np.concatenate([a.spikes[f"attn_{r}"] for r in "qkv"], axis=2)
+    assert np.array_equal(b.spikes["attn_q_attn_k_attn_v"], qkv)
+    assert np.array_equal(b.scores, qkv.sum(axis=(1, 3, 4)))
+
+
+def test_a_prefix_stops_before_projections_it_cannot_fuse_and_a_chain_has_none():
+    from ticketforge.ir.prefix import accelerator_form, accelerator_prefix, prefix_info
+
+    g = random_graph(ATTN_SEEDS[0], residual=True, attention=True)
+    k = g.layer("attn_k")
+    p = accelerator_prefix(_swap(g, k, replace(k, input_shift=k.input_shift + 1)))
+    info = prefix_info(p)
+    assert info["fused"] == {} and info["left_out"][:4] == ["attn_q", "attn_k", "attn_v", "attn"]
+    assert p.layers[-1].name == "prefix_readout" and p.layers[-1].out_shape[0] == g.layer("attn_q").in_shape[0]
+    chain = random_graph(ATTN_SEEDS[0])
+    assert accelerator_prefix(chain) is None and accelerator_form(chain) is chain

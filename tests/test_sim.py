@@ -172,3 +172,22 @@ def test_random_residual_ir_on_icarus_equals_golden(seed, datapath, tmp_path):
     assert r["datapath"] == datapath
     x = random_images(g, 2, seed)
     assert np.array_equal(run(chain_form(g), x).scores, run(g, x).scores)      # the chain's scores are the DAG's
+
+
+# transformer IRs (residuals and spiking self-attention): their accelerator prefix (ir/prefix.py),
+# up to and with the fused Q, K, V projection; 4 lane and 2 bitpar per default run, 16 in all
+ATTN_DAG_SEEDS = [s for s in range(2000, 2400)
+                  if any(l.kind == "attention" for l in random_graph(s, binary=True, residual=True, attention=True).layers)][:16]
+
+
+@pytest.mark.parametrize("seed,datapath", sampled([(s, "lane") for s in ATTN_DAG_SEEDS[:11]], 4) +
+                         sampled([(s, "bitpar") for s in sorted(ATTN_DAG_SEEDS[11:], key=lambda s: ((1, 2, 4, 8, 32)[s % 5] > 4, s))], 2))
+def test_random_transformer_irs_prefix_on_icarus_equals_golden(seed, datapath, tmp_path):
+    """The RTL of a transformer IR runs everything before its attention layer, Q, K and V
+    fused: scores (per-channel spike counts), spike trains, cycles and counters equal to the
+    golden and cycle models of that prefix; the results name what is left out."""
+    g = random_graph(seed, binary=True, residual=True, attention=True)
+    pes = (1, 2, 3, 4, 8)[seed % 5] if datapath == "lane" else (1, 2, 4, 8, 32)[seed % 5]
+    r = _regress(g, seed, pes, tmp_path, run_lint=False, datapath=datapath)
+    assert r["accelerator_prefix"]["left_out"][0] == "attn" and r["accuracy_rtl"] is None
+    assert "attn_q_attn_k_attn_v" in r["counters_summed"]

