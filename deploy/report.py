@@ -20,7 +20,7 @@ import numpy as np
 
 from ticketforge.deploy.energy import hardware_events_energy
 from ticketforge.errors import TicketforgeError
-from ticketforge.ir.prefix import describe_prefix
+from ticketforge.ir.prefix import accelerator_prefix, describe_prefix
 
 __all__ = ["cycles_from_sim", "ReportError", "model_cycles", "build_report", "write_report", "REQUIRED_KEYS", "residual_cost"]
 
@@ -202,6 +202,9 @@ def residual_cost(ir_dir: Path) -> dict | None:
     if not gj.is_file() or not any(len(l.get("inputs", ())) > 1 for l in json.loads(gj.read_text()).get("layers", ())):
         return None
     g = load_graph(ir_dir)
+    g = accelerator_prefix(g) or g          # a transformer: what its accelerator prefix keeps
+    if not any(l.has_skip for l in g.layers):
+        return None
     copies = copy_neurons(g)
     neurons = sum(int(np.prod(l.out_shape)) for l in g.layers if l.neuron is not None)
     return {"skip_inputs": [l.name for l in g.layers if l.has_skip], "copy_neurons": copies,

@@ -171,3 +171,26 @@ def test_a_residual_irs_report_counts_the_copy_neurons_of_its_chain_form(tmp_pat
     assert r["copy_neurons_total"] == sum(int(np.prod(l.out_shape)) for l in c.layers if l.neuron) - r["neurons"] > 0
     save_graph(random_graph(7), tmp_path / "chain")
     assert residual_cost(tmp_path / "chain") is None
+
+
+def test_a_transformers_report_names_its_accelerator_prefix_and_has_no_rtl_accuracy(tmp_path):
+    """The sim stage of a transformer IR ran its accelerator prefix (ir/prefix.py): the
+    report says what runs and what is left out, and shows no RTL accuracy."""
+    from ticketforge.deploy.report import residual_cost
+    from ticketforge.ir import save_graph
+    from ticketforge.ir.prefix import accelerator_prefix, prefix_info
+
+    g = random_graph(5, binary=True, residual=True, attention=True)
+    root = tmp_path / "x"
+    _stage_outputs(root, g, 3)
+    res = json.loads((root / "sim" / "results.json").read_text())
+    info = prefix_info(accelerator_prefix(g))
+    res.update(accuracy_rtl=None, accelerator_prefix=info)
+    (root / "sim" / "results.json").write_text(json.dumps(res))
+    rep = build_report(root, "x", model_cycles(accelerator_prefix(g), random_images(g, 3, 5), 2), {}, {})
+    assert rep["accuracy"]["rtl"] is None and rep["accelerator_prefix"] == info
+    write_report(rep, root)
+    md = (root / "report.md").read_text()
+    assert "/ n/a (3 test images)" in md and "not on it: attn, attn_proj" in md
+    save_graph(g, tmp_path / "ir")               # the prefix keeps no skip input: no residual row
+    assert any(l.has_skip for l in g.layers) and residual_cost(tmp_path / "ir") is None
