@@ -29,7 +29,7 @@ import numpy as np
 from ticketforge.ir.schema import Graph, IRError, Neuron
 
 __all__ = ["fold_batchnorm", "flip_negative_channels", "integerize", "size_membranes",
-           "compact_pruned_neurons", "choose_leak", "LOWERING_PASSES"]
+           "compact_pruned_neurons", "choose_leak", "projection_groups", "LOWERING_PASSES"]
 
 LEAK_SHIFT_TOLERANCE = 0.0025
 LEAK_FRAC_BITS = 8
@@ -117,10 +117,39 @@ def choose_leak(lam: float) -> dict:
             "leak_frac_bits": LEAK_FRAC_BITS}
 
 
+def projection_groups(g: Graph) -> list[tuple[str, ...]]:
+    """The Q, K, V layers of each attention layer that read one source: they share their
+    input shift and membrane width (`integerize`, `size_membranes`), so that a datapath can
+    run them as one layer (their output channels side by side: `ir/prefix.py`)."""
+    sources, groups = g.sources(), []
+    for l in g.layers:
+        if l.kind != "attention":
+            continue
+        qkv = [g.layer(s) for s in sources[l.name]]
+        if all(p.neuron is not None and not p.has_skip for p in qkv) and len({sources[p.name] for p in qkv}) == 1:
+            groups.append(tuple(p.name for p in qkv))
+    return groups
+
+
+def _shared(values: dict[str, int], groups: list[tuple[str, ...]]) -> dict[str, int]:
+    """``values`` with every group's members at the group's largest."""
+    out = dict(values)
+    for grp in groups:
+        for name in grp:
+            out[name] = max(values[n] for n in grp)
+    return out
+
+
 def integerize(g: Graph, precision_bits: int = 8, reset: str | None = None) -> Graph:
-    """Folded -> integer (membrane width provisional until :func:`size_membranes`)."""
+    """Folded -> integer (membrane width provisional until :func:`size_membranes`).  Each
+    layer's input shift s is the smallest with ``min_o(v_th * 2**s / a_o) >= 2**precision_bits``;
+    an attention layer's Q, K and V take the largest of theirs (`projection_groups`: a finer
+    step for the others, never a coarser one)."""
     _require_stage(g, "folded", "integerize")
     tensors = dict(g.tensors)
+    shifts = _shared({l.name: max(0, math.ceil(precision_bits - math.log2(float(l.attrs["v_threshold"]) /
+                                                                            float(tensors[l.tensors["fold_a"]].max()))))
+                      for l in g.layers if l.neuron is not None}, projection_groups(g))
     layers = []
     for l in g.layers:
         if l.neuron is None:
@@ -129,8 +158,7 @@ def integerize(g: Graph, precision_bits: int = 8, reset: str | None = None) -> G
         a = tensors.pop(l.tensors["fold_a"])
         b = tensors.pop(l.tensors["fold_b"])
         vth = float(l.attrs["v_threshold"])
-        # smallest s with min_o(vth * 2**s / a_o) >= 2**precision_bits
-        s = max(0, math.ceil(precision_bits - math.log2(vth / float(a.max()))))
+        s = shifts[l.name]
         step = (2.0 ** s) / a
         thr = np.maximum(1, np.round(vth * step)).astype(np.int64)
         extra = {}
@@ -198,23 +226,24 @@ def size_membranes(g: Graph, images: np.ndarray, guard_bits: int = 1, floor: dic
     """Integer -> integer with each layer's membrane width from the measured range of H
     on `images` (plus `guard_bits`), never narrower than its thresholds and biases need,
     nor than ``floor[layer name]`` where given (a bitstream's widths: a wider membrane
-    saturates later, the only change)."""
+    saturates later, the only change); an attention layer's Q, K and V take the widest of
+    theirs (`projection_groups`)."""
     from ticketforge.ir.golden import run
 
     _require_stage(g, "integer", "size_membranes")
     ranges = run(g, images, measure_range=True).h_range
-    layers = []
+    widths = {}
     for l in g.layers:
         if l.neuron is None:
-            layers.append(l)
             continue
         lo, hi = ranges.get(l.name, (0, 0))
         thr, bias = g.tensor(l, "threshold"), g.tensor(l, "bias")
         lo = min(lo, int(bias.min()) if bias.size else 0)
         hi = max(hi, int(thr.max()) if thr.size else 0, int(bias.max()) if bias.size else 0)
-        bits = max(_bits_for(lo, hi) + guard_bits, int((floor or {}).get(l.name, 0)))
-        layers.append(replace(l, neuron=replace(l.neuron, membrane_bits=bits)))
-    return g.with_layers(layers)
+        widths[l.name] = max(_bits_for(lo, hi) + guard_bits, int((floor or {}).get(l.name, 0)))
+    widths = _shared(widths, projection_groups(g))
+    return g.with_layers([replace(l, neuron=replace(l.neuron, membrane_bits=widths[l.name])) if l.neuron is not None
+                          else l for l in g.layers])
 
 
 def compact_pruned_neurons(g: Graph) -> Graph:

@@ -188,9 +188,11 @@ class BrevitasView(nn.Module):
                     inner.append(sub)
                 elif isinstance(sub, nn.MaxPool2d):
                     inner.append(sub)
+                elif isinstance(sub, nn.AdaptiveAvgPool2d) and sub.output_size in (1, (1, 1)):
+                    inner.append(sub)           # a global average pool: lowered into the layer after it
                 elif isinstance(sub, nn.AdaptiveAvgPool2d):
-                    raise IRError(f"layer body.{i} (global average pool): the hardware IR has no average "
-                                  "pooling yet; residual blocks without it map (arch sresnet)")
+                    raise IRError(f"layer body.{i} (average pool to {sub.output_size}): only a global average "
+                                  "pool (to 1x1) maps to the hardware IR, folded into the layer after it")
                 else:
                     raise IRError(f"layer body.{i} ({type(sub).__name__}): not mappable to the hardware IR "
                                   "(it takes conv/linear + BatchNorm + LIF, 2x2 max-pool on spikes, flatten)")

@@ -120,7 +120,8 @@ def lower(net: TicketNet, view: BrevitasView, cfg, input_shape, provenance: dict
     shape: tuple = tuple(input_shape)
     in_scale = view.input_scale()           # float value of one input code
     pending = None                          # (conv/linear Layer fields, ...) awaiting its LIF
-    tiled_from = 1                          # the readout's inputs per weight (a token mean before it)
+    tiled_from = 1                          # the next layer's inputs per weight (a token mean or global
+                                            # average pool before it: its weights repeat at every position)
     body = list(zip(net.body, view.body))
     counts = {"conv": 0, "fc": 0, "pool": 0, "attn": 0}
 
@@ -131,7 +132,13 @@ def lower(net: TicketNet, view: BrevitasView, cfg, input_shape, provenance: dict
     def neuron_layer(q, tq, bn, lif, **extra) -> Layer:
         """A conv/linear + BatchNorm + LIF layer on ``shape`` (``extra``: its skip input)."""
         name = next_name("conv" if isinstance(q, nn.Conv2d) else "fc")
-        geo, refs, out, wscale = _synapses(name, q, tq, shape, view.weight_bits, tensors)
+        nonlocal tiled_from
+        geo, refs, out, wscale = _synapses(name, q, tq, shape if tiled_from == 1 else (shape[0] // tiled_from,),
+                                           view.weight_bits, tensors)
+        if tiled_from > 1:                  # the sum over positions; the mean's 1/positions is in the scale
+            for role in ("weight", "mask"):
+                tensors[refs[role]] = np.repeat(tensors[refs[role]], tiled_from, axis=1)
+            wscale, tiled_from = wscale / tiled_from, 1
         refs.update(_batchnorm(name, bn, tensors))
         refs["neuron_mask"] = f"{name}.neuron_mask"
         tensors[refs["neuron_mask"]] = np.ones(out, np.uint8)       # a NeuronGate may follow
@@ -227,6 +234,16 @@ def lower(net: TicketNet, view: BrevitasView, cfg, input_shape, provenance: dict
             layers.append(Layer(next_name("pool"), "pool", shape, out, kernel=k, stride=k))
             shape = out
             continue
+        if isinstance(q, nn.AdaptiveAvgPool2d):
+            # a global average pool: the flattened map (C-H-W order), and the next layer's
+            # weights repeated at every position (exact: a sum, the mean's factor in its scale)
+            tiled_from = int(np.prod(shape[1:]))
+            out = (int(np.prod(shape)),)
+            layers.append(Layer("flatten", "flatten", shape, out))
+            shape = out
+            continue
+        if isinstance(q, nn.Flatten) and tiled_from > 1:
+            continue                        # the average pool flattened the map already
         if isinstance(q, nn.Flatten):
             out = (int(np.prod(shape)),)
             layers.append(Layer("flatten", "flatten", shape, out))

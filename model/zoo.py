@@ -27,7 +27,8 @@ follows every hidden layer); BatchNorm adds 2 per channel when affine.
 Every hidden conv/linear is followed by BatchNorm and the variant's activation; the last
 linear is the readout, whose outputs are averaged over T (the class scores).
 Residual blocks lower to the IR's skip inputs (docs/IR.md); ``resnet19``'s global average
-pooling does not (yet): it is a model-stage architecture (the IR export refuses it by name).
+pool lowers into the layer after it, whose weights repeat at every position of the pooled
+map (the mean's 1/positions in its scale: exact, docs/IR.md).
 """
 from __future__ import annotations
 
@@ -69,7 +70,7 @@ ARCHS: dict[str, ArchSpec] = {
                                 512, 512, 512, "M", 512, 512, 512, "M"), ()),
     "resnet19": ArchSpec("resnet19", resnet_stages=((128, 3, 1), (256, 3, 2), (512, 2, 2)), stem=128,
                          hidden=(256,), paper_params=12.63e6,
-                         note="global average pooling: model stage only"),
+                         note="global average pool folded into the FC after it"),
     "mlp": ArchSpec("mlp", (), (340,)),
     "sconv": ArchSpec("sconv", ((16, 2), (32, 2)), (64,), note="3x3 convolutions of stride 2"),
     "sresnet": ArchSpec("sresnet", resnet_stages=((16, 1, 1), (32, 1, 2)), stem=16, stem_stride=2, avgpool=False,

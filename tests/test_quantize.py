@@ -134,13 +134,54 @@ def test_a_residual_ticket_becomes_an_ir_with_skip_inputs_exact_in_both_forms(tm
     assert 0 <= m["accuracy_integer"] <= 1 and "BasicBlock" in m["nir"]
 
 
+def test_resnet19s_global_average_pool_becomes_a_layer_of_repeated_weights(tmp_path, root):
+    """`resnet19` (width 0.125) through `quantize`: its global average pool is the flattened
+    map, and the hidden linear layer after it reads every position through the same weight
+    (the mean's 1/positions folded into its scale): golden == the torch integer model == the
+    vectors, and the chain form the accelerators run gives the same scores."""
+    from ticketforge.ir.chain import chain_form
+
+    ir = _train_and_quantize(tmp_path, root, "tinyres19", TINY.format(arch="resnet19", variant="binw")
+                             .replace("epochs = 2", "epochs = 1"))
+    g = load_graph(ir)
+    fc = next(l for l in g.layers if l.kind == "linear")
+    last_conv = [l for l in g.layers if l.kind == "conv"][-1]
+    positions = int(np.prod(last_conv.out_shape[1:]))
+    assert positions > 1 and fc.in_shape == (int(np.prod(last_conv.out_shape)),)
+    w = g.tensor(fc, "weight").reshape(fc.out_shape[0], last_conv.out_shape[0], positions)
+    assert (w == w[:, :, :1]).all()                 # one weight per (unit, channel), at every position
+    v = np.load(ir / "vectors.npz")
+    assert np.array_equal(torch_integer_run(g, v["inputs"])[0], v["scores"])
+    assert np.array_equal(run(g, v["inputs"]).scores, v["scores"])
+    assert np.array_equal(run(chain_form(g), v["inputs"]).scores, v["scores"])
+    # the layer's spikes are the float ticket's (the pooled mean through its BatchNorm and
+    # LIF), up to float -> integer rounding: the scale of the repeated weights is right
+    import torch
+    from spikingjelly.activation_based import neuron as sj_neuron
+
+    from ticketforge.model.ticket import load_ticket
+
+    net, _, _ = load_ticket(ir.parent / "ticket")
+    net.eval()
+    acts = [m for m in net.body if isinstance(m, sj_neuron.LIFNode)]
+    seen = []
+    acts[-1].register_forward_hook(lambda mod, inp, out: seen.append(out.detach()))
+    with torch.no_grad():
+        net(torch.as_tensor(v["inputs"], dtype=torch.float32) / g.input.pixel_max)
+    float_spikes = seen[-1].transpose(0, 1).numpy()             # [N, T, units]
+    differ = int((float_spikes != v[f"spikes/{fc.name}"]).sum())
+    assert float_spikes.sum() >= 20 and differ <= 0.25 * float_spikes.sum(), (differ, float_spikes.sum())
+
+
 def test_a_multisp_spikformer_becomes_an_ir_with_attention_exact_and_its_patch_mask(tmp_path, root):
     """A tiny spikformer with MultiSp (binary ConvPEP ticket, half its patches pruned)
     through `quantize`: Q, K, V read the block's input, an attention layer reads them, the
     projection and the MLP's second layer take the block's input as a skip input, the
     patch keep-mask is the ConvPEP's neuron mask; golden == torch integer model == vectors;
-    the hardware stages refuse the attention layer by name."""
+    the chain form refuses the attention layer by name; Q, K and V share their input shift
+    and membrane width, so the accelerator prefix fuses them."""
     from ticketforge.ir.chain import chain_form
+    from ticketforge.ir.prefix import accelerator_form, prefix_info
 
     ir = _train_and_quantize(tmp_path, root, "tinysf", TINY_SPIKFORMER)
     build = tmp_path / "build"
@@ -160,6 +201,10 @@ def test_a_multisp_spikformer_becomes_an_ir_with_attention_exact_and_its_patch_m
     assert "attention" in json.loads((ir / "metrics.json").read_text())["qonnx"]
     with pytest.raises(IRError, match="attention"):
         chain_form(g)
+    for a in attn:
+        qkv = [g.layer(x) for x in a.inputs]
+        assert len({(l.input_shift, l.neuron) for l in qkv}) == 1
+    assert prefix_info(accelerator_form(g))["fused"] == {"_".join(attn[0].inputs): list(attn[0].inputs)}
 
 
 def test_qonnx_file_has_brevitas_quant_nodes(tiny_ir):
@@ -170,8 +215,8 @@ def test_qonnx_file_has_brevitas_quant_nodes(tiny_ir):
     assert "Quant" in ops and "Conv" in ops
 
 
-def test_quantize_refuses_non_spiking_and_average_pooling(tmp_path, root):
-    for arch, variant, words in (("conv4", "ann", "ann and bnn"), ("resnet19", "binw", "no average pooling")):
+def test_quantize_refuses_non_spiking(tmp_path, root):
+    for arch, variant, words in (("conv4", "ann", "ann and bnn"),):
         cfg = tmp_path / f"{arch}_{variant}.toml"
         cfg.write_text(TINY.format(arch=arch, variant=variant).replace("epochs = 2", "epochs = 0"))
         build = tmp_path / "b"
