@@ -312,7 +312,9 @@ def _markdown(rep: dict, figs) -> str:
              f"| ideal bound / ratio | {_fmt(c['ideal_bound_mean'])} / {c['over_ideal']:.3f}x |",
              f"| dense variant / dense over sparse | {_fmt(c['dense_per_image_mean'])} / {c['dense_over_sparse']:.2f}x |",
              "| energy per image: theoretical SOP | "
-             + (f"{e['theoretical_sop']:.4f} uJ |" if e["theoretical_sop"] is not None else
+             + (f"{e['theoretical_sop']:.4f} uJ"
+                + (" (the whole network; the accelerator runs its prefix) |"
+                   if rep.get("accelerator_prefix") else " |") if e["theoretical_sop"] is not None else
                 "- (an imported network: no model stage to give firing rates) |"),
              f"| energy per image: hardware events (estimate) | {e['hardware_events']:.4f} uJ |",
              f"| on-chip memory | {rep['rtl']['memory_bits'] / 1e6:.2f} Mbit in {rep['rtl']['memories']} memories |",

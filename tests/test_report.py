@@ -192,5 +192,6 @@ def test_a_transformers_report_names_its_accelerator_prefix_and_has_no_rtl_accur
     write_report(rep, root)
     md = (root / "report.md").read_text()
     assert "/ n/a (3 test images)" in md and "not on it: attn, attn_proj" in md
+    assert "uJ (the whole network; the accelerator runs its prefix) |" in md
     save_graph(g, tmp_path / "ir")               # the prefix keeps no skip input: no residual row
     assert any(l.has_skip for l in g.layers) and residual_cost(tmp_path / "ir") is None
