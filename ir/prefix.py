@@ -35,7 +35,7 @@ from ticketforge.ir.validate import validate
 __all__ = ["accelerator_form", "accelerator_prefix", "prefix_info", "describe_prefix"]
 
 # the per-layer settings a fused layer must share (what a datapath configures per layer)
-_SHARED = ("kind", "kernel", "stride", "padding", "input_shift", "weight_bits", "neuron", "inputs")
+_SHARED = ("kind", "kernel", "stride", "padding", "input_shift", "weight_bits", "neuron")
 
 
 def accelerator_form(g: Graph) -> Graph:
@@ -94,7 +94,7 @@ def _fuse(g: Graph, qkv: list[Layer], sources: dict, tensors: dict) -> Layer | N
     if q.kind not in ("conv", "linear") or any(l.has_skip for l in qkv):
         return None
     if len({sources[l.name] for l in qkv}) != 1 or any(
-            getattr(l, f) != getattr(q, f) for l in qkv[1:] for f in _SHARED if f != "inputs"):
+            getattr(l, f) != getattr(q, f) for l in qkv[1:] for f in _SHARED):
         return None
     name = "_".join(l.name for l in qkv)
     refs = {}

@@ -131,8 +131,8 @@ def lower(net: TicketNet, view: BrevitasView, cfg, input_shape, provenance: dict
 
     def neuron_layer(q, tq, bn, lif, **extra) -> Layer:
         """A conv/linear + BatchNorm + LIF layer on ``shape`` (``extra``: its skip input)."""
-        name = next_name("conv" if isinstance(q, nn.Conv2d) else "fc")
         nonlocal tiled_from
+        name = next_name("conv" if isinstance(q, nn.Conv2d) else "fc")
         geo, refs, out, wscale = _synapses(name, q, tq, shape if tiled_from == 1 else (shape[0] // tiled_from,),
                                            view.weight_bits, tensors)
         if tiled_from > 1:                  # the sum over positions; the mean's 1/positions is in the scale

@@ -87,9 +87,10 @@ def run_sim(rtl_dir: Path, g: Graph, images: np.ndarray, out_dir: Path, simulato
     run_s = time.perf_counter() - t2
 
     results = _results(_merge(shards, parts), parts, refs, metas, man, images, labels, netlist)
-    if prefix_info(g) is not None:
+    prefix = prefix_info(g)
+    if prefix is not None:
         # an accelerator prefix (ir/prefix.py): its readout counts spikes, it does not predict
-        results.update(accuracy_rtl=None, accuracy_golden=None, accelerator_prefix=prefix_info(g))
+        results.update(accuracy_rtl=None, accuracy_golden=None, accelerator_prefix=prefix)
     results.update({"simulator": simulator, "simulator_version": version,
                     "wall_seconds": {"reference": round(ref_s, 2), "build": round(build_s, 2), "run": round(run_s, 2),
                                      "testbench_loop": round(max(p["wall_seconds"] for p in parts), 2)},
