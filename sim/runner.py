@@ -49,7 +49,8 @@ def run_sim(rtl_dir: Path, g: Graph, images: np.ndarray, out_dir: Path, simulato
     rtl_dir, out_dir = Path(rtl_dir), Path(out_dir)
     man = json.loads((rtl_dir / "manifest.json").read_text())
     if man["params"].get("weights") == "runtime":
-        man["weights_file"] = str(rtl_dir / "weights.bin")     # the testbench loads it before the images
+        # the testbench loads it before the images, from its own working folder: an absolute path
+        man["weights_file"] = str((rtl_dir / "weights.bin").resolve())
     trace_port = man["params"]["trace"]
     if netlist is not None:
         trace_port = False                      # synth_top.v, which synthesis reads, has no debug port

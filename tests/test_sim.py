@@ -1,6 +1,7 @@
 """cocotb regression of the generated Verilog (sim/): random IRs on Icarus, the error
 paths, and the mismatch report."""
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -136,9 +137,11 @@ def test_random_ir_on_the_bitpar_datapath_on_icarus_equals_golden(seed, binary, 
 
 
 @pytest.mark.parametrize("seed", (1050, 1051, 1052, 1054))
-def test_runtime_weights_on_icarus_equal_golden(seed, tmp_path):
+def test_runtime_weights_on_icarus_equal_golden(seed, tmp_path, monkeypatch):
     """A design with runtime weights: its memories start empty, the testbench writes every
-    word of the rtl stage's weights.bin through the load port, then the images are exact."""
+    word of the rtl stage's weights.bin through the load port, then the images are exact.
+    The rtl folder is given relative to the working directory, as `make hw`'s build/ is
+    (the testbench runs in another folder)."""
     g = random_graph(seed, binary=True)
     save_graph(g, tmp_path / "ir")
     man = write_rtl(tmp_path / "ir", tmp_path / "rtl", pes=_pes(seed), run_lint=False,
@@ -147,7 +150,8 @@ def test_runtime_weights_on_icarus_equal_golden(seed, tmp_path):
     contents = lane_plan(g, _pes(seed), weights="runtime").load_contents()
     assert man["load"]["words"] == sum(len(words) for _, words in contents)
     x = random_images(g, 2, seed)
-    r = run_sim(tmp_path / "rtl", g, x, tmp_path / "sim", "icarus", traced=[0], log=lambda *a, **k: None)
+    monkeypatch.chdir(tmp_path)
+    r = run_sim(Path("rtl"), g, x, Path("sim"), "icarus", traced=[0], log=lambda *a, **k: None)
     assert r["rtl_matches_golden"] and r["agree"] == 2 and r["cycles_equal_model"]
 
 
