@@ -265,7 +265,10 @@ def test_nir_names_the_unsupported_layer():
 
 def test_hw_runs_every_stage_then_skips_them(tmp_path, root):
     cfg = tmp_path / "tinyhw.toml"
-    cfg.write_text(TINY.format(arch="mlp", variant="binw"))
+    # the iCEBreaker at two PEs: its place and route and netlist build take a minute where
+    # the ULX3S's take four (the ECP5 path is test_deploy's board build and test_netlist's
+    # DP16KD netlist)
+    cfg.write_text(TINY.format(arch="mlp", variant="binw") + '[hw]\nboard = "icebreaker"\npes = 2\n')
     build = tmp_path / "build"
     # The profile-guided Verilator build, which only large regressions get by default: the
     # threshold lies between the sim stage's 128 images (about 70,000 cycles) and the netlist
@@ -277,7 +280,7 @@ def test_hw_runs_every_stage_then_skips_them(tmp_path, root):
     assert (build / "tinyhw" / "ir" / "graph.json").is_file()
     assert (build / "tinyhw" / "sim" / "build-verilator" / "pgo.json").is_file()
     assert list((build / "tinyhw" / "sim" / "pgo-profile").glob("*.gcda"))
-    assert not (build / "tinyhw" / "sim-netlist-ulx3s" / "build-verilator" / "pgo.json").exists()
+    assert not (build / "tinyhw" / "sim-netlist-icebreaker" / "build-verilator" / "pgo.json").exists()
     assert "model.nir" in json.loads((build / "tinyhw" / "ir" / "metrics.json").read_text())["nir"]
     # the test split as the hardware receives it: the codes behind the integer accuracy
     from ticketforge.ir import load_graph, load_test_inputs, run
@@ -289,21 +292,21 @@ def test_hw_runs_every_stage_then_skips_them(tmp_path, root):
     res = json.loads((build / "tinyhw" / "sim" / "results.json").read_text())
     assert res["rtl_matches_golden"] and res["cycles_equal_model"] and res["simulator"] == "verilator"
     assert res["accuracy_rtl"] == res["accuracy_golden"]
-    # synth (the default board, ulx3s: placed and routed) and the report
+    # synth (the config's board: placed and routed) and the report
     from ticketforge.deploy.report import REQUIRED_KEYS, _get
     rep = json.loads((build / "tinyhw" / "report.json").read_text())
     assert all(_get(rep, k) is not None for k in REQUIRED_KEYS)
     assert rep["rtl_matches_golden"] and rep["accuracy"]["rtl"] == rep["accuracy"]["integer"]
-    board = rep["boards"]["ulx3s"]
+    board = rep["boards"]["icebreaker"]
     assert board["fits"] and board["fmax_mhz"] > 0 and board["latency_us"] > 0
     assert (build / "tinyhw" / "report.html").is_file() and (build / "tinyhw" / "cycles_per_layer.png").is_file()
     assert "hls" not in rep
-    # the netlist stage: the ULX3S's synthesized netlist (yosys synth_ecp5, the cell models
-    # and the project's DP16KD model) on Verilator, 2 images against the golden and cycle models
-    assert rep["netlist"]["board"] == "ulx3s" and rep["netlist"]["family"] == "ecp5", rep["netlist"]
+    # the netlist stage: the iCEBreaker's synthesized netlist (yosys synth_ice40 and the cell
+    # models) on Verilator, 2 images against the golden and cycle models
+    assert rep["netlist"]["board"] == "icebreaker" and rep["netlist"]["family"] == "ice40", rep["netlist"]
     assert rep["netlist"]["matches_golden"] and rep["netlist"]["agree"] == rep["netlist"]["images"] == 2
     assert rep["netlist"]["cycles_equal_model"] and "Verilator" in rep["netlist"]["simulator"]
-    assert rep["settings"]["netlist_images"] == 2 and rep["stages"]["netlist"]["params"]["netlist"] == "ulx3s"
+    assert rep["settings"]["netlist_images"] == 2 and rep["stages"]["netlist"]["params"]["netlist"] == "icebreaker"
     # the report takes the cycle model's figures from the sim stage (and the dense design's
     # from one image): the same as running the model again on every simulated image
     from ticketforge.deploy.report import model_cycles
