@@ -30,6 +30,9 @@ REQUIRED_KEYS = ("model", "dataset", "accuracy.float", "accuracy.integer", "accu
                  "cycles.dense_per_image_mean", "cycles.pes", "energy_uj_per_image.theoretical_sop",
                  "energy_uj_per_image.hardware_events", "boards", "stage_seconds")
 BOARD_KEYS = ("fits", "luts", "ffs", "brams", "dsps", "fmax_mhz", "latency_us")
+# nextpnr's placed logic cells: one LUT4 and its carry each (iCE40 ICESTORM_LC, ECP5
+# TRELLIS_COMB), the figure the device's capacity is quoted in
+PLACED_LOGIC_CELLS = ("ICESTORM_LC", "TRELLIS_COMB")
 
 
 class ReportError(TicketforgeError):
@@ -109,8 +112,11 @@ def cycles_from_sim(g, sim: dict, images: np.ndarray, pes: int, fifo_depth: int 
 def _board_entry(r: dict, cycles_mean: float) -> dict:
     res = r.get("resources", {})
     fmax = r.get("fmax_mhz")
-    e = {"fits": r["fits"], "device": r["device"], "luts": res.get("luts"), "ffs": res.get("ffs"),
-         "brams": res.get("brams"), "dsps": res.get("dsps"), "fmax_mhz": fmax,
+    placed = r.get("placed") or {}
+    cells = next((placed[k]["used"] for k in PLACED_LOGIC_CELLS if k in placed), None)
+    e = {"fits": r["fits"], "device": r["device"], "luts": res.get("luts"), "logic_cells_placed": cells,
+         "ffs": res.get("ffs"), "brams": res.get("brams"), "sprams": res.get("sprams"), "dsps": res.get("dsps"),
+         "fmax_mhz": fmax,
          # the latency at the clock the core runs at on the board (the PLL's output, or the
          # board's oscillator), only when the placed design meets it; and at Fmax, for reference
          "latency_us": round(cycles_mean / r["clock_mhz"], 1)
@@ -322,16 +328,18 @@ def _markdown(rep: dict, figs) -> str:
                 f"{_fmt(rep['residual']['copy_neurons_total'])} copy neurons (the network's own: "
                 f"{_fmt(rep['residual']['neurons'])}) |"] if "residual" in rep else []),
              "", "## Boards", "",
-             "| board | device | fits | LUTs | FFs | BRAMs | DSPs | Fmax MHz | core clock MHz | latency us | note |",
-             "|---|---|---|---|---|---|---|---|---|---|---|"]
+             "| board | device | fits | LUTs | logic cells placed | FFs | BRAMs | SPRAM | DSPs | Fmax MHz | "
+             "core clock MHz | latency us | note |",
+             "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for b, r in rep["boards"].items():
         note = r.get("why_no_fmax", "") or r["design"]
         if r.get("meets_board_clock") is False:
             note += f"; Fmax below the core's {r['clock_mhz']:g} MHz clock"
         if r.get("pll"):
             note += f"; core clock from the PLL ({r['board_clock_mhz']:g} MHz oscillator)"
-        lines.append(f"| {b} | {r['device']} | {r['fits']} | {_fmt(r['luts'])} | {_fmt(r['ffs'])} | "
-                     f"{_fmt(r['brams'])} | {_fmt(r['dsps'])} | {_fmt(r['fmax_mhz'])} | {_fmt(r.get('clock_mhz'))} | "
+        lines.append(f"| {b} | {r['device']} | {r['fits']} | {_fmt(r['luts'])} | {_fmt(r.get('logic_cells_placed'))} | "
+                     f"{_fmt(r['ffs'])} | {_fmt(r['brams'])} | {_fmt(r.get('sprams'))} | {_fmt(r['dsps'])} | "
+                     f"{_fmt(r['fmax_mhz'])} | {_fmt(r.get('clock_mhz'))} | "
                      f"{_fmt(r['latency_us'])} | {note} |")
     lines += ["", "## Stage seconds", "", "| stage | s |", "|---|---|"]
     lines += [f"| {k} | {v:.1f} |" for k, v in rep["stage_seconds"].items()]

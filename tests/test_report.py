@@ -80,7 +80,9 @@ def test_report_has_every_required_key_and_writes_files(tmp_path):
     _stage_outputs(root, g, 3)
     synth = {"icebreaker": {"fits": True, "device": "iCE40UP5K", "clock_mhz": 12.0, "fmax_mhz": 20.0,
                             "meets_board_clock": True,
-                            "resources": {"luts": 10, "ffs": 5, "brams": 1, "dsps": 0},
+                            "resources": {"luts": 10, "ffs": 5, "brams": 1, "dsps": 0, "sprams": 2},
+                            "placed": {"ICESTORM_LC": {"used": 14, "available": 5280},
+                                       "ICESTORM_SPRAM": {"used": 2, "available": 4}},
                             "utilisation": {"luts": 0.01, "ffs": 0.01, "brams": 0.03, "dsps": 0.0}},
              # placed and routed, but slower than the board's 25 MHz clock
              "ulx3s": {"fits": True, "device": "LFE5U-85F", "clock_mhz": 25.0, "fmax_mhz": 20.0,
@@ -90,6 +92,8 @@ def test_report_has_every_required_key_and_writes_files(tmp_path):
         assert _get(rep, k) is not None, k
     b = rep["boards"]["icebreaker"]
     assert b["latency_us"] == pytest.approx(83.3) and b["latency_us_at_fmax"] == 50.0   # at its 12 MHz clock
+    # nextpnr's placed logic cells and the SPRAMs beside yosys' LUT4 (the ULX3S here was not placed)
+    assert (b["logic_cells_placed"], b["sprams"]) == (14, 2) and rep["boards"]["ulx3s"]["logic_cells_placed"] is None
     u = rep["boards"]["ulx3s"]
     assert u["latency_us_at_fmax"] == 50.0 and u["meets_board_clock"] is False and u["latency_us"] is None
     assert rep["energy_uj_per_image"]["hardware_events"] == pytest.approx((4 * 0.05 + 2 * 10.0) * 1e-6)
@@ -97,6 +101,7 @@ def test_report_has_every_required_key_and_writes_files(tmp_path):
     assert all(f.is_file() for f in files)
     assert json.loads((root / "report.json").read_text())["rtl_matches_golden"] is True
     assert "<table>" in (root / "report.html").read_text() and "cycles_per_layer.png" in (root / "report.md").read_text()
+    assert "| icebreaker | iCE40UP5K | True | 10 | 14 | 5 | 1 | 2 | 0 | 20 |" in (root / "report.md").read_text()
 
 
 def test_report_names_the_missing_stage(tmp_path):
