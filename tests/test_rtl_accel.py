@@ -15,6 +15,7 @@ from ticketforge.rtl.program import map_graph
 from ticketforge.rtl.simulate import simulate
 
 SPARSE_SEEDS = range(30)
+DEFAULT_SPARSE = 15       # the first 15 in the default suite (they hold every hard case), all 30 in make test-slow
 DENSE_SEEDS = (5, 7, 8, 4, 18, 19)     # the first three in the default suite (conftest.sampled)
 
 
@@ -40,7 +41,7 @@ def _check(seed: int, P: int, dense: bool, n_images: int = 2, fifo_depth: int | 
         assert r.counters == mdl.counters, where
 
 
-@pytest.mark.parametrize("seed", SPARSE_SEEDS)
+@pytest.mark.parametrize("seed", sampled(SPARSE_SEEDS, DEFAULT_SPARSE))
 def test_random_ir_equals_golden_and_cycle_model(seed):
     _check(seed, _pes(seed), dense=False)
 
@@ -130,9 +131,10 @@ def test_shallow_fifos_equal_golden_and_cycle_model(seed, P, depth):
 def test_the_seeds_cover_the_hard_cases():
     """The regression is only as good as what its IRs contain: pruned neurons, a fully
     pruned layer, sources whose synapses are all masked (no rows), layers that emit no
-    spike, membranes that saturate, soft reset, fixed leak, stride 2, pooling."""
+    spike, membranes that saturate, soft reset, fixed leak, stride 2, pooling: in the
+    default suite's seeds."""
     seen = set()
-    for seed in SPARSE_SEEDS:
+    for seed in SPARSE_SEEDS[:DEFAULT_SPARSE]:
         g = random_graph(seed, binary=True)
         r = run(g, random_images(g, 2, seed), trace=True, measure_range=True)
         prog = map_graph(g, _pes(seed))

@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 from amaranth.sim import Simulator
 
+from conftest import sampled
 from ticketforge.errors import UnsupportedError, UsageError
 from ticketforge.ir import load_graph, random_images, run
 from ticketforge.ir.random import random_graph
@@ -43,16 +44,16 @@ def _check(seed: int, L: int, dense: bool = False, n_images: int = 2, binary: bo
         assert r.counters == mdl.counters, where
 
 
-@pytest.mark.parametrize("seed", SEEDS)
+@pytest.mark.parametrize("seed", sampled(SEEDS, 8))
 def test_random_ir_equals_golden_and_cycle_model(seed):
     _check(seed, _lanes(seed))
 
 
 # event input (the AER stream set into the first layer's bitmap), binary and multi-bit weights
-EVENT_SEEDS = [(1100, True), (1101, True), (1103, True), (1104, True), (10, False), (13, False)]
+EVENT_SEEDS = [(1100, True), (10, False), (1103, True), (13, False), (1101, True), (1104, True)]
 
 
-@pytest.mark.parametrize("seed,binary", EVENT_SEEDS)
+@pytest.mark.parametrize("seed,binary", sampled(EVENT_SEEDS, 4))
 def test_event_input_equals_golden_and_cycle_model(seed, binary):
     _check(seed, _lanes(seed), binary=binary, events=True)
 
