@@ -129,16 +129,31 @@ def lower(net: TicketNet, view: BrevitasView, cfg, input_shape, provenance: dict
         counts[prefix] += 1
         return f"{prefix}{counts[prefix]}"
 
-    def neuron_layer(q, tq, bn, lif, **extra) -> Layer:
-        """A conv/linear + BatchNorm + LIF layer on ``shape`` (``extra``: its skip input)."""
+    def flatten_for_mean() -> None:
+        """A mean over positions (a token mean, a global average pool): the flattened map
+        (C-H-W order), and the next layer's weights repeated at every position (exact: a
+        sum, the mean's 1/positions in that layer's scale)."""
+        nonlocal shape, tiled_from
+        flat = (int(np.prod(shape)),)
+        layers.append(Layer("flatten", "flatten", shape, flat))
+        tiled_from, shape = int(np.prod(shape[1:])), flat
+
+    def tiled_synapses(name, q, tq) -> tuple[dict, dict, tuple, float]:
+        """`_synapses` of the layer on ``shape``, its weights repeated at the ``tiled_from``
+        positions of a mean before it; the weight scale divided by them."""
         nonlocal tiled_from
-        name = next_name("conv" if isinstance(q, nn.Conv2d) else "fc")
-        geo, refs, out, wscale = _synapses(name, q, tq, shape if tiled_from == 1 else (shape[0] // tiled_from,),
+        geo, refs, out, wscale = _synapses(name, q, tq, (shape[0] // tiled_from,) + tuple(shape[1:]),
                                            view.weight_bits, tensors)
-        if tiled_from > 1:                  # the sum over positions; the mean's 1/positions is in the scale
+        if tiled_from > 1:
             for role in ("weight", "mask"):
                 tensors[refs[role]] = np.repeat(tensors[refs[role]], tiled_from, axis=1)
-            wscale, tiled_from = wscale / tiled_from, 1
+        wscale, tiled_from = wscale / tiled_from, 1
+        return geo, refs, out, wscale
+
+    def neuron_layer(q, tq, bn, lif, **extra) -> Layer:
+        """A conv/linear + BatchNorm + LIF layer on ``shape`` (``extra``: its skip input)."""
+        name = next_name("conv" if isinstance(q, nn.Conv2d) else "fc")
+        geo, refs, out, wscale = tiled_synapses(name, q, tq)
         refs.update(_batchnorm(name, bn, tensors))
         refs["neuron_mask"] = f"{name}.neuron_mask"
         tensors[refs["neuron_mask"]] = np.ones(out, np.uint8)       # a NeuronGate may follow
@@ -210,9 +225,7 @@ def lower(net: TicketNet, view: BrevitasView, cfg, input_shape, provenance: dict
             # the mean over patches, then the readout: the readout's weights repeated at every
             # patch of the flattened map (C-H-W order), the 1/patches a positive factor that
             # leaves the argmax alone
-            tokens = int(np.prod(shape[1:]))
-            layers.append(Layer("flatten", "flatten", shape, (int(np.prod(shape)),)))
-            tiled_from, shape = tokens, (int(np.prod(shape)),)
+            flatten_for_mean()
             continue
         if isinstance(vmod, UnrolledLIF):
             if pending is None:
@@ -234,13 +247,8 @@ def lower(net: TicketNet, view: BrevitasView, cfg, input_shape, provenance: dict
             layers.append(Layer(next_name("pool"), "pool", shape, out, kernel=k, stride=k))
             shape = out
             continue
-        if isinstance(q, nn.AdaptiveAvgPool2d):
-            # a global average pool: the flattened map (C-H-W order), and the next layer's
-            # weights repeated at every position (exact: a sum, the mean's factor in its scale)
-            tiled_from = int(np.prod(shape[1:]))
-            out = (int(np.prod(shape)),)
-            layers.append(Layer("flatten", "flatten", shape, out))
-            shape = out
+        if isinstance(q, nn.AdaptiveAvgPool2d):      # a global average pool (brevitas_view admits no other)
+            flatten_for_mean()
             continue
         if isinstance(q, nn.Flatten) and tiled_from > 1:
             continue                        # the average pool flattened the map already
@@ -252,10 +260,7 @@ def lower(net: TicketNet, view: BrevitasView, cfg, input_shape, provenance: dict
         if i == len(body) - 1:
             if len(subs) != 1 or not isinstance(q, nn.Linear):
                 raise UnsupportedError("layer 'output': the readout must be a plain linear layer")
-            geo, refs, out, _ = _synapses("output", q, tq, tuple(s // tiled_from for s in shape), view.weight_bits,
-                                          tensors)
-            for role in ("weight", "mask"):
-                tensors[refs[role]] = np.repeat(tensors[refs[role]], tiled_from, axis=1)
+            geo, refs, out, _ = tiled_synapses("output", q, tq)
             layers.append(Layer("output", "output", shape, out, tensors=refs, **geo))
             continue
         pending = (q, tq, subs[1] if len(subs) > 1 else None)
