@@ -62,12 +62,11 @@ def up5k_memory(g, pes: int) -> tuple[int, int]:
     return spram, ebr
 
 
-def row(ir: Path, images: int, budget_cycles: float, up5k: bool = False) -> str:
+def row(ir: Path, images: int, budget_cycles: float, lane_pes, up5k_pes) -> str:
     g = load_graph(ir)
     x, _ = load_test_inputs(ir)
     x = x[:images]
     metrics = json.loads((ir / "metrics.json").read_text())
-    lane_pes = sorted(set(LANE_PES) | (set(UP5K_PES) if up5k else set()))
     lane = [np.mean([c.total for c in lane_cycle_model(g, x, p)]) for p in lane_pes]
     bitpar = [np.mean([c.total for c in bitpar_cycle_model(plan_graph(g, n), x)]) for n in BITPAR_LANES]
     bits = sorted({l.weight_bits for l in g.layers if l.has_weights})
@@ -75,7 +74,7 @@ def row(ir: Path, images: int, budget_cycles: float, up5k: bool = False) -> str:
     cell = lambda c: f"**{c:,.0f}**" if c <= budget_cycles else f"{c:,.0f}"  # noqa: E731
     return (f"| {ir} | {g.T} | {'/'.join(map(str, bits))} | {metrics['accuracy_float'] * 100:.1f} | "
             f"{metrics['accuracy_integer'] * 100:.1f} | {neurons:,} | {weight_stream_bits(g) / 1024:,.0f} | "
-            + " | ".join(cell(c) for c in lane + bitpar) + " |" + ("".join(_up5k_cell(g, p) for p in UP5K_PES) if up5k else ""))
+            + " | ".join(cell(c) for c in lane + bitpar) + " |" + "".join(_up5k_cell(g, p) for p in up5k_pes))
 
 
 def _up5k_cell(g, pes: int) -> str:
@@ -103,7 +102,7 @@ def main() -> None:
           + "".join(f" UP5K P={p} |" for p in up5k_pes))
     print("|" + "---|" * (7 + len(lane_pes) + len(BITPAR_LANES) + len(up5k_pes)))
     for ir in a.irs:
-        print(row(ir, a.images, budget, a.up5k), flush=True)
+        print(row(ir, a.images, budget, lane_pes, up5k_pes), flush=True)
 
 
 if __name__ == "__main__":
