@@ -151,3 +151,16 @@ def test_latency_budget_bench_reports_both_cycle_models(tmp_path):
     assert cells[3:5] == ["50.0", "25.0"]
     for cell, cycles in zip(cells[7:], lane + bitpar):
         assert cell.strip("*") == f"{cycles:,.0f}" and cell.startswith("**") == (cycles <= budget), (cell, cycles)
+    # --up5k: lane P = 1 too, then per P = 1, 2, 4 the SPRAMs of the PEs' synapse words
+    # (ceil(width / 16) each) and the block RAMs, bold when both fit the UP5K
+    from ticketforge.rtl.lane.plan import lane_plan
+
+    out = subprocess.run([sys.executable, str(root / "bench" / "latency_budget.py"), str(ir), "--images", "3",
+                          "--up5k"], capture_output=True, text=True, check=True).stdout.splitlines()
+    cells = [c.strip() for c in out[-1].strip("|").split("|")]
+    assert cells[7].strip("*") == f"{np.mean([c.total for c in cycle_model(g, codes, 1)]):,.0f}"
+    for cell, p in zip(cells[-3:], (1, 2, 4)):
+        spram, ebr = (int(v) for v in cell.strip("*").split(" / "))
+        rows = [m for m in lane_plan(g, p, weights="runtime").memories if m["name"].endswith("_rows")]
+        assert len(rows) == p and spram == sum(-(-m["width"] // 16) for m in rows), (cell, p)
+        assert cell.startswith("**") == (spram <= 4 and ebr <= 30), cell
