@@ -93,13 +93,17 @@ class DataConfig:
     data_dir: str = ""
     batch_size: int = 64
     eval_batch_size: int = 500
-    # Random crop (4-pixel padding) and, for CIFAR/SVHN-like data, horizontal flip.
+    # Random crop (`crop_pad`-pixel padding, so shifts of up to that many pixels) and, for
+    # CIFAR-like data, horizontal flip.  A fully connected network has no translation
+    # invariance, and MNIST digits are centred: 2 pixels suit an MLP on 28x28 digits.
     augment: bool = False
+    crop_pad: int = 4
 
     def __post_init__(self) -> None:
         _check_choice("data.dataset", self.dataset, DATASETS)
         _check_range("data.batch_size", self.batch_size, 1, None)
         _check_range("data.eval_batch_size", self.eval_batch_size, 1, None)
+        _check_range("data.crop_pad", self.crop_pad, 0, None)
 
 
 @dataclass(frozen=True)
@@ -197,9 +201,10 @@ class HwConfig:
     """What `make hw` builds after the model stage (the rtl/sim/synth stages' defaults)."""
     board: str = "ulx3s"          # deploy/boards.py; `ticketforge synth --board` overrides
     # the accelerator's datapath (rtl/datapath.py): "lane" (event driven, one synapse per PE
-    # per cycle) or "bitpar" (bit-parallel, layer-major; pes is then its lane count, 1-32)
+    # per cycle), "bitpar" (bit-parallel, layer-major; pes is then its lane count, 1-32) or
+    # "rowstream" (fully connected networks: a weight row of pes lanes per input event a cycle)
     datapath: str = "lane"
-    pes: int = 16                 # processing elements (lane: PEs; bitpar: lanes)
+    pes: int = 16                 # processing elements (lane: PEs; bitpar, rowstream: lanes)
     fifo_depth: int | None = None  # each PE's event FIFO (lane only); None: the generator's default, 2 x pes
     # the core's clock on the board from the FPGA's PLL (the highest it makes at or below
     # this, MHz); None: the board's oscillator (deploy/pll.py)
@@ -239,12 +244,14 @@ class HwConfig:
         _check_range("hw.trace_images", self.trace_images, 0, None)
         _check_range("hw.netlist_images", self.netlist_images, 0, None)
         _check_choice("hw.hls_backend", self.hls_backend, ("Vitis", "Vivado"))
-        if self.datapath not in ("lane", "bitpar"):
-            raise ConfigError(f"hw.datapath must be one of lane, bitpar, got {self.datapath!r}")
+        if self.datapath not in ("lane", "bitpar", "rowstream"):
+            raise ConfigError(f"hw.datapath must be one of lane, bitpar, rowstream, got {self.datapath!r}")
         _check_range("hw.pes", self.pes, 1, 1024)
         if self.datapath == "bitpar" and self.pes not in (1, 2, 4, 8, 16, 32):
             raise ConfigError(f"hw.pes is the lane count of the bitpar datapath: one of 1, 2, 4, 8, 16, 32 "
                               f"(they divide a 32-bit spike word), got {self.pes}")
+        if self.datapath == "rowstream" and self.pes > 64:
+            raise ConfigError(f"hw.pes is the lane count of the rowstream datapath: at most 64, got {self.pes}")
         if self.fifo_depth is not None:
             # the generator's own bounds: a FIFO at least one entry deeper than its reader's latency
             from ticketforge.rtl.cycles import MAX_FIFO_DEPTH, MIN_FIFO_DEPTH

@@ -52,12 +52,13 @@ def batches(split: Split, batch_size: int, pixel_max: int, generator: torch.Gene
         yield _to_input(x[idx], pixel_max), y[idx]
 
 
-def _augment(x: torch.Tensor, gen: torch.Generator, flip: bool) -> torch.Tensor:
-    """Random 4-pixel-padded crop (and horizontal flip): the usual CIFAR augmentation."""
+def _augment(x: torch.Tensor, gen: torch.Generator, flip: bool, pad: int = 4) -> torch.Tensor:
+    """Random ``pad``-pixel-padded crop (and horizontal flip): the usual CIFAR augmentation
+    at ``pad`` = 4."""
     b, _, h, w = x.shape
-    padded = F.pad(x, (4, 4, 4, 4))
-    dy = torch.randint(0, 9, (b,), generator=gen)
-    dx = torch.randint(0, 9, (b,), generator=gen)
+    padded = F.pad(x, (pad, pad, pad, pad))
+    dy = torch.randint(0, 2 * pad + 1, (b,), generator=gen)
+    dx = torch.randint(0, 2 * pad + 1, (b,), generator=gen)
     out = torch.stack([padded[i, :, dy[i]:dy[i] + h, dx[i]:dx[i] + w] for i in range(b)])
     if flip:
         mirror = torch.rand(b, generator=gen) < 0.5
@@ -140,7 +141,7 @@ def fit(net: TicketNet, ds: Dataset, cfg: RunConfig, epochs: int, gen: torch.Gen
                    desc=f"epoch {epoch + 1}/{epochs}", leave=False, unit="batch", disable=disable)
         for x, y in bar:
             if cfg.data.augment:
-                x = _augment(x, gen, flip)
+                x = _augment(x, gen, flip, cfg.data.crop_pad)
             out = net(x)
             loss = F.cross_entropy(out, y)
             opt.zero_grad(set_to_none=True)

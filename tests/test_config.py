@@ -34,7 +34,8 @@ def test_overrides_dotted_and_bare():
     ("model.r_p=1.5", ["model.r_p", "1.5"]),
     ("model.lam=1.0", ["model.lam"]),
     ("weights=1", ["weights"]),
-    ("hw.datapath=systolic", ["hw.datapath", "lane", "bitpar"]),
+    ("hw.datapath=systolic", ["hw.datapath", "lane", "bitpar", "rowstream"]),
+    ("data.crop_pad=-1", ["data.crop_pad", "-1"]),
     ("hw.pes=12", ["hw.pes", "bitpar", "12"]),
 ])
 def test_bad_overrides_name_the_key_and_allowed_values(override, words):
@@ -71,3 +72,17 @@ def test_a_nir_config_needs_its_time_step_and_reset():
     c = build_config("x", {"nir": {"file": "a.nir", "dt": 1e-4, "reset": "soft"}}, {})
     assert (c.nir.weight_bits, c.nir.reset) == (8, "soft")
     assert load_config("snntorch_conv").nir.file.endswith("snntorch_conv.nir")
+
+
+def test_the_crop_shifts_by_at_most_crop_pad_pixels():
+    import torch
+
+    from ticketforge.model.train import _augment
+
+    x = torch.zeros(64, 1, 9, 9)
+    x[:, :, 4, 4] = 1                           # one lit pixel in the centre
+    out = _augment(x, torch.Generator().manual_seed(0), flip=False, pad=2)
+    where = out[:, 0].reshape(64, -1).argmax(1)
+    dy, dx = where // 9 - 4, where % 9 - 4
+    assert dy.abs().max() == 2 and dx.abs().max() == 2      # every shift up to 2 drawn, none further
+    assert torch.equal(_augment(x, torch.Generator(), flip=False, pad=0), x)
