@@ -90,11 +90,33 @@ def _bitpar_prices(rtl_manifest: dict) -> dict[str, float]:
     }
 
 
+def _rowstream_prices(rtl_manifest: dict) -> dict[str, float]:
+    """pJ per counted event of the rowstream datapath (rtl/rowstream/cycles.py COUNTERS).
+
+    A *row read* reads one event list entry and one weight row (every lane's weight) and does,
+    per lane, a shift-and-add product (weight bits - 1 adds of the value's width) and one
+    accumulate.  A neuron update reads the neuron's parameters and does the leak add, the
+    input add and the threshold compare in registers (no membrane memory).  A spike appends
+    one entry to the next layer's event list."""
+    mems = rtl_manifest["memories"]
+    rs = rtl_manifest["rowstream"]
+    rows, params, lst = _memory(mems, "rows"), _memory(mems, "params"), _memory(mems, "list0")
+    product = (rs["weight_bits"] - 1) * add_pj(rs["value_bits"] + rs["weight_bits"])
+    return {
+        "row_reads": sram_pj(lst["depth"], lst["width"]) + sram_pj(rows["depth"], rows["width"])
+        + rs["lanes"] * (product + add_pj(rs["acc_bits"])),
+        "neuron_updates": sram_pj(params["depth"], params["width"]) + 3 * add_pj(rtl_manifest["membrane_bits"]),
+        "spikes": sram_pj(lst["depth"], lst["width"]),
+    }
+
+
 def hardware_events_energy(counters_per_image: dict[str, dict[str, float]], rtl_manifest: dict) -> dict:
     """Energy per image (uJ) from the per-layer counters (mean per image) and the memory
     inventory of the rtl stage's manifest.  Returns the total and per layer, by event."""
     if rtl_manifest.get("params", {}).get("datapath") == "bitpar":
         return _priced(counters_per_image, _bitpar_prices(rtl_manifest))
+    if rtl_manifest.get("params", {}).get("datapath") == "rowstream":
+        return _priced(counters_per_image, _rowstream_prices(rtl_manifest))
     mems = rtl_manifest["memories"]
     acc_bits = rtl_manifest["membrane_bits"]
     rows = _memory(mems, "pe0_rows")      # a weight read is one synapse word of one PE's column

@@ -71,8 +71,8 @@ def expand_points(cfg: RunConfig, grid: dict[str, list[str]]) -> list[dict]:
         over = dict(zip(grid, combo))
         pcfg = build_config(cfg.name, base, {f"hw.{k}": v for k, v in over.items()}, source="--grid")
         hw = pcfg.hw
-        if hw.datapath == "bitpar" and hw.fifo_depth is not None:
-            hw_fifo = None                               # the bitpar datapath has no event FIFOs
+        if hw.datapath != "lane" and hw.fifo_depth is not None:
+            hw_fifo = None                               # only the lane datapath has event FIFOs
         else:
             hw_fifo = hw.fifo_depth
         points.append({"overrides": over,

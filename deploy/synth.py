@@ -120,6 +120,10 @@ def closest_fit_hint(ir_dir: Path, board: Board, datapath: str = "lane", lanes: 
     from ticketforge.ir.prefix import accelerator_form
     from ticketforge.rtl.lane.plan import lane_plan
 
+    if datapath == "rowstream":
+        return (f"A rowstream design's weight rows are {lanes} lanes wide and one row per input and group of "
+                f"{lanes} neurons: fewer hidden neurons, fewer weight bits (--weight-bits) or another board; its "
+                "logic grows with --pes")
     if datapath == "bitpar":
         fewer = f"--pes {lanes // 2}" if lanes > 1 else "the lane datapath"
         hint = (f"A bitpar design's block RAMs follow its memories' widths (each step row holds {lanes} lanes x 64 "

@@ -30,7 +30,7 @@ count of the last image, then 6 per layer (``COUNTERS``).
 """
 from __future__ import annotations
 
-from amaranth import Module, signed, unsigned
+from amaranth import Array, Module, Signal, signed, unsigned
 from amaranth.lib import stream, wiring
 from amaranth.lib.wiring import In, Out
 
@@ -47,7 +47,7 @@ from ticketforge.rtl.lane.reader import EventReader
 from ticketforge.rtl.lane.schedule import Schedule
 from ticketforge.rtl.lane.status import StatusBlock
 
-__all__ = ["Accelerator", "core_members", "status_map", "fan_in", "u_range", "bram18_blocks", "MEMORY_STYLES",
+__all__ = ["Accelerator", "core_members", "status_registers", "status_map", "fan_in", "u_range", "bram18_blocks", "MEMORY_STYLES",
            "COUNTER_BITS"]
 
 
@@ -73,6 +73,31 @@ def core_members(g: Graph, score_bits: int, status_words: int, trace_lanes: int,
         sig.update({"trace_valid": Out(trace_lanes), "trace_event": Out(trace_lanes * event_width),
                     "trace_layer": Out(range(len(g.layers))), "trace_t": Out(range(max(2, g.T)))})
     return sig
+
+
+def status_registers(m: Module, core, clear, layer, increments: dict[str, dict], names: tuple[str, ...]) -> None:
+    """The status block of a layer-at-a-time datapath (bitpar, rowstream): the cycle count of
+    the image (every ``busy`` cycle) and per layer the counters ``names``, each adding its
+    ``increments[layer name][name]`` in the cycles its layer (in the dict's order) is the
+    current one (``layer``);
+    ``clear`` zeroes them all (an image's start).  ``core.status_data`` answers
+    ``core.status_addr`` a cycle later (`cycles.STATUS_LATENCY`): address 0 the cycles, then
+    the counters in layer order."""
+    cycles = Signal(COUNTER_BITS, name="cycles")
+    counters = [[Signal(COUNTER_BITS, name=f"{layer_name}_{c}") for c in names] for layer_name in increments]
+    incs = list(increments.values())
+    with m.If(clear):
+        m.d.sync += [cycles.eq(0)] + [c.eq(0) for cs in counters for c in cs]
+    with m.Else():
+        with m.If(core.busy):
+            m.d.sync += cycles.eq(cycles + 1)
+        for li, cs in enumerate(counters):
+            with m.If(layer == li):
+                for j, c in enumerate(names):
+                    m.d.sync += cs[j].eq(cs[j] + incs[li][c])
+    words = [cycles] + [c for cs in counters for c in cs]
+    addr_q = Signal.like(core.status_addr)
+    m.d.sync += [addr_q.eq(core.status_addr), core.status_data.eq(Array(words)[addr_q])]
 
 
 class Accelerator(wiring.Component):

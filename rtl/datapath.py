@@ -6,7 +6,10 @@ model, and never imports a datapath's modules itself.
   layer once per timestep (`rtl.accel`, `rtl.cycles`); ``pes`` PEs;
 - ``bitpar``: bit-parallel and layer-major, a 32-synapse word per lane and timestep per
   cycle, membranes in registers, a layer over all T before the next (`rtl.bitpar`);
-  ``pes`` is its lane count (1-32).
+  ``pes`` is its lane count (1-32);
+- ``rowstream``: fully connected networks only; per input event one weight row of ``pes``
+  lanes a cycle, membranes in registers, a layer over all T before the next
+  (`rtl.rowstream`).
 """
 from __future__ import annotations
 
@@ -19,7 +22,7 @@ from ticketforge.ir.schema import Graph
 __all__ = ["DATAPATHS", "check_datapath", "check_input", "accelerator", "cycle_model", "load_cycles", "counter_names",
            "status_layers"]
 
-DATAPATHS = ("lane", "bitpar")
+DATAPATHS = ("lane", "bitpar", "rowstream")
 
 
 def check_datapath(name: str) -> str:
@@ -29,11 +32,14 @@ def check_datapath(name: str) -> str:
 
 
 def check_input(g: Graph, datapath: str = "lane", dense: bool = False) -> None:
-    """Both datapaths take pixel images (the IR's ``direct`` input encoding) and an ``events``
-    input as an AER stream (`rtl.aer`); the lane datapath has no dense design of the latter."""
+    """The lane and bitpar datapaths take pixel images (the IR's ``direct`` input encoding) and
+    an ``events`` input as an AER stream (`rtl.aer`); the lane datapath has no dense design of
+    the latter.  The rowstream datapath takes pixels only."""
     if not g.input.events:
         return
-    check_datapath(datapath)
+    if check_datapath(datapath) == "rowstream":
+        raise UnsupportedError("the rowstream datapath takes pixel images (the IR's 'direct' input); this IR's "
+                               "input is events: use the lane or bitpar datapath")
     if dense and datapath == "lane":
         raise UnsupportedError("the IR's input is 'events': the AER stream carries only the events, so there is "
                                "no dense (no-skipping) design of it; the report's dense figure is the cycle "
@@ -48,7 +54,14 @@ def accelerator(g: Graph, pes: int, datapath: str = "lane", dense: bool = False,
     ``capacity``: the rtl manifest's ``capacity`` record of a runtime-weights bitpar design
     that ``g`` must run on (the same netlist for every ticket that fits it)."""
     g = chain_form(g)      # a residual IR runs as its chain form (ir/chain.py)
-    if check_datapath(datapath) == "bitpar":
+    if check_datapath(datapath) == "rowstream":
+        if capacity is not None:
+            raise UnsupportedError("a bitstream capacity (fitting a ticket onto another ticket's design) is a "
+                                   "property of the bitpar datapath's runtime-weights designs")
+        from ticketforge.rtl.rowstream.accel import RowstreamAccelerator
+
+        return RowstreamAccelerator(g, pes, trace=trace, memory_style=memory_style, dense=dense, weights=weights)
+    if datapath == "bitpar":
         from ticketforge.rtl.bitpar.accel import BitparAccelerator
         from ticketforge.rtl.bitpar.capacity import BitparCapacity
 
@@ -72,6 +85,11 @@ def cycle_model(g: Graph, images: np.ndarray, pes: int, datapath: str = "lane", 
     layer's keep words)."""
     g = chain_form(g)      # a residual IR runs as its chain form (ir/chain.py)
     check_input(g, datapath)
+    if datapath == "rowstream":
+        from ticketforge.rtl.rowstream.cycles import cycle_model as rowstream_model
+        from ticketforge.rtl.rowstream.plan import plan_graph as rowstream_plan
+
+        return rowstream_model(rowstream_plan(g, pes, dense), images, gold)
     if check_datapath(datapath) == "bitpar":
         from ticketforge.rtl.bitpar.cycles import cycle_model as bitpar_model
         from ticketforge.rtl.bitpar.plan import plan_graph
@@ -86,7 +104,12 @@ def load_cycles(g: Graph, images: np.ndarray, pes: int, datapath: str = "lane", 
     """Per image, the cycles its input takes on the named datapath (part of `cycle_model`'s
     total): the one term an ``events`` input makes depend on the data."""
     g = chain_form(g)      # a residual IR runs as its chain form (ir/chain.py)
-    if check_datapath(datapath) == "bitpar":
+    if check_datapath(datapath) == "rowstream":
+        from ticketforge.rtl.rowstream.cycles import load_cycles as rowstream_load
+        from ticketforge.rtl.rowstream.plan import plan_graph as rowstream_plan
+
+        return rowstream_load(rowstream_plan(g, pes, dense), images)
+    if datapath == "bitpar":
         from ticketforge.rtl.bitpar.cycles import load_cycles as bitpar_load
         from ticketforge.rtl.bitpar.plan import plan_graph
 
@@ -98,18 +121,18 @@ def load_cycles(g: Graph, images: np.ndarray, pes: int, datapath: str = "lane", 
 
 def counter_names(datapath: str = "lane") -> tuple[str, ...]:
     """The status block's counters per layer, in address order."""
-    if check_datapath(datapath) == "bitpar":
+    if check_datapath(datapath) == "rowstream":
+        from ticketforge.rtl.rowstream.cycles import COUNTERS
+    elif datapath == "bitpar":
         from ticketforge.rtl.bitpar.cycles import COUNTERS
-
-        return COUNTERS
-    from ticketforge.rtl.cycles import COUNTERS
-
+    else:
+        from ticketforge.rtl.cycles import COUNTERS
     return COUNTERS
 
 
 def status_layers(g: Graph, datapath: str = "lane") -> list[str]:
     """The layers the status block (and the cycle model's per-layer figures) covers."""
     g = chain_form(g)      # a residual IR runs as its chain form (ir/chain.py)
-    if check_datapath(datapath) == "bitpar":
+    if check_datapath(datapath) in ("bitpar", "rowstream"):
         return [l.name for l in g.layers if l.has_weights]
     return [l.name for l in g.layers if l.kind != "flatten"]

@@ -70,6 +70,10 @@ def _cycle_constants(datapath: str) -> dict:
         from ticketforge.rtl.bitpar import cycles as bc
 
         return {k: getattr(bc, k) for k in ("LAYER_SETUP", "KEEP_READ", "PIPE", "DONE")}
+    if datapath == "rowstream":
+        from ticketforge.rtl.rowstream import cycles as rc
+
+        return {k: getattr(rc, k) for k in ("LAYER_SETUP", "PASS_END", "SWEEP_FILL", "DONE")}
     return {k: getattr(cycles, k) for k in ("READ_LATENCY", "ACC_DRAIN", "UPD_DRAIN", "POOL_DRAIN", "SWEEP_DRAIN")}
 
 
@@ -141,7 +145,7 @@ def write_rtl(ir_dir: Path, out_dir: Path, pes: int = 16, dense: bool = False, t
     ref = reference_design(fit_to, datapath, pes, weights) if fit_to is not None else None
     acc = accelerator(g, pes, datapath, dense=dense, trace=trace, memory_style=memory_style, fifo_depth=fifo_depth,
                       weights=weights, capacity=ref["capacity"] if ref else None)
-    unit = "lanes (bitpar)" if datapath == "bitpar" else "PEs"
+    unit = f"lanes ({datapath})" if datapath != "lane" else "PEs"
     progress(f"[rtl] {g.provenance.get('config', {}).get('name', ir_dir.name)}: {pes} {unit}"
              f"{' (dense)' if dense else ''}; elaborating and emitting Verilog through yosys", flush=True)
     # Two forms of the one design: RTLIL for synthesis (yosys reads the memories' contents
@@ -204,6 +208,10 @@ def write_rtl(ir_dir: Path, out_dir: Path, pes: int = 16, dense: bool = False, t
     if datapath == "bitpar":
         # what the energy estimate prices a step with (deploy/energy.py)
         manifest["bitpar"] = {"lanes": pes, "T": g.T, "acc_bits": acc.acc_bits, "word": 32}
+    if datapath == "rowstream":
+        # what the energy estimate prices a row read with (deploy/energy.py)
+        manifest["rowstream"] = {"lanes": pes, "T": g.T, "acc_bits": acc.acc_bits,
+                                 "weight_bits": acc.plan.weight_bits, "value_bits": acc.value_bits}
     if run_lint:
         progress("[rtl] verilator --lint-only -Wall", flush=True)
         manifest["lint"] = lint(out_dir / "top.v", TOP)

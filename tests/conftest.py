@@ -96,6 +96,7 @@ TIERS = {
              "test_fuzz", "test_ir", "test_ir_dag", "test_margins", "test_pruning", "test_report", "test_stages", "test_zoo"),
     # the generated hardware in simulation: Amaranth's simulator, cocotb on Icarus
     "rtlsim": ("test_board_top", "test_host", "test_rtl_accel", "test_rtl_bitpar", "test_rtl_lane", "test_rtl_neuron",
+               "test_rtl_rowstream",
                "test_rtl_popcount_lane", "test_sim", "test_soak"),
     # external tools: yosys, nextpnr, Verilator builds, g++ (hls4ml), whole `ticketforge hw` runs
     "tools": ("test_deploy", "test_distributed", "test_event_flow", "test_explore", "test_hls", "test_interrupt", "test_netlist", "test_quantize", "test_rtl_emit"),

@@ -44,7 +44,7 @@ from ticketforge.rtl.bitpar.capacity import BitparCapacity, capacity_of, check_f
 from ticketforge.rtl.bitpar.cycles import COUNTERS
 from ticketforge.rtl.bitpar.lanes import LaneArray, weight_layout
 from ticketforge.rtl.bitpar.plan import WORD, BitparPlan, bit_index, plan_graph
-from ticketforge.rtl.accel import COUNTER_BITS, MEMORY_STYLES, core_members, fan_in, u_range
+from ticketforge.rtl.accel import MEMORY_STYLES, core_members, fan_in, status_registers, u_range
 from ticketforge.rtl.lane.plan import WEIGHTS, field_map, sbits, ubits
 from ticketforge.rtl.neuron import NeuronUpdate
 
@@ -610,8 +610,6 @@ class BitparAccelerator(wiring.Component):
 
         # ---------------- A's control
         clear_counters = Signal()
-        cycles = Signal(COUNTER_BITS)
-        counters = [[Signal(COUNTER_BITS, name=f"{lp.name}_{c}") for c in COUNTERS] for lp in layers]
         cnt_now = {c: Signal(range(L + 2), name=f"inc_{c}") for c in COUNTERS}
         pipe_empty = Signal()
         m.d.comb += pipe_empty.eq(~last1 & ~last2 & ~last3 & ~last4 & b_idle)
@@ -759,18 +757,7 @@ class BitparAccelerator(wiring.Component):
                      cnt_now["words_written"].eq(wb_write & tb.wb_keep)]
 
         # ---------------- counters and status
-        with m.If(clear_counters):
-            m.d.sync += [cycles.eq(0)] + [c.eq(0) for cs in counters for c in cs]
-        with m.Else():
-            with m.If(self.busy):
-                m.d.sync += cycles.eq(cycles + 1)
-            for li, cs in enumerate(counters):
-                with m.If(cur == li):
-                    for j, c in enumerate(COUNTERS):
-                        m.d.sync += cs[j].eq(cs[j] + cnt_now[c])
-        status_words = [cycles] + [c for cs in counters for c in cs]
-        addr_q = Signal.like(self.status_addr)
-        m.d.sync += [addr_q.eq(self.status_addr), self.status_data.eq(Array(status_words)[addr_q])]
+        status_registers(m, self, clear_counters, cur, {lp.name: cnt_now for lp in layers}, COUNTERS)
 
         # ---------------- trace: every lane's spike of this update cycle
         if self.trace:

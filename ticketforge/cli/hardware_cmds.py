@@ -23,6 +23,16 @@ def resolve_rtl_args(args, cfg) -> None:
     # `is None`, not `or`: an explicit 0 is bad input to refuse, not a request for the default
     args.pes = cfg.hw.pes if args.pes is None else args.pes
     args.datapath = getattr(args, "datapath", None) or cfg.hw.datapath
+    if args.datapath == "rowstream":
+        from ticketforge.rtl.rowstream.plan import MAX_LANES
+
+        if not 1 <= args.pes <= MAX_LANES:
+            raise ConfigError(f"--pes is the lane count of the rowstream datapath: in [1, {MAX_LANES}], got {args.pes}")
+        if args.fifo_depth is not None:
+            raise ConfigError("--fifo-depth is a parameter of the lane datapath; the rowstream datapath has no "
+                              "event FIFOs")
+        args.fifo_depth = None
+        return
     if args.datapath == "bitpar":
         from ticketforge.rtl.bitpar.plan import LANES
 
@@ -54,7 +64,7 @@ def cmd_rtl(args) -> int:
     run_stage(stage, force=True)
     m = json.loads((stage.folder / "manifest.json").read_text())
     lint = m.get("lint", {})
-    what = (f"{args.pes} bitpar lanes" if args.datapath == "bitpar" else
+    what = (f"{args.pes} {args.datapath} lanes" if args.datapath != "lane" else
             f"{args.pes} PEs ({args.fifo_depth}-entry event FIFOs)")
     print(f"[{cfg.name}] RTL -> {stage.folder / 'top.v'}: {what}, membranes {m['membrane_bits']} bits, "
           f"{len(m['memories'])} memories, {m['memory_bits'] / 8192:.1f} KiB; verilator lint: "

@@ -115,7 +115,7 @@ def assemble_report(cfg, root: Path, synth: dict, seconds: dict) -> dict:
             cycles = model_cycles(g, codes[:sim["images_run"]], sim["pes"], jobs=os.cpu_count() or 1,
                                   fifo_depth=sim.get("fifo_depth"), datapath=datapath,
                                   weights=sim.get("weights", "baked"))
-        if datapath == "bitpar":
+        if datapath != "lane":
             # the one-synapse-per-PE floor on the same P, beside this datapath's own bound (the lane
             # datapath's cycle model)
             from ticketforge.deploy.report import one_synapse_bound

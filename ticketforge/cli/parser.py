@@ -43,10 +43,11 @@ def _add_fit_arg(p: argparse.ArgumentParser) -> None:
 
 
 def _add_rtl_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--datapath", choices=("lane", "bitpar"), default=None,
-                   help="the accelerator's datapath: lane (event driven, one synapse per PE per cycle) or "
-                        "bitpar (bit-parallel, layer-major; --pes is its lane count); default: the config's "
-                        "hw.datapath")
+    p.add_argument("--datapath", choices=("lane", "bitpar", "rowstream"), default=None,
+                   help="the accelerator's datapath: lane (event driven, one synapse per PE per cycle), "
+                        "bitpar (bit-parallel, layer-major; --pes is its lane count) or rowstream (fully "
+                        "connected networks: a weight row of --pes lanes per input event a cycle); default: the "
+                        "config's hw.datapath")
     p.add_argument("--pes", type=int, default=None,
                    help="processing elements of the accelerator (default: the config's hw.pes, 16)")
     p.add_argument("--fifo-depth", type=int, default=None,

@@ -224,7 +224,7 @@ def rtl_stage(args, cfg) -> Stage:
 def _sim_code() -> tuple[Path, ...]:
     # the testbench and its references: the golden model (ir) and the cycle models
     return (_sources("sim") + _sources("ir") + _sources("rtl", "cycles.py", "datapath.py", "simulate.py")
-            + _sources("rtl.bitpar", "cycles.py"))
+            + _sources("rtl.bitpar", "cycles.py") + _sources("rtl.rowstream", "cycles.py", "plan.py"))
 
 
 def sim_stage(args, cfg, netlist_board: str | None = None, images: str | None = None) -> Stage:
