@@ -159,8 +159,26 @@ def test_latency_budget_bench_reports_both_cycle_models(tmp_path):
                           "--up5k"], capture_output=True, text=True, check=True).stdout.splitlines()
     cells = [c.strip() for c in out[-1].strip("|").split("|")]
     assert cells[7].strip("*") == f"{np.mean([c.total for c in cycle_model(g, codes, 1)]):,.0f}"
-    for cell, p in zip(cells[-3:], (1, 2, 4)):
+    for cell, p in zip(cells[-4:-1], (1, 2, 4)):
         spram, ebr = (int(v) for v in cell.strip("*").split(" / "))
         rows = [m for m in lane_plan(g, p, weights="runtime").memories if m["name"].endswith("_rows")]
         assert len(rows) == p and spram == sum(-(-m["width"] // 16) for m in rows), (cell, p)
         assert cell.startswith("**") == (spram <= 4 and ebr <= 30), cell
+    assert cells[15] == "-" and cells[-1] == "-"         # a conv IR: no rowstream design
+    # a fully connected IR: the rowstream cycles at 16 lanes, and its rows' SPRAMs
+    from ticketforge.rtl.rowstream.cycles import cycle_model as rowstream_cycle_model
+    from ticketforge.rtl.rowstream.plan import plan_graph as rowstream_plan
+
+    fc = random_graph(1, max_conv=0, max_linear=3)
+    save_graph(fc, ir)
+    codes = random_images(fc, 3, 5)
+    np.savez(ir / "test_inputs.npz", codes=codes, labels=np.zeros(3, np.int64))
+    out = subprocess.run([sys.executable, str(root / "bench" / "latency_budget.py"), str(ir), "--images", "3",
+                          "--up5k"], capture_output=True, text=True, check=True).stdout.splitlines()
+    cells = [c.strip() for c in out[-1].strip("|").split("|")]
+    want = np.mean([c.total for c in rowstream_cycle_model(rowstream_plan(fc, 16), codes)])
+    assert cells[15].strip("*") == f"{want:,.0f}"
+    # its rows: 16 lanes of the widest layer's weight bits, 16 bits to an SPRAM (one is deep enough)
+    bits = max(l.weight_bits for l in fc.layers if l.has_weights)
+    spram, ebr = (int(v) for v in cells[-1].strip("*").split(" / "))
+    assert spram == 16 * bits // 16 and cells[-1].startswith("**") == (spram <= 4 and ebr <= 30)
