@@ -136,6 +136,17 @@ def test_random_ir_on_the_bitpar_datapath_on_icarus_equals_golden(seed, binary, 
     assert r["datapath"] == "bitpar"
 
 
+@pytest.mark.parametrize("seed,binary,lanes,weights", [(1, False, 4, "baked"), (18, False, 3, "runtime"),
+                                                      (9, True, 16, "baked")])
+def test_random_ir_on_the_rowstream_datapath_on_icarus_equals_golden(seed, binary, lanes, weights, tmp_path):
+    """The rowstream accelerator's Verilog on fully connected random IRs (8-bit weights,
+    pruned neurons, several neuron configurations; binary at T = 1): scores, traced spike
+    trains, cycles and every counter; runtime weights through the load port."""
+    g = random_graph(seed, max_conv=0, max_linear=3, binary=binary)
+    r = _regress(g, seed, lanes, tmp_path, run_lint=seed == 1, datapath="rowstream", weights=weights)
+    assert r["datapath"] == "rowstream"
+
+
 @pytest.mark.parametrize("seed", (1050, 1051, 1052, 1054))
 def test_runtime_weights_on_icarus_equal_golden(seed, tmp_path, monkeypatch):
     """A design with runtime weights: its memories start empty, the testbench writes every
