@@ -74,3 +74,20 @@ def test_bitpar_prices_come_from_its_memories():
     assert step > 16 * 10.0                     # at least the 16 lanes' weight banks
     assert e["uj"] == pytest.approx(1000 * step * 1e-6)
     assert e["pj_per_event"]["spikes"] == 0.0   # a spike is a bit of the written word
+
+
+def test_rowstream_prices_come_from_its_memories():
+    """A row read: a list entry, a weight row and every lane's product and accumulate; a
+    neuron update: its parameters and three adds; a spike: one list entry written."""
+    from ticketforge.deploy.energy import add_pj, hardware_events_energy, sram_pj
+
+    mems = [{"name": n, "depth": d, "width": w} for n, d, w in
+            (("list0", 1280, 18), ("list1", 1280, 18), ("rows", 16000, 64), ("params", 320, 41))]
+    man = {"params": {"datapath": "rowstream"}, "memories": mems, "membrane_bits": 22,
+           "rowstream": {"lanes": 16, "T": 4, "acc_bits": 22, "weight_bits": 4, "value_bits": 8}}
+    e = hardware_events_energy({"fc1": {"row_reads": 2000, "neuron_updates": 1280, "spikes": 300}}, man)
+    p = e["pj_per_event"]
+    assert p["row_reads"] == pytest.approx(sram_pj(1280, 18) + sram_pj(16000, 64)
+                                           + 16 * (3 * add_pj(12) + add_pj(22)))
+    assert p["spikes"] == pytest.approx(sram_pj(1280, 18))
+    assert e["uj"] == pytest.approx((2000 * p["row_reads"] + 1280 * p["neuron_updates"] + 300 * p["spikes"]) * 1e-6)

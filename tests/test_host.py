@@ -263,3 +263,17 @@ def test_one_bitpar_bitstream_runs_two_tickets_with_only_the_weights_reloaded(tm
     with pytest.raises(UnsupportedError, match=r"does not fit the bitstream: .*the bitstream"):
         write_rtl(tmp_path / "c" / "ir", tmp_path / "c" / "rtl-fit", pes=8, run_lint=False, datapath="bitpar",
                   weights="runtime", fit_to=ra / "rtl", progress=lambda *a, **k: None)
+
+
+def test_a_rowstream_design_loads_its_weight_rows_and_runs_over_the_link(tmp_path):
+    """The rowstream datapath (mnist_up5k's) on the simulated board: its weight rows and
+    neuron parameters loaded over the link, then every image identical to golden and the
+    cycle model."""
+    g = random_graph(18, max_conv=0, max_linear=3)             # 8-bit weights, pruned neurons
+    _, root = _build(tmp_path, 18, pes=4, weights="runtime", graph=g, datapath="rowstream")
+    design_id, weights = expected_identity(root / "rtl"), root / "rtl" / "weights.bin"
+    with SimulatedBoard(root / "rtl", root / "simboard", log=lambda *a, **k: None) as board:
+        res = validate_on_board(root / "ir", board.port, pes=4, design_id=design_id, weights=weights, timeout_s=20,
+                                datapath="rowstream", out_dir=root / "run")
+    assert res["board_matches_golden"] and res["images_identical"] == IMAGES, res["mismatches"]
+    assert res["weights"] == "runtime" and res["words"] > 0

@@ -81,36 +81,38 @@ def test_runtime_weights_equal_golden_and_cycle_model(seed, binary, lanes):
     assert len(rows) == acc.plan.rows
 
 
-def test_cycles_are_the_passes_and_sweeps():
-    """The closed form of docs/RTL.md: per group a pass of (events + PASS_END) per
-    timestep (the first layer: one, over the non-zero pixels) and a sweep of L + SWEEP_FILL
-    per timestep (the readout: one)."""
+def test_the_sweeps_overlap_the_next_passes():
+    """The closed forms of the two machines on the first layer (docs/RTL.md): when its
+    passes are longer than its sweeps, a group costs its pass, PASS_END and the handoff, and
+    only the last group's sweeps are seen; when every pass is empty (an image with no pixel)
+    each handoff waits for the previous group's sweeps."""
     g = linear_graph(9, True)                   # T = 1, one hidden layer
-    images = random_images(g, 4, 9)
-    images[0] = 0                               # no pixel: every pass is empty
     L = 2
-    plan = plan_graph(g, L)
-    gold = run(g, images, trace=True)
-    model = cycle_model(plan, images, gold)
-    hidden, out = plan.layers
-    for i, mdl in enumerate(model):
-        n_px = int((images[i] != 0).sum())
-        spikes = int(gold.spikes[hidden.name][i].sum())
-        want = (plan.n_pix + LAYER_SETUP + hidden.groups * (n_px + PASS_END + L + SWEEP_FILL)
-                + LAYER_SETUP + out.groups * (spikes + PASS_END + L + SWEEP_FILL) + out.n_out + 1)
-        assert mdl.total == want, i
-    assert model[0].counters[hidden.name]["row_reads"] == 0
+    S = g.T * (L + SWEEP_FILL)                  # B's cycles per handoff of the first layer
+    images = random_images(g, 2, 9)
+    images[1] = 0
+    dense = plan_graph(g, L, dense=True)        # every pixel an event: n_pix per pass
+    assert dense.n_pix + PASS_END >= S
+    hidden = dense.layers[0]
+    m = cycle_model(dense, images[:1], run(g, images[:1], trace=True))[0]
+    assert m.per_layer[hidden.name] == LAYER_SETUP + hidden.groups * (dense.n_pix + PASS_END + 1) + S + 1
+    sparse = plan_graph(g, L)
+    m = cycle_model(sparse, images[1:], run(g, images[1:], trace=True))[0]
+    assert m.counters[hidden.name]["row_reads"] == 0
+    assert m.per_layer[hidden.name] == LAYER_SETUP + PASS_END + 1 + hidden.groups * (S + 1)
 
 
 class LanesModel:
     def __init__(self, L):
         self.acc = [0] * L
+        self.shadow = [0] * L
 
-    def step(self, value, weights, add, clear, rotate):
-        if rotate:
-            self.acc = self.acc[1:] + self.acc[:1]
-        else:
-            self.acc = [(0 if clear else a) + (value * w if add else 0) for a, w in zip(self.acc, weights)]
+    def step(self, value, weights, add, clear, handoff, rotate):
+        self.acc = [(0 if clear else a) + (value * w if add else 0) for a, w in zip(self.acc, weights)]
+        if handoff:
+            self.shadow = list(self.acc)
+        elif rotate:
+            self.shadow = self.shadow[1:] + self.shadow[:1]
 
 
 @pytest.mark.parametrize("L,B,vbits", [(1, 2, 1), (3, 4, 8), (16, 4, 8), (5, 8, 8)])
@@ -126,16 +128,17 @@ def test_mac_lanes_equal_the_model(L, B, vbits):
             weights = [int(w) for w in rng.integers(-top, top + 1, L)]
             word = pack_row(weights, B)
             assert [lane_weight(word, j, B) for j in range(L)] == weights
-            rotate = bool(rng.random() < 0.2)
-            add, clear = bool(rng.random() < 0.8) and not rotate, bool(rng.random() < 0.1) and not rotate
+            add, clear = bool(rng.random() < 0.8), bool(rng.random() < 0.1)
+            handoff, rotate = bool(rng.random() < 0.15), bool(rng.random() < 0.5)
             ctx.set(dut.value, value)
             ctx.set(dut.weights, word)
             ctx.set(dut.add, add)
             ctx.set(dut.clear, clear)
+            ctx.set(dut.handoff, handoff)
             ctx.set(dut.rotate, rotate)
             await ctx.tick()
-            model.step(value, weights, add, clear, rotate)
-            assert ctx.get(dut.head) == model.acc[0], f"cycle {k}"
+            model.step(value, weights, add, clear, handoff, rotate)
+            assert ctx.get(dut.head) == model.shadow[0], f"cycle {k}"
 
     sim = Simulator(dut)
     sim.add_clock(1e-8)

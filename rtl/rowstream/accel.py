@@ -14,9 +14,10 @@ exact schedule):
 - ``params``: bias, threshold and keep bit per (layer, group, lane);
 - ``scores``: the readout's class scores for the ``OUT`` stream.
 
-The pass pipeline: list entry read -> weight row read (address: the group's first row plus
-the event's index) -> multiply-accumulate (`lanes.MacLanes`).  The sweep rotates the lanes'
-accumulators and membranes past one `rtl.neuron.NeuronUpdate` a cycle.
+Two machines (`cycles.py`): A runs the passes, list entry read -> weight row read (address:
+the group's first row plus the event's index) -> multiply-accumulate (`lanes.MacLanes`), and
+hands each pass's sums to the lanes' shadows; B sweeps the shadows and the membranes past one
+`rtl.neuron.NeuronUpdate` a cycle while A's next pass accumulates.
 
 Status: address 0 is the cycle count of the last image, then `cycles.COUNTERS` for every
 weighted layer, in layer order.
@@ -241,9 +242,16 @@ class RowstreamAccelerator(wiring.Component):
         grp = Signal(range(max(2, max(lp.groups for lp in layers))))
         t = Signal(range(max(2, T)))
         k = Signal(range(max(2, max(plan.list_depth) + 1)))            # the pass's next event
-        s = Signal(range(L + 1))                                        # the sweep's cycle
-        group_row = Signal(range(max(2, plan.rows + 1)))                # the group's first row
         group_param = Signal(range(max(2, plan.params + L + 1)))        # the group's first parameters
+        s = Signal(range(L + 1))                                        # the sweep's cycle (B)
+        # B's context, set at the handoff: its group, timestep, sweeps still to run after
+        # this one (the first layer sweeps T times over one pass) and parameters' address
+        b_grp = Signal.like(grp)
+        b_t = Signal.like(t)
+        b_left = Signal(range(max(2, T)))
+        b_param = Signal.like(group_param)
+        b_idle, b_start = Signal(), Signal()
+        group_row = Signal(range(max(2, plan.rows + 1)))                # the group's first row
         load_i = Signal(range(max(2, plan.n_pix)))
         out_i = Signal(range(max(2, K)))
         count_bits = ubits(max(plan.list_depth))
@@ -266,8 +274,8 @@ class RowstreamAccelerator(wiring.Component):
         m.d.comb += [row_addr.eq(group_row + entry.idx),
                      lanes.value.eq(value_q), lanes.weights.eq(rows_r.data), lanes.add.eq(v2)]
 
-        # ---------------- the sweep: lane s's parameters read in cycle s, updated in s + 1
-        m.d.comb += params_r.addr.eq(group_param + s)
+        # ---------------- the sweep (B): lane s's parameters read in cycle s, updated in s + 1
+        m.d.comb += params_r.addr.eq(b_param + s)
         prm = params_r.data
         U = [Signal(signed(self.u_bits), name=f"u{j}") for j in range(L)]
         rotate = Signal()
@@ -281,15 +289,15 @@ class RowstreamAccelerator(wiring.Component):
         m.d.comb += shift_now.eq(shift_i)
         acc_shifted = Array(lanes.head << sh for sh in shifts)[shift_now]
         u_in = Signal(signed(self.u_bits))
-        m.d.comb += u_in.eq(Mux(t == 0, prm.bias, U[0]) + acc_shifted)
+        m.d.comb += u_in.eq(Mux(b_t == 0, prm.bias, U[0]) + acc_shifted)
         fire, u_next = Signal(), Signal(signed(self.u_bits))
         for ci, nu in enumerate(upd_units):
             m.d.comb += [nu.u.eq(u_in), nu.threshold.eq(prm.thr), nu.bias.eq(prm.bias), nu.keep.eq(prm.keep),
-                         nu.last.eq(t == T - 1)]
+                         nu.last.eq(b_t == T - 1)]
             with m.If(cfg == ci):
                 m.d.comb += [fire.eq(nu.spike), u_next.eq(nu.u_next)]
         lane_idx = Signal(range(max(2, max(lp.groups for lp in layers) * L + 1)))
-        m.d.comb += lane_idx.eq(grp * L + s - 1)
+        m.d.comb += lane_idx.eq(b_grp * L + s - 1)
         updating = Signal()                                  # a lane passes the update this cycle
         with m.If(updating):
             m.d.sync += [U[j].eq(U[j + 1]) for j in range(L - 1)] + [U[L - 1].eq(u_next)]
@@ -298,23 +306,23 @@ class RowstreamAccelerator(wiring.Component):
         append = Signal()
         n_out = table([lp.n_out for lp in layers])[cur]
         m.d.comb += append.eq(updating & ~is_out & (fire | (self.dense & (lane_idx < n_out))))
-        wr_count = Mux(wbuf, count_arr[1][t], count_arr[0][t])
+        wr_count = Mux(wbuf, count_arr[1][b_t], count_arr[0][b_t])
         pixel_write = Signal()
         pix_value = self.pixels.payload
         for b in range(2):
             wp = list_w[b]
             if b == 0:
-                m.d.comb += [wp.addr.eq(Mux(pixel_write, counts[0][0], t * S + wr_count)),
+                m.d.comb += [wp.addr.eq(Mux(pixel_write, counts[0][0], b_t * S + wr_count)),
                              wp.data.idx.eq(Mux(pixel_write, load_i, lane_idx)),
                              wp.data.value.eq(Mux(pixel_write, pix_value, fire)),
                              wp.en.eq(pixel_write | (append & (wbuf == 0)))]
             else:
-                m.d.comb += [wp.addr.eq(t * S + wr_count), wp.data.idx.eq(lane_idx), wp.data.value.eq(fire),
+                m.d.comb += [wp.addr.eq(b_t * S + wr_count), wp.data.idx.eq(lane_idx), wp.data.value.eq(fire),
                              wp.en.eq(append & (wbuf == 1))]
         with m.If(append):
             for b in range(2):
                 with m.If(wbuf == b):
-                    m.d.sync += count_arr[b][t].eq(count_arr[b][t] + 1)
+                    m.d.sync += count_arr[b][b_t].eq(count_arr[b][b_t] + 1)
         m.d.comb += [scores_w.addr.eq(lane_idx), scores_w.data.eq(lanes.head),
                      scores_w.en.eq(updating & is_out & (lane_idx < K)), scores_r.addr.eq(out_i),
                      self.scores.payload.eq(scores_r.data)]
@@ -361,22 +369,27 @@ class RowstreamAccelerator(wiring.Component):
                     with m.If(is_out & (t != T - 1)):
                         m.d.sync += t.eq(t + 1)
                     with m.Else():
-                        m.d.sync += s.eq(0)
-                        m.next = "SWEEP"
-            with m.State("SWEEP"):
-                m.d.comb += [self.busy.eq(1), updating.eq(s != 0), rotate.eq(s != 0)]
-                m.d.sync += s.eq(s + 1)
-                with m.If(s == L):
-                    m.d.sync += s.eq(0)
-                    with m.If(~is_out & (t != T - 1)):
+                        m.next = "HAND"
+            with m.State("HAND"):
+                # the pass's sums go to B's shadows in the cycle of its last add (or later,
+                # when B is still sweeping the previous ones); the next pass starts after
+                m.d.comb += self.busy.eq(1)
+                with m.If(b_idle):
+                    m.d.comb += [b_start.eq(1), lanes.handoff.eq(1)]
+                    m.d.sync += [b_grp.eq(grp), b_t.eq(t), b_param.eq(group_param),
+                                 b_left.eq(Mux(is_first & ~is_out, T - 1, 0))]
+                    m.next = "PASS"
+                    with m.If(~is_out & ~is_first & (t != T - 1)):
                         m.d.sync += t.eq(t + 1)
-                        with m.If(~is_first):
-                            m.next = "PASS"
                     with m.Elif(~last_group):
                         m.d.sync += [grp.eq(grp + 1), t.eq(0), group_row.eq(group_row + n_in),
                                      group_param.eq(group_param + L)]
-                        m.next = "PASS"
-                    with m.Elif(cur == NL - 1):
+                    with m.Else():
+                        m.next = "LWAIT"
+            with m.State("LWAIT"):                  # the layer's last sweep is done
+                m.d.comb += self.busy.eq(1)
+                with m.If(b_idle):
+                    with m.If(cur == NL - 1):
                         m.d.sync += out_i.eq(0)
                         m.next = "OUT"
                     with m.Else():
@@ -392,11 +405,27 @@ class RowstreamAccelerator(wiring.Component):
                 m.d.comb += [self.busy.eq(1), self.done.eq(1)]
                 m.next = "IDLE"
 
+        with m.FSM(name="b"):
+            with m.State("IDLE"):
+                m.d.comb += b_idle.eq(1)
+                with m.If(b_start):
+                    m.d.sync += s.eq(0)
+                    m.next = "SWEEP"
+            with m.State("SWEEP"):
+                m.d.comb += [updating.eq(s != 0), rotate.eq(s != 0)]
+                m.d.sync += s.eq(s + 1)
+                with m.If(s == L):
+                    m.d.sync += s.eq(0)
+                    with m.If(b_left != 0):
+                        m.d.sync += [b_left.eq(b_left - 1), b_t.eq(b_t + 1)]
+                    with m.Else():
+                        m.next = "IDLE"
+
         # ---------------- counters and status
         status_registers(m, self, clear_counters, cur, {lp.name: cnt_now for lp in layers}, COUNTERS)
 
         # ---------------- trace: the spike of this sweep cycle
         if self.trace:
             m.d.comb += [self.trace_valid.eq(updating & ~is_out & fire), self.trace_layer.eq(layer_index),
-                         self.trace_t.eq(t), self.trace_event.eq(lane_idx)]
+                         self.trace_t.eq(b_t), self.trace_event.eq(lane_idx)]
         return m

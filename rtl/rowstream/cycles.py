@@ -1,20 +1,21 @@
 """Exact cycle and counter model of the rowstream accelerator (`accel.py`).
 
-One machine, one state a cycle (``busy`` cycles, the status block's cycle counter):
+Two machines (``busy`` cycles, the status block's cycle counter, are A's):
 
-- ``LOAD``: one cycle per pixel (the host keeps ``valid`` high); a non-zero pixel (every
-  pixel when dense) is appended to the pixel list;
-- per weighted layer: ``LAYER_SETUP``, then per group of L neurons:
-
-  - a *pass* per timestep over the layer's input list of that timestep: one event a cycle
-    (its weight row read, its value multiplied into the L accumulators), plus ``PASS_END``;
-    the first layer reads the pixel list once (direct encoding: its input is the same at
-    every timestep); the readout accumulates its T passes;
-  - a *sweep* per timestep after its pass: the L neurons updated one a cycle (a spike
-    appended to the next layer's list of that timestep), plus ``SWEEP_FILL`` for the
-    parameter read; the readout sweeps once, writing its L scores;
-
-- ``OUT``: one cycle per class score; then ``DONE``.
+- **A** runs the *passes*. ``LOAD``: one cycle per pixel (the host keeps ``valid`` high); a
+  non-zero pixel (every pixel when dense) is appended to the pixel list.  Per weighted
+  layer: ``LAYER_SETUP``, then per group of L neurons a pass per timestep over the layer's
+  input list of that timestep: one event a cycle (its weight row read, its value multiplied
+  into the L accumulators), plus ``PASS_END``.  The first layer reads the pixel list once
+  (direct encoding: its input is the same at every timestep); the readout accumulates its T
+  passes.  After a pass (the readout: after its T) A hands the sums to B (``HAND``: the
+  first cycle in which B is idle) and starts the next pass; after the layer's last handoff
+  it waits for B (``LWAIT``) before the next layer reads the spikes.  ``OUT``: one cycle per
+  class score; then ``DONE``.
+- **B** runs the *sweeps* on the handed-on sums (`lanes.MacLanes`' shadows) while A's
+  next pass accumulates: the L neurons updated one a cycle (a spike appended to the next
+  layer's list of that timestep), plus ``SWEEP_FILL`` for the parameter read; the first
+  layer's handoff is T sweeps (one per timestep), the readout's one, writing its scores.
 
 So an image's cycles depend on its data through its non-zero pixels and the spikes of each
 hidden layer per timestep, which the golden model's trace gives exactly.
@@ -65,6 +66,20 @@ def layer_events(plan: RowstreamPlan, images: np.ndarray, gold: GoldenResult) ->
 
 def cycle_model(plan: RowstreamPlan, images: np.ndarray, gold: GoldenResult | None = None) -> list[ImageCycles]:
     """Cycles and status counters of each image (pixel codes [N, C, H, W])."""
+    def layer_cycles(lp, ev: np.ndarray) -> int:
+        """One image's cycles of a layer, LAYER_SETUP to the end of LWAIT, replaying A and B."""
+        a, b_free = LAYER_SETUP, 0          # A's next cycle; the first cycle B is idle
+        first = lp.first and lp.kind != "output"
+        units = ([[int(n) for n in ev]] if lp.kind == "output" or lp.first   # one handoff: all passes
+                 else [[int(n)] for n in ev])                                 # a handoff per timestep
+        for _ in range(lp.groups):
+            for passes in units:
+                a += sum(n + PASS_END for n in passes)
+                h = max(a, b_free)                                  # HAND
+                b_free = h + (T if first else 1) * (L + SWEEP_FILL) + 1
+                a = h + 1
+        return max(a, b_free) + 1                                   # LWAIT, then the next state
+
     g, L, T = plan.graph, plan.L, plan.T
     images = np.asarray(images)
     if gold is None or not gold.spikes:             # the event counts need the traced run
@@ -79,9 +94,7 @@ def cycle_model(plan: RowstreamPlan, images: np.ndarray, gold: GoldenResult | No
     for lp in plan.layers:
         l = g.layers[lp.index]
         ev = events[lp.name]                                        # [N, passes]
-        sweeps = 1 if lp.kind == "output" else T
-        group = (ev + PASS_END).sum(1) + sweeps * (L + SWEEP_FILL)
-        cyc = LAYER_SETUP + lp.groups * group
+        cyc = np.array([layer_cycles(lp, e) for e in ev], np.int64)
         per_layer[lp.name] = cyc
         totals = totals + cyc
         reads = lp.groups * ev.sum(1)

@@ -17,8 +17,8 @@ RAM, and a layer runs over all T before the next (exact for feed-forward network
   per timestep the indices of the neurons that fired (value 1).  Two buffers alternate
   between layers.
 - **Neuron parameters**, one entry per (layer, group, lane): bias, threshold and the keep
-  bit (DynSNN); the update walks a group's lanes one a cycle, and a spike appends its index
-  to the next layer's list for that timestep.
+  bit (DynSNN); the update walks a group's lanes one a cycle while the next group's pass
+  accumulates, and a spike appends its index to the next layer's list for that timestep.
 - **Direct encoding**: the first layer's input is the same at every timestep, so its
   accumulation runs once per group and its T updates reuse it.
 
