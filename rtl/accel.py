@@ -30,8 +30,9 @@ count of the last image, then 6 per layer (``COUNTERS``).
 """
 from __future__ import annotations
 
-from amaranth import Array, Module, Signal, signed, unsigned
-from amaranth.lib import stream, wiring
+from amaranth import Array, Module, Shape, Signal, signed, unsigned
+from amaranth.lib import data, stream, wiring
+from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
 
 from ticketforge.ir.schema import Graph
@@ -40,14 +41,14 @@ from ticketforge.rtl.cycles import COUNTERS
 from ticketforge.rtl.aer import aer_layout
 from ticketforge.rtl.lane.loader import EventLoader, PixelLoader
 from ticketforge.rtl.lane.pe import PEArray
-from ticketforge.rtl.lane.plan import (COUNTER_BITS, MEMORY_STYLES, LanePlan, bram18_blocks, fan_in, field_map,
-                                       lane_plan, status_map, u_range, ubits)
+from ticketforge.rtl.lane.plan import (COUNTER_BITS, MEMORY_STYLES, SMALL_ROM_BITS, LanePlan, bram18_blocks, fan_in,
+                                       field_map, lane_plan, status_map, u_range, ubits)
 from ticketforge.rtl.lane.pool import OrPool
 from ticketforge.rtl.lane.reader import EventReader
 from ticketforge.rtl.lane.schedule import Schedule
 from ticketforge.rtl.lane.status import StatusBlock
 
-__all__ = ["Accelerator", "core_members", "status_registers", "status_map", "fan_in", "u_range", "bram18_blocks", "MEMORY_STYLES",
+__all__ = ["Accelerator", "core_members", "core_memory", "status_registers", "status_map", "fan_in", "u_range", "bram18_blocks", "MEMORY_STYLES",
            "COUNTER_BITS"]
 
 
@@ -73,6 +74,38 @@ def core_members(g: Graph, score_bits: int, status_words: int, trace_lanes: int,
         sig.update({"trace_valid": Out(trace_lanes), "trace_event": Out(trace_lanes * event_width),
                     "trace_layer": Out(range(len(g.layers))), "trace_t": Out(range(max(2, g.T)))})
     return sig
+
+
+def core_memory(m: Module, core, name: str, shape, depth: int, init=(), rom: bool = False, comb_read: bool = False,
+                load_port: bool = True):
+    """A memory of a layer-at-a-time datapath (bitpar, rowstream), added to ``m`` and to the
+    inventory ``core.memories``: a read-only table (``rom``) of ``init``, or with runtime
+    weights, when ``name`` is one of ``core.LOADABLE``, a RAM that starts empty and that the
+    ``load`` stream writes (``load_port=False``: the caller wires that write itself, as a
+    single-port RAM does).  ``core.memory_style`` becomes the ``ram_style`` attribute; "auto"
+    puts a read-only table up to `SMALL_ROM_BITS` in logic, and ``comb_read`` (a read in
+    the same cycle) keeps a memory out of block RAM."""
+    width = shape.size if isinstance(shape, data.Layout) else Shape.cast(shape).width
+    loadable = core.runtime and name in core.LOADABLE
+    if loadable:                    # written through the load port: a RAM, empty at start
+        init, rom = (), False
+    style = core.memory_style
+    if comb_read and style == "block":      # a block RAM has no read in the same cycle
+        style = "auto"
+    if style == "auto" and rom and width * max(1, depth) <= SMALL_ROM_BITS:
+        style = "logic"
+    attrs = {} if style == "auto" else {"ram_style": style}
+    mem = Memory(shape=shape, depth=max(1, depth), init=list(init), attrs=attrs)
+    m.submodules[name] = mem
+    core.memories.append({"name": name, "width": width, "depth": max(1, depth),
+                          "bits": width * max(1, depth), "style": style, "rom": rom}
+                         | ({"loadable": True} if loadable else {}))
+    if loadable and load_port:
+        load = core.load
+        wp = mem.write_port()
+        m.d.comb += [wp.addr.eq(load.payload.addr), wp.data.eq(load.payload.data[:width]),
+                     wp.en.eq(load.valid & (load.payload.memory == core.load_index[name]))]
+    return mem
 
 
 def status_registers(m: Module, core, clear, layer, increments: dict[str, dict], names: tuple[str, ...]) -> None:

@@ -36,7 +36,6 @@ from __future__ import annotations
 import numpy as np
 from amaranth import Array, C, Cat, Const, Module, Mux, Signal, signed, unsigned
 from amaranth.lib import data, fifo, wiring
-from amaranth.lib.memory import Memory
 
 from ticketforge.errors import UsageError
 from ticketforge.ir.schema import Graph, Neuron
@@ -44,13 +43,11 @@ from ticketforge.rtl.bitpar.capacity import BitparCapacity, capacity_of, check_f
 from ticketforge.rtl.bitpar.cycles import COUNTERS
 from ticketforge.rtl.bitpar.lanes import LaneArray, weight_layout
 from ticketforge.rtl.bitpar.plan import WORD, BitparPlan, bit_index, plan_graph
-from ticketforge.rtl.accel import MEMORY_STYLES, core_members, fan_in, status_registers, u_range
+from ticketforge.rtl.accel import MEMORY_STYLES, core_members, core_memory, fan_in, status_registers, u_range
 from ticketforge.rtl.lane.plan import WEIGHTS, field_map, sbits, ubits
 from ticketforge.rtl.neuron import NeuronUpdate
 
 __all__ = ["BitparAccelerator", "status_map"]
-
-SMALL_ROM_BITS = 2048
 
 
 def status_map(plan: BitparPlan) -> list[tuple[str, str]]:
@@ -277,26 +274,7 @@ class BitparAccelerator(wiring.Component):
         load = self.load if self.runtime else None
 
         def mk(name, shape, depth, init=(), rom=False, comb_read=False):
-            width = _shape_width(shape)
-            loadable = self.runtime and name in self.LOADABLE
-            if loadable:                    # written through the load port: a RAM, empty at start
-                init, rom = (), False
-            style = self.memory_style
-            if comb_read and style == "block":      # a block RAM has no read in the same cycle
-                style = "auto"
-            if style == "auto" and rom and width * max(1, depth) <= SMALL_ROM_BITS:
-                style = "logic"
-            attrs = {} if style == "auto" else {"ram_style": style}
-            mem = Memory(shape=shape, depth=max(1, depth), init=list(init), attrs=attrs)
-            m.submodules[name] = mem
-            self.memories.append({"name": name, "width": width, "depth": max(1, depth),
-                                  "bits": width * max(1, depth), "style": style, "rom": rom}
-                                 | ({"loadable": True} if loadable else {}))
-            if loadable:
-                wp = mem.write_port()
-                m.d.comb += [wp.addr.eq(load.payload.addr), wp.data.eq(load.payload.data[:width]),
-                             wp.en.eq(load.valid & (load.payload.memory == self.load_index[name]))]
-            return mem
+            return core_memory(m, self, name, shape, depth, init, rom, comb_read)
 
         # ---------------- memories
         n_pix = int(np.prod(g.input.shape))
@@ -773,10 +751,3 @@ class BitparAccelerator(wiring.Component):
 def _fit(v, width):
     return v[:width] if len(v) >= width else Cat(v, C(0, width - len(v)))
 
-
-def _shape_width(shape) -> int:
-    from amaranth import Shape
-    from amaranth.lib.data import Layout
-    if isinstance(shape, Layout):
-        return shape.size
-    return Shape.cast(shape).width

@@ -27,12 +27,11 @@ from __future__ import annotations
 import numpy as np
 from amaranth import Array, C, Const, Module, Mux, Signal, signed, unsigned
 from amaranth.lib import data, wiring
-from amaranth.lib.memory import Memory
 
 from ticketforge.errors import UsageError
 from ticketforge.ir.schema import Graph
-from ticketforge.rtl.lane.plan import MEMORY_STYLES, SMALL_ROM_BITS, WEIGHTS, fan_in, field_map, sbits, u_range, ubits
-from ticketforge.rtl.accel import core_members, status_registers
+from ticketforge.rtl.lane.plan import MEMORY_STYLES, WEIGHTS, fan_in, field_map, sbits, u_range, ubits
+from ticketforge.rtl.accel import core_members, core_memory, status_registers
 from ticketforge.rtl.neuron import NeuronUpdate
 from ticketforge.rtl.rowstream.cycles import COUNTERS
 from ticketforge.rtl.rowstream.lanes import MacLanes, pack_row
@@ -169,22 +168,8 @@ class RowstreamAccelerator(wiring.Component):
         self.memories = []
         load = self.load if self.runtime else None
 
-        def mk(name, shape, depth, init=(), rom=False):
-            width = shape.size if isinstance(shape, data.Layout) else unsigned(shape).width \
-                if isinstance(shape, int) else shape.width
-            loadable = self.runtime and name in self.LOADABLE
-            if loadable:                    # written through the load port: a RAM, empty at start
-                init, rom = (), False
-            style = self.memory_style
-            if style == "auto" and rom and width * max(1, depth) <= SMALL_ROM_BITS:
-                style = "logic"
-            attrs = {} if style == "auto" else {"ram_style": style}
-            mem = Memory(shape=shape, depth=max(1, depth), init=list(init), attrs=attrs)
-            m.submodules[name] = mem
-            self.memories.append({"name": name, "width": width, "depth": max(1, depth),
-                                  "bits": width * max(1, depth), "style": style, "rom": rom}
-                                 | ({"loadable": True} if loadable else {}))
-            return mem
+        def mk(name, shape, depth, init=(), rom=False, load_port=True):
+            return core_memory(m, self, name, shape, depth, init, rom, load_port=load_port)
 
         def hit(name):
             return load.valid & (load.payload.memory == self.load_index[name])
@@ -193,7 +178,7 @@ class RowstreamAccelerator(wiring.Component):
         lists = [mk(f"list{b}", self.list_layout, plan.list_depth[b]) for b in range(2)]
         list_w = [lst.write_port() for lst in lists]
         list_r = [lst.read_port() for lst in lists]
-        rows = mk("rows", unsigned(self.row_width), plan.rows, self._row_init(), rom=True)
+        rows = mk("rows", unsigned(self.row_width), plan.rows, self._row_init(), rom=True, load_port=False)
         rows_r = rows.read_port()
         row_addr = Signal(range(max(2, plan.rows)))
         if self.runtime:
@@ -208,10 +193,6 @@ class RowstreamAccelerator(wiring.Component):
             m.d.comb += rows_r.addr.eq(row_addr)
         params = mk("params", self.param_layout, plan.params, self._param_init(), rom=True)
         params_r = params.read_port()
-        if self.runtime:
-            params_w = params.write_port()
-            m.d.comb += [params_w.addr.eq(load.payload.addr), params_w.data.eq(load.payload.data[:self.param_layout.size]),
-                         params_w.en.eq(hit("params"))]
         scores_m = mk("scores", signed(self.score_bits), K)
         scores_w = scores_m.write_port()
         scores_r = scores_m.read_port(domain="comb")
