@@ -169,3 +169,14 @@ def test_cli_refuses_what_the_rowstream_datapath_has_not_before_any_work(tmp_pat
     assert main(base + ["--pes", "4", "--fifo-depth", "8"]) == 2
     assert "no event FIFOs" in capsys.readouterr().err
     assert not any(tmp_path.iterdir())                 # nothing written
+
+
+def test_memory_style_block_keeps_the_same_cycle_read_out_of_block_ram():
+    """The scores are read in the cycle the OUT stream shows them, which a block RAM cannot:
+    "block" maps every other memory there and leaves that one to synthesis."""
+    from amaranth.back import rtlil
+
+    acc = RowstreamAccelerator(linear_graph(1), 4, memory_style="block")
+    rtlil.convert(acc)
+    styles = {m["name"]: m["style"] for m in acc.memories}
+    assert styles == {"list0": "block", "list1": "block", "rows": "block", "params": "block", "scores": "auto"}

@@ -168,8 +168,8 @@ class RowstreamAccelerator(wiring.Component):
         self.memories = []
         load = self.load if self.runtime else None
 
-        def mk(name, shape, depth, init=(), rom=False, load_port=True):
-            return core_memory(m, self, name, shape, depth, init, rom, load_port=load_port)
+        def mk(name, shape, depth, init=(), rom=False, comb_read=False, load_port=True):
+            return core_memory(m, self, name, shape, depth, init, rom, comb_read, load_port)
 
         def hit(name):
             return load.valid & (load.payload.memory == self.load_index[name])
@@ -193,7 +193,7 @@ class RowstreamAccelerator(wiring.Component):
             m.d.comb += rows_r.addr.eq(row_addr)
         params = mk("params", self.param_layout, plan.params, self._param_init(), rom=True)
         params_r = params.read_port()
-        scores_m = mk("scores", signed(self.score_bits), K)
+        scores_m = mk("scores", signed(self.score_bits), K, comb_read=True)     # the OUT stream's payload
         scores_w = scores_m.write_port()
         scores_r = scores_m.read_port(domain="comb")
 
