@@ -1,7 +1,7 @@
 """Which tickets meet a latency budget on which datapath, before any RTL is generated: the
 exact cycle models of the datapaths on each IR's first test images, against a budget at a
-clock (the design studies behind docs/SCALING.md, "97% on the UP5K" and "What 97% on the UP5K needs from a
-convolutional ticket").
+clock (the design studies behind docs/SCALING.md, "97% on the UP5K" and "What 97% on the
+UP5K needs from a convolutional ticket").
 
     .venv/bin/python bench/latency_budget.py build/a/mlp_binw_tiny/ir build/b/mlp_binw_tiny/ir
     .venv/bin/python bench/latency_budget.py <ir>... --clock-mhz 15 --budget-us 500 --images 20
