@@ -153,8 +153,11 @@ def synthesize(rtl_dir: Path, board: Board, out_dir: Path, log=print) -> dict:
         # yowasp's WebAssembly yosys sees only the directory it runs in: work inside out_dir
         shutil.copyfile(rtl_dir / f, out_dir / f)
     top = json.loads((rtl_dir / "manifest.json").read_text())["top"]
-    script = f"read_rtlil core.il; read_verilog synth_top.v; {SYNTH[board.family]} -top {top}; " \
-             f"tee -q -o stat.json stat -json"
+    # runtime weights on the iCE40: the synapse words / weight rows in SPRAM, as the board
+    # design's synthesis puts them (board_build.py)
+    memories = memory_script(rtl_dir, board.family)
+    script = f"read_rtlil core.il; read_verilog synth_top.v; {memories + '; ' if memories else ''}" \
+             f"{SYNTH[board.family]} -top {top}; tee -q -o stat.json stat -json"
     t0 = time.perf_counter()
     log(f"[synth] yosys {SYNTH[board.family]} for {board.name} ({board.device})", flush=True)
     extra = {}

@@ -48,6 +48,18 @@ def test_tiny_design_synthesises_and_fits_the_up5k(tmp_path):
     assert json.loads((tmp_path / "synth" / "stat.json").read_text())["design"]["num_cells_by_type"]
 
 
+def test_a_runtime_core_puts_its_weight_rows_in_spram_as_the_board_design_does(tmp_path):
+    """The core's own synthesis (what `ticketforge explore` measures before placing) maps a
+    runtime-weights design's weight rows to SPRAM, as the board design's does, instead of
+    counting them as block RAMs."""
+    g = random_graph(18, max_conv=0, max_linear=3)          # fully connected: the rowstream datapath
+    save_graph(g, tmp_path / "ir")
+    write_rtl(tmp_path / "ir", tmp_path / "rtl", pes=16, trace=False, run_lint=False, progress=lambda *a, **k: None,
+              datapath="rowstream", weights="runtime")
+    r = synthesize(tmp_path / "rtl", get_board("icebreaker"), tmp_path / "synth", log=lambda *a, **k: None)
+    assert r["resources"]["sprams"] >= 1, r["resources"]
+
+
 @pytest.mark.parametrize("board, cells, bitstream, constraints, pins, n_pins, mhz, pll_cell", [
     ("icebreaker", "ICESTORM_LC", "board.bin", "board.pcf", "set_io", 3, 15.0, "ICESTORM_PLL"),  # clock, uart rx/tx
     ("ulx3s", "TRELLIS_COMB", "board.bit", "board.lpf", "LOCATE COMP", 5, 40.0, "EHXPLLL")])     # + uart rts/dtr
