@@ -30,7 +30,7 @@ count of the last image, then 6 per layer (``COUNTERS``).
 """
 from __future__ import annotations
 
-from amaranth import Array, Module, Shape, Signal, signed, unsigned
+from amaranth import Array, Const, Module, Shape, Signal, signed, unsigned
 from amaranth.lib import data, stream, wiring
 from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
@@ -42,13 +42,13 @@ from ticketforge.rtl.aer import aer_layout
 from ticketforge.rtl.lane.loader import EventLoader, PixelLoader
 from ticketforge.rtl.lane.pe import PEArray
 from ticketforge.rtl.lane.plan import (COUNTER_BITS, MEMORY_STYLES, SMALL_ROM_BITS, LanePlan, bram18_blocks, fan_in,
-                                       field_map, lane_plan, status_map, u_range, ubits)
+                                       field_map, lane_plan, sbits, status_map, u_range, ubits)
 from ticketforge.rtl.lane.pool import OrPool
 from ticketforge.rtl.lane.reader import EventReader
 from ticketforge.rtl.lane.schedule import Schedule
 from ticketforge.rtl.lane.status import StatusBlock
 
-__all__ = ["Accelerator", "core_members", "core_memory", "status_registers", "status_map", "fan_in", "u_range", "bram18_blocks", "MEMORY_STYLES",
+__all__ = ["Accelerator", "core_members", "core_memory", "const_table", "status_registers", "status_map", "fan_in", "u_range", "bram18_blocks", "MEMORY_STYLES",
            "COUNTER_BITS"]
 
 
@@ -74,6 +74,14 @@ def core_members(g: Graph, score_bits: int, status_words: int, trace_lanes: int,
         sig.update({"trace_valid": Out(trace_lanes), "trace_event": Out(trace_lanes * event_width),
                     "trace_layer": Out(range(len(g.layers))), "trace_t": Out(range(max(2, g.T)))})
     return sig
+
+
+def const_table(values, shape=None) -> Array:
+    """Per-layer (or per-group) constants for a layer-at-a-time datapath, to index with a
+    signal: an ``Array`` of ``Const``s, in ``shape`` or the narrowest that holds them all."""
+    vals = [int(v) for v in values]
+    shape = shape or (signed(sbits(min(vals), max(vals))) if min(vals) < 0 else unsigned(ubits(max(vals))))
+    return Array(Const(v, shape) for v in vals)
 
 
 def core_memory(m: Module, core, name: str, shape, depth: int, init=(), rom: bool = False, comb_read: bool = False,

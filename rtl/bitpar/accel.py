@@ -43,7 +43,7 @@ from ticketforge.rtl.bitpar.capacity import BitparCapacity, capacity_of, check_f
 from ticketforge.rtl.bitpar.cycles import COUNTERS
 from ticketforge.rtl.bitpar.lanes import LaneArray, weight_layout
 from ticketforge.rtl.bitpar.plan import WORD, BitparPlan, bit_index, plan_graph
-from ticketforge.rtl.accel import MEMORY_STYLES, core_members, core_memory, fan_in, status_registers, u_range
+from ticketforge.rtl.accel import MEMORY_STYLES, const_table, core_members, core_memory, fan_in, status_registers, u_range
 from ticketforge.rtl.lane.plan import WEIGHTS, field_map, sbits, ubits
 from ticketforge.rtl.neuron import NeuronUpdate
 
@@ -315,10 +315,7 @@ class BitparAccelerator(wiring.Component):
         lanes = m.submodules.lanes = LaneArray(L, T, self.acc_bits, g.input.bits, shifts)
 
         # ---------------- per-layer constants, indexed by the current layer
-        def table(values, shape=None):
-            vals = [int(v) for v in values]
-            shape = shape or (signed(sbits(min(vals), max(vals))) if min(vals) < 0 else unsigned(ubits(max(vals))))
-            return Array(Const(v, shape) for v in vals)
+        table = const_table
 
         cur = Signal(range(max(2, NL)))
         Ho = table([lp.out_hw[0] for lp in layers])[cur]

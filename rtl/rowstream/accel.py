@@ -31,7 +31,7 @@ from amaranth.lib import data, wiring
 from ticketforge.errors import UsageError
 from ticketforge.ir.schema import Graph
 from ticketforge.rtl.lane.plan import MEMORY_STYLES, WEIGHTS, fan_in, field_map, sbits, u_range, ubits
-from ticketforge.rtl.accel import core_members, core_memory, status_registers
+from ticketforge.rtl.accel import const_table, core_members, core_memory, status_registers
 from ticketforge.rtl.neuron import NeuronUpdate
 from ticketforge.rtl.rowstream.cycles import COUNTERS
 from ticketforge.rtl.rowstream.lanes import MacLanes, pack_row
@@ -178,7 +178,8 @@ class RowstreamAccelerator(wiring.Component):
         lists = [mk(f"list{b}", self.list_layout, plan.list_depth[b]) for b in range(2)]
         list_w = [lst.write_port() for lst in lists]
         list_r = [lst.read_port() for lst in lists]
-        rows = mk("rows", unsigned(self.row_width), plan.rows, self._row_init(), rom=True, load_port=False)
+        rows = mk("rows", unsigned(self.row_width), plan.rows, () if self.runtime else self._row_init(), rom=True,
+                  load_port=False)
         rows_r = rows.read_port()
         row_addr = Signal(range(max(2, plan.rows)))
         if self.runtime:
@@ -191,7 +192,7 @@ class RowstreamAccelerator(wiring.Component):
             m.d.comb += load.ready.eq(1)
         else:
             m.d.comb += rows_r.addr.eq(row_addr)
-        params = mk("params", self.param_layout, plan.params, self._param_init(), rom=True)
+        params = mk("params", self.param_layout, plan.params, () if self.runtime else self._param_init(), rom=True)
         params_r = params.read_port()
         scores_m = mk("scores", signed(self.score_bits), K, comb_read=True)     # the OUT stream's payload
         scores_w = scores_m.write_port()
@@ -200,10 +201,7 @@ class RowstreamAccelerator(wiring.Component):
         lanes = m.submodules.lanes = MacLanes(L, plan.weight_bits, self.value_bits, self.acc_bits)
 
         # ---------------- per-layer constants, indexed by the current layer
-        def table(values):
-            vals = [int(v) for v in values]
-            shape = signed(sbits(min(vals), max(vals))) if min(vals) < 0 else unsigned(ubits(max(vals)))
-            return Array(Const(v, shape) for v in vals)
+        table = const_table
 
         cur = Signal(range(max(2, NL)))
         G = table([lp.groups for lp in layers])[cur]
